@@ -1,0 +1,48 @@
+// Package store is the one small key-value interface the server keeps its state in,
+// with memory, bolt and redis backends and AES-256-GCM sealing of every value at rest.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors. Backends wrap transport failures in ErrUnavailable so that
+// server/ can answer 503 without knowing which backend is in use.
+var (
+	ErrNotFound    = errors.New("store: not found")
+	ErrUnavailable = errors.New("store: unavailable")
+	// ErrSealed means a value could not be opened: wrong STORE_KEY, tampering, or a
+	// record moved to another key. It fails closed: the value is never returned.
+	ErrSealed = errors.New("store: sealed value could not be opened")
+)
+
+// UpdateFunc receives the current value (nil, false when absent or expired) and
+// returns the value to write. Returning Keep leaves the record untouched;
+// returning Remove deletes it. Any other error aborts the update and is returned
+// by Update unchanged. It may be called more than once (optimistic backends
+// retry on a concurrent write), so it must not have side effects.
+type UpdateFunc func(old []byte, exists bool) (value []byte, ttl time.Duration, err error)
+
+// Keep and Remove are the non-error answers an UpdateFunc can give instead of a value.
+var (
+	Keep   = errors.New("store: keep")
+	Remove = errors.New("store: remove")
+)
+
+// KV is what every backend provides. Keys are plain strings made by the caller
+// from identifiers (never from tokens). A ttl of 0 means no expiry. Expired
+// records behave as absent everywhere.
+type KV interface {
+	Get(ctx context.Context, key string) ([]byte, error)
+	Put(ctx context.Context, key string, value []byte, ttl time.Duration) error
+	// Update is an atomic compare-and-update of one key.
+	Update(ctx context.Context, key string, fn UpdateFunc) error
+	Delete(ctx context.Context, key string) error
+	// Scan calls fn for every live record whose key starts with prefix, in no
+	// particular order. fn must not call back into the store.
+	Scan(ctx context.Context, prefix string, fn func(key string, value []byte) error) error
+	Ping(ctx context.Context) error
+	Close() error
+}
