@@ -5,6 +5,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -31,9 +32,11 @@ var (
 	Remove = errors.New("store: remove")
 )
 
-// KV is what every backend provides. Keys are plain strings made by the caller
-// from identifiers (never from tokens). A ttl of 0 means no expiry. Expired
-// records behave as absent everywhere.
+// KV is what every backend provides. Keys are plain non-empty strings made by
+// the caller from identifiers (never from tokens), so they may appear in error
+// messages. A ttl of 0 means no expiry; a negative ttl is an error. Expired
+// records behave as absent everywhere. Values passed in and returned are never
+// retained or shared by the store, so callers may reuse them.
 type KV interface {
 	Get(ctx context.Context, key string) ([]byte, error)
 	Put(ctx context.Context, key string, value []byte, ttl time.Duration) error
@@ -45,4 +48,16 @@ type KV interface {
 	Scan(ctx context.Context, prefix string, fn func(key string, value []byte) error) error
 	Ping(ctx context.Context) error
 	Close() error
+}
+
+// checkWrite rejects what no backend can store: bbolt refuses empty keys, and a
+// negative ttl is a caller bug, not a request for an already-expired record.
+func checkWrite(key string, ttl time.Duration) error {
+	if key == "" {
+		return errors.New("store: empty key")
+	}
+	if ttl < 0 {
+		return fmt.Errorf("store: negative ttl %v for key %q", ttl, key)
+	}
+	return nil
 }

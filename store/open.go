@@ -1,0 +1,160 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Options configure Open. URL and Key come from STORE_URL and STORE_KEY.
+type Options struct {
+	// URL is bolt://<path> (relative, or absolute as bolt:///var/lib/x.db),
+	// redis://host:port/db or rediss://…, or memory://.
+	URL string
+	// Key is the 32-byte sealing key. Nil means: a random key for memory://,
+	// the key file <path>.key beside a bolt database (created on first use).
+	// Redis requires it, since replicas must share it.
+	Key    []byte
+	Logger *zap.Logger      // nil: no logs
+	Now    func() time.Time // nil: time.Now
+}
+
+// openRedis opens the redis backend for redis:// and rediss:// URLs; Open
+// seals whatever it returns. It is nil until that backend is built: set it
+// from redis.go's init.
+var openRedis func(ctx context.Context, o Options) (KV, error)
+
+// Open opens the backend STORE_URL names and wraps it in Sealed, so every
+// value is sealed at rest whatever the backend. Closing the result closes the
+// backend.
+func Open(ctx context.Context, o Options) (KV, error) {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	log := o.Logger.Named("store")
+	scheme, rest, ok := strings.Cut(o.URL, "://")
+	if !ok || scheme == "" {
+		return nil, fmt.Errorf("store: STORE_URL %q is not a URL; want bolt://<path>, redis://host:port/db or memory://", o.URL)
+	}
+	if o.Key != nil && len(o.Key) != KeySize {
+		return nil, fmt.Errorf("store: STORE_KEY must be %d bytes, got %d", KeySize, len(o.Key))
+	}
+
+	var (
+		backend KV
+		key     = o.Key
+		err     error
+	)
+	switch strings.ToLower(scheme) {
+	case "memory":
+		if rest != "" {
+			return nil, fmt.Errorf("store: STORE_URL %q: memory:// takes no path", o.URL)
+		}
+		if key == nil {
+			key = newKey() // the records die with the process, and so may the key
+		}
+		backend = NewMemory(o.Now)
+	case "bolt":
+		if rest == "" || strings.ContainsAny(rest, "?#") {
+			return nil, fmt.Errorf("store: STORE_URL %q: want bolt://<path to a database file>", o.URL)
+		}
+		b, err := OpenBolt(rest, o.Now)
+		if err != nil {
+			return nil, err
+		}
+		backend = b
+		// The key file is read or created only once the database lock is
+		// held, so two processes cannot race to create different keys.
+		if key == nil {
+			if key, err = boltKeyFile(rest+".key", log); err != nil {
+				_ = b.Close()
+				return nil, err
+			}
+		}
+	case "redis", "rediss":
+		if openRedis == nil {
+			return nil, errors.New("store: redis backend not built yet")
+		}
+		if key == nil {
+			return nil, errors.New("store: STORE_KEY is required with a redis STORE_URL (replicas must share it)")
+		}
+		if backend, err = openRedis(ctx, o); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("store: STORE_URL scheme %q is not supported; want bolt, redis, rediss or memory", scheme)
+	}
+
+	sealed, err := NewSealed(backend, key)
+	if err != nil {
+		_ = backend.Close()
+		return nil, err
+	}
+	return sealed, nil
+}
+
+// boltKeyFile reads the sealing key kept beside a bolt database, creating it
+// (0600, base64 of 32 random bytes) on first start. A file others could read
+// is refused rather than silently tightened: the key may already have leaked.
+func boltKeyFile(path string, log *zap.Logger) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	switch {
+	case err == nil:
+		return createKeyFile(f, path, log)
+	case !errors.Is(err, fs.ErrExist):
+		return nil, fmt.Errorf("store: create key file: %w", err)
+	}
+
+	if f, err = os.Open(path); err != nil {
+		return nil, fmt.Errorf("store: key file: %w", err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("store: key file: %w", err)
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("store: key file %s is not a regular file", path)
+	}
+	if perm := info.Mode().Perm(); perm&^0o600 != 0 {
+		return nil, fmt.Errorf("store: key file %s has mode %#o, looser than 0600; fix with chmod 600 (and rotate the key if it may have been read)", path, perm)
+	}
+	text, err := io.ReadAll(io.LimitReader(f, 1<<10))
+	if err != nil {
+		return nil, fmt.Errorf("store: key file: %w", err)
+	}
+	return parseKey(string(text), "key file "+path)
+}
+
+func newKey() []byte {
+	key := make([]byte, KeySize)
+	rand.Read(key) // never fails (crypto/rand, Go 1.24+)
+	return key
+}
+
+func createKeyFile(f *os.File, path string, log *zap.Logger) ([]byte, error) {
+	key := newKey()
+	_, err := f.WriteString(base64.StdEncoding.EncodeToString(key) + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		// A partial key file would make the next start fail; leave none.
+		_ = os.Remove(path)
+		return nil, fmt.Errorf("store: write key file: %w", err)
+	}
+	log.Info("store key file created", zap.String("path", path))
+	return key, nil
+}

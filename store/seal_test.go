@@ -1,0 +1,197 @@
+package store_test
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/forge-remote/forge-remote/store"
+)
+
+func TestSealedFormat(t *testing.T) {
+	ctx := t.Context()
+	inner := store.NewMemory(nil)
+	s := newSealed(t, inner)
+	secret := []byte("wyu_SECRETSECRET")
+	if err := s.Put(ctx, "k", secret, 0); err != nil {
+		t.Fatal(err)
+	}
+	first, err := inner.Get(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 1 + 12 + len(secret) + 16; len(first) != want || first[0] != 1 {
+		t.Errorf("sealed value: %d bytes, version %d; want %d bytes, version 1", len(first), first[0], want)
+	}
+	if bytes.Contains(first, secret) || bytes.Contains(first, []byte("SECRET")) {
+		t.Error("sealed value holds the plaintext")
+	}
+	if err := s.Put(ctx, "k", secret, 0); err != nil {
+		t.Fatal(err)
+	}
+	if second, _ := inner.Get(ctx, "k"); bytes.Equal(first, second) {
+		t.Error("sealing the same value twice gave the same bytes; the nonce is not random")
+	}
+}
+
+func TestSealedFailsClosed(t *testing.T) {
+	const key = "installation/1/app-token"
+	secret := []byte("wyu_SECRETSECRET")
+	tests := []struct {
+		name   string
+		mangle func(t *testing.T, inner *store.Memory, sealed []byte) (getKey string)
+		// Sealed over the same inner store with another key.
+		otherKey bool
+	}{
+		{name: "flipped version", mangle: flip(0)},
+		{name: "flipped nonce", mangle: flip(1)},
+		{name: "flipped ciphertext", mangle: flip(1 + 12)},
+		{name: "flipped tag", mangle: flip(-1)},
+		{name: "truncated", mangle: func(t *testing.T, inner *store.Memory, sealed []byte) string {
+			put(t, inner, key, sealed[:len(sealed)-1])
+			return key
+		}},
+		{name: "too short", mangle: func(t *testing.T, inner *store.Memory, sealed []byte) string {
+			put(t, inner, key, sealed[:20])
+			return key
+		}},
+		{name: "empty", mangle: func(t *testing.T, inner *store.Memory, sealed []byte) string {
+			put(t, inner, key, nil)
+			return key
+		}},
+		{name: "plaintext planted", mangle: func(t *testing.T, inner *store.Memory, sealed []byte) string {
+			put(t, inner, key, append([]byte{1}, bytes.Repeat(secret, 3)...))
+			return key
+		}},
+		{name: "moved to another key", mangle: func(t *testing.T, inner *store.Memory, sealed []byte) string {
+			put(t, inner, "installation/2/app-token", sealed)
+			return "installation/2/app-token"
+		}},
+		{name: "wrong key", otherKey: true, mangle: func(*testing.T, *store.Memory, []byte) string { return key }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := t.Context()
+			inner := store.NewMemory(nil)
+			s := newSealed(t, inner)
+			if err := s.Put(ctx, key, secret, 0); err != nil {
+				t.Fatal(err)
+			}
+			sealed, err := inner.Get(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			getKey := tt.mangle(t, inner, sealed)
+			if tt.otherKey {
+				if s, err = store.NewSealed(inner, bytes.Repeat([]byte{8}, store.KeySize)); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			v, err := s.Get(ctx, getKey)
+			if !errors.Is(err, store.ErrSealed) || v != nil {
+				t.Errorf("Get = %q, %v; want nil, ErrSealed", v, err)
+			}
+			if err != nil && strings.Contains(err.Error(), "SECRET") {
+				t.Errorf("error repeats the value: %v", err)
+			}
+			called := false
+			err = s.Update(ctx, getKey, func([]byte, bool) ([]byte, time.Duration, error) {
+				called = true
+				return []byte("new"), 0, nil
+			})
+			if !errors.Is(err, store.ErrSealed) || called {
+				t.Errorf("Update = %v, fn called %v; want ErrSealed before fn", err, called)
+			}
+			err = s.Scan(ctx, "", func(k string, v []byte) error {
+				if k == getKey {
+					t.Errorf("Scan handed out %q = %q", k, v)
+				}
+				return nil
+			})
+			if !errors.Is(err, store.ErrSealed) {
+				t.Errorf("Scan = %v; want ErrSealed", err)
+			}
+			// A Put replaces the bad record; it is not stuck for ever.
+			if err := s.Put(ctx, getKey, []byte("fresh"), 0); err != nil {
+				t.Fatal(err)
+			}
+			if v, err := s.Get(ctx, getKey); err != nil || string(v) != "fresh" {
+				t.Errorf("Get after Put = %q, %v", v, err)
+			}
+		})
+	}
+}
+
+// flip returns a mangle that flips one bit of the sealed value at i (from the
+// end when negative).
+func flip(i int) func(t *testing.T, inner *store.Memory, sealed []byte) string {
+	return func(t *testing.T, inner *store.Memory, sealed []byte) string {
+		if i < 0 {
+			i += len(sealed)
+		}
+		sealed[i] ^= 0x01
+		put(t, inner, "installation/1/app-token", sealed)
+		return "installation/1/app-token"
+	}
+}
+
+func put(t *testing.T, kv store.KV, key string, value []byte) {
+	t.Helper()
+	if err := kv.Put(t.Context(), key, value, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewSealedKeySize(t *testing.T) {
+	for _, n := range []int{0, 16, 24, 31, 33, 64} {
+		if _, err := store.NewSealed(store.NewMemory(nil), make([]byte, n)); err == nil {
+			t.Errorf("NewSealed accepted a %d-byte key", n)
+		}
+	}
+}
+
+func TestParseKey(t *testing.T) {
+	key := make([]byte, store.KeySize)
+	for i := range key {
+		key[i] = byte(0xf0 + i) // high bytes, so std and url alphabets differ
+	}
+	short := base64.StdEncoding.EncodeToString(key[:16])
+	for _, tt := range []struct {
+		name, in string
+		ok       bool
+	}{
+		{"std", base64.StdEncoding.EncodeToString(key), true},
+		{"raw std", base64.RawStdEncoding.EncodeToString(key), true},
+		{"url", base64.URLEncoding.EncodeToString(key), true},
+		{"raw url", base64.RawURLEncoding.EncodeToString(key), true},
+		{"trailing newline", base64.StdEncoding.EncodeToString(key) + "\n", true},
+		{"empty", "", false},
+		{"16 bytes", short, false},
+		{"33 bytes", base64.StdEncoding.EncodeToString(append(key, 1)), false},
+		{"not base64", "not*base64*at*all*SECRETSECRET*SECRETSECRET", false},
+		{"hex", strings.Repeat("ab", 32), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := store.ParseKey(tt.in)
+			if !tt.ok {
+				if err == nil {
+					t.Fatalf("ParseKey accepted %q", tt.in)
+				}
+				if !strings.Contains(err.Error(), "STORE_KEY") {
+					t.Errorf("error does not name STORE_KEY: %v", err)
+				}
+				if tt.in != "" && strings.Contains(err.Error(), strings.TrimSpace(tt.in)) {
+					t.Errorf("error repeats the value: %v", err)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(got, key) {
+				t.Errorf("ParseKey = %x, %v; want %x", got, err, key)
+			}
+		})
+	}
+}
