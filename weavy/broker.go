@@ -1,0 +1,528 @@
+package weavy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/forge-remote/forge-remote/store"
+)
+
+// Issuer mints Weavy user tokens; *Client is one.
+type Issuer interface {
+	IssueToken(ctx context.Context, uid string, ttl time.Duration) (Token, error)
+}
+
+// BrokerOptions configures a Broker. The zero value is usable.
+type BrokerOptions struct {
+	// TTL is the lifetime asked of Weavy (WEAVY_TOKEN_TTL); 0 means 1 h.
+	TTL time.Duration
+	// Margin: a token is replaced this long before it expires; 0 means 5 min.
+	// For short-lived tokens it is at most half the token's lifetime.
+	Margin time.Duration
+	// RefreshWindow: refreshes within this long of a refresh's mint get that
+	// mint's token; 0 means 10 s.
+	RefreshWindow time.Duration
+	// RefreshLimit refreshes that mint are allowed per user per RefreshPer;
+	// 0 means 6 per minute.
+	RefreshLimit int
+	RefreshPer   time.Duration
+
+	Now        func() time.Time // nil means time.Now
+	Logger     *zap.Logger      // nil means no logs
+	Registerer prometheus.Registerer
+
+	// OnMint, if set, is called synchronously after a successful mint for a
+	// user who had no token held (in memory or in the store), e.g. to queue a
+	// profile sync. It must be cheap and must not call back into the Broker.
+	OnMint func(installationID, uid string)
+}
+
+// RateLimitedError is returned for a refresh beyond the per-user limit.
+type RateLimitedError struct {
+	RetryAfter time.Duration // whole seconds, at least 1 s
+}
+
+func (e *RateLimitedError) Error() string {
+	return fmt.Sprintf("weavy: token refresh rate limited, retry after %s", e.RetryAfter)
+}
+
+const (
+	defaultTTL           = time.Hour
+	defaultMargin        = 5 * time.Minute
+	defaultRefreshWindow = 10 * time.Second
+	defaultRefreshLimit  = 6
+	defaultRefreshPer    = time.Minute
+
+	// maxSafety: when Weavy fails, a held token is still served until this long
+	// before it expires (less for short-lived tokens), to leave the browser
+	// time to use it.
+	maxSafety = 30 * time.Second
+	// failBackoff: after a failed re-mint, the held token is served this long
+	// without asking Weavy again, so an outage doesn't cost every call a timeout.
+	failBackoff = 5 * time.Second
+	// flightTimeout bounds a detached mint should the Issuer have no timeout of
+	// its own (the Client's, 10 s by default, fires first).
+	flightTimeout = 2 * time.Minute
+	// sweepEvery: how often entries that can no longer be served are dropped.
+	sweepEvery = 5 * time.Minute
+
+	shardCount  = 64
+	storePrefix = "weavy/token/"
+)
+
+// Broker hands out Weavy tokens per (installation, user): from memory while
+// they have more than the margin of life left, else from the store (tokens
+// minted by an earlier process or another replica), else minted, one mint per
+// user at a time. It is safe for concurrent use.
+type Broker struct {
+	iss    Issuer
+	kv     store.KV
+	ttl    time.Duration
+	margin time.Duration
+	window time.Duration
+	limit  int
+	per    time.Duration
+	now    func() time.Time
+	log    *zap.Logger
+	onMint func(installationID, uid string)
+
+	seed      maphash.Seed
+	shards    [shardCount]shard
+	lastSweep atomic.Int64 // unix nanoseconds
+
+	fills     singleflight.Group // normal misses
+	refreshes singleflight.Group // refresh=true; never shared with a fill, whose token may be the one to replace
+
+	limMu    sync.Mutex
+	limiters map[userKey][]time.Time // per user: times of refresh mints within the last per, oldest first
+	limSwept time.Time
+
+	mints, hits, refreshCalls, limited prometheus.Counter
+}
+
+type userKey struct{ inst, uid string }
+
+type shard struct {
+	mu sync.RWMutex
+	m  map[userKey]*entry
+	_  [96]byte // keeps shards on separate cache lines: RLock writes to the mutex
+}
+
+// entry is immutable once in a shard; it is replaced, never changed.
+type entry struct {
+	tok        Token
+	mintedAt   time.Time // just before the mint request was sent
+	serveUntil time.Time // served from memory before this
+	keepUntil  time.Time // when re-minting fails, still served before this
+	refreshed  bool      // minted by a refresh (RefreshWindow applies)
+}
+
+func newEntry(tok Token, mintedAt time.Time, margin time.Duration, refreshed bool) *entry {
+	margin = min(margin, tok.ExpiresAt.Sub(mintedAt)/2)
+	return &entry{
+		tok:        tok,
+		mintedAt:   mintedAt,
+		serveUntil: tok.ExpiresAt.Add(-margin),
+		keepUntil:  tok.ExpiresAt.Add(-min(maxSafety, margin/2)),
+		refreshed:  refreshed,
+	}
+}
+
+// record is an entry as stored; the store seals it.
+type record struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+	MintedAt  time.Time `json:"minted_at"`
+}
+
+// NewBroker returns a Broker minting with iss and persisting in kv. It panics
+// if o.Registerer rejects its metrics (a name clash: a programming error).
+func NewBroker(iss Issuer, kv store.KV, o BrokerOptions) *Broker {
+	b := &Broker{
+		iss:      iss,
+		kv:       kv,
+		ttl:      cmpOr(o.TTL, defaultTTL),
+		margin:   cmpOr(o.Margin, defaultMargin),
+		window:   cmpOr(o.RefreshWindow, defaultRefreshWindow),
+		limit:    cmpOr(o.RefreshLimit, defaultRefreshLimit),
+		per:      cmpOr(o.RefreshPer, defaultRefreshPer),
+		now:      o.Now,
+		log:      o.Logger,
+		onMint:   o.OnMint,
+		seed:     maphash.MakeSeed(),
+		limiters: make(map[userKey][]time.Time),
+	}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	if b.log == nil {
+		b.log = zap.NewNop()
+	}
+	for i := range b.shards {
+		b.shards[i].m = make(map[userKey]*entry)
+	}
+	b.lastSweep.Store(b.now().UnixNano())
+	b.limSwept = b.now()
+
+	counter := func(name, help string) prometheus.Counter {
+		c, err := register(o.Registerer, prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help}))
+		if err != nil {
+			panic(fmt.Sprintf("weavy: registering %s: %v", name, err))
+		}
+		return c
+	}
+	b.mints = counter("weavy_token_mints_total", "Weavy user tokens minted.")
+	b.hits = counter("weavy_token_cache_hits_total", "Token requests answered without a mint (memory or store).")
+	b.refreshCalls = counter("weavy_token_refreshes_total", "Token requests with refresh=true.")
+	b.limited = counter("weavy_token_refresh_limited_total", "Refreshes refused by the per-user rate limit.")
+	return b
+}
+
+func cmpOr[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// Token returns a token for user uid of installationID. With refresh, the
+// held token is replaced by a new, different one (the caller was refused with
+// it); refreshes are deduplicated within RefreshWindow and rate limited
+// (*RateLimitedError). Errors: the Issuer's (ErrTimeout, *APIError …), a
+// store failure wrapping store.ErrUnavailable, or the caller's ctx.Err().
+func (b *Broker) Token(ctx context.Context, installationID, uid string, refresh bool) (Token, error) {
+	k := userKey{installationID, uid}
+	if refresh {
+		b.refreshCalls.Inc()
+		return b.await(ctx, &b.refreshes, k, b.refresh)
+	}
+	// The hot path: one read-locked map lookup, no I/O, no allocation.
+	if e := b.load(k); e != nil && b.now().Before(e.serveUntil) {
+		b.hits.Inc()
+		return e.tok, nil
+	}
+	return b.await(ctx, &b.fills, k, b.fill)
+}
+
+// await runs fn in the user's flight of group, or joins the one running, and
+// waits for it or for ctx, whichever ends first.
+func (b *Broker) await(ctx context.Context, group *singleflight.Group, k userKey,
+	fn func(context.Context, userKey) (Token, error)) (Token, error) {
+	if k.inst == "" || hasSpaceOrControl(k.inst) {
+		return Token{}, errors.New("weavy: token: empty or malformed installation id")
+	}
+	if err := checkUID(k.uid); err != nil { // also rules out the NUL of the flight key
+		return Token{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Token{}, fmt.Errorf("weavy: token: %w", err)
+	}
+	b.maybeSweep()
+
+	ch := group.DoChan(k.inst+"\x00"+k.uid, func() (any, error) {
+		// Detached from the first caller's cancellation: the others still wait
+		// for this mint. Values (request id, trace) are kept for logs.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flightTimeout)
+		defer cancel()
+		return fn(fctx, k)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return Token{}, r.Err
+		}
+		return r.Val.(Token), nil
+	case <-ctx.Done():
+		return Token{}, fmt.Errorf("weavy: token: %w", ctx.Err())
+	}
+}
+
+// fill answers a normal miss: the memory entry is missing or in its margin.
+func (b *Broker) fill(ctx context.Context, k userKey) (Token, error) {
+	now := b.now()
+	cur := b.load(k)
+	if cur != nil && now.Before(cur.serveUntil) {
+		return cur.tok, nil // filled by a flight that ended just before this one began
+	}
+	stored, err := b.loadStored(ctx, k)
+	switch {
+	case err != nil && cur == nil:
+		return Token{}, err
+	case err != nil:
+		b.log.Warn("weavy: reading stored token failed, minting",
+			zap.String("installation_id", k.inst), zap.String("uid", k.uid), zap.Error(err))
+	case stored != nil && now.Before(stored.serveUntil):
+		b.install(k, stored, false)
+		b.hits.Inc()
+		return stored.tok, nil
+	case stored != nil && (cur == nil || stored.keepUntil.After(cur.keepUntil)):
+		cur = stored // in its margin, but a fallback should Weavy fail
+	}
+
+	e, err := b.mint(ctx, k, "", false)
+	if err != nil {
+		if cur == nil || !now.Before(cur.keepUntil) {
+			return Token{}, err
+		}
+		// Weavy is failing but the held token is still good: serve it, and
+		// leave Weavy alone for a few seconds.
+		stale := *cur
+		stale.serveUntil = now.Add(failBackoff)
+		if stale.serveUntil.After(cur.keepUntil) {
+			stale.serveUntil = cur.keepUntil
+		}
+		b.install(k, &stale, false)
+		b.log.Warn("weavy: re-minting token failed, serving the held one",
+			zap.String("installation_id", k.inst), zap.String("uid", k.uid),
+			zap.Object("token", cur.tok), zap.Error(err))
+		return cur.tok, nil
+	}
+	b.install(k, e, false)
+	b.persist(ctx, k, e)
+	if cur == nil && b.onMint != nil {
+		b.onMint(k.inst, k.uid)
+	}
+	return e.tok, nil
+}
+
+// refresh answers refresh=true. The held token stays cached for normal calls
+// until a new one replaces it: a failed refresh evicts nothing.
+func (b *Broker) refresh(ctx context.Context, k userKey) (Token, error) {
+	now := b.now()
+	cur := b.load(k)
+	if cur == nil {
+		var err error
+		if cur, err = b.loadStored(ctx, k); err != nil {
+			return Token{}, err
+		}
+	}
+	if cur != nil && cur.refreshed && now.Sub(cur.mintedAt) < b.window && now.Before(cur.serveUntil) {
+		// A refresh moments ago already replaced the token this caller was
+		// refused with (the UIKit refreshes on every 401/403 of every tab).
+		return cur.tok, nil
+	}
+	if wait, ok := b.allowRefresh(k, now); !ok {
+		b.limited.Inc()
+		return Token{}, &RateLimitedError{RetryAfter: wait}
+	}
+	held := ""
+	if cur != nil {
+		held = cur.tok.AccessToken
+	}
+	e, err := b.mint(ctx, k, held, true)
+	if err != nil {
+		return Token{}, err
+	}
+	b.install(k, e, true)
+	b.persist(ctx, k, e)
+	if cur == nil && b.onMint != nil {
+		b.onMint(k.inst, k.uid)
+	}
+	return e.tok, nil
+}
+
+// mint asks the Issuer for a token other than held (if set), once more if
+// Weavy hands back the held one.
+func (b *Broker) mint(ctx context.Context, k userKey, held string, refreshed bool) (*entry, error) {
+	for range 2 {
+		mintedAt := b.now()
+		tok, err := b.iss.IssueToken(ctx, k.uid, b.ttl)
+		if err != nil {
+			return nil, err
+		}
+		// Checked here too: an Issuer other than *Client may not, and a wys_
+		// key must never reach a browser.
+		if !validAccessToken(tok.AccessToken) {
+			return nil, fmt.Errorf("%w: issued token is not a wyu_ user token", ErrBadResponse)
+		}
+		if !tok.ExpiresAt.After(mintedAt) {
+			return nil, fmt.Errorf("%w: issued token has already expired", ErrBadResponse)
+		}
+		b.mints.Inc()
+		if held != "" && tok.AccessToken == held {
+			b.log.Warn("weavy: refresh got the held token back, retrying",
+				zap.String("installation_id", k.inst), zap.String("uid", k.uid), zap.Object("token", tok))
+			continue
+		}
+		return newEntry(tok, mintedAt, b.margin, refreshed), nil
+	}
+	return nil, fmt.Errorf("%w: Weavy returned the held token again instead of a new one", ErrBadResponse)
+}
+
+func (b *Broker) shard(k userKey) *shard {
+	// The uid alone spreads users well; hashing the installation too would
+	// only slow the hot path.
+	return &b.shards[maphash.String(b.seed, k.uid)%shardCount]
+}
+
+func (b *Broker) load(k userKey) *entry {
+	s := b.shard(k)
+	s.mu.RLock()
+	e := s.m[k]
+	s.mu.RUnlock()
+	return e
+}
+
+// install puts e in memory unless a newer entry that is still served got there
+// first (a refresh finishing before an older fill); force is for refreshes,
+// whose token must become the cached one.
+func (b *Broker) install(k userKey, e *entry, force bool) {
+	s := b.shard(k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.m[k]; !force && old != nil && old.mintedAt.After(e.mintedAt) && b.now().Before(old.serveUntil) {
+		return
+	}
+	s.m[k] = e
+}
+
+// storeKey escapes both parts so that one installation's prefix never
+// matches another's (installation ids are ARIs containing '/').
+func storeKey(k userKey) string {
+	return storePrefix + url.PathEscape(k.inst) + "/" + url.PathEscape(k.uid)
+}
+
+// loadStored returns the stored entry of k, or nil if there is none usable.
+func (b *Broker) loadStored(ctx context.Context, k userKey) (*entry, error) {
+	data, err := b.kv.Get(ctx, storeKey(k))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, nil
+	case errors.Is(err, store.ErrSealed):
+		// Permanent (STORE_KEY changed): minting over it is the only way out.
+		b.log.Warn("weavy: stored token cannot be opened, minting a new one",
+			zap.String("installation_id", k.inst), zap.String("uid", k.uid), zap.Error(err))
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("weavy: reading stored token: %w", err)
+	}
+	var r record
+	if err := json.Unmarshal(data, &r); err != nil || !validAccessToken(r.Token) {
+		b.log.Warn("weavy: stored token record is malformed, minting a new one",
+			zap.String("installation_id", k.inst), zap.String("uid", k.uid))
+		return nil, nil
+	}
+	return newEntry(Token{AccessToken: r.Token, ExpiresAt: r.ExpiresAt}, r.MintedAt, b.margin, false), nil
+}
+
+// persist writes e to the store, expiring with the token. A failure is logged
+// only: the token is good and stays in memory.
+func (b *Broker) persist(ctx context.Context, k userKey, e *entry) {
+	ttl := e.tok.ExpiresAt.Sub(b.now())
+	if ttl <= 0 {
+		return
+	}
+	data, err := json.Marshal(record{Token: e.tok.AccessToken, ExpiresAt: e.tok.ExpiresAt, MintedAt: e.mintedAt})
+	if err == nil {
+		err = b.kv.Put(ctx, storeKey(k), data, ttl)
+	}
+	if err != nil {
+		b.log.Warn("weavy: storing token failed, kept in memory only",
+			zap.String("installation_id", k.inst), zap.String("uid", k.uid), zap.Error(err))
+	}
+}
+
+// allowRefresh counts a refresh mint for k: at most limit within any per.
+// When refused it returns how long until the oldest one ages out.
+func (b *Broker) allowRefresh(k userKey, now time.Time) (time.Duration, bool) {
+	b.limMu.Lock()
+	defer b.limMu.Unlock()
+	cutoff := now.Add(-b.per)
+	if now.Sub(b.limSwept) >= b.per {
+		// Bounds the map by the users who refreshed within the last per.
+		for u, times := range b.limiters {
+			if !times[len(times)-1].After(cutoff) {
+				delete(b.limiters, u)
+			}
+		}
+		b.limSwept = now
+	}
+	times := b.limiters[k]
+	i := 0
+	for i < len(times) && !times[i].After(cutoff) {
+		i++
+	}
+	times = times[i:]
+	if len(times) >= b.limit {
+		wait := times[0].Sub(cutoff)
+		return max(time.Second, (wait + time.Second - 1).Truncate(time.Second)), false
+	}
+	if cap(times) == len(times) {
+		times = append(make([]time.Time, 0, b.limit), times...)
+	}
+	b.limiters[k] = append(times, now)
+	return 0, true
+}
+
+// maybeSweep drops, at most every sweepEvery, the entries that can no longer
+// be served, so memory follows the active users rather than all users ever.
+func (b *Broker) maybeSweep() {
+	now := b.now()
+	last := b.lastSweep.Load()
+	if now.UnixNano()-last < int64(sweepEvery) || !b.lastSweep.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	for i := range b.shards {
+		s := &b.shards[i]
+		s.mu.Lock()
+		for k, e := range s.m {
+			if !now.Before(e.keepUntil) {
+				delete(s.m, k)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// PurgeInstallation forgets every token of installationID, in the store and in
+// memory (the uninstall trigger). A mint in flight at that moment may still
+// store its token; the record expires with the token.
+func (b *Broker) PurgeInstallation(ctx context.Context, installationID string) error {
+	if installationID == "" {
+		return errors.New("weavy: purge: empty installation id")
+	}
+	var keys []string
+	err := b.kv.Scan(ctx, storePrefix+url.PathEscape(installationID)+"/", func(key string, _ []byte) error {
+		keys = append(keys, key)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("weavy: purge: listing stored tokens: %w", err)
+	}
+	for _, key := range keys {
+		if err := b.kv.Delete(ctx, key); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("weavy: purge: deleting stored token: %w", err)
+		}
+	}
+	// Memory last, so a fill racing with the purge is less likely to bring a
+	// deleted record back into memory.
+	for i := range b.shards {
+		s := &b.shards[i]
+		s.mu.Lock()
+		for k := range s.m {
+			if k.inst == installationID {
+				delete(s.m, k)
+			}
+		}
+		s.mu.Unlock()
+	}
+	b.limMu.Lock()
+	for k := range b.limiters {
+		if k.inst == installationID {
+			delete(b.limiters, k)
+		}
+	}
+	b.limMu.Unlock()
+	return nil
+}

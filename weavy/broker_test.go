@@ -1,0 +1,554 @@
+package weavy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/forge-remote/forge-remote/store"
+)
+
+const (
+	inst1 = "ari:cloud:ecosystem::installation/1c2d"
+	inst2 = "ari:cloud:ecosystem::installation/1c2d/x" // inst1 + "/…": store keys must still not collide
+	alice = "712020:9b1c2d3e-aaaa"
+	bob   = "5b10ac8d82e05b22cc7d4ef5"
+)
+
+type brokerEnv struct {
+	b      *Broker
+	f      *fakeWeavy
+	c      *Client
+	clk    *clock
+	kv     *memKV
+	reg    *prometheus.Registry
+	logs   *observer.ObservedLogs
+	opts   BrokerOptions
+	onMint atomic.Int64
+}
+
+func newBrokerEnv(t *testing.T, o BrokerOptions) *brokerEnv {
+	t.Helper()
+	e := &brokerEnv{clk: newClock(), f: newFakeWeavy(t), reg: prometheus.NewRegistry()}
+	e.c = e.f.client(t, ClientOptions{Now: e.clk.Now, Timeout: 5 * time.Second})
+	e.kv = newMemKV(e.clk.Now)
+	core, logs := observer.New(zapcore.DebugLevel)
+	e.logs = logs
+	o.Now, o.Registerer, o.Logger = e.clk.Now, e.reg, zap.New(core)
+	o.OnMint = func(string, string) { e.onMint.Add(1) }
+	e.opts = o
+	e.b = NewBroker(e.c, e.kv, o)
+	return e
+}
+
+func (e *brokerEnv) token(t *testing.T, inst, uid string, refresh bool) Token {
+	t.Helper()
+	tok, err := e.b.Token(t.Context(), inst, uid, refresh)
+	if err != nil {
+		t.Fatalf("Token(%s, %s, refresh=%v): %v", inst, uid, refresh, err)
+	}
+	return tok
+}
+
+func (e *brokerEnv) mints() int64 { return e.f.mints.Load() }
+
+// noSecretsLogged fails if any log entry carries an access token or the key.
+func (e *brokerEnv) noSecretsLogged(t *testing.T) {
+	t.Helper()
+	for _, entry := range e.logs.All() {
+		s := entry.Message + fmt.Sprint(entry.ContextMap())
+		if strings.Contains(s, "wyu_") || strings.Contains(s, testKey) {
+			t.Errorf("secret logged: %s", s)
+		}
+	}
+}
+
+func TestBrokerMintsOnceThenReuses(t *testing.T) {
+	e := newBrokerEnv(t, BrokerOptions{})
+	first := e.token(t, inst1, alice, false)
+	second := e.token(t, inst1, alice, false)
+	if first.AccessToken != second.AccessToken || e.mints() != 1 {
+		t.Fatalf("tokens %q %q after %d mints, want one mint reused", first.AccessToken, second.AccessToken, e.mints())
+	}
+	if want := e.clk.Now().Add(time.Hour); !first.ExpiresAt.Equal(want) {
+		t.Errorf("ExpiresAt = %v, want %v (default TTL)", first.ExpiresAt, want)
+	}
+	if _, body := e.f.last(); body != `{"expires_in":3600}` {
+		t.Errorf("request body = %s", body)
+	}
+	if keys := e.kv.keys(); len(keys) != 1 || keys[0] != "weavy/token/ari:cloud:ecosystem::installation%2F1c2d/712020:9b1c2d3e-aaaa" {
+		t.Errorf("store keys = %q", keys)
+	}
+	for name, want := range map[string]float64{"weavy_token_mints_total": 1, "weavy_token_cache_hits_total": 1} {
+		if v := metricValue(t, e.reg, name, nil); v != want {
+			t.Errorf("%s = %v, want %v", name, v, want)
+		}
+	}
+	if e.onMint.Load() != 1 {
+		t.Errorf("OnMint called %d times", e.onMint.Load())
+	}
+	e.noSecretsLogged(t)
+}
+
+func TestBrokerConcurrentColdCalls(t *testing.T) {
+	e := newBrokerEnv(t, BrokerOptions{})
+	const n = 200
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	tokens := make([]string, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			tok, err := e.b.Token(context.Background(), inst1, alice, false)
+			tokens[i], errs[i] = tok.AccessToken, err
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || tokens[i] != tokens[0] {
+			t.Fatalf("call %d: %q, %v; want %q", i, tokens[i], errs[i], tokens[0])
+		}
+	}
+	if e.mints() != 1 {
+		t.Fatalf("%d mints, want 1", e.mints())
+	}
+}
+
+func TestBrokerRefresh(t *testing.T) {
+	e := newBrokerEnv(t, BrokerOptions{})
+	held := e.token(t, inst1, alice, false)
+	fresh := e.token(t, inst1, alice, true)
+	if fresh.AccessToken == held.AccessToken {
+		t.Fatal("refresh returned the held token")
+	}
+	if got := e.token(t, inst1, alice, false); got.AccessToken != fresh.AccessToken {
+		t.Fatalf("after refresh, cached %q, want %q", got.AccessToken, fresh.AccessToken)
+	}
+	if e.mints() != 2 || e.onMint.Load() != 1 {
+		t.Fatalf("%d mints, %d OnMint calls; want 2 and 1", e.mints(), e.onMint.Load())
+	}
+
+	// Within the window a refresh gets the token the last refresh minted.
+	e.clk.Advance(9 * time.Second)
+	if got := e.token(t, inst1, alice, true); got.AccessToken != fresh.AccessToken || e.mints() != 2 {
+		t.Fatalf("refresh within window: %q after %d mints", got.AccessToken, e.mints())
+	}
+	e.clk.Advance(time.Second)
+	if got := e.token(t, inst1, alice, true); got.AccessToken == fresh.AccessToken || e.mints() != 3 {
+		t.Fatalf("refresh after window: %q after %d mints", got.AccessToken, e.mints())
+	}
+	if v := metricValue(t, e.reg, "weavy_token_refreshes_total", nil); v != 3 {
+		t.Errorf("weavy_token_refreshes_total = %v", v)
+	}
+}
+
+func TestBrokerRefreshColdUser(t *testing.T) {
+	e := newBrokerEnv(t, BrokerOptions{})
+	tok := e.token(t, inst1, alice, true)
+	if got := e.token(t, inst1, alice, false); got.AccessToken != tok.AccessToken || e.mints() != 1 {
+		t.Fatalf("cached %q after %d mints", got.AccessToken, e.mints())
+	}
+	if e.onMint.Load() != 1 {
+		t.Errorf("OnMint called %d times", e.onMint.Load())
+	}
+}
+
+func TestBrokerConcurrentRefreshes(t *testing.T) {
+	e := newBrokerEnv(t, BrokerOptions{})
+	held := e.token(t, inst1, alice, false)
+	before := e.mints()
+
+	const n = 50
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make([]error, n)
+	tokens := make([]string, n)
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			tok, err := e.b.Token(context.Background(), inst1, alice, true)
+			tokens[i], errs[i] = tok.AccessToken, err
+		})
+	}
+	close(start)
+	wg.Wait()
+	if m := e.mints() - before; m > 2 || m < 1 {
+		t.Fatalf("%d mints for %d simultaneous refreshes", m, n)
+	}
+	for i := range n {
+		if _, limited := errors.AsType[*RateLimitedError](errs[i]); limited {
+			continue
+		}
+		if errs[i] != nil || !strings.HasPrefix(tokens[i], "wyu_") || tokens[i] == held.AccessToken {
+			t.Fatalf("refresh %d: %q, %v", i, tokens[i], errs[i])
+		}
+	}
+}
+
+func TestBrokerRefreshRateLimit(t *testing.T) {
+	e := newBrokerEnv(t, BrokerOptions{RefreshWindow: 5 * time.Second})
+	seen := map[string]bool{e.token(t, inst1, alice, false).AccessToken: true}
+	for i := range 6 {
+		tok := e.token(t, inst1, alice, true)
+		if seen[tok.AccessToken] {
+			t.Fatalf("refresh %d returned a token seen before", i+1)
+		}
+		seen[tok.AccessToken] = true
+		e.clk.Advance(6 * time.Second) // beyond the window: each refresh mints
+	}
+	// 7th refresh at 36 s: six mints within the last minute.
+	_, err := e.b.Token(t.Context(), inst1, alice, true)
+	rl, ok := errors.AsType[*RateLimitedError](err)
+	if !ok {
+		t.Fatalf("7th refresh: err = %v, want *RateLimitedError", err)
+	}
+	if rl.RetryAfter != 24*time.Second {
+		t.Errorf("RetryAfter = %v, want 24s (until the first refresh is a minute old)", rl.RetryAfter)
+	}
+	if v := metricValue(t, e.reg, "weavy_token_refresh_limited_total", nil); v != 1 {
+		t.Errorf("weavy_token_refresh_limited_total = %v", v)
+	}
+	// Other users are not limited; normal calls are served.
+	e.token(t, inst1, bob, true)
+	e.token(t, inst1, alice, false)
+
+	e.clk.Advance(rl.RetryAfter)
+	if tok := e.token(t, inst1, alice, true); seen[tok.AccessToken] {
+		t.Fatal("refresh after RetryAfter returned an old token")
+	}
+}
+
+func TestRateLimitRetryAfterAtLeastOneSecond(t *testing.T) {
+	e := newBrokerEnv(t, BrokerOptions{RefreshLimit: 1, RefreshPer: 500 * time.Millisecond, RefreshWindow: time.Millisecond})
+	e.token(t, inst1, alice, true)
+	e.clk.Advance(100 * time.Millisecond)
+	_, err := e.b.Token(t.Context(), inst1, alice, true)
+	if rl, ok := errors.AsType[*RateLimitedError](err); !ok || rl.RetryAfter != time.Second {
+		t.Fatalf("err = %v, want RetryAfter 1s", err)
+	}
+}
+
+func TestBrokerShortLivedToken(t *testing.T) {
+	e := newBrokerEnv(t, BrokerOptions{})
+	e.f.expiresIn.Store(3) // Weavy grants 3 s whatever was asked
+	first := e.token(t, inst1, alice, false)
+	e.clk.Advance(time.Second) // margin is min(5m, 3s/2): still served
+	if got := e.token(t, inst1, alice, false); got.AccessToken != first.AccessToken || e.mints() != 1 {
+		t.Fatalf("at 1s: %q after %d mints", got.AccessToken, e.mints())
+	}
+	e.clk.Advance(2500 * time.Millisecond)
+	if got := e.token(t, inst1, alice, false); got.AccessToken == first.AccessToken || e.mints() != 2 {
+		t.Fatalf("at 3.5s: %q after %d mints, want a new token", got.AccessToken, e.mints())
+	}
+}
+
+func TestBrokerWeavyDown(t *testing.T) {
+	e := newBrokerEnv(t, BrokerOptions{})
+	held := e.token(t, inst1, alice, false)
+	e.f.fail.Store(true)
+
+	if got := e.token(t, inst1, alice, false); got.AccessToken != held.AccessToken {
+		t.Fatalf("cached user: %q", got.AccessToken)
+	}
+	_, err := e.b.Token(t.Context(), inst1, bob, false)
+	if apiErr, ok := errors.AsType[*APIError](err); !ok || apiErr.Status != 500 {
+		t.Fatalf("cold user: err = %v, want a 500 *APIError", err)
+	}
+
+	// A refresh that fails returns the error but evicts nothing.
+	if _, err := e.b.Token(t.Context(), inst1, alice, true); err == nil {
+		t.Fatal("failed refresh: no error")
+	}
+	if got := e.token(t, inst1, alice, false); got.AccessToken != held.AccessToken {
+		t.Fatalf("after failed refresh: %q", got.AccessToken)
+	}
+
+	// In its margin, the held token is served while re-minting fails,
+	// without asking Weavy again on every call.
+	e.clk.Advance(56 * time.Minute)
+	requests := e.f.requests.Load()
+	for range 3 {
+		if got := e.token(t, inst1, alice, false); got.AccessToken != held.AccessToken {
+			t.Fatalf("in margin: %q", got.AccessToken)
+		}
+	}
+	if n := e.f.requests.Load() - requests; n != 1 {
+		t.Fatalf("%d mint attempts for 3 calls in the margin, want 1", n)
+	}
+	// Too close to expiry to hand out: the error.
+	e.clk.Advance(3*time.Minute + 31*time.Second)
+	if _, err := e.b.Token(t.Context(), inst1, alice, false); err == nil {
+		t.Fatal("30s before expiry with Weavy down: no error")
+	}
+
+	e.f.fail.Store(false)
+	if got := e.token(t, inst1, alice, false); got.AccessToken == held.AccessToken {
+		t.Fatal("Weavy back: held token still served")
+	}
+	e.noSecretsLogged(t)
+}
+
+// issuerFunc adapts a function to Issuer.
+type issuerFunc func(ctx context.Context, uid string, ttl time.Duration) (Token, error)
+
+func (f issuerFunc) IssueToken(ctx context.Context, uid string, ttl time.Duration) (Token, error) {
+	return f(ctx, uid, ttl)
+}
+
+func TestBrokerRefreshGetsSameToken(t *testing.T) {
+	tests := []struct {
+		name      string
+		sameTimes int // how many refresh mints answer with the held token
+		wantErr   bool
+		wantCalls int
+	}{
+		{"once, then new", 1, false, 3},
+		{"twice", 2, true, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newClock()
+			var calls atomic.Int64
+			iss := issuerFunc(func(_ context.Context, _ string, ttl time.Duration) (Token, error) {
+				n := calls.Add(1)
+				tok := "wyu_held"
+				if n > int64(1+tt.sameTimes) {
+					tok = fmt.Sprintf("wyu_%d", n)
+				}
+				return Token{AccessToken: tok, ExpiresAt: clk.Now().Add(ttl)}, nil
+			})
+			b := NewBroker(iss, newMemKV(clk.Now), BrokerOptions{Now: clk.Now})
+			b.Token(t.Context(), inst1, alice, false)
+			tok, err := b.Token(t.Context(), inst1, alice, true)
+			if tt.wantErr {
+				if !errors.Is(err, ErrBadResponse) {
+					t.Fatalf("err = %v, want ErrBadResponse", err)
+				}
+			} else if err != nil || tok.AccessToken == "wyu_held" {
+				t.Fatalf("refresh = %q, %v", tok.AccessToken, err)
+			}
+			if n := calls.Load(); n != int64(tt.wantCalls) {
+				t.Fatalf("%d IssueToken calls, want %d", n, tt.wantCalls)
+			}
+			if tt.wantErr {
+				if got, err := b.Token(t.Context(), inst1, alice, false); err != nil || got.AccessToken != "wyu_held" {
+					t.Fatalf("after failed refresh: %q, %v", got.AccessToken, err)
+				}
+			}
+		})
+	}
+}
+
+func TestBrokerRejectsNonUserTokens(t *testing.T) {
+	clk := newClock()
+	iss := issuerFunc(func(context.Context, string, time.Duration) (Token, error) {
+		return Token{AccessToken: "wys_apikey", ExpiresAt: clk.Now().Add(time.Hour)}, nil
+	})
+	b := NewBroker(iss, newMemKV(clk.Now), BrokerOptions{Now: clk.Now})
+	if _, err := b.Token(t.Context(), inst1, alice, false); !errors.Is(err, ErrBadResponse) {
+		t.Fatalf("err = %v, want ErrBadResponse", err)
+	}
+}
+
+func TestBrokerRestartServesStoredToken(t *testing.T) {
+	e := newBrokerEnv(t, BrokerOptions{})
+	held := e.token(t, inst1, alice, false)
+	e.clk.Advance(10 * time.Minute)
+
+	restarted := NewBroker(e.c, e.kv, e.opts)
+	got, err := restarted.Token(t.Context(), inst1, alice, false)
+	if err != nil || got.AccessToken != held.AccessToken || !got.ExpiresAt.Equal(held.ExpiresAt) {
+		t.Fatalf("after restart: %v, %v; want %v", got, err, held)
+	}
+	if e.mints() != 1 || e.onMint.Load() != 1 {
+		t.Fatalf("%d mints, %d OnMint after restart; want 1 and 1", e.mints(), e.onMint.Load())
+	}
+	// The stored token's own margin still applies.
+	e.clk.Advance(46 * time.Minute)
+	if got := e.token(t, inst1, alice, false); got.AccessToken == held.AccessToken {
+		t.Fatal("stored token served inside its margin")
+	}
+}
+
+func TestBrokerStoreFailures(t *testing.T) {
+	t.Run("get fails on a cold user", func(t *testing.T) {
+		e := newBrokerEnv(t, BrokerOptions{})
+		e.kv.set(fmt.Errorf("redis: %w", store.ErrUnavailable), nil)
+		_, err := e.b.Token(t.Context(), inst1, alice, false)
+		if !errors.Is(err, store.ErrUnavailable) || !strings.HasPrefix(err.Error(), "weavy: ") {
+			t.Fatalf("err = %v, want a weavy: error wrapping store.ErrUnavailable", err)
+		}
+		if e.mints() != 0 {
+			t.Fatalf("%d mints", e.mints())
+		}
+	})
+	t.Run("get fails, memory still serves", func(t *testing.T) {
+		e := newBrokerEnv(t, BrokerOptions{})
+		held := e.token(t, inst1, alice, false)
+		e.kv.set(store.ErrUnavailable, nil)
+		if got := e.token(t, inst1, alice, false); got.AccessToken != held.AccessToken {
+			t.Fatal("memory hit not served")
+		}
+	})
+	t.Run("sealed record is minted over", func(t *testing.T) {
+		e := newBrokerEnv(t, BrokerOptions{})
+		e.kv.set(store.ErrSealed, nil)
+		e.token(t, inst1, alice, false)
+		if e.mints() != 1 {
+			t.Fatalf("%d mints", e.mints())
+		}
+	})
+	t.Run("put fails", func(t *testing.T) {
+		e := newBrokerEnv(t, BrokerOptions{})
+		e.kv.set(nil, fmt.Errorf("bolt: %w", store.ErrUnavailable))
+		first := e.token(t, inst1, alice, false)
+		second := e.token(t, inst1, alice, false)
+		if first.AccessToken != second.AccessToken || e.mints() != 1 {
+			t.Fatalf("not kept in memory: %d mints", e.mints())
+		}
+		if e.logs.FilterMessage("weavy: storing token failed, kept in memory only").Len() != 1 {
+			t.Errorf("warning not logged: %v", e.logs.All())
+		}
+		e.noSecretsLogged(t)
+	})
+}
+
+func TestBrokerPurgeInstallation(t *testing.T) {
+	e := newBrokerEnv(t, BrokerOptions{})
+	a1 := e.token(t, inst1, alice, false)
+	e.token(t, inst1, bob, false)
+	a2 := e.token(t, inst2, alice, false)
+	if e.mints() != 3 {
+		t.Fatalf("%d mints", e.mints())
+	}
+	if err := e.b.PurgeInstallation(t.Context(), inst1); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range e.kv.keys() {
+		if !strings.HasPrefix(k, "weavy/token/"+strings.ReplaceAll(inst2, "/", "%2F")+"/") {
+			t.Errorf("store key %q left after purge", k)
+		}
+	}
+	if len(e.kv.keys()) != 1 {
+		t.Errorf("store keys = %q, want inst2's only", e.kv.keys())
+	}
+	if got := e.token(t, inst2, alice, false); got.AccessToken != a2.AccessToken || e.mints() != 3 {
+		t.Fatal("other installation's token was purged")
+	}
+	if got := e.token(t, inst1, alice, false); got.AccessToken == a1.AccessToken || e.mints() != 4 {
+		t.Fatal("purged installation's token still served")
+	}
+}
+
+func TestBrokerWaiterCancelled(t *testing.T) {
+	e := newBrokerEnv(t, BrokerOptions{})
+	e.f.block = make(chan struct{})
+	e.f.started = make(chan struct{}, 1)
+
+	// The first caller starts the mint, then gives up.
+	ctx, cancel := context.WithCancel(t.Context())
+	first := make(chan error, 1)
+	go func() {
+		_, err := e.b.Token(ctx, inst1, alice, false)
+		first <- err
+	}()
+	<-e.f.started
+
+	second := make(chan Token, 1)
+	go func() {
+		tok, err := e.b.Token(context.Background(), inst1, alice, false)
+		if err != nil {
+			t.Error(err)
+		}
+		second <- tok
+	}()
+
+	cancel()
+	select {
+	case err := <-first:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled waiter: err = %v", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("cancelled waiter did not return")
+	}
+
+	close(e.f.block) // the mint, detached from the first caller, completes
+	select {
+	case tok := <-second:
+		if tok.AccessToken != "wyu_1" {
+			t.Fatalf("second caller got %q", tok.AccessToken)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("second caller never got its token")
+	}
+	if e.mints() != 1 {
+		t.Fatalf("%d mints", e.mints())
+	}
+}
+
+func TestBrokerRejectsBadKeys(t *testing.T) {
+	e := newBrokerEnv(t, BrokerOptions{})
+	for _, k := range [][2]string{{"", alice}, {inst1, ""}, {inst1, "a b"}, {"in st", alice}, {inst1, "123"}} {
+		if _, err := e.b.Token(t.Context(), k[0], k[1], false); err == nil {
+			t.Errorf("Token(%q, %q): no error", k[0], k[1])
+		}
+	}
+	if e.mints() != 0 {
+		t.Fatalf("%d mints", e.mints())
+	}
+}
+
+func TestBrokerSweepsExpiredEntries(t *testing.T) {
+	e := newBrokerEnv(t, BrokerOptions{})
+	e.token(t, inst1, alice, false)
+	e.clk.Advance(2 * time.Hour)
+	e.token(t, inst1, bob, false) // a miss runs the sweep
+	if e.b.load(userKey{inst1, alice}) != nil {
+		t.Fatal("expired entry kept in memory")
+	}
+}
+
+func BenchmarkBrokerHit(b *testing.B) {
+	var n atomic.Int64
+	iss := issuerFunc(func(_ context.Context, _ string, ttl time.Duration) (Token, error) {
+		return Token{AccessToken: fmt.Sprintf("wyu_%d", n.Add(1)), ExpiresAt: time.Now().Add(ttl)}, nil
+	})
+	br := NewBroker(iss, newMemKV(time.Now), BrokerOptions{})
+	ctx := context.Background()
+	uids := make([]string, 1000)
+	for i := range uids {
+		uids[i] = fmt.Sprintf("5b10ac8d82e05b22cc7d%04d", i)
+		if _, err := br.Token(ctx, inst1, uids[i], false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var seq atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(seq.Add(1)) * 7919
+		for pb.Next() {
+			if _, err := br.Token(ctx, inst1, uids[i%len(uids)], false); err != nil {
+				b.Error(err)
+				return
+			}
+			i++
+		}
+	})
+	if n.Load() != int64(len(uids)) {
+		b.Fatalf("%d mints during the benchmark", n.Load()-int64(len(uids)))
+	}
+}

@@ -1,0 +1,75 @@
+package weavy
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestUID(t *testing.T) {
+	const cloud = "a436116f-02ce-4520-8fbb-7301462a1674"
+	tests := []struct {
+		name      string
+		scope     UIDScope
+		cloudID   string
+		accountID string
+		want      string // "" means an error
+	}{
+		{"account hex", ScopeAccount, "", "5b10ac8d82e05b22cc7d4ef5", "5b10ac8d82e05b22cc7d4ef5"},
+		{"account with colon", ScopeAccount, cloud, "712020:9b1c2d3e-aaaa", "712020:9b1c2d3e-aaaa"},
+		{"account all digits", ScopeAccount, "", "557058", "u-557058"},
+		{"account empty", ScopeAccount, "", "", ""},
+		{"account whitespace", ScopeAccount, "", "abc def", ""},
+		{"account tab", ScopeAccount, "", "abc\t", ""},
+		{"account too long", ScopeAccount, "", strings.Repeat("a", 257), ""},
+		{"account at limit", ScopeAccount, "", strings.Repeat("a", 256), strings.Repeat("a", 256)},
+		{"site", ScopeSite, cloud, "5b10ac8d82e05b22cc7d4ef5", cloud + "-5b10ac8d82e05b22cc7d4ef5"},
+		{"site all digits", ScopeSite, "123", "456", "123-456"},
+		{"site without cloudId", ScopeSite, "", "5b10ac8d82e05b22cc7d4ef5", ""},
+		{"site cloudId whitespace", ScopeSite, "a b", "5b10", ""},
+		{"site too long", ScopeSite, cloud, strings.Repeat("a", 220), ""},
+		{"unknown scope", UIDScope("global"), cloud, "5b10", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := UID(tt.scope, tt.cloudID, tt.accountID)
+			if tt.want == "" {
+				if err == nil {
+					t.Fatalf("UID = %q, want an error", got)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("UID = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestUIDErrorsAreInvalidUID(t *testing.T) {
+	if _, err := UID(ScopeAccount, "", " "); !errors.Is(err, ErrInvalidUID) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestParseUIDScope(t *testing.T) {
+	tests := []struct {
+		in   string
+		want UIDScope
+		err  bool
+	}{
+		{"", ScopeAccount, false},
+		{"account", ScopeAccount, false},
+		{"site", ScopeSite, false},
+		{"Site", "", true},
+		{"tenant", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseUIDScope(tt.in)
+			if (err != nil) != tt.err || got != tt.want {
+				t.Fatalf("ParseUIDScope(%q) = %q, %v", tt.in, got, err)
+			}
+		})
+	}
+}
