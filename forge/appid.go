@@ -1,0 +1,46 @@
+package forge
+
+import (
+	"fmt"
+	"strings"
+)
+
+// appARIPrefix starts every Forge app ARI; the FIT audience is such an ARI.
+const appARIPrefix = "ari:cloud:ecosystem::app/"
+
+// NormalizeAppID turns a configured app id, either the ARI
+// "ari:cloud:ecosystem::app/<uuid>" or the bare uuid, into the ARI that Forge
+// puts in a FIT's `aud`. The uuid is lower-cased, as Forge writes it.
+func NormalizeAppID(s string) (string, error) {
+	id := strings.TrimSpace(s)
+	// The ARI prefix is matched case-insensitively: it is easy to mistype and
+	// cannot be confused with anything else.
+	if len(id) >= len(appARIPrefix) && strings.EqualFold(id[:len(appARIPrefix)], appARIPrefix) {
+		id = id[len(appARIPrefix):]
+	}
+	if !isUUID(id) {
+		return "", fmt.Errorf("forge: app id %q is neither %s<uuid> nor a bare uuid", s, appARIPrefix)
+	}
+	return appARIPrefix + strings.ToLower(id), nil
+}
+
+// isUUID reports whether s has the canonical 8-4-4-4-12 hex form.
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}
