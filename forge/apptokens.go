@@ -1,0 +1,276 @@
+package forge
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/forge-remote/forge-remote/store"
+)
+
+// Errors of AppTokens.Get. A *StaleError matches ErrAppTokenStale with errors.Is.
+var (
+	ErrAppTokenStale       = errors.New("forge: no app token with enough life left")
+	ErrUnknownInstallation = errors.New("forge: unknown installation")
+)
+
+// StaleError says when the last app token held for an installation expires
+// (or expired): background work cannot call Confluence until the next
+// inbound call from Forge brings a fresh token.
+type StaleError struct {
+	InstallationID string
+	Exp            time.Time
+}
+
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("forge: app token for %s expires at %s: no token with enough life left",
+		e.InstallationID, e.Exp.UTC().Format(time.RFC3339))
+}
+
+// Is makes errors.Is(err, ErrAppTokenStale) true.
+func (e *StaleError) Is(target error) bool { return target == ErrAppTokenStale }
+
+// assumedLifetime is used when a token's exp cannot be read: Forge documents at
+// least 2 h of life when a token is delivered.
+const assumedLifetime = 2 * time.Hour
+
+// DefaultMinLife is how much life an app token must have left to be handed out.
+const DefaultMinLife = 5 * time.Minute
+
+// keepAfterExpiry keeps an expired token's record for a while so that operators
+// and callers can still be told when it expired.
+const keepAfterExpiry = 7 * 24 * time.Hour
+
+const appTokenPrefix = "forge/apptoken/"
+
+// AppToken is one installation's app system token as captured from Forge.
+type AppToken struct {
+	InstallationID string    `json:"installationId"`
+	APIBaseURL     string    `json:"apiBaseUrl"`
+	CloudID        string    `json:"cloudId"`
+	Token          string    `json:"token"`
+	Exp            time.Time `json:"exp"`
+	UpdatedAt      time.Time `json:"updatedAt"`
+}
+
+// String never shows the token itself.
+func (t AppToken) String() string {
+	return fmt.Sprintf("AppToken{%s exp=%s}", t.InstallationID, t.Exp.UTC().Format(time.RFC3339))
+}
+
+// AppTokensOptions configures AppTokens.
+type AppTokensOptions struct {
+	Now        func() time.Time
+	Logger     *zap.Logger
+	Registerer prometheus.Registerer
+	MinLife    time.Duration // 0 → DefaultMinLife
+}
+
+// AppTokens captures the app system token Forge sends with each call and hands
+// it out to background work while it has enough life left.
+type AppTokens struct {
+	kv      store.KV
+	now     func() time.Time
+	log     *zap.Logger
+	minLife time.Duration
+
+	// held remembers, per installation, the newest token seen by this process so
+	// that the same token arriving again costs neither a decode nor a store write.
+	mu   sync.RWMutex
+	held map[string]heldToken
+
+	captured prometheus.Counter
+}
+
+type heldToken struct {
+	token string
+	exp   time.Time
+}
+
+// NewAppTokens returns AppTokens over kv.
+func NewAppTokens(kv store.KV, o AppTokensOptions) *AppTokens {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.MinLife == 0 {
+		o.MinLife = DefaultMinLife
+	}
+	a := &AppTokens{
+		kv: kv, now: o.Now, log: o.Logger, minLife: o.MinLife,
+		held: make(map[string]heldToken),
+		captured: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "forge_app_tokens_captured_total",
+			Help: "App system tokens stored because they expire later than the one held.",
+		}),
+	}
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(a.captured)
+	}
+	return a
+}
+
+// Capture records token (the x-forge-oauth-system header of a verified call)
+// for the invocation's installation when it expires later than the one held.
+// An empty token is a no-op.
+func (a *AppTokens) Capture(ctx context.Context, inv *Invocation, token string) error {
+	inst := inv.InstallationID()
+	if token == "" || inst == "" {
+		return nil
+	}
+	a.mu.RLock()
+	h, ok := a.held[inst]
+	a.mu.RUnlock()
+	if ok && h.token == token {
+		return nil // the common case: Forge reuses a token until it rotates it
+	}
+	now := a.now()
+	exp, ok := TokenExpiry(token)
+	if !ok {
+		exp = now.Add(assumedLifetime)
+	}
+	if h.token != "" && !exp.After(h.exp) {
+		return nil
+	}
+	rec := AppToken{
+		InstallationID: inst,
+		APIBaseURL:     inv.APIBaseURL(),
+		CloudID:        inv.CloudID(),
+		Token:          token,
+		Exp:            exp,
+		UpdatedAt:      now,
+	}
+	stored := false
+	err := a.kv.Update(ctx, appTokenPrefix+inst, func(old []byte, exists bool) ([]byte, time.Duration, error) {
+		stored = false
+		if exists {
+			var prev AppToken
+			if json.Unmarshal(old, &prev) == nil && !exp.After(prev.Exp) {
+				return nil, 0, store.Keep
+			}
+		}
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return nil, 0, err
+		}
+		stored = true
+		return b, exp.Sub(now) + keepAfterExpiry, nil
+	})
+	if err != nil {
+		return fmt.Errorf("forge: capture app token: %w", err)
+	}
+	a.remember(inst, token, exp)
+	if stored {
+		a.captured.Inc()
+		a.log.Info("app token captured", zap.String("installation_id", inst), zap.Time("exp", exp))
+	}
+	return nil
+}
+
+func (a *AppTokens) remember(inst, token string, exp time.Time) {
+	a.mu.Lock()
+	if h, ok := a.held[inst]; !ok || exp.After(h.exp) || h.token == "" {
+		a.held[inst] = heldToken{token: token, exp: exp}
+	}
+	a.mu.Unlock()
+}
+
+// Get returns the installation's app token when it has at least MinLife left.
+// It fails with ErrUnknownInstallation when none was ever seen and with a
+// *StaleError (errors.Is ErrAppTokenStale) otherwise.
+func (a *AppTokens) Get(ctx context.Context, installationID string) (AppToken, error) {
+	t, err := a.Lookup(ctx, installationID)
+	if err != nil {
+		return AppToken{}, err
+	}
+	if t.Exp.Sub(a.now()) < a.minLife {
+		return AppToken{}, &StaleError{InstallationID: installationID, Exp: t.Exp}
+	}
+	return t, nil
+}
+
+// Lookup returns the record held for the installation whatever its expiry.
+func (a *AppTokens) Lookup(ctx context.Context, installationID string) (AppToken, error) {
+	b, err := a.kv.Get(ctx, appTokenPrefix+installationID)
+	if errors.Is(err, store.ErrNotFound) {
+		return AppToken{}, ErrUnknownInstallation
+	}
+	if err != nil {
+		return AppToken{}, fmt.Errorf("forge: read app token: %w", err)
+	}
+	var t AppToken
+	if err := json.Unmarshal(b, &t); err != nil {
+		return AppToken{}, fmt.Errorf("forge: decode app token record: %w", err)
+	}
+	return t, nil
+}
+
+// List calls fn for every installation's record. Callers must not expose Token.
+func (a *AppTokens) List(ctx context.Context, fn func(AppToken) error) error {
+	return a.kv.Scan(ctx, appTokenPrefix, func(_ string, v []byte) error {
+		var t AppToken
+		if err := json.Unmarshal(v, &t); err != nil {
+			return nil // a record we cannot read is skipped, not fatal to the listing
+		}
+		return fn(t)
+	})
+}
+
+// Delete forgets the installation's token (uninstall).
+func (a *AppTokens) Delete(ctx context.Context, installationID string) error {
+	a.mu.Lock()
+	delete(a.held, installationID)
+	a.mu.Unlock()
+	return a.kv.Delete(ctx, appTokenPrefix+installationID)
+}
+
+// Fresh reports whether t has at least the minimum life left at the given time.
+func (a *AppTokens) Fresh(t AppToken) bool { return t.Exp.Sub(a.now()) >= a.minLife }
+
+// TokenExpiry reads `exp` from a JWT's payload without verifying anything: the
+// app token is opaque by contract, so a token that is not a readable JWT gives
+// false and the caller assumes the documented minimum lifetime.
+func TokenExpiry(token string) (time.Time, bool) {
+	first := strings.IndexByte(token, '.')
+	if first < 0 {
+		return time.Time{}, false
+	}
+	rest := token[first+1:]
+	second := strings.IndexByte(rest, '.')
+	if second < 0 {
+		return time.Time{}, false
+	}
+	seg := rest[:second]
+	if len(seg) > 16<<10 {
+		return time.Time{}, false
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(seg, "="))
+	if err != nil {
+		return time.Time{}, false
+	}
+	var claims struct {
+		Exp json.Number `json:"exp"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	if err := dec.Decode(&claims); err != nil || claims.Exp == "" {
+		return time.Time{}, false
+	}
+	f, err := claims.Exp.Float64()
+	if err != nil || f <= 0 || f > 1e11 {
+		return time.Time{}, false
+	}
+	sec := int64(f)
+	return time.Unix(sec, int64((f-float64(sec))*1e9)).UTC(), true
+}
