@@ -1,0 +1,135 @@
+// Package resolvers maps Forge resolver function keys to handlers and decodes
+// both ways Forge reaches them: a payload body, or the @forge/resolver envelope.
+package resolvers
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/forge-remote/forge-remote/forge"
+)
+
+// Handler answers one resolver call. The invocation is the verified FIT: the
+// only source of identity. payload is the JSON the frontend sent (may be empty).
+type Handler func(ctx context.Context, inv *forge.Invocation, payload json.RawMessage) (any, error)
+
+// Errors server/ maps to status codes.
+var (
+	ErrUnknownResolver = errors.New("resolvers: unknown resolver")
+	// ErrNoUser: the FIT has no principal (a trigger or function call), and the
+	// resolver answers only for a signed-in user.
+	ErrNoUser = errors.New("resolvers: the invocation has no user")
+)
+
+// BadRequestError is a payload or envelope the resolver cannot use.
+type BadRequestError struct{ Msg string }
+
+func (e *BadRequestError) Error() string { return "resolvers: " + e.Msg }
+
+// Registry is the set of resolvers. Register everything before serving; it is
+// read-only afterwards and needs no lock.
+type Registry struct {
+	handlers map[string]Handler
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{handlers: make(map[string]Handler)} }
+
+// Register adds a handler; registering a key twice is a programming error.
+func (r *Registry) Register(functionKey string, h Handler) {
+	if _, dup := r.handlers[functionKey]; dup {
+		panic(fmt.Sprintf("resolvers: %q registered twice", functionKey))
+	}
+	r.handlers[functionKey] = h
+}
+
+// Keys lists the registered function keys, sorted.
+func (r *Registry) Keys() []string {
+	keys := make([]string, 0, len(r.handlers))
+	for k := range r.handlers {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Invoke runs the resolver named functionKey.
+func (r *Registry) Invoke(ctx context.Context, functionKey string, inv *forge.Invocation, payload json.RawMessage) (any, error) {
+	h, ok := r.handlers[functionKey]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownResolver, functionKey)
+	}
+	return h(ctx, inv, payload)
+}
+
+// Envelope is what @forge/resolver functions receive; POST /resolvers accepts it
+// so code written for invoke('token', …) can be pointed at the remote. Its
+// context is ignored: the context that counts is inside the verified FIT.
+type Envelope struct {
+	Call struct {
+		FunctionKey string          `json:"functionKey"`
+		Payload     json.RawMessage `json:"payload"`
+		JobID       string          `json:"jobId,omitempty"`
+	} `json:"call"`
+}
+
+// ParseEnvelope decodes an envelope body into its function key and payload.
+func ParseEnvelope(body []byte) (string, json.RawMessage, error) {
+	if err := checkObject(body, false); err != nil {
+		return "", nil, err
+	}
+	var env Envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return "", nil, &BadRequestError{Msg: "malformed envelope: " + jsonProblem(err)}
+	}
+	if env.Call.FunctionKey == "" {
+		return "", nil, &BadRequestError{Msg: "envelope has no call.functionKey"}
+	}
+	return env.Call.FunctionKey, env.Call.Payload, nil
+}
+
+// CheckPayload validates a payload body: empty, or a JSON object.
+func CheckPayload(body []byte) error { return checkObject(body, true) }
+
+func checkObject(body []byte, emptyOK bool) error {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		if emptyOK {
+			return nil
+		}
+		return &BadRequestError{Msg: "empty body"}
+	}
+	if trimmed[0] != '{' || !json.Valid(trimmed) {
+		return &BadRequestError{Msg: "body is not a JSON object"}
+	}
+	return nil
+}
+
+// DecodePayload decodes payload into v; an empty or null payload leaves v as is.
+func DecodePayload(payload json.RawMessage, v any) error {
+	p := bytes.TrimSpace(payload)
+	if len(p) == 0 || bytes.Equal(p, []byte("null")) {
+		return nil
+	}
+	if err := json.Unmarshal(p, v); err != nil {
+		return &BadRequestError{Msg: "malformed payload: " + jsonProblem(err)}
+	}
+	return nil
+}
+
+// jsonProblem describes a decoding error without echoing the input.
+func jsonProblem(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("field %q must be %s", te.Field, te.Type)
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("invalid JSON at offset %d", se.Offset)
+	}
+	return "invalid JSON"
+}
