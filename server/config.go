@@ -1,0 +1,162 @@
+// Package server is the HTTP face of forge-remote: configuration, the Gin
+// engine and its middleware, the one error-to-status mapping, probes and metrics.
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+
+	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/weavy"
+)
+
+// DefaultJWKSURL is where Forge publishes its invocation-token signing keys.
+const DefaultJWKSURL = "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json"
+
+// Config is everything read from the environment, once, at start.
+type Config struct {
+	AppID            string // normalised ARI
+	JWKSURL          string
+	WeavyURL         string
+	WeavyAPIKey      Secret
+	WeavyTokenTTL    time.Duration
+	WeavyUIDScope    weavy.UIDScope
+	WeavyTimeout     time.Duration
+	StoreURL         string
+	StoreKey         []byte // nil: the backend decides (bolt creates a key file)
+	ListenAddr       string
+	InternalAPIToken Secret
+	LogLevel         zapcore.Level
+}
+
+// Secret is a configuration value that must never be printed.
+type Secret string
+
+// String shows only whether the secret is set.
+func (s Secret) String() string {
+	if s == "" {
+		return "(unset)"
+	}
+	return "(redacted)"
+}
+
+// ConfigError names the variable that stops the start.
+type ConfigError struct {
+	Var string
+	Msg string
+}
+
+func (e *ConfigError) Error() string { return fmt.Sprintf("config: %s %s", e.Var, e.Msg) }
+
+// LoadConfig reads the configuration through getenv. Every problem found is
+// reported, each naming its variable.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	var errs []error
+	bad := func(v, format string, args ...any) {
+		errs = append(errs, &ConfigError{Var: v, Msg: fmt.Sprintf(format, args...)})
+	}
+	get := func(v, def string) string {
+		if s := strings.TrimSpace(getenv(v)); s != "" {
+			return s
+		}
+		return def
+	}
+	dur := func(v string, def time.Duration, min, max time.Duration) time.Duration {
+		s := get(v, "")
+		if s == "" {
+			return def
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			bad(v, "is not a duration (e.g. 1h, 30s): %q", s)
+			return def
+		}
+		if d < min || d > max {
+			bad(v, "must be between %s and %s, got %s", min, max, d)
+			return def
+		}
+		return d
+	}
+
+	var c Config
+	if s := get("FORGE_APP_ID", ""); s == "" {
+		bad("FORGE_APP_ID", "is required: the app id from manifest.yml (ari:cloud:ecosystem::app/<uuid> or the uuid)")
+	} else if id, err := forge.NormalizeAppID(s); err != nil {
+		bad("FORGE_APP_ID", "is not an app id (ari:cloud:ecosystem::app/<uuid> or the uuid): %q", s)
+	} else {
+		c.AppID = id
+	}
+
+	c.JWKSURL = get("FORGE_JWKS_URL", DefaultJWKSURL)
+	if err := checkHTTPURL(c.JWKSURL); err != nil {
+		bad("FORGE_JWKS_URL", "%v", err)
+	}
+
+	c.WeavyURL = strings.TrimRight(get("WEAVY_URL", ""), "/")
+	c.WeavyAPIKey = Secret(get("WEAVY_API_KEY", ""))
+	switch {
+	case c.WeavyURL != "":
+		if err := checkHTTPURL(c.WeavyURL); err != nil {
+			bad("WEAVY_URL", "%v", err)
+		}
+		if c.WeavyAPIKey == "" {
+			bad("WEAVY_API_KEY", "is required when WEAVY_URL is set")
+		} else if !strings.HasPrefix(string(c.WeavyAPIKey), "wys_") {
+			bad("WEAVY_API_KEY", "must be a Weavy API key (starts with wys_)")
+		}
+	case c.WeavyAPIKey != "":
+		bad("WEAVY_URL", "is required when WEAVY_API_KEY is set")
+	}
+	c.WeavyTokenTTL = dur("WEAVY_TOKEN_TTL", time.Hour, time.Minute, 30*24*time.Hour)
+	c.WeavyTimeout = dur("WEAVY_TIMEOUT", 10*time.Second, 100*time.Millisecond, 20*time.Second)
+	scope, err := weavy.ParseUIDScope(get("WEAVY_UID_SCOPE", string(weavy.ScopeAccount)))
+	if err != nil {
+		bad("WEAVY_UID_SCOPE", "must be account or site")
+	}
+	c.WeavyUIDScope = scope
+
+	c.StoreURL = get("STORE_URL", "bolt://data/forge-remote.db")
+	if u, err := url.Parse(c.StoreURL); err != nil || (u.Scheme != "bolt" && u.Scheme != "memory" && u.Scheme != "redis" && u.Scheme != "rediss") {
+		bad("STORE_URL", "must be bolt://<path>, redis://host:port/db or memory://, got %q", c.StoreURL)
+	}
+	if s := get("STORE_KEY", ""); s != "" {
+		k, err := store.ParseKey(s)
+		if err != nil {
+			bad("STORE_KEY", "must be base64 of 32 random bytes (openssl rand -base64 32)")
+		}
+		c.StoreKey = k
+	} else if strings.HasPrefix(c.StoreURL, "redis") {
+		bad("STORE_KEY", "is required with a redis STORE_URL: every replica must seal with the same key (openssl rand -base64 32)")
+	}
+
+	c.ListenAddr = get("LISTEN_ADDR", ":8080")
+	if _, port, err := net.SplitHostPort(c.ListenAddr); err != nil || port == "" {
+		bad("LISTEN_ADDR", "must be host:port or :port, got %q", c.ListenAddr)
+	}
+
+	c.InternalAPIToken = Secret(get("INTERNAL_API_TOKEN", ""))
+	if c.InternalAPIToken != "" && len(c.InternalAPIToken) < 16 {
+		bad("INTERNAL_API_TOKEN", "must be at least 16 characters")
+	}
+
+	if err := c.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL", "info"))); err != nil ||
+		c.LogLevel < zapcore.DebugLevel || c.LogLevel > zapcore.ErrorLevel {
+		bad("LOG_LEVEL", "must be debug, info, warn or error")
+	}
+	return c, errors.Join(errs...)
+}
+
+func checkHTTPURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("must be an absolute http(s) URL, got %q", s)
+	}
+	return nil
+}

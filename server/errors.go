@@ -1,0 +1,125 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"go.uber.org/zap"
+
+	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/resolvers"
+	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/weavy"
+)
+
+// errorBody is the one error shape: {"error":{"code":"snake_case","message":"…"}}.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// httpError is an error that already knows its answer (used by middleware).
+type httpError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+var (
+	errBodyTooLarge  = &httpError{http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds 1 MiB"}
+	errNotFound      = &httpError{http.StatusNotFound, "not_found", "no such route"}
+	errMethod        = &httpError{http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this route"}
+	errNoFIT         = &forge.VerifyError{Reason: "missing_token", Err: errors.New("no Authorization: Bearer header")}
+	errInternalToken = &httpError{http.StatusForbidden, "forbidden", "a valid Authorization: Bearer INTERNAL_API_TOKEN is required"}
+)
+
+// classify is the ONE place that maps errors to status codes. It returns the
+// status, the error code and a message safe to show the caller (never a token).
+func classify(err error) (int, string, string) {
+	var (
+		he  *httpError
+		ve  *forge.VerifyError
+		bre *resolvers.BadRequestError
+		rle *weavy.RateLimitedError
+		ae  *weavy.APIError
+		se  *forge.StaleError
+		mbe *http.MaxBytesError
+	)
+	switch {
+	case errors.As(err, &he):
+		return he.status, he.code, he.msg
+	case errors.As(err, &mbe):
+		return errBodyTooLarge.status, errBodyTooLarge.code, errBodyTooLarge.msg
+	case errors.As(err, &ve):
+		// 401 is reserved for exactly this: Forge reads it as "FIT failed".
+		return http.StatusUnauthorized, "invalid_invocation_token", "Forge invocation token rejected: " + ve.Reason
+	case errors.Is(err, forge.ErrKeysUnavailable):
+		return http.StatusServiceUnavailable, "keys_unavailable", "Forge signing keys are not loaded yet; retry shortly"
+	case errors.As(err, &bre):
+		return http.StatusBadRequest, "bad_request", bre.Msg
+	case errors.Is(err, resolvers.ErrUnknownResolver):
+		return http.StatusNotFound, "unknown_resolver", err.Error()
+	case errors.Is(err, resolvers.ErrNoUser):
+		return http.StatusForbidden, "no_user", "this resolver needs a signed-in user; the invocation has no principal"
+	case errors.Is(err, errWeavyNotConfigured):
+		return http.StatusServiceUnavailable, "weavy_not_configured", "WEAVY_URL and WEAVY_API_KEY are not set on the remote"
+	case errors.As(err, &rle):
+		return http.StatusTooManyRequests, "refresh_rate_limited", "too many token refreshes for this user; retry after " + strconv.Itoa(retryAfterSeconds(rle.RetryAfter)) + " s"
+	case errors.Is(err, weavy.ErrTimeout):
+		return http.StatusGatewayTimeout, "weavy_timeout", "Weavy did not answer in time"
+	case errors.As(err, &ae):
+		msg := "Weavy answered " + strconv.Itoa(ae.Status)
+		if ae.Title != "" {
+			msg += ": " + ae.Title
+		}
+		return http.StatusBadGateway, "weavy_unavailable", msg
+	case errors.Is(err, weavy.ErrBadResponse):
+		return http.StatusBadGateway, "weavy_unavailable", "Weavy answered something that is not a user token"
+	case errors.As(err, &se):
+		return http.StatusConflict, "app_token_stale", se.Error()
+	case errors.Is(err, forge.ErrUnknownInstallation):
+		return http.StatusNotFound, "unknown_installation", "no app token was ever captured for this installation"
+	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrSealed):
+		return http.StatusServiceUnavailable, "store_unavailable", "the store is unavailable; retry shortly"
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, "timeout", "the request ran out of time"
+	case errors.Is(err, context.Canceled):
+		return 499, "canceled", "the client went away"
+	default:
+		return http.StatusInternalServerError, "internal_error", "internal error"
+	}
+}
+
+func retryAfterSeconds(d time.Duration) int {
+	s := int((d + time.Second - 1) / time.Second)
+	if s < 1 {
+		s = 1
+	}
+	return s
+}
+
+// fail answers c with the JSON error for err and stops the chain.
+func (s *Server) fail(c *gin.Context, err error) {
+	status, code, msg := classify(err)
+	var rle *weavy.RateLimitedError
+	if errors.As(err, &rle) {
+		c.Header("Retry-After", strconv.Itoa(retryAfterSeconds(rle.RetryAfter)))
+	}
+	if status >= 500 {
+		s.log.Warn("request failed", append(requestFields(c), zap.String("code", code), zap.Error(err))...)
+	} else {
+		s.log.Debug("request refused", append(requestFields(c), zap.String("code", code), zap.String("reason", msg))...)
+	}
+	c.Set(ctxErrCode, code)
+	c.AbortWithStatusJSON(status, errorBody{Error: errorDetail{Code: code, Message: msg}})
+}

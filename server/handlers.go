@@ -1,0 +1,151 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"go.uber.org/zap"
+
+	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/internal/logctx"
+	"github.com/forge-remote/forge-remote/resolvers"
+)
+
+var errWeavyNotConfigured = errors.New("server: weavy is not configured")
+
+func (s *Server) handleHealthz(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+}
+
+// handleReadyz is 200 only when Forge's keys are loaded and the store answers.
+func (s *Server) handleReadyz(c *gin.Context) {
+	checks := map[string]string{"forge_keys": "ok", "store": "ok"}
+	var problems []string
+	if err := s.verifier.Ready(); err != nil {
+		checks["forge_keys"] = err.Error()
+		problems = append(problems, "forge keys: "+err.Error())
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.kv.Ping(ctx); err != nil {
+		checks["store"] = err.Error()
+		problems = append(problems, "store: "+err.Error())
+	}
+	if len(problems) > 0 {
+		c.Set(ctxErrCode, "not_ready")
+		c.JSON(http.StatusServiceUnavailable, gin.H{
+			"error":  errorDetail{Code: "not_ready", Message: strings.Join(problems, "; ")},
+			"checks": checks,
+		})
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready", "checks": checks})
+}
+
+// handleResolver serves POST /resolvers/{functionKey}: the body is the payload.
+func (s *Server) handleResolver(c *gin.Context) {
+	body, err := readBody(c)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if err := resolvers.CheckPayload(body); err != nil {
+		s.fail(c, err)
+		return
+	}
+	s.invoke(c, c.Param("functionKey"), body)
+}
+
+// handleResolverEnvelope serves POST /resolvers with the @forge/resolver envelope.
+func (s *Server) handleResolverEnvelope(c *gin.Context) {
+	body, err := readBody(c)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	key, payload, err := resolvers.ParseEnvelope(body)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	s.invoke(c, key, payload)
+}
+
+func (s *Server) invoke(c *gin.Context, key string, payload []byte) {
+	out, err := s.resolvers.Invoke(c.Request.Context(), key, invocation(c), payload)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if out == nil {
+		out = struct{}{}
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+// handleScheduled answers Forge's hourly trigger. The app token it carries was
+// captured by forgeAuth; the registered jobs run in the background.
+func (s *Server) handleScheduled(c *gin.Context) {
+	inv := invocation(c)
+	if c.GetHeader("x-forge-oauth-system") == "" {
+		logctx.Logger(c.Request.Context(), s.log).Warn("scheduled trigger without an app token: enable auth.appSystemToken on its endpoint",
+			zap.String("installation_id", inv.InstallationID()))
+	}
+	c.Status(http.StatusNoContent)
+}
+
+type appTokenAnswer struct {
+	AccessToken string    `json:"access_token"`
+	APIBaseURL  string    `json:"api_base_url"`
+	ExpiresAt   time.Time `json:"expires_at"`
+}
+
+// handleAppToken hands an installation's app token to the vendor's own services.
+func (s *Server) handleAppToken(c *gin.Context) {
+	inst := c.Query("installationId")
+	if inst == "" {
+		s.fail(c, &resolvers.BadRequestError{Msg: "query parameter installationId is required"})
+		return
+	}
+	t, err := s.appTokens.Get(c.Request.Context(), inst)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusOK, appTokenAnswer{AccessToken: t.Token, APIBaseURL: t.APIBaseURL, ExpiresAt: t.Exp})
+}
+
+type installationView struct {
+	InstallationID    string    `json:"installation_id"`
+	CloudID           string    `json:"cloud_id,omitempty"`
+	APIBaseURL        string    `json:"api_base_url"`
+	AppTokenExpiresAt time.Time `json:"app_token_expires_at"`
+	AppTokenUpdatedAt time.Time `json:"app_token_updated_at"`
+	AppTokenFresh     bool      `json:"app_token_fresh"`
+}
+
+// handleInstallations lists installations with their token freshness, never the tokens.
+func (s *Server) handleInstallations(c *gin.Context) {
+	list := []installationView{}
+	err := s.appTokens.List(c.Request.Context(), func(t forge.AppToken) error {
+		list = append(list, installationView{
+			InstallationID:    t.InstallationID,
+			CloudID:           t.CloudID,
+			APIBaseURL:        t.APIBaseURL,
+			AppTokenExpiresAt: t.Exp,
+			AppTokenUpdatedAt: t.UpdatedAt,
+			AppTokenFresh:     s.appTokens.Fresh(t),
+		})
+		return nil
+	})
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"installations": list})
+}

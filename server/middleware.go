@@ -1,0 +1,225 @@
+package server
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"go.uber.org/zap"
+
+	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/internal/logctx"
+)
+
+// MaxBodyBytes is the request body limit (Forge itself caps requests at 500 KB).
+const MaxBodyBytes = 1 << 20
+
+// Keys of values set on the gin context.
+const (
+	ctxInvocation = "forge.invocation"
+	ctxErrCode    = "error.code"
+)
+
+// recovery turns a panic into a 500 JSON answer and an error log line with the
+// stack, never the request's headers.
+func (s *Server) recovery(c *gin.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			if r == http.ErrAbortHandler {
+				panic(r)
+			}
+			s.log.Error("panic serving request", append(requestFields(c),
+				zap.String("panic", fmt.Sprint(r)), zap.ByteString("stack", debug.Stack()))...)
+			if !c.Writer.Written() {
+				c.Set(ctxErrCode, "internal_error")
+				c.AbortWithStatusJSON(http.StatusInternalServerError,
+					errorBody{Error: errorDetail{Code: "internal_error", Message: "internal error"}})
+			}
+		}
+	}()
+	c.Next()
+}
+
+// requestIDs assigns the request id (a sane inbound x-request-id is kept) and
+// picks up Forge's b3 trace ids, so every log line about the request names them.
+func (s *Server) requestIDs(c *gin.Context) {
+	ids := &logctx.IDs{
+		RequestID: headerID(c.GetHeader("x-request-id"), 64),
+		TraceID:   headerID(c.GetHeader("x-b3-traceid"), 32),
+		SpanID:    headerID(c.GetHeader("x-b3-spanid"), 16),
+	}
+	if ids.RequestID == "" {
+		ids.RequestID = s.ids.next()
+	}
+	c.Header("x-request-id", ids.RequestID)
+	c.Request = c.Request.WithContext(logctx.With(c.Request.Context(), ids))
+	c.Next()
+}
+
+// headerID keeps an inbound id only when it is short and made of safe
+// characters, so nobody can inject text into our logs through it.
+func headerID(v string, max int) string {
+	if v == "" || len(v) > max {
+		return ""
+	}
+	for i := 0; i < len(v); i++ {
+		b := v[i]
+		if !(b >= '0' && b <= '9' || b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b == '-' || b == '_' || b == '.') {
+			return ""
+		}
+	}
+	return v
+}
+
+// idSource makes request ids: a random per-process prefix and a counter, which
+// is unique enough and costs no syscall per request.
+type idSource struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func newIDSource() *idSource {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return &idSource{prefix: hex.EncodeToString(b[:]) + "-"}
+}
+
+func (s *idSource) next() string {
+	return s.prefix + strconv.FormatUint(s.n.Add(1), 36)
+}
+
+// accessLog writes one JSON line per request and records the request metrics.
+// It logs the route pattern, never the query string or any header value.
+func (s *Server) accessLog(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	route := c.FullPath()
+	if route == "" {
+		route = "unmatched"
+	}
+	status := c.Writer.Status()
+	elapsed := time.Since(start)
+	s.metrics.observe(route, c.Request.Method, status, elapsed)
+	if !s.log.Core().Enabled(zap.InfoLevel) {
+		return
+	}
+	fields := append(requestFields(c),
+		zap.String("method", c.Request.Method),
+		zap.String("route", route),
+		zap.Int("status", status),
+		zap.Duration("duration", elapsed),
+		zap.Int("bytes", c.Writer.Size()),
+	)
+	if code := c.GetString(ctxErrCode); code != "" {
+		fields = append(fields, zap.String("error_code", code))
+	}
+	if inv := invocation(c); inv != nil {
+		fields = append(fields, zap.String("installation_id", inv.InstallationID()))
+		if inv.App.Module.Key != "" {
+			fields = append(fields, zap.String("module", inv.App.Module.Key))
+		}
+	}
+	s.log.Info("request", fields...)
+}
+
+// requestFields names the request in a log line.
+func requestFields(c *gin.Context) []zap.Field {
+	return logctx.Fields(c.Request.Context())
+}
+
+// bodyLimit refuses bodies over MaxBodyBytes: at once when Content-Length says
+// so, else when the handler reads past the limit.
+func (s *Server) bodyLimit(c *gin.Context) {
+	if c.Request.ContentLength > MaxBodyBytes {
+		s.fail(c, errBodyTooLarge)
+		return
+	}
+	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, MaxBodyBytes)
+	c.Next()
+}
+
+// forgeAuth verifies the Forge Invocation Token and captures the app system
+// token the call carries. Nothing downstream runs for an unverified call.
+func (s *Server) forgeAuth(c *gin.Context) {
+	raw, ok := bearer(c.GetHeader("Authorization"))
+	if !ok {
+		s.rejectFIT(c, errNoFIT)
+		return
+	}
+	inv, err := s.verifier.Verify(c.Request.Context(), raw)
+	if err != nil {
+		s.rejectFIT(c, err)
+		return
+	}
+	c.Set(ctxInvocation, inv)
+	if err := s.appTokens.Capture(c.Request.Context(), inv, c.GetHeader("x-forge-oauth-system")); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.Next()
+}
+
+func (s *Server) rejectFIT(c *gin.Context, err error) {
+	var ve *forge.VerifyError
+	if errors.As(err, &ve) {
+		s.metrics.fitRejections.WithLabelValues(ve.Reason).Inc()
+	}
+	s.fail(c, err)
+}
+
+// bearer extracts the credentials of an "Authorization: Bearer …" header; the
+// scheme is matched case-insensitively.
+func bearer(h string) (string, bool) {
+	const scheme = "bearer "
+	if len(h) <= len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
+		return "", false
+	}
+	tok := strings.TrimSpace(h[len(scheme):])
+	return tok, tok != ""
+}
+
+// invocation is the verified FIT of the request, or nil.
+func invocation(c *gin.Context) *forge.Invocation {
+	v, ok := c.Get(ctxInvocation)
+	if !ok {
+		return nil
+	}
+	inv, _ := v.(*forge.Invocation)
+	return inv
+}
+
+// internalAuth guards /internal/*: absent configuration hides the routes (404);
+// the bearer token is compared in constant time (hashes first, so the
+// comparison does not even leak the length).
+func (s *Server) internalAuth(c *gin.Context) {
+	if s.internalTokenSum == nil {
+		s.fail(c, errNotFound)
+		return
+	}
+	tok, _ := bearer(c.GetHeader("Authorization"))
+	sum := sha256.Sum256([]byte(tok))
+	if subtle.ConstantTimeCompare(sum[:], s.internalTokenSum) != 1 {
+		s.fail(c, errInternalToken)
+		return
+	}
+	c.Next()
+}
+
+// readBody reads the (already limited) request body.
+func readBody(c *gin.Context) ([]byte, error) {
+	if c.Request.Body == nil {
+		return nil, nil
+	}
+	return io.ReadAll(c.Request.Body)
+}
