@@ -83,6 +83,8 @@ func classify(err error) (int, string, string) {
 			msg += ": " + ae.Title
 		}
 		return http.StatusBadGateway, "weavy_unavailable", msg
+	case errors.Is(err, weavy.ErrUnreachable):
+		return http.StatusBadGateway, "weavy_unavailable", "could not reach Weavy (connection failed)"
 	case errors.Is(err, weavy.ErrBadResponse):
 		return http.StatusBadGateway, "weavy_unavailable", "Weavy answered something that is not a user token"
 	case errors.As(err, &se):

@@ -32,6 +32,9 @@ var (
 	// ErrBadResponse is wrapped when Weavy answers 2xx with something unusable:
 	// not JSON, no wyu_ access token, a nonsensical lifetime.
 	ErrBadResponse = errors.New("weavy: unexpected response")
+	// ErrUnreachable is wrapped when no answer came: connection refused or
+	// reset, DNS, TLS.
+	ErrUnreachable = errors.New("weavy: unreachable")
 	// ErrInvalidUID is wrapped when a uid breaks Weavy's rules (see UID).
 	ErrInvalidUID = errors.New("weavy: invalid uid")
 )
@@ -341,7 +344,7 @@ func (c *Client) transportError(ctx context.Context, op string, err error) error
 	}
 	c.countError(op, "transport")
 	// A *url.Error names the URL (never the key, which travels in a header).
-	return fmt.Errorf("weavy: %s: %w", op, err)
+	return fmt.Errorf("%w: %s: %w", ErrUnreachable, op, err)
 }
 
 func (c *Client) countError(op, status string) {

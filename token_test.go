@@ -1,0 +1,268 @@
+package main
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/weavy/weavytest"
+)
+
+// tokenEnv is baseEnv with the Weavy fake configured.
+func tokenEnv(t *testing.T, jwks *forgetest.JWKSServer, wv *weavytest.Server) map[string]string {
+	env := baseEnv(t, jwks)
+	env["WEAVY_URL"] = wv.URL
+	env["WEAVY_API_KEY"] = weavytest.APIKey
+	env["WEAVY_TIMEOUT"] = "500ms"
+	return env
+}
+
+type tokenFixture struct {
+	key *forgetest.Key
+	wv  *weavytest.Server
+	ts  *testServer
+	env map[string]string
+}
+
+func newTokenFixture(t *testing.T) *tokenFixture {
+	key := forgetest.NewKey(t, "k1")
+	jwks := forgetest.NewJWKSServer(t, key)
+	wv := weavytest.New("")
+	t.Cleanup(wv.Close)
+	env := tokenEnv(t, jwks, wv)
+	ts := startServer(t, env)
+	ts.waitReady(t)
+	return &tokenFixture{key: key, wv: wv, ts: ts, env: env}
+}
+
+func (f *tokenFixture) token(t *testing.T, account, body string, extra map[string]string) reply {
+	t.Helper()
+	fit := forgetest.MintFIT(t, f.key, forgetest.WithPrincipal(account))
+	return f.ts.post(t, "/resolvers/token", fit, extra, body)
+}
+
+func TestTokenResolver(t *testing.T) {
+	f := newTokenFixture(t)
+	alice := forgetest.AccountID
+
+	first := f.token(t, alice, `{"refresh":false}`, nil)
+	if first.Status != http.StatusOK || !strings.HasPrefix(first.str("access_token"), "wyu_") {
+		t.Fatalf("first call: %d %s", first.Status, first.Body)
+	}
+	if n, _ := first.JSON["expires_in"].(float64); n < 3500 || n > 3600 {
+		t.Fatalf("expires_in %v, want about an hour", first.JSON["expires_in"])
+	}
+	if f.wv.UIDOf(first.str("access_token")) != alice {
+		t.Fatalf("token minted for %q, want the FIT principal", f.wv.UIDOf(first.str("access_token")))
+	}
+	second := f.token(t, alice, ``, nil)
+	if second.str("access_token") != first.str("access_token") || f.wv.Mints() != 1 {
+		t.Fatalf("second call minted again (%d mints)", f.wv.Mints())
+	}
+
+	// Body fields and headers never choose whose token is returned.
+	spoof := f.token(t, alice, `{"accountId":"557058:attacker","uid":"attacker","refresh":false}`,
+		map[string]string{"x-atlassian-account-id": "attacker", "x-weavy-uid": "attacker"})
+	if spoof.str("access_token") != first.str("access_token") || f.wv.Mints() != 1 {
+		t.Fatalf("body/header identity was honoured")
+	}
+
+	// The envelope form answers the same.
+	env := f.ts.post(t, "/resolvers", forgetest.MintFIT(t, f.key, forgetest.WithPrincipal(alice)), nil,
+		`{"call":{"functionKey":"token","payload":{"refresh":false}},"context":{"accountId":"attacker"}}`)
+	if env.Status != http.StatusOK || env.str("access_token") != first.str("access_token") {
+		t.Fatalf("envelope: %d %s", env.Status, env.Body)
+	}
+
+	// Refresh: a new, different token that then is the cached one.
+	ref := f.token(t, alice, `{"refresh":true}`, nil)
+	if ref.Status != http.StatusOK || ref.str("access_token") == first.str("access_token") {
+		t.Fatalf("refresh: %d %s", ref.Status, ref.Body)
+	}
+	if again := f.token(t, alice, `{}`, nil); again.str("access_token") != ref.str("access_token") {
+		t.Fatalf("refreshed token is not the cached one")
+	}
+	if f.wv.Mints() != 2 {
+		t.Fatalf("%d mints, want 2", f.wv.Mints())
+	}
+	for _, r := range f.wv.Requests() {
+		if strings.HasPrefix(r, "DELETE") {
+			t.Fatalf("a refresh revoked tokens: %s", r)
+		}
+	}
+
+	// A call without a user (a trigger's FIT) is refused with 403.
+	noUser := f.ts.post(t, "/resolvers/token", forgetest.MintFIT(t, f.key, forgetest.WithPrincipal("")), nil, `{}`)
+	if noUser.Status != http.StatusForbidden || noUser.ErrCode != "no_user" {
+		t.Fatalf("no principal: %d %s", noUser.Status, noUser.Body)
+	}
+	if bad := f.token(t, alice, `{"refresh":"yes"}`, nil); bad.Status != http.StatusBadRequest {
+		t.Fatalf("refresh of the wrong type: %d %s", bad.Status, bad.Body)
+	}
+
+	// A restart on the same bolt file serves the stored token without a mint.
+	f.ts.Stop(t)
+	f.ts = startServer(t, f.env)
+	f.ts.waitReady(t)
+	if r := f.token(t, alice, `{}`, nil); r.str("access_token") != ref.str("access_token") || f.wv.Mints() != 2 {
+		t.Fatalf("after restart: %s, %d mints", r.Body, f.wv.Mints())
+	}
+}
+
+func TestTokenConcurrency(t *testing.T) {
+	f := newTokenFixture(t)
+	const n = 200
+	fits := make([]string, n)
+	for i := range fits {
+		fits[i] = forgetest.MintFIT(t, f.key, forgetest.WithPrincipal("5b10ac8d82e05b22cc7d4ef5"))
+	}
+	tokens := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			r := f.ts.post(t, "/resolvers/token", fits[i], nil, `{}`)
+			tokens[i] = r.str("access_token")
+		})
+	}
+	wg.Wait()
+	if f.wv.Mints() != 1 {
+		t.Fatalf("%d cold concurrent calls made %d mints, want 1", n, f.wv.Mints())
+	}
+	for _, tok := range tokens {
+		if tok != tokens[0] || tok == "" {
+			t.Fatalf("callers got different tokens")
+		}
+	}
+
+	// 50 simultaneous refreshes: a handful of mints, answers only 200 or 429.
+	before := f.wv.Mints()
+	codes := make([]int, 50)
+	for i := range codes {
+		fit := forgetest.MintFIT(t, f.key, forgetest.WithPrincipal("5b10ac8d82e05b22cc7d4ef5"))
+		wg.Go(func() {
+			r := f.ts.post(t, "/resolvers/token", fit, nil, `{"refresh":true}`)
+			codes[i] = r.Status
+			if r.Status == http.StatusTooManyRequests && r.Header.Get("Retry-After") == "" {
+				t.Errorf("429 without Retry-After")
+			}
+		})
+	}
+	wg.Wait()
+	for _, c := range codes {
+		if c != http.StatusOK && c != http.StatusTooManyRequests {
+			t.Fatalf("refresh answered %d", c)
+		}
+	}
+	if m := f.wv.Mints() - before; m < 1 || m > 3 {
+		t.Fatalf("50 simultaneous refreshes made %d mints", m)
+	}
+}
+
+func TestTokenExpiryHonoured(t *testing.T) {
+	f := newTokenFixture(t)
+	f.wv.ExpiresIn.Store(3)
+	first := f.token(t, "acc-short", `{}`, nil)
+	if n, _ := first.JSON["expires_in"].(float64); n > 3 {
+		t.Fatalf("expires_in %v for a 3 s token", n)
+	}
+	time.Sleep(3500 * time.Millisecond)
+	if r := f.token(t, "acc-short", `{}`, nil); r.str("access_token") == first.str("access_token") {
+		t.Fatalf("a token Weavy said expires in 3 s was served 3.5 s later")
+	}
+}
+
+func TestTokenWeavyFaults(t *testing.T) {
+	f := newTokenFixture(t)
+	warm := f.token(t, "acc-warm", `{}`, nil)
+	if warm.Status != http.StatusOK {
+		t.Fatalf("warm-up: %d %s", warm.Status, warm.Body)
+	}
+	cases := []struct {
+		mode   weavytest.Mode
+		status int
+		code   string
+	}{
+		{weavytest.Fail500, http.StatusBadGateway, "weavy_unavailable"},
+		{weavytest.HTML502, http.StatusBadGateway, "weavy_unavailable"},
+		{weavytest.Hang, http.StatusGatewayTimeout, "weavy_timeout"},
+		{weavytest.Reset, http.StatusBadGateway, "weavy_unavailable"},
+	}
+	for i, tc := range cases {
+		t.Run(fmt.Sprint(tc.status, tc.code, i), func(t *testing.T) {
+			f.wv.SetMode(tc.mode)
+			defer f.wv.SetMode(weavytest.OK)
+			r := f.token(t, fmt.Sprintf("acc-cold-%d", i), `{}`, nil)
+			if r.Status != tc.status || r.ErrCode != tc.code {
+				t.Fatalf("cold user: %d %s", r.Status, r.Body)
+			}
+			if tc.mode == weavytest.Fail500 && !strings.Contains(string(r.Body), "500") {
+				t.Errorf("message does not say what Weavy answered: %s", r.Body)
+			}
+			if w := f.token(t, "acc-warm", `{}`, nil); w.Status != http.StatusOK || w.str("access_token") != warm.str("access_token") {
+				t.Fatalf("cached user during the outage: %d %s", w.Status, w.Body)
+			}
+		})
+	}
+}
+
+// No FIT, app token, API key, store key, internal token or Weavy token ever
+// appears in the logs, even at debug level and on error paths.
+func TestNoSecretsInLogs(t *testing.T) {
+	key := forgetest.NewKey(t, "k1")
+	jwks := forgetest.NewJWKSServer(t, key)
+	wv := weavytest.New("")
+	t.Cleanup(wv.Close)
+	env := tokenEnv(t, jwks, wv)
+	storeKey := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	env["STORE_KEY"] = storeKey
+	ts := startServer(t, env)
+	ts.waitReady(t)
+
+	var secrets []string
+	appTok := forgetest.MintAppToken(t, time.Now().Add(3*time.Hour))
+	secrets = append(secrets, appTok, weavytest.APIKey, storeKey, internalToken)
+	call := func(path, body string, opts ...forgetest.FITOption) reply {
+		fit := forgetest.MintFIT(t, key, opts...)
+		secrets = append(secrets, fit)
+		return ts.post(t, path, fit, map[string]string{"x-forge-oauth-system": appTok, "x-b3-traceid": "463ac35c9f6413ad48485a3953bb6124"}, body)
+	}
+	tok := call("/resolvers/token", `{}`)
+	secrets = append(secrets, tok.str("access_token"))
+	secrets = append(secrets, call("/resolvers/token", `{"refresh":true}`).str("access_token"))
+	call("/resolvers/token", `{"refresh":`)
+	call("/resolvers/nope", `{}`)
+	call("/triggers/scheduled", `{}`, forgetest.WithPrincipal(""))
+	call("/triggers/scheduled", `{}`, forgetest.WithAudience("ari:cloud:ecosystem::app/00000000-0000-4000-8000-000000000000"))
+	wv.SetMode(weavytest.Fail500)
+	call("/resolvers/token", `{}`, forgetest.WithPrincipal("acc-other"))
+	wv.SetMode(weavytest.OK)
+	ts.post(t, "/triggers/scheduled", "garbage."+appTok, nil, "{}")
+	ts.internal(t, "/internal/app-token?installationId="+forgetest.InstallationID)
+	ts.get(t, "/internal/installations", "wrong-"+internalToken)
+	ts.Stop(t)
+
+	logs := ts.Logs.String()
+	if !strings.Contains(logs, `"level":"debug"`) || !strings.Contains(logs, "463ac35c9f6413ad48485a3953bb6124") {
+		t.Fatalf("expected debug lines carrying the trace id; logs:\n%s", logs)
+	}
+	for _, s := range secrets {
+		if s == "" {
+			t.Fatal("a secret under test is empty")
+		}
+		if strings.Contains(logs, s) {
+			t.Fatalf("a secret appears in the logs: %.12s…", s)
+		}
+		// Also no recognisable piece: the JWT payload segment.
+		if parts := strings.Split(s, "."); len(parts) == 3 && strings.Contains(logs, parts[1]) {
+			t.Fatalf("a token's payload appears in the logs")
+		}
+	}
+	if strings.Contains(logs, "wyu_") || strings.Contains(logs, "wys_") {
+		t.Fatalf("a Weavy token or key prefix appears in the logs")
+	}
+}
