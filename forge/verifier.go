@@ -336,10 +336,12 @@ func (v *Verifier) Close() {
 	}
 }
 
-// refreshLoop refetches the key set every refreshEvery, or every retryEvery
-// while none was ever loaded.
+// refreshLoop refetches the key set every refreshEvery or, while none was
+// ever loaded, after retryEvery doubling up to maxRetryInterval so a Forge
+// outage at start is retried promptly without a warning every 2 s for hours.
 func (v *Verifier) refreshLoop() {
-	t := time.NewTimer(v.nextRefresh())
+	retry := v.retryEvery
+	t := time.NewTimer(v.nextRefresh(retry))
 	defer t.Stop()
 	for {
 		select {
@@ -347,14 +349,21 @@ func (v *Verifier) refreshLoop() {
 			return
 		case <-t.C:
 		}
-		_ = v.refresh(v.ctx, false) // recorded by load
-		t.Reset(v.nextRefresh())
+		if err := v.refresh(v.ctx, false); err != nil { // recorded by load
+			retry = min(2*retry, max(maxRetryInterval, v.retryEvery))
+		} else {
+			retry = v.retryEvery
+		}
+		t.Reset(v.nextRefresh(retry))
 	}
 }
 
-func (v *Verifier) nextRefresh() time.Duration {
+// maxRetryInterval caps the backoff while no key set was ever loaded.
+const maxRetryInterval = 30 * time.Second
+
+func (v *Verifier) nextRefresh(retry time.Duration) time.Duration {
 	if v.keys.Load() == nil {
-		return v.retryEvery
+		return retry
 	}
 	return v.refreshEvery
 }

@@ -79,7 +79,7 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Server, err error) {
 		s.internalTokenSum = sum[:]
 	}
 
-	s.kv, err = store.Open(ctx, store.Options{URL: cfg.StoreURL, Key: cfg.StoreKey, Logger: o.Logger.Named("store"), Now: o.Now})
+	s.kv, err = store.Open(ctx, store.Options{URL: cfg.StoreURL, Key: cfg.StoreKey, Logger: o.Logger, Now: o.Now})
 	if err != nil {
 		return nil, err
 	}
