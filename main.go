@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -31,7 +32,8 @@ func main() {
 const usage = `usage: forge-remote [command]
 
 commands:
-  serve    run the server (default); configured by environment variables, see README.md
+  serve      run the server (default); configured by environment variables, see README.md
+  manifest   check or render the Forge manifest (manifest check [file], manifest render --help)
 `
 
 // run is the whole program; tests call it to start the real server in-process.
@@ -43,6 +45,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch cmd {
 	case "serve":
 		return serve(ctx, getenv, stdout, nil)
+	case "manifest":
+		return manifestCmd(args[2:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -60,6 +64,9 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, on
 	}
 	log := newLogger(stdout, cfg.LogLevel)
 	defer func() { _ = log.Sync() }()
+	// go-redis reports dial failures through a process-wide logger that
+	// writes plain text to stderr; keep every line JSON.
+	redis.SetLogger(redisLogger{log.Named("redis")})
 	srv, err := server.New(ctx, cfg, server.Options{Logger: log})
 	if err != nil {
 		return err
@@ -68,6 +75,12 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, on
 		return err
 	}
 	return nil
+}
+
+type redisLogger struct{ log *zap.Logger }
+
+func (r redisLogger) Printf(_ context.Context, format string, v ...any) {
+	r.log.Warn("redis client", zap.String("detail", fmt.Sprintf(format, v...)))
 }
 
 // newLogger writes JSON lines to w.

@@ -28,11 +28,6 @@ type Options struct {
 	Now    func() time.Time // nil: time.Now
 }
 
-// openRedis opens the redis backend for redis:// and rediss:// URLs; Open
-// seals whatever it returns. It is nil until that backend is built: set it
-// from redis.go's init.
-var openRedis func(ctx context.Context, o Options) (KV, error)
-
 // Open opens the backend STORE_URL names and wraps it in Sealed, so every
 // value is sealed at rest whatever the backend. Closing the result closes the
 // backend.
@@ -81,15 +76,14 @@ func Open(ctx context.Context, o Options) (KV, error) {
 			}
 		}
 	case "redis", "rediss":
-		if openRedis == nil {
-			return nil, errors.New("store: redis backend not built yet")
-		}
 		if key == nil {
 			return nil, errors.New("store: STORE_KEY is required with a redis STORE_URL (replicas must share it)")
 		}
-		if backend, err = openRedis(ctx, o); err != nil {
+		r, err := OpenRedis(ctx, o.URL, RedisOptions{Now: o.Now})
+		if err != nil {
 			return nil, err
 		}
+		backend = r
 	default:
 		return nil, fmt.Errorf("store: STORE_URL scheme %q is not supported; want bolt, redis, rediss or memory", scheme)
 	}

@@ -1,0 +1,453 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultRedisPrefix namespaces keys and channels when no prefix is set.
+const DefaultRedisPrefix = "forge-remote:"
+
+// redisUpdateAttempts bounds Update's optimistic retries. Each conflict means
+// another writer succeeded, so running out takes sustained contention on one
+// key, which is reported rather than spun on.
+const redisUpdateAttempts = 50
+
+// RedisOptions configure OpenRedis. Zero values take the defaults.
+type RedisOptions struct {
+	// Prefix is prepended to every key and pub/sub channel, so that several
+	// apps can share one Redis. It wins over the URL's prefix parameter;
+	// both unset means DefaultRedisPrefix.
+	Prefix string
+	// Now is the clock expiry is judged by (time.Now when nil).
+	Now func() time.Time
+	// Timeouts default to 1s each, so an unresponsive Redis becomes
+	// ErrUnavailable within a couple of seconds instead of stalling requests.
+	DialTimeout, ReadTimeout, WriteTimeout time.Duration
+	// PoolSize is the number of connections (go-redis' default when 0).
+	PoolSize int
+}
+
+// Redis is a KV in a Redis server shared by every replica.
+//
+// A record is stored like a bolt record, an 8-byte big-endian expiry (unix
+// nanoseconds, 0 for none) then the payload, and a record with a ttl also
+// carries Redis' own PX expiry. The header is what Get, Scan and Update
+// judge by, so an injected clock works; PX makes Redis reclaim the memory.
+type Redis struct {
+	c      *redis.Client
+	prefix string
+	now    func() time.Time
+
+	mu     sync.Mutex
+	closed bool
+	subs   map[int]func() // stop functions of the live subscriptions
+	nextID int
+	wg     sync.WaitGroup // subscription forwarders
+}
+
+// OpenRedis configures a client for a redis:// or rediss:// URL (user,
+// password and db as redis.ParseURL reads them, plus an optional prefix query
+// parameter). It does not contact Redis: a Redis that is down at start-up is
+// an unavailable store, reported by Ping and recovered from by itself, not a
+// reason to refuse to start. Only a malformed URL is an error.
+func OpenRedis(ctx context.Context, rawURL string, o RedisOptions) (*Redis, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		// url.Error repeats the URL, password included; keep only its reason.
+		if ue := (*url.Error)(nil); errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("store: STORE_URL is not a valid URL: %v", err)
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return nil, fmt.Errorf("store: STORE_URL %s: want redis:// or rediss://", u.Redacted())
+	}
+	q := u.Query()
+	prefix := o.Prefix
+	if prefix == "" {
+		prefix = q.Get("prefix")
+	}
+	if prefix == "" {
+		prefix = DefaultRedisPrefix
+	}
+	q.Del("prefix")
+	u.RawQuery = q.Encode()
+	opt, err := redis.ParseURL(u.String())
+	if err != nil {
+		return nil, fmt.Errorf("store: STORE_URL %s: %v", u.Redacted(), err)
+	}
+
+	// Explicit options win over the URL's, which win over these defaults.
+	opt.DialTimeout = firstPositive(o.DialTimeout, opt.DialTimeout, time.Second)
+	opt.ReadTimeout = firstPositive(o.ReadTimeout, opt.ReadTimeout, time.Second)
+	opt.WriteTimeout = firstPositive(o.WriteTimeout, opt.WriteTimeout, time.Second)
+	opt.PoolSize = firstPositive(o.PoolSize, opt.PoolSize, 0)
+	// Waiting longer for a pooled connection than for a reply would let a
+	// stalled Redis queue callers up beyond the read timeout.
+	opt.PoolTimeout = firstPositive(opt.PoolTimeout, opt.ReadTimeout)
+	// One retry absorbs a connection Redis closed while idle; more would
+	// multiply the time an outage takes to surface.
+	opt.MaxRetries = 1
+	opt.DialerRetries = 1
+	// Callers' deadlines (request timeouts) cut Redis calls short too.
+	opt.ContextTimeoutEnabled = true
+
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Redis{c: redis.NewClient(opt), prefix: prefix, now: now, subs: map[int]func(){}}, nil
+}
+
+func firstPositive[T int | time.Duration](vs ...T) T {
+	for _, v := range vs {
+		if v > 0 {
+			return v
+		}
+	}
+	return 0
+}
+
+// fail classifies an error from go-redis. Anything that kept Redis from
+// answering (network, timeouts, a full pool, a closed client, Redis refusing
+// to serve: loading, read-only, auth, OOM…) is ErrUnavailable, so the server
+// answers 503 and /readyz reports it. The exceptions are the caller giving
+// up, and a reply about the data itself (WRONGTYPE: a foreign key under our
+// prefix).
+func (r *Redis) fail(ctx context.Context, op string, err error) error {
+	if (errors.Is(err, context.Canceled) && ctx.Err() != nil) || redis.HasErrorPrefix(err, "WRONGTYPE") {
+		return fmt.Errorf("store: redis %s: %w", op, err)
+	}
+	return fmt.Errorf("%w: redis %s: %w", ErrUnavailable, op, err)
+}
+
+// redisRecord splits a stored record into its expiry and payload.
+func redisRecord(key, raw string) (expires int64, payload []byte, err error) {
+	if len(raw) < boltHeader {
+		return 0, nil, fmt.Errorf("store: redis record %q is corrupt (%d bytes)", key, len(raw))
+	}
+	return int64(binary.BigEndian.Uint64([]byte(raw[:boltHeader]))), []byte(raw[boltHeader:]), nil
+}
+
+// px is ttl in whole milliseconds for Redis' PX, rounded up so that Redis
+// never drops a record before its header says it expires.
+func px(ttl time.Duration) int64 {
+	return int64((ttl + time.Millisecond - 1) / time.Millisecond)
+}
+
+// Get returns the value stored under key, or ErrNotFound.
+func (r *Redis) Get(ctx context.Context, key string) ([]byte, error) {
+	raw, err := r.c.Get(ctx, r.prefix+key).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, r.fail(ctx, "get "+strconv.Quote(key), err)
+	}
+	expires, payload, err := redisRecord(key, raw)
+	if err != nil {
+		return nil, err
+	}
+	if !boltLive(expires, r.now()) {
+		return nil, ErrNotFound
+	}
+	return payload, nil
+}
+
+// Put stores value under key, replacing any record and its ttl.
+func (r *Redis) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	if err := checkWrite(key, ttl); err != nil {
+		return err
+	}
+	// go-redis sends PX (or EX for whole seconds); 0 means no expiry.
+	err := r.c.Set(ctx, r.prefix+key, boltEncode(value, ttl, r.now()), time.Duration(px(ttl))*time.Millisecond).Err()
+	if err != nil {
+		return r.fail(ctx, "put "+strconv.Quote(key), err)
+	}
+	return nil
+}
+
+// casScript writes KEYS[1] only if it still holds what Update read: ARGV[1]
+// is "1" when a record was read, ARGV[2] its exact bytes. ARGV[3] is the new
+// PX in ms (0: none, -1: delete), ARGV[4] the new record. It returns 1 when
+// it wrote, 0 on a conflict.
+var casScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+	if cur ~= ARGV[2] then return 0 end
+elseif cur then
+	return 0
+end
+local ms = tonumber(ARGV[3])
+if ms < 0 then
+	redis.call('DEL', KEYS[1])
+elseif ms == 0 then
+	redis.call('SET', KEYS[1], ARGV[4])
+else
+	redis.call('SET', KEYS[1], ARGV[4], 'PX', ms)
+end
+return 1
+`)
+
+// Update is optimistic: it reads the record, runs fn without holding
+// anything, and writes with casScript only if the record is byte for byte
+// what fn saw, else starts over. A script rather than WATCH/MULTI/EXEC
+// because it needs no connection pinned for the read-fn-write span (it
+// takes the same two round trips) and works the same on Redis Cluster.
+// Comparing bytes is safe against ABA: a record carries its expiry and, once
+// sealed, a random nonce, so equal bytes mean an unchanged record.
+func (r *Redis) Update(ctx context.Context, key string, fn UpdateFunc) error {
+	if err := checkWrite(key, 0); err != nil {
+		return err
+	}
+	k := r.prefix + key
+	op := "update " + strconv.Quote(key)
+	for attempt := range redisUpdateAttempts {
+		if attempt > 0 {
+			if err := backoff(ctx, attempt); err != nil {
+				return err
+			}
+		}
+		raw, err := r.c.Get(ctx, k).Result()
+		found := err == nil
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return r.fail(ctx, op, err)
+		}
+		now := r.now()
+		var old []byte
+		var exists bool
+		if found {
+			expires, payload, err := redisRecord(key, raw)
+			if err != nil {
+				return err
+			}
+			if boltLive(expires, now) {
+				old, exists = payload, true
+			}
+		}
+
+		value, ttl, err := fn(old, exists)
+		ms, record := int64(-1), []byte(nil)
+		switch {
+		case errors.Is(err, Keep):
+			return nil // an expired record is left to its PX
+		case errors.Is(err, Remove):
+			if !found {
+				return nil
+			}
+		case err != nil:
+			return err // the caller's own error, unchanged
+		default:
+			if err := checkWrite(key, ttl); err != nil {
+				return err
+			}
+			ms, record = px(ttl), boltEncode(value, ttl, now)
+		}
+
+		wrote, err := casScript.Run(ctx, r.c, []string{k}, found, raw, ms, record).Int()
+		if err != nil {
+			return r.fail(ctx, op, err)
+		}
+		if wrote == 1 {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: redis %s: still conflicting after %d attempts", ErrUnavailable, op, redisUpdateAttempts)
+}
+
+// backoff sleeps a random time below a bound that grows with attempt (to
+// 16 ms), so that writers that conflicted once do not collide again in step.
+func backoff(ctx context.Context, attempt int) error {
+	limit := 250 * time.Microsecond << min(attempt, 6)
+	t := time.NewTimer(rand.N(limit))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Delete removes key; a missing key is not an error.
+func (r *Redis) Delete(ctx context.Context, key string) error {
+	if err := r.c.Del(ctx, r.prefix+key).Err(); err != nil {
+		return r.fail(ctx, "delete "+strconv.Quote(key), err)
+	}
+	return nil
+}
+
+// Scan walks the keyspace with SCAN MATCH in batches of about 500, reading
+// each batch's values with one MGET. SCAN may repeat a key (when Redis
+// rehashes), so visited keys are remembered; keys written during the scan
+// may or may not be seen.
+func (r *Redis) Scan(ctx context.Context, prefix string, fn func(key string, value []byte) error) error {
+	match := globEscape(r.prefix+prefix) + "*"
+	op := "scan " + strconv.Quote(prefix)
+	seen := map[string]struct{}{}
+	var cursor uint64
+	for {
+		keys, next, err := r.c.Scan(ctx, cursor, match, 500).Result()
+		if err != nil {
+			return r.fail(ctx, op, err)
+		}
+		if len(keys) > 0 {
+			values, err := r.c.MGet(ctx, keys...).Result()
+			if err != nil {
+				return r.fail(ctx, op, err)
+			}
+			now := r.now()
+			for i, v := range values {
+				raw, ok := v.(string) // nil: deleted since SCAN saw it
+				key, mine := strings.CutPrefix(keys[i], r.prefix)
+				if _, dup := seen[key]; !ok || !mine || dup {
+					continue
+				}
+				seen[key] = struct{}{}
+				expires, payload, err := redisRecord(key, raw)
+				if err != nil {
+					return err
+				}
+				if !boltLive(expires, now) {
+					continue
+				}
+				if err := fn(key, payload); err != nil {
+					return err
+				}
+			}
+		}
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
+
+// globEscape quotes the characters SCAN MATCH treats as a pattern, so that
+// a prefix like "a*" or "a[1]" matches only itself.
+func globEscape(s string) string {
+	if !strings.ContainsAny(s, `*?[]\`) {
+		return s
+	}
+	var b strings.Builder
+	for _, c := range []byte(s) {
+		switch c {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// Ping checks that Redis answers.
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.c.Ping(ctx).Err(); err != nil {
+		return r.fail(ctx, "ping", err)
+	}
+	return nil
+}
+
+// Publish sends msg to every current subscriber of channel, on any replica.
+// Pub/sub is fire and forget: a replica that is not subscribed at that moment
+// (restarting, or cut off from Redis) never sees it, so use it to hurry
+// things along (a result is ready, a cache entry is stale), never as the only
+// record of something.
+func (r *Redis) Publish(ctx context.Context, channel string, msg []byte) error {
+	if err := r.c.Publish(ctx, r.prefix+channel, msg).Err(); err != nil {
+		return r.fail(ctx, "publish "+strconv.Quote(channel), err)
+	}
+	return nil
+}
+
+// Subscribe delivers the messages published on channel until ctx ends, stop
+// is called or the store is closed; the channel is closed then. It returns
+// once Redis has confirmed the subscription, or after the read timeout if
+// Redis does not answer, in which case it keeps trying to subscribe in the
+// background (as it does after losing its connection); messages published
+// meanwhile are lost. A reader that falls far behind loses messages too.
+func (r *Redis) Subscribe(ctx context.Context, channel string) (msgs <-chan []byte, stop func()) {
+	out := make(chan []byte)
+	ps := r.c.Subscribe(ctx, r.prefix+channel)
+	// Wait for the confirmation, so that a message published after Subscribe
+	// returns is delivered; a failure here is retried by go-redis itself.
+	_, _ = ps.ReceiveTimeout(ctx, r.c.Options().ReadTimeout)
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		_ = ps.Close()
+		close(out)
+		return out, func() {}
+	}
+	id := r.nextID
+	r.nextID++
+	done := make(chan struct{})
+	stop = sync.OnceFunc(func() {
+		close(done)
+		_ = ps.Close()
+		r.mu.Lock()
+		delete(r.subs, id)
+		r.mu.Unlock()
+	})
+	unhook := context.AfterFunc(ctx, stop)
+	r.subs[id] = stop
+
+	in := ps.Channel()
+	r.wg.Go(func() {
+		defer close(out)
+		defer unhook() // a stop by hand need not wait for ctx
+		for {
+			select {
+			case m, ok := <-in:
+				if !ok {
+					return
+				}
+				select {
+				case out <- []byte(m.Payload):
+				case <-done:
+					return
+				}
+			case <-done:
+				return
+			}
+		}
+	})
+	return out, stop
+}
+
+// Close ends the subscriptions and closes the client. Later calls fail with
+// ErrUnavailable; closing twice is harmless.
+func (r *Redis) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	stops := make([]func(), 0, len(r.subs))
+	for _, stop := range r.subs {
+		stops = append(stops, stop)
+	}
+	r.mu.Unlock()
+
+	for _, stop := range stops {
+		stop()
+	}
+	r.wg.Wait()
+	if err := r.c.Close(); err != nil {
+		return fmt.Errorf("store: close redis client: %w", err)
+	}
+	return nil
+}
