@@ -111,3 +111,57 @@ func allDigits(s string) bool {
 	}
 	return s != ""
 }
+
+// AccountID is the inverse of UID: the Atlassian accountId that uid was made
+// from under scope, and whether uid is one UID can produce. Under ScopeSite the
+// cloudId before the accountId is a UUID (36 characters); a uid made from any
+// other cloudId is split at its first '-'.
+func AccountID(scope UIDScope, uid string) (string, bool) {
+	var cloudID, accountID string
+	switch scope {
+	case ScopeAccount:
+		accountID = uid
+		if rest, ok := strings.CutPrefix(uid, "u-"); ok && allDigits(rest) {
+			accountID = rest
+		}
+	case ScopeSite:
+		if len(uid) > uuidLen && uid[uuidLen] == '-' && isUUID(uid[:uuidLen]) {
+			cloudID, accountID = uid[:uuidLen], uid[uuidLen+1:]
+		} else {
+			var ok bool
+			if cloudID, accountID, ok = strings.Cut(uid, "-"); !ok {
+				return "", false
+			}
+		}
+	default:
+		return "", false
+	}
+	// The round trip rules out every uid UID would not have made.
+	if again, err := UID(scope, cloudID, accountID); err != nil || again != uid {
+		return "", false
+	}
+	return accountID, true
+}
+
+const uuidLen = 36
+
+// isUUID reports whether s is a UUID in its 8-4-4-4-12 hex form.
+func isUUID(s string) bool {
+	if len(s) != uuidLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -73,3 +73,43 @@ func TestParseUIDScope(t *testing.T) {
 		})
 	}
 }
+
+func TestAccountID(t *testing.T) {
+	const cloud = "a436116f-02ce-4520-8fbb-7301462a1674"
+	tests := []struct {
+		name    string
+		scope   UIDScope
+		uid     string
+		want    string
+		wantOK  bool
+		cloudID string // for the round trip through UID
+	}{
+		{"account hex", ScopeAccount, "5b10ac8d82e05b22cc7d4ef5", "5b10ac8d82e05b22cc7d4ef5", true, ""},
+		{"account with colon", ScopeAccount, "712020:9b1c2d3e-aaaa", "712020:9b1c2d3e-aaaa", true, ""},
+		{"account all digits", ScopeAccount, "u-557058", "557058", true, ""},
+		{"account u- not digits", ScopeAccount, "u-abc", "u-abc", true, ""},
+		{"account numeric uid", ScopeAccount, "557058", "", false, ""},
+		{"account empty", ScopeAccount, "", "", false, ""},
+		{"account whitespace", ScopeAccount, "a b", "", false, ""},
+		{"site uuid cloud", ScopeSite, cloud + "-712020:9b1c2d3e-aaaa", "712020:9b1c2d3e-aaaa", true, cloud},
+		{"site uuid cloud hex account", ScopeSite, cloud + "-5b10ac8d", "5b10ac8d", true, cloud},
+		{"site short cloud", ScopeSite, "123-456", "456", true, "123"},
+		{"site no dash", ScopeSite, "5b10ac8d", "", false, ""},
+		{"site empty account", ScopeSite, cloud + "-", "", false, ""},
+		{"unknown scope", UIDScope("global"), "5b10", "", false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := AccountID(tt.scope, tt.uid)
+			if got != tt.want || ok != tt.wantOK {
+				t.Fatalf("AccountID(%q, %q) = %q, %v; want %q, %v", tt.scope, tt.uid, got, ok, tt.want, tt.wantOK)
+			}
+			if !ok {
+				return
+			}
+			if uid, err := UID(tt.scope, tt.cloudID, got); err != nil || uid != tt.uid {
+				t.Fatalf("UID(AccountID(uid)) = %q, %v; want %q", uid, err, tt.uid)
+			}
+		})
+	}
+}

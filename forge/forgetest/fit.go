@@ -45,6 +45,7 @@ type FIT struct {
 	Principal      string // "" = no principal and no context, as on a trigger
 	InstallationID string
 	CloudID        string
+	APIBaseURL     string            // "": APIBaseURL(CloudID)
 	Method         jwt.SigningMethod // nil: RS256 with the Key
 	SignKey        any               // with Method
 
@@ -69,6 +70,10 @@ func WithInstallation(id, cloudID string) FITOption {
 	}
 	return func(f *FIT) { f.InstallationID, f.CloudID = id, cloudID }
 }
+
+// WithAPIBaseURL sets app.apiBaseUrl (and the installation context's), e.g.
+// to a Confluence fake's APIBaseURL.
+func WithAPIBaseURL(url string) FITOption { return func(f *FIT) { f.APIBaseURL = url } }
 
 // WithAudience sets `aud`.
 func WithAudience(aud string) FITOption { return func(f *FIT) { f.Audience = aud } }
@@ -151,7 +156,10 @@ func (f *FIT) claims() map[string]any {
 	if exp.IsZero() {
 		exp = iat.Add(FITLifetime)
 	}
-	apiBase := APIBaseURL(f.CloudID)
+	apiBase := f.APIBaseURL
+	if apiBase == "" {
+		apiBase = APIBaseURL(f.CloudID)
+	}
 	c := map[string]any{
 		"iss": f.Issuer,
 		"aud": f.Audience,

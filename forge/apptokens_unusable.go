@@ -1,0 +1,119 @@
+package forge
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/forge-remote/forge-remote/store"
+)
+
+// rejectedPrefix keys the fingerprint of the last token Atlassian refused per
+// installation. Another replica that has never seen that token would store it
+// again when Forge re-delivers it (its exp is later than the lowered one), so
+// the Client checks this marker before using a token.
+const rejectedPrefix = "forge/apptoken-rejected/"
+
+type rejectedToken struct {
+	Fingerprint string    `json:"fingerprint"` // sha256 of the token, hex: never the token itself
+	Exp         time.Time `json:"exp"`
+}
+
+func fingerprint(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+func rejectedKey(installationID string) string {
+	return rejectedPrefix + url.PathEscape(installationID)
+}
+
+// MarkUnusable records that Atlassian refused token (HTTP 401) for the
+// installation: Get answers *StaleError from now on, until Forge delivers a
+// newer token. The record keeps its place (operators still see it, not fresh);
+// a record already holding another token is left alone.
+func (a *AppTokens) MarkUnusable(ctx context.Context, installationID, token string) error {
+	if installationID == "" || token == "" {
+		return nil
+	}
+	now := a.now()
+	var origExp time.Time
+	err := a.kv.Update(ctx, appTokenPrefix+installationID, func(old []byte, exists bool) ([]byte, time.Duration, error) {
+		origExp = time.Time{}
+		if !exists {
+			return nil, 0, store.Keep
+		}
+		var t AppToken
+		if json.Unmarshal(old, &t) != nil || t.Token != token {
+			return nil, 0, store.Keep
+		}
+		origExp = t.Exp
+		if t.Exp.After(now) {
+			t.Exp = now // the token is dead now, whatever its exp says
+		}
+		b, err := json.Marshal(t)
+		if err != nil {
+			return nil, 0, err
+		}
+		return b, keepAfterExpiry, nil
+	})
+	if err != nil {
+		return fmt.Errorf("forge: mark app token unusable: %w", err)
+	}
+	if origExp.IsZero() {
+		return nil // superseded or gone: nothing to mark
+	}
+
+	// This process ignores the token should Forge deliver it again.
+	a.mu.Lock()
+	if h, ok := a.held[installationID]; !ok || !h.exp.After(origExp) {
+		a.held[installationID] = heldToken{token: token, exp: origExp}
+	}
+	a.mu.Unlock()
+
+	if ttl := origExp.Sub(now); ttl > 0 {
+		b, err := json.Marshal(rejectedToken{Fingerprint: fingerprint(token), Exp: origExp})
+		if err == nil {
+			err = a.kv.Put(ctx, rejectedKey(installationID), b, ttl+time.Minute)
+		}
+		if err != nil {
+			return fmt.Errorf("forge: mark app token unusable: %w", err)
+		}
+	}
+	a.log.Warn("app token refused by Atlassian, marked unusable",
+		zap.String("installation_id", installationID), zap.Time("exp", origExp))
+	return nil
+}
+
+// usable is Get, also refusing a token marked unusable (by any replica).
+func (a *AppTokens) usable(ctx context.Context, installationID string) (AppToken, error) {
+	t, err := a.Get(ctx, installationID)
+	if err != nil {
+		return AppToken{}, err
+	}
+	b, err := a.kv.Get(ctx, rejectedKey(installationID))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return t, nil
+	case err != nil:
+		return AppToken{}, fmt.Errorf("forge: read app token marker: %w", err)
+	}
+	var r rejectedToken
+	if json.Unmarshal(b, &r) == nil && r.Fingerprint == fingerprint(t.Token) {
+		return AppToken{}, &StaleError{InstallationID: installationID, Exp: a.now()}
+	}
+	return t, nil
+}
+
+// PurgeInstallation forgets everything AppTokens holds for the installation:
+// its token record and any unusable-token marker (uninstall).
+func (a *AppTokens) PurgeInstallation(ctx context.Context, installationID string) error {
+	return errors.Join(a.Delete(ctx, installationID), a.kv.Delete(ctx, rejectedKey(installationID)))
+}

@@ -1,0 +1,372 @@
+package forge
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// ClientOptions configures a Client. The zero value is usable.
+type ClientOptions struct {
+	// HTTPClient is used as given; nil means a client that never follows a
+	// redirect (the token must go to apiBaseUrl and nowhere else).
+	HTTPClient *http.Client
+	// Timeout bounds each attempt, from connect to the end of the body; 0 means 10 s.
+	Timeout time.Duration
+	// MaxBody bounds what is read of an answer; 0 means 1 MiB.
+	MaxBody int64
+	Now     func() time.Time // nil: time.Now
+	Logger  *zap.Logger      // nil: no logs
+	// Registerer receives forge_product_requests_total{method,status}; nil: no metrics.
+	Registerer prometheus.Registerer
+	// Sleep waits between attempts; nil waits on a timer. It must return
+	// ctx.Err() when ctx ends first.
+	Sleep func(ctx context.Context, d time.Duration) error
+	// Retries is how many times one call may be repeated (429, 5xx on an
+	// idempotent method, 401/403 within Grace of the install); 0 means 3.
+	Retries int
+	// Grace is how long after an install 401/403 are taken for grants still
+	// propagating (retried, the token kept) rather than refusals; 0 means 15 min.
+	Grace time.Duration
+	// MaxRetryAfter: a 429 asking to wait longer is returned at once; 0 means 30 s.
+	MaxRetryAfter time.Duration
+}
+
+const (
+	defaultClientTimeout = 10 * time.Second
+	defaultMaxBody       = 1 << 20
+	defaultRetries       = 3
+	defaultGrace         = 15 * time.Minute
+	defaultMaxRetryAfter = 30 * time.Second
+	backoffBase          = 2 * time.Second
+	backoffMax           = 30 * time.Second
+	// maxErrorBody caps the answer a ProductError quotes.
+	maxErrorBody = 512
+)
+
+// ProductError is a non-2xx answer of a product API. Body is the start of the
+// answer with any token redacted.
+type ProductError struct {
+	Status     int
+	Method     string
+	Path       string
+	Body       string
+	RetryAfter time.Duration // a 429's Retry-After, when it asked too long a wait
+}
+
+func (e *ProductError) Error() string {
+	s := "forge: product API " + e.Method + " " + e.Path + ": HTTP " + strconv.Itoa(e.Status)
+	if e.Body != "" {
+		s += ": " + e.Body
+	}
+	return s
+}
+
+// Client calls Atlassian product APIs (apiBaseUrl + path) with an
+// installation's app system token. It is safe for concurrent use.
+type Client struct {
+	tokens        *AppTokens
+	hc            *http.Client
+	timeout       time.Duration
+	maxBody       int64
+	now           func() time.Time
+	log           *zap.Logger
+	sleep         func(context.Context, time.Duration) error
+	retries       int
+	grace         time.Duration
+	maxRetryAfter time.Duration
+	requests      *prometheus.CounterVec
+}
+
+// NewClient returns a Client taking tokens from tokens. It panics if
+// o.Registerer rejects its metrics (a name clash: a programming error).
+func NewClient(tokens *AppTokens, o ClientOptions) *Client {
+	c := &Client{
+		tokens:        tokens,
+		hc:            o.HTTPClient,
+		timeout:       o.Timeout,
+		maxBody:       o.MaxBody,
+		now:           o.Now,
+		log:           o.Logger,
+		sleep:         o.Sleep,
+		retries:       o.Retries,
+		grace:         o.Grace,
+		maxRetryAfter: o.MaxRetryAfter,
+	}
+	if c.hc == nil {
+		c.hc = &http.Client{
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	if c.timeout <= 0 {
+		c.timeout = defaultClientTimeout
+	}
+	if c.maxBody <= 0 {
+		c.maxBody = defaultMaxBody
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.log == nil {
+		c.log = zap.NewNop()
+	}
+	if c.sleep == nil {
+		c.sleep = sleepCtx
+	}
+	if c.retries <= 0 {
+		c.retries = defaultRetries
+	}
+	if c.grace <= 0 {
+		c.grace = defaultGrace
+	}
+	if c.maxRetryAfter <= 0 {
+		c.maxRetryAfter = defaultMaxRetryAfter
+	}
+	c.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "forge_product_requests_total",
+		Help: "Attempts to call a product API by method and HTTP status (or stale, transport).",
+	}, []string{"method", "status"})
+	if o.Registerer != nil {
+		var err error
+		if c.requests, err = register(o.Registerer, c.requests); err != nil {
+			panic(err)
+		}
+	}
+	return c
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// AsApp returns a client acting as the app on installationID.
+func (c *Client) AsApp(installationID string) *AppClient {
+	return &AppClient{c: c, inst: installationID}
+}
+
+// AppClient calls product APIs as the app on one installation.
+type AppClient struct {
+	c           *Client
+	inst        string
+	installedAt time.Time
+}
+
+// InstalledAt returns a copy of a that knows when the installation was first
+// seen: within the Client's Grace of t, a 401 or 403 is retried with backoff
+// and does not mark the token unusable (the app's grants propagate slowly).
+func (a *AppClient) InstalledAt(t time.Time) *AppClient {
+	cp := *a
+	cp.installedAt = t
+	return &cp
+}
+
+// GetJSON is Do with GET and no body.
+func (a *AppClient) GetJSON(ctx context.Context, path string, out any) error {
+	return a.Do(ctx, http.MethodGet, path, nil, out)
+}
+
+// Do sends method path (relative to the installation's apiBaseUrl, with its
+// query) with body as JSON ([]byte and json.RawMessage are sent as they are;
+// nil sends none) and decodes a 2xx answer into out (nil discards it).
+//
+// The token is read from AppTokens just before each attempt: when none with
+// enough life is held, Do returns the *StaleError (or ErrUnknownInstallation)
+// without sending anything. A non-2xx answer is a *ProductError; a 401 outside
+// the install grace period marks the token unusable.
+func (a *AppClient) Do(ctx context.Context, method, path string, body, out any) error {
+	c := a.c
+	if !strings.HasPrefix(path, "/") || strings.HasPrefix(path, "//") {
+		// Anything else could point the token at another host.
+		return fmt.Errorf("forge: product API path %q must start with a single '/'", path)
+	}
+	var payload []byte
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		payload = b
+	case json.RawMessage:
+		payload = b
+	default:
+		var err error
+		if payload, err = json.Marshal(body); err != nil {
+			return fmt.Errorf("forge: product API %s %s: encoding body: %w", method, path, err)
+		}
+	}
+
+	for attempt := 0; ; attempt++ {
+		tok, err := c.tokens.usable(ctx, a.inst)
+		if err != nil {
+			if errors.Is(err, ErrAppTokenStale) || errors.Is(err, ErrUnknownInstallation) {
+				c.requests.WithLabelValues(method, "stale").Inc()
+			}
+			return err
+		}
+		status, header, data, err := a.send(ctx, method, tok, path, payload)
+		if err != nil {
+			c.requests.WithLabelValues(method, "transport").Inc()
+			return err
+		}
+		c.requests.WithLabelValues(method, strconv.Itoa(status)).Inc()
+		if status >= 200 && status < 300 {
+			if out == nil || len(bytes.TrimSpace(data)) == 0 {
+				return nil
+			}
+			if err := json.Unmarshal(data, out); err != nil {
+				return fmt.Errorf("forge: product API %s %s: HTTP %d with a body that is not the JSON expected: %w",
+					method, path, status, err)
+			}
+			return nil
+		}
+
+		perr := &ProductError{Status: status, Method: method, Path: path, Body: redact(data, tok.Token)}
+		wait, retry := a.retryable(status, header, attempt, method)
+		if status == http.StatusTooManyRequests && wait > c.maxRetryAfter {
+			perr.RetryAfter = wait
+			retry = false
+		}
+		if !retry {
+			if status == http.StatusUnauthorized && !a.propagating() {
+				if err := c.tokens.MarkUnusable(ctx, a.inst, tok.Token); err != nil {
+					c.log.Warn("marking app token unusable failed",
+						zap.String("installation_id", a.inst), zap.Error(err))
+				}
+			}
+			return perr
+		}
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
+			return perr // the caller cannot wait that long
+		}
+		c.log.Info("product API call retried",
+			zap.String("installation_id", a.inst), zap.String("method", method), zap.String("path", path),
+			zap.Int("status", status), zap.Int("attempt", attempt+1), zap.Duration("wait", wait))
+		if err := c.sleep(ctx, wait); err != nil {
+			return fmt.Errorf("%w (waiting to retry: %w)", perr, err)
+		}
+	}
+}
+
+// retryable says whether an answer is worth another attempt, and after how long.
+func (a *AppClient) retryable(status int, header http.Header, attempt int, method string) (time.Duration, bool) {
+	if attempt >= a.c.retries {
+		return 0, false
+	}
+	backoff := backoffMax
+	if attempt < 8 { // beyond, the shift would overflow; the cap applies long before
+		backoff = min(backoffBase<<attempt, backoffMax)
+	}
+	switch {
+	case status == http.StatusTooManyRequests:
+		if d, ok := retryAfter(header.Get("Retry-After"), a.c.now()); ok {
+			return d, true
+		}
+		return backoff, true
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return backoff, a.propagating()
+	case status == http.StatusBadGateway || status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout:
+		return backoff, idempotent(method)
+	}
+	return 0, false
+}
+
+// propagating reports whether the installation is new enough for its grants
+// to be still on their way.
+func (a *AppClient) propagating() bool {
+	return !a.installedAt.IsZero() && a.c.now().Sub(a.installedAt) < a.c.grace
+}
+
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete, http.MethodOptions:
+		return true
+	}
+	return false
+}
+
+// retryAfter reads Retry-After as seconds or an HTTP date.
+func retryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 {
+			return 0, false
+		}
+		return time.Duration(min(n, 1<<30)) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0), true
+	}
+	return 0, false
+}
+
+// send makes one attempt and returns the answer's status, header and body.
+func (a *AppClient) send(ctx context.Context, method string, tok AppToken, path string, payload []byte) (int, http.Header, []byte, error) {
+	c := a.c
+	base, err := url.Parse(tok.APIBaseURL)
+	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" {
+		return 0, nil, nil, fmt.Errorf("forge: installation %s has no usable apiBaseUrl", a.inst)
+	}
+	target := strings.TrimRight(tok.APIBaseURL, "/") + path
+
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	var rd io.Reader
+	if payload != nil {
+		rd = bytes.NewReader(payload)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, rd)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("forge: product API %s %s: %w", method, path, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok.Token)
+	req.Header.Set("Accept", "application/json")
+	if payload != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		// *url.Error names the URL, never the header carrying the token.
+		return 0, nil, nil, fmt.Errorf("forge: product API %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBody+1))
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("forge: product API %s %s: reading answer: %w", method, path, err)
+	}
+	if int64(len(data)) > c.maxBody {
+		return 0, nil, nil, fmt.Errorf("forge: product API %s %s: answer larger than %d bytes", method, path, c.maxBody)
+	}
+	return resp.StatusCode, resp.Header, data, nil
+}
+
+// redact returns the start of an error body, valid UTF-8, without the token
+// should the answer echo it.
+func redact(data []byte, token string) string {
+	s := string(data)
+	if token != "" {
+		s = strings.ReplaceAll(s, token, "[redacted]")
+	}
+	if len(s) > maxErrorBody {
+		s = s[:maxErrorBody] // a rune cut in two is dropped just below
+	}
+	return strings.TrimSpace(strings.ToValidUTF8(s, ""))
+}

@@ -1,0 +1,250 @@
+package scheduler
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/weavy"
+)
+
+const (
+	// resyncAfter: a profile synced longer ago is synced again on a scheduled run.
+	resyncAfter = 24 * time.Hour
+	// userRetention: a user with no first mint for this long leaves the sync
+	// set (the record expires in the store).
+	userRetention = 30 * 24 * time.Hour
+	// maxSyncPerRun bounds the Confluence calls of one run; the rest wait
+	// for the next hour, oldest first.
+	maxSyncPerRun = 100
+)
+
+// userRecord is one Weavy user of an installation as the profile sync knows it.
+type userRecord struct {
+	UID        string    `json:"uid"`
+	AddedAt    time.Time `json:"addedAt"`
+	LastMintAt time.Time `json:"lastMintAt"`
+	SyncedAt   time.Time `json:"syncedAt,omitzero"`
+}
+
+func (u userRecord) ttl(now time.Time) time.Duration {
+	return max(u.LastMintAt.Add(userRetention).Sub(now), time.Minute)
+}
+
+func (u userRecord) due(now time.Time) bool {
+	return u.SyncedAt.IsZero() || now.Sub(u.SyncedAt) >= resyncAfter
+}
+
+// confluenceUser is what GET /wiki/rest/api/user answers, in part.
+type confluenceUser struct {
+	AccountID      string `json:"accountId"`
+	DisplayName    string `json:"displayName"`
+	Email          string `json:"email"` // "" when the user's privacy settings hide it
+	ProfilePicture struct {
+		Path string `json:"path"`
+	} `json:"profilePicture"`
+	Links struct {
+		Base string `json:"base"` // the site, e.g. https://acme.atlassian.net/wiki
+	} `json:"_links"`
+}
+
+// syncMintedUser adds the user to the installation's sync set and syncs its
+// profile unless that was done within resyncAfter.
+func (s *Service) syncMintedUser(ctx context.Context, inst, uid string) error {
+	now := s.now()
+	var u userRecord
+	err := s.kv.Update(ctx, userKey(inst, uid), func(old []byte, exists bool) ([]byte, time.Duration, error) {
+		u = userRecord{UID: uid, AddedAt: now}
+		if exists {
+			_ = json.Unmarshal(old, &u)
+		}
+		u.LastMintAt = now
+		b, err := json.Marshal(u)
+		return b, u.ttl(now), err
+	})
+	if err != nil {
+		return fmt.Errorf("scheduler: recording user: %w", err)
+	}
+	if !u.due(now) {
+		return nil
+	}
+	return s.syncUsers(ctx, inst, []userRecord{u})
+}
+
+// syncProfiles is the scheduled profile sync: every user of the installation
+// never synced or synced a day ago or more, oldest first, up to maxSyncPerRun.
+func (s *Service) syncProfiles(ctx context.Context, inst string) error {
+	now := s.now()
+	var due []userRecord
+	err := s.kv.Scan(ctx, usersOf(inst), func(_ string, v []byte) error {
+		var u userRecord
+		if json.Unmarshal(v, &u) == nil && u.UID != "" && u.due(now) {
+			due = append(due, u)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("scheduler: listing users: %w", err)
+	}
+	if len(due) == 0 {
+		return nil // no token needed, none asked for
+	}
+	slices.SortFunc(due, func(a, b userRecord) int { return a.SyncedAt.Compare(b.SyncedAt) })
+	return s.syncUsers(ctx, inst, due[:min(len(due), maxSyncPerRun)])
+}
+
+// syncUsers copies each user's Confluence display name, avatar and visible
+// email into Weavy. No usable app token ends the run at once, with the
+// forge error (no call is made without one).
+func (s *Service) syncUsers(ctx context.Context, inst string, users []userRecord) error {
+	rec, _, err := s.readRecord(ctx, inst)
+	if err != nil {
+		return err
+	}
+	if rec.APIBaseURL == "" && s.tokens != nil {
+		// Known only from a token so far (no trigger yet): its record has the base.
+		if t, err := s.tokens.Lookup(ctx, inst); err == nil {
+			rec.APIBaseURL = t.APIBaseURL
+		}
+	}
+	client := s.products.AsApp(inst)
+	if !rec.FirstSeen.IsZero() {
+		client = client.InstalledAt(rec.FirstSeen)
+	}
+	var failed []error
+	siteURL := ""
+	for _, u := range users {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		accountID, ok := weavy.AccountID(s.scope, u.UID)
+		if !ok {
+			// Made under another WEAVY_UID_SCOPE: it can never be synced.
+			s.log.Warn("profile sync: uid does not match the uid scope, user dropped",
+				zap.String("installation_id", inst), zap.String("uid", u.UID))
+			_ = s.kv.Delete(ctx, userKey(inst, u.UID))
+			continue
+		}
+		var cu confluenceUser
+		err := client.GetJSON(ctx, "/wiki/rest/api/user?accountId="+url.QueryEscape(accountID), &cu)
+		var perr *forge.ProductError
+		switch {
+		case errors.Is(err, forge.ErrAppTokenStale), errors.Is(err, forge.ErrUnknownInstallation):
+			return err
+		case errors.As(err, &perr) && perr.Status == http.StatusUnauthorized:
+			return err // the token is now marked unusable: the others would fail alike
+		case errors.As(err, &perr) && perr.Status == http.StatusNotFound:
+			// Gone from the site (or hidden): asking again every hour is no use.
+			s.log.Info("profile sync: user not found in Confluence",
+				zap.String("installation_id", inst), zap.String("uid", u.UID))
+			s.markSynced(ctx, inst, u.UID)
+			continue
+		case err != nil:
+			failed = append(failed, err)
+			continue
+		}
+		siteURL = cmp.Or(siteOf(cu.Links.Base), siteURL)
+		p := weavy.Profile{
+			Name:    cu.DisplayName,
+			Email:   cu.Email,
+			Picture: avatarURL(cu.ProfilePicture.Path, cmp.Or(siteURL, siteOf(rec.SiteURL)), rec.APIBaseURL),
+		}
+		if err := s.weavy.UpsertUser(ctx, u.UID, p); err != nil {
+			failed = append(failed, err)
+			continue
+		}
+		s.markSynced(ctx, inst, u.UID)
+	}
+	if siteURL != "" && siteURL != rec.SiteURL {
+		s.rememberSite(ctx, inst, siteURL)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("scheduler: profile sync: %d of %d users failed, first: %w",
+			len(failed), len(users), failed[0])
+	}
+	return nil
+}
+
+// markSynced stamps the user's record, unless it was purged meanwhile.
+func (s *Service) markSynced(ctx context.Context, inst, uid string) {
+	now := s.now()
+	err := s.kv.Update(ctx, userKey(inst, uid), func(old []byte, exists bool) ([]byte, time.Duration, error) {
+		var u userRecord
+		if !exists || json.Unmarshal(old, &u) != nil {
+			return nil, 0, store.Keep
+		}
+		u.SyncedAt = now
+		b, err := json.Marshal(u)
+		return b, u.ttl(now), err
+	})
+	if err != nil {
+		s.log.Warn("profile sync: recording the sync failed",
+			zap.String("installation_id", inst), zap.String("uid", uid), zap.Error(err))
+	}
+}
+
+// rememberSite keeps the site URL Confluence told of, for the operator's view.
+func (s *Service) rememberSite(ctx context.Context, inst, siteURL string) {
+	err := s.kv.Update(ctx, installationKey(inst), func(old []byte, exists bool) ([]byte, time.Duration, error) {
+		if !exists {
+			return nil, 0, store.Keep // uninstalled meanwhile, or never recorded
+		}
+		r := decodeRecord(old, true)
+		r.SiteURL = siteURL
+		b, err := json.Marshal(r)
+		return b, 0, err
+	})
+	if err != nil {
+		s.log.Warn("recording the site URL failed", zap.String("installation_id", inst), zap.Error(err))
+	}
+}
+
+// siteOf returns the origin (scheme://host) of a site URL such as
+// https://acme.atlassian.net/wiki, or "" when it is not one.
+func siteOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// avatarURL makes Confluence's profilePicture.path absolute. The site
+// (https://acme.atlassian.net + /wiki/aa-avatar/…) is preferred: the browser
+// loads it with the user's own session and is sent on to Atlassian's public
+// avatar CDN. When the site is unknown — Confluence's answer names it in
+// _links.base, and FITs of UI calls in context.siteUrl — apiBaseUrl + path is
+// used: a well-formed URL on the same product, though one api.atlassian.com
+// serves only with a bearer token.
+func avatarURL(path, site, apiBaseURL string) string {
+	if path == "" {
+		return ""
+	}
+	if u, err := url.Parse(path); err == nil && u.IsAbs() {
+		if u.Scheme == "https" || u.Scheme == "http" {
+			return path
+		}
+		return ""
+	}
+	if !strings.HasPrefix(path, "/") {
+		path = "/" + path
+	}
+	if site != "" {
+		return site + path
+	}
+	if apiBaseURL == "" {
+		return ""
+	}
+	return strings.TrimRight(apiBaseURL, "/") + path
+}

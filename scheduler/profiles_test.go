@@ -1,0 +1,202 @@
+package scheduler
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/weavy"
+)
+
+const ada = "712020:1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
+
+func (e *env) minted(t *testing.T, inst, uid string) {
+	t.Helper()
+	e.svc.UserMinted(inst, uid)
+	e.svc.run.waitIdle()
+}
+
+func (e *env) wantProfile(t *testing.T, uid, name, picture, email string) {
+	t.Helper()
+	p, ok := e.weavy.Profile(uid)
+	if !ok {
+		t.Fatalf("no Weavy profile for %s", uid)
+	}
+	if p["name"] != name || p["picture"] != picture || (email == "" && p["email"] != nil) || (email != "" && p["email"] != email) {
+		t.Fatalf("profile of %s = %v; want name %q, picture %q, email %q", uid, p, name, picture, email)
+	}
+}
+
+func TestProfileSyncAfterFirstMint(t *testing.T) {
+	e := newEnv(t, nil)
+	e.deliverToken(t, instA, cloudA, start.Add(3*time.Hour))
+	e.conf.AddUser(ada, "Ada Lovelace", "ada@example.com", "/wiki/aa-avatar/"+ada)
+	e.conf.AddUser("557058:hidden", "Grace Hopper", "", "/wiki/aa-avatar/557058:hidden")
+
+	e.minted(t, instA, ada)
+	// No site known: apiBaseUrl + path.
+	e.wantProfile(t, ada, "Ada Lovelace", e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/"+ada, "ada@example.com")
+	e.minted(t, instA, "557058:hidden")
+	e.wantProfile(t, "557058:hidden", "Grace Hopper", e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/557058:hidden", "")
+
+	// Another first mint within a day (a new session) costs no call.
+	calls := e.conf.Calls()
+	e.clock.Advance(time.Hour)
+	e.minted(t, instA, ada)
+	if e.conf.Calls() != calls {
+		t.Fatalf("a recently synced user was fetched again")
+	}
+	if got := e.counter(t, "scheduler_job_runs_total", map[string]string{"job": "profile_sync", "result": "ok"}); got != 3 {
+		t.Errorf("profile_sync ok runs = %v, want 3", got)
+	}
+}
+
+func TestProfileSyncSiteAvatar(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.UIDScope = weavy.ScopeSite })
+	e.scheduled(t, instA, cloudA) // the installation is recorded
+	e.deliverToken(t, instA, cloudA, start.Add(3*time.Hour))
+	e.conf.SetSiteURL("https://acme.atlassian.net")
+	e.conf.AddUser(ada, "Ada Lovelace", "", "/wiki/aa-avatar/"+ada)
+	uid, err := weavy.UID(weavy.ScopeSite, cloudA, ada)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.minted(t, instA, uid)
+	e.wantProfile(t, uid, "Ada Lovelace", "https://acme.atlassian.net/wiki/aa-avatar/"+ada, "")
+	list, _ := e.svc.Installations(t.Context())
+	if list[0].SiteURL != "https://acme.atlassian.net" {
+		t.Errorf("site = %q", list[0].SiteURL)
+	}
+}
+
+func TestProfileResyncDaily(t *testing.T) {
+	e := newEnv(t, nil)
+	e.deliverToken(t, instA, cloudA, start.Add(3*time.Hour))
+	e.conf.AddUser(ada, "Ada", "", "/wiki/aa-avatar/1")
+	e.minted(t, instA, ada)
+	e.conf.AddUser(ada, "Ada Lovelace", "", "/wiki/aa-avatar/2")
+
+	e.clock.Advance(time.Hour)
+	e.deliverToken(t, instA, cloudA, e.clock.Now().Add(3*time.Hour))
+	calls := e.conf.Calls()
+	e.scheduled(t, instA, cloudA)
+	if e.conf.Calls() != calls {
+		t.Fatal("a profile synced an hour ago was fetched again")
+	}
+	e.clock.Advance(24 * time.Hour)
+	e.deliverToken(t, instA, cloudA, e.clock.Now().Add(3*time.Hour))
+	e.scheduled(t, instA, cloudA)
+	e.wantProfile(t, ada, "Ada Lovelace", e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/2", "")
+}
+
+func TestProfileSyncStaleTokenMakesNoCall(t *testing.T) {
+	e := newEnv(t, nil)
+	e.conf.AddUser(ada, "Ada Lovelace", "", "/wiki/aa-avatar/"+ada)
+	// Three minutes left: under the 5 minutes a token needs to be handed out.
+	e.deliverToken(t, instA, cloudA, start.Add(3*time.Minute))
+
+	e.minted(t, instA, ada)
+	e.clock.Advance(10 * time.Minute)
+	e.scheduled(t, instA, cloudA) // no fresh token came with it
+	if e.conf.Calls() != 0 {
+		t.Fatalf("Confluence got %d calls", e.conf.Calls())
+	}
+	stale := e.logsWith("code", "app_token_stale")
+	if len(stale) != 2 {
+		t.Fatalf("app_token_stale logged %d times, want 2; logs: %v", len(stale), e.logs.All())
+	}
+	for _, entry := range stale {
+		if f := entry.ContextMap(); f["installation_id"] != instA || f["job"] != "profile_sync" {
+			t.Errorf("stale log fields = %v", f)
+		}
+	}
+	if got := e.counter(t, "scheduler_job_runs_total", map[string]string{"job": "profile_sync", "result": "stale"}); got != 2 {
+		t.Errorf("stale runs = %v", got)
+	}
+	if _, ok := e.weavy.Profile(ada); ok {
+		t.Fatal("a profile was written without Confluence")
+	}
+
+	// The user stays in the set: the next trigger with a fresh token syncs it.
+	e.clock.Advance(time.Hour)
+	e.deliverToken(t, instA, cloudA, e.clock.Now().Add(2*time.Hour))
+	e.scheduled(t, instA, cloudA)
+	e.wantProfile(t, ada, "Ada Lovelace", e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/"+ada, "")
+}
+
+func TestProfileSync401StopsCalls(t *testing.T) {
+	e := newEnv(t, nil)
+	e.conf.AddUser(ada, "Ada Lovelace", "", "/wiki/aa-avatar/"+ada)
+	// A token Confluence does not accept (revoked on its side).
+	if err := e.tokens.Capture(t.Context(), e.inv(instA, cloudA), forgetest.MintAppToken(t, start.Add(3*time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	e.minted(t, instA, ada)
+	e.minted(t, instA, "557058:other")
+	e.scheduled(t, instA, cloudA)
+	if e.conf.Calls() != 1 {
+		t.Fatalf("calls = %d, want 1: the 401 must stop the others", e.conf.Calls())
+	}
+	if n := len(e.logsWith("code", "app_token_stale")); n != 2 {
+		t.Errorf("stale after the 401 logged %d times, want 2", n)
+	}
+	if len(e.logsWith("code", "job_failed")) != 1 {
+		t.Errorf("the 401 was not logged as a job failure")
+	}
+}
+
+// A day of hourly triggers, some bringing a fresh app token and some not
+// (two in a row without one let the held token run out), with users opening
+// the app in between: no call ever reaches Confluence with an expired token,
+// and every user ends up synced.
+func TestSimulatedDayNoExpiredCalls(t *testing.T) {
+	e := newEnv(t, nil)
+	type site struct{ inst, cloud string }
+	sites := []site{{instA, cloudA}, {instB, cloudB}}
+	var users []struct{ inst, uid, name string }
+
+	for h := range 24 {
+		for i, s := range sites {
+			switch (h + i) % 5 {
+			case 0:
+				e.deliverToken(t, s.inst, s.cloud, e.clock.Now().Add(4*time.Hour))
+			case 1, 2:
+				e.deliverToken(t, s.inst, s.cloud, e.clock.Now().Add(2*time.Hour)) // the documented minimum
+			}
+			if h%7 == 6 && i == 1 {
+				continue // this trigger was lost
+			}
+			e.scheduled(t, s.inst, s.cloud)
+		}
+		e.clock.Advance(20 * time.Minute)
+		for i, s := range sites {
+			acc := fmt.Sprintf("557058:h%02d-s%d", h, i)
+			e.conf.AddUser(acc, "User "+acc, "", "/wiki/aa-avatar/"+acc)
+			users = append(users, struct{ inst, uid, name string }{s.inst, acc, "User " + acc})
+			e.minted(t, s.inst, acc)
+		}
+		e.clock.Advance(40 * time.Minute)
+	}
+	// The next trigger brings a token and catches up.
+	for _, s := range sites {
+		e.deliverToken(t, s.inst, s.cloud, e.clock.Now().Add(3*time.Hour))
+		e.scheduled(t, s.inst, s.cloud)
+	}
+
+	if n := e.conf.ExpiredCalls(); n != 0 {
+		t.Fatalf("%d calls reached Confluence with an expired token", n)
+	}
+	if e.conf.Calls() < len(users) {
+		t.Fatalf("only %d calls for %d users", e.conf.Calls(), len(users))
+	}
+	if len(e.logsWith("code", "app_token_stale")) == 0 {
+		t.Fatal("the day never had a stale token: the test proves nothing")
+	}
+	for _, u := range users {
+		p, ok := e.weavy.Profile(u.uid)
+		if !ok || p["name"] != u.name {
+			t.Errorf("user %s: profile %v", u.uid, p)
+		}
+	}
+}

@@ -1,0 +1,340 @@
+// Package scheduler handles Forge's scheduled, lifecycle and uninstall triggers
+// and runs the background jobs they queue (profile sync, housekeeping).
+package scheduler
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/weavy"
+)
+
+// ErrBadEvent is wrapped by the errors of a trigger whose body or invocation
+// cannot be used (the server answers 400).
+var ErrBadEvent = errors.New("scheduler: malformed event")
+
+// ProfileUpserter writes a Weavy user's profile; *weavy.Client is one.
+type ProfileUpserter interface {
+	UpsertUser(ctx context.Context, uid string, p weavy.Profile) error
+}
+
+// Purger forgets an installation's cached Weavy tokens; *weavy.Broker is one.
+type Purger interface {
+	PurgeInstallation(ctx context.Context, installationID string) error
+}
+
+// Job is background work for one installation, queued by every scheduled
+// trigger and by the initial sync after an install or upgrade.
+type Job struct {
+	Name string // the job label of the metrics and logs
+	Run  func(ctx context.Context, installationID string) error
+}
+
+// Options configures a Service.
+type Options struct {
+	KV        store.KV
+	AppTokens *forge.AppTokens
+	// Products calls Confluence; with Weavy it enables the profile sync.
+	Products *forge.Client
+	// Weavy receives synced profiles; nil disables the profile sync.
+	Weavy ProfileUpserter
+	// Purger forgets Weavy tokens on uninstall; nil: nothing to purge.
+	Purger   Purger
+	UIDScope weavy.UIDScope // how uids were made from accountIds ("" = account)
+	// Jobs are queued after the built-in ones on every scheduled trigger.
+	Jobs []Job
+
+	Concurrency int           // jobs running at once; 0 means 4
+	QueueSize   int           // jobs waiting at most; 0 means 1024
+	JobTimeout  time.Duration // per job; 0 means 30 s
+
+	Now        func() time.Time // nil: time.Now
+	Logger     *zap.Logger      // nil: no logs
+	Registerer prometheus.Registerer
+}
+
+const (
+	defaultConcurrency = 4
+	defaultQueueSize   = 1024
+	defaultJobTimeout  = 30 * time.Second
+
+	// dedupeWindow: a scheduled trigger this soon after the last one of the
+	// same installation is a duplicate delivery (half the hourly interval).
+	dedupeWindow = 30 * time.Minute
+	// staleAfter: no scheduled trigger for this long means an uninstall that
+	// was never announced, or a broken manifest.
+	staleAfter = 2 * time.Hour
+	// uninstallBudget keeps the uninstall answer inside Forge's 5 s.
+	uninstallBudget = 4 * time.Second
+
+	jobProfileSync  = "profile_sync"
+	jobHousekeeping = "housekeeping"
+)
+
+// Store keys. Ids are path-escaped, so they contain no '/' and one
+// installation's prefix never matches another's. No key contains a token.
+const (
+	installationPrefix = "scheduler/installation/" // + inst
+	userPrefix         = "scheduler/user/"         // + inst + "/" + uid
+	eventPrefix        = "scheduler/event/"        // + inst + "/" + eventType + "/" + version
+	housekeepingKey    = "scheduler/housekeeping"
+)
+
+func installationKey(inst string) string { return installationPrefix + url.PathEscape(inst) }
+func usersOf(inst string) string         { return userPrefix + url.PathEscape(inst) + "/" }
+func userKey(inst, uid string) string    { return usersOf(inst) + url.PathEscape(uid) }
+func eventsOf(inst string) string        { return eventPrefix + url.PathEscape(inst) + "/" }
+
+// record is an installation as stored.
+type record struct {
+	InstallationID     string    `json:"installationId"`
+	CloudID            string    `json:"cloudId,omitempty"`
+	SiteURL            string    `json:"siteUrl,omitempty"`
+	APIBaseURL         string    `json:"apiBaseUrl,omitempty"`
+	AppVersion         string    `json:"appVersion,omitempty"`
+	EnvironmentType    string    `json:"environmentType,omitempty"`
+	EnvironmentID      string    `json:"environmentId,omitempty"`
+	InstallerAccountID string    `json:"installerAccountId,omitempty"`
+	UpgraderAccountID  string    `json:"upgraderAccountId,omitempty"`
+	FirstSeen          time.Time `json:"firstSeen"`
+	LastSeen           time.Time `json:"lastSeen"`
+	LastScheduledAt    time.Time `json:"lastScheduledAt,omitzero"`
+}
+
+// observe folds what a verified invocation says about the installation into r.
+func (r *record) observe(inv *forge.Invocation, now time.Time) {
+	r.InstallationID = inv.InstallationID()
+	if r.FirstSeen.IsZero() || now.Before(r.FirstSeen) {
+		r.FirstSeen = now
+	}
+	if now.After(r.LastSeen) {
+		r.LastSeen = now
+	}
+	setIf(&r.CloudID, inv.CloudID())
+	setIf(&r.SiteURL, inv.Context.SiteURL)
+	setIf(&r.APIBaseURL, inv.APIBaseURL())
+	setIf(&r.AppVersion, inv.App.AppVersion)
+	setIf(&r.EnvironmentType, inv.App.Environment.Type)
+	setIf(&r.EnvironmentID, inv.App.Environment.ID)
+}
+
+func setIf(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
+}
+
+// decodeRecord reads a stored record; an unreadable one starts afresh rather
+// than blocking every later trigger of the installation.
+func decodeRecord(b []byte, exists bool) record {
+	var r record
+	if exists {
+		_ = json.Unmarshal(b, &r)
+	}
+	return r
+}
+
+// Installation is the operator's view of one installation. It never holds a token.
+type Installation struct {
+	InstallationID     string    `json:"installation_id"`
+	CloudID            string    `json:"cloud_id,omitempty"`
+	SiteURL            string    `json:"site_url,omitempty"`
+	APIBaseURL         string    `json:"api_base_url,omitempty"`
+	AppVersion         string    `json:"app_version,omitempty"`
+	EnvironmentType    string    `json:"environment_type,omitempty"`
+	EnvironmentID      string    `json:"environment_id,omitempty"`
+	InstallerAccountID string    `json:"installer_account_id,omitempty"`
+	UpgraderAccountID  string    `json:"upgrader_account_id,omitempty"`
+	AppTokenExpiresAt  time.Time `json:"app_token_expires_at,omitzero"`
+	AppTokenFresh      bool      `json:"app_token_fresh"`
+	LastScheduledAt    time.Time `json:"last_scheduled_at,omitzero"`
+	// Stale: no scheduled trigger for over 2 h (or none yet, the installation
+	// being known for over 2 h): it was uninstalled unannounced, or its
+	// manifest is broken.
+	Stale     bool      `json:"stale"`
+	FirstSeen time.Time `json:"first_seen,omitzero"`
+	LastSeen  time.Time `json:"last_seen,omitzero"`
+}
+
+// Service holds the trigger handlers and the job runner. It starts its
+// workers in New; Close stops them.
+type Service struct {
+	kv       store.KV
+	tokens   *forge.AppTokens
+	products *forge.Client
+	weavy    ProfileUpserter
+	purger   Purger
+	scope    weavy.UIDScope
+	now      func() time.Time
+	log      *zap.Logger
+	jobs     []Job
+	run      *runner
+
+	duplicates prometheus.Counter
+}
+
+// New returns a running Service. It panics if o.Registerer rejects its
+// metrics (a name clash: a programming error).
+func New(o Options) *Service {
+	s := &Service{
+		kv:       o.KV,
+		tokens:   o.AppTokens,
+		products: o.Products,
+		weavy:    o.Weavy,
+		purger:   o.Purger,
+		scope:    cmp.Or(o.UIDScope, weavy.ScopeAccount),
+		now:      o.Now,
+		log:      o.Logger,
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	s.duplicates = mustRegister(o.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "scheduler_duplicate_triggers_total",
+		Help: "Scheduled triggers ignored as a duplicate delivery.",
+	}))
+	if s.profileSyncEnabled() {
+		s.jobs = append(s.jobs, Job{Name: jobProfileSync, Run: s.syncProfiles})
+	}
+	s.jobs = append(s.jobs, Job{Name: jobHousekeeping, Run: s.housekeeping})
+	s.jobs = append(s.jobs, o.Jobs...)
+	s.run = newRunner(runnerOptions{
+		workers:  positive(o.Concurrency, defaultConcurrency),
+		capacity: positive(o.QueueSize, defaultQueueSize),
+		timeout:  positive(o.JobTimeout, defaultJobTimeout),
+		log:      s.log,
+		reg:      o.Registerer,
+	})
+	return s
+}
+
+func positive[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// Close stops accepting work, drops the jobs still queued and waits for the
+// running ones (each ends by its timeout at the latest). It is safe to call twice.
+func (s *Service) Close() { s.run.close() }
+
+func (s *Service) profileSyncEnabled() bool {
+	return s.weavy != nil && s.products != nil
+}
+
+// enqueueJobs queues every registered job for the installation.
+func (s *Service) enqueueJobs(inst string) {
+	for _, j := range s.jobs {
+		s.run.enqueue(task{inst: inst, job: j.Name, key: j.Name, run: func(ctx context.Context) error {
+			return j.Run(ctx, inst)
+		}})
+	}
+}
+
+// readRecord returns the installation's record; ok is false when there is none.
+func (s *Service) readRecord(ctx context.Context, inst string) (record, bool, error) {
+	b, err := s.kv.Get(ctx, installationKey(inst))
+	if errors.Is(err, store.ErrNotFound) {
+		return record{}, false, nil
+	}
+	if err != nil {
+		return record{}, false, fmt.Errorf("scheduler: reading installation: %w", err)
+	}
+	return decodeRecord(b, true), true, nil
+}
+
+// Installations lists every installation known from a trigger or from a
+// captured app token, sorted by id: the operator's view (never a token).
+func (s *Service) Installations(ctx context.Context) ([]Installation, error) {
+	now := s.now()
+	byID := map[string]*Installation{}
+	err := s.kv.Scan(ctx, installationPrefix, func(_ string, v []byte) error {
+		r := decodeRecord(v, true)
+		if r.InstallationID == "" {
+			return nil
+		}
+		byID[r.InstallationID] = &Installation{
+			InstallationID:     r.InstallationID,
+			CloudID:            r.CloudID,
+			SiteURL:            r.SiteURL,
+			APIBaseURL:         r.APIBaseURL,
+			AppVersion:         r.AppVersion,
+			EnvironmentType:    r.EnvironmentType,
+			EnvironmentID:      r.EnvironmentID,
+			InstallerAccountID: r.InstallerAccountID,
+			UpgraderAccountID:  r.UpgraderAccountID,
+			LastScheduledAt:    r.LastScheduledAt,
+			FirstSeen:          r.FirstSeen,
+			LastSeen:           r.LastSeen,
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: listing installations: %w", err)
+	}
+	// When an installation was last heard of, for those only a token tells of.
+	tokenSeen := map[string]time.Time{}
+	if s.tokens != nil {
+		err = s.tokens.List(ctx, func(t forge.AppToken) error {
+			in := byID[t.InstallationID]
+			if in == nil {
+				in = &Installation{InstallationID: t.InstallationID, CloudID: t.CloudID, APIBaseURL: t.APIBaseURL}
+				byID[t.InstallationID] = in
+				tokenSeen[t.InstallationID] = t.UpdatedAt
+			}
+			in.AppTokenExpiresAt = t.Exp
+			in.AppTokenFresh = s.tokens.Fresh(t)
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("scheduler: listing app tokens: %w", err)
+		}
+	}
+	list := make([]Installation, 0, len(byID))
+	for id, in := range byID {
+		switch {
+		case !in.LastScheduledAt.IsZero():
+			in.Stale = now.Sub(in.LastScheduledAt) > staleAfter
+		case !in.FirstSeen.IsZero():
+			in.Stale = now.Sub(in.FirstSeen) > staleAfter
+		default:
+			// Known only from a token: its last capture bounds when it was first seen.
+			in.Stale = now.Sub(tokenSeen[id]) > staleAfter
+		}
+		list = append(list, *in)
+	}
+	slices.SortFunc(list, func(a, b Installation) int { return cmp.Compare(a.InstallationID, b.InstallationID) })
+	return list, nil
+}
+
+// mustRegister registers c with r (nil: none), sharing a collector already
+// registered under the same description (several Services on one registry).
+func mustRegister[C prometheus.Collector](r prometheus.Registerer, c C) C {
+	if r == nil {
+		return c
+	}
+	if err := r.Register(c); err != nil {
+		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic(fmt.Sprintf("scheduler: registering metrics: %v", err))
+	}
+	return c
+}
