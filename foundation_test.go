@@ -32,9 +32,9 @@ func TestFITVerification(t *testing.T) {
 		header string // full Authorization header; "" = none
 		want   int
 	}{
-		{"valid", "Bearer " + forgetest.MintFIT(t, key), http.StatusNoContent},
-		{"lower-case scheme", "bearer " + forgetest.MintFIT(t, key), http.StatusNoContent},
-		{"3 s clock skew", "Bearer " + forgetest.MintFIT(t, key, forgetest.WithTimes(now.Add(3*time.Second), now.Add(28*time.Second))), http.StatusNoContent},
+		{"valid", "Bearer " + forgetest.MintFIT(t, key), http.StatusAccepted},
+		{"lower-case scheme", "bearer " + forgetest.MintFIT(t, key), http.StatusAccepted},
+		{"3 s clock skew", "Bearer " + forgetest.MintFIT(t, key, forgetest.WithTimes(now.Add(3*time.Second), now.Add(28*time.Second))), http.StatusAccepted},
 		{"missing header", "", http.StatusUnauthorized},
 		{"other scheme", "Basic " + forgetest.MintFIT(t, key), http.StatusUnauthorized},
 		{"garbage", "Bearer not.a.jwt", http.StatusUnauthorized},
@@ -55,7 +55,7 @@ func TestFITVerification(t *testing.T) {
 			inst := fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
 			// Re-mint valid cases for this installation so capture is observable.
 			header := tc.header
-			if tc.want == http.StatusNoContent {
+			if tc.want == http.StatusAccepted {
 				scheme, _, _ := strings.Cut(header, " ")
 				iat := now
 				if tc.name == "3 s clock skew" {
@@ -132,7 +132,7 @@ func TestAppTokenLifecycle(t *testing.T) {
 		t.Fatalf("before any call: %d %s", r.Status, r.Body)
 	}
 	later := forgetest.MintAppToken(t, time.Now().Add(3*time.Hour))
-	if r := trigger(later); r.Status != http.StatusNoContent {
+	if r := trigger(later); r.Status != http.StatusAccepted {
 		t.Fatalf("trigger: %d %s", r.Status, r.Body)
 	}
 	r := lookup()
@@ -301,7 +301,7 @@ func TestJWKSDownAtStart(t *testing.T) {
 	}
 	jwks.SetDown(false)
 	ts.waitReady(t)
-	if r := ts.post(t, "/triggers/scheduled", forgetest.MintFIT(t, key), nil, "{}"); r.Status != http.StatusNoContent {
+	if r := ts.post(t, "/triggers/scheduled", forgetest.MintFIT(t, key), nil, "{}"); r.Status != http.StatusAccepted {
 		t.Fatalf("after recovery: %d %s", r.Status, r.Body)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/resolvers"
+	"github.com/forge-remote/forge-remote/scheduler"
 	"github.com/forge-remote/forge-remote/store"
 	"github.com/forge-remote/forge-remote/weavy"
 )
@@ -67,6 +68,8 @@ func classify(err error) (int, string, string) {
 		return http.StatusServiceUnavailable, "keys_unavailable", "Forge signing keys are not loaded yet; retry shortly"
 	case errors.As(err, &bre):
 		return http.StatusBadRequest, "bad_request", bre.Msg
+	case errors.Is(err, scheduler.ErrBadEvent):
+		return http.StatusBadRequest, "bad_event", "the event body is not a JSON object"
 	case errors.Is(err, resolvers.ErrUnknownResolver):
 		return http.StatusNotFound, "unknown_resolver", err.Error()
 	case errors.Is(err, resolvers.ErrNoUser):

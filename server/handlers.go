@@ -10,7 +10,6 @@ import (
 	"github.com/gin-gonic/gin"
 	"go.uber.org/zap"
 
-	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/internal/logctx"
 	"github.com/forge-remote/forge-remote/resolvers"
 )
@@ -87,15 +86,43 @@ func (s *Server) invoke(c *gin.Context, key string, payload []byte) {
 	c.JSON(http.StatusOK, out)
 }
 
-// handleScheduled answers Forge's hourly trigger. The app token it carries was
-// captured by forgeAuth; the registered jobs run in the background.
+// handleScheduled answers Forge's hourly trigger. The app token it carries
+// was captured by forgeAuth; the installation's jobs are queued and the call
+// answers 202 at once (Forge gives triggers 5 s).
 func (s *Server) handleScheduled(c *gin.Context) {
 	inv := invocation(c)
 	if c.GetHeader("x-forge-oauth-system") == "" {
 		logctx.Logger(c.Request.Context(), s.log).Warn("scheduled trigger without an app token: enable auth.appSystemToken on its endpoint",
 			zap.String("installation_id", inv.InstallationID()))
 	}
-	c.Status(http.StatusNoContent)
+	if err := s.scheduler.Scheduled(c.Request.Context(), inv); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{"status": "accepted"})
+}
+
+// handleLifecycle records installs and upgrades; other events are acknowledged.
+func (s *Server) handleLifecycle(c *gin.Context) {
+	body, err := readBody(c)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if err := s.scheduler.Lifecycle(c.Request.Context(), invocation(c), body); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+}
+
+// handleUninstall purges everything held for the installation (preUninstall).
+func (s *Server) handleUninstall(c *gin.Context) {
+	if err := s.scheduler.Uninstall(c.Request.Context(), invocation(c)); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "purged"})
 }
 
 type appTokenAnswer struct {
@@ -120,29 +147,10 @@ func (s *Server) handleAppToken(c *gin.Context) {
 	c.JSON(http.StatusOK, appTokenAnswer{AccessToken: t.Token, APIBaseURL: t.APIBaseURL, ExpiresAt: t.Exp})
 }
 
-type installationView struct {
-	InstallationID    string    `json:"installation_id"`
-	CloudID           string    `json:"cloud_id,omitempty"`
-	APIBaseURL        string    `json:"api_base_url"`
-	AppTokenExpiresAt time.Time `json:"app_token_expires_at"`
-	AppTokenUpdatedAt time.Time `json:"app_token_updated_at"`
-	AppTokenFresh     bool      `json:"app_token_fresh"`
-}
-
-// handleInstallations lists installations with their token freshness, never the tokens.
+// handleInstallations is the operator's view: every installation with its
+// site, app version, token freshness (never the token) and trigger health.
 func (s *Server) handleInstallations(c *gin.Context) {
-	list := []installationView{}
-	err := s.appTokens.List(c.Request.Context(), func(t forge.AppToken) error {
-		list = append(list, installationView{
-			InstallationID:    t.InstallationID,
-			CloudID:           t.CloudID,
-			APIBaseURL:        t.APIBaseURL,
-			AppTokenExpiresAt: t.Exp,
-			AppTokenUpdatedAt: t.UpdatedAt,
-			AppTokenFresh:     s.appTokens.Fresh(t),
-		})
-		return nil
-	})
+	list, err := s.scheduler.Installations(c.Request.Context())
 	if err != nil {
 		s.fail(c, err)
 		return

@@ -2,6 +2,8 @@ package server
 
 import (
 	"net/http"
+	"strings"
+	"sync"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -23,6 +25,8 @@ func (s *Server) routes(e *gin.Engine) {
 	forge.POST("/resolvers", s.handleResolverEnvelope)
 	forge.POST("/resolvers/:functionKey", s.handleResolver)
 	forge.POST("/triggers/scheduled", s.handleScheduled)
+	forge.POST("/triggers/lifecycle", s.handleLifecycle)
+	forge.POST("/triggers/uninstall", s.handleUninstall)
 
 	internal := e.Group("/internal", s.internalAuth)
 	internal.GET("/app-token", s.handleAppToken)
@@ -44,3 +48,44 @@ func (s *Server) Routes() []Route {
 
 // ServeHTTP makes the server usable with httptest and benchmarks.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.engine.ServeHTTP(w, r) }
+
+// routeTable is the real router's table, built once from a server with no
+// dependencies: registering routes does not touch them.
+var routeTable = sync.OnceValue(func() []gin.RouteInfo {
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	(&Server{}).routes(e)
+	return e.Routes()
+})
+
+// Serves reports whether the server routes method and path to a handler.
+// The Forge manifest checks use it so a trigger can never point at a route
+// that is not served.
+func Serves(method, path string) bool {
+	for _, r := range routeTable() {
+		if r.Method == method && matchRoute(r.Path, path) {
+			return true
+		}
+	}
+	return false
+}
+
+// matchRoute matches a gin pattern (":param" segments) against a path.
+func matchRoute(pattern, path string) bool {
+	ps, xs := strings.Split(pattern, "/"), strings.Split(path, "/")
+	if len(ps) != len(xs) {
+		return false
+	}
+	for i := range ps {
+		if strings.HasPrefix(ps[i], ":") {
+			if xs[i] == "" {
+				return false
+			}
+			continue
+		}
+		if ps[i] != xs[i] {
+			return false
+		}
+	}
+	return true
+}

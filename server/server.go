@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/resolvers"
+	"github.com/forge-remote/forge-remote/scheduler"
 	"github.com/forge-remote/forge-remote/store"
 	"github.com/forge-remote/forge-remote/weavy"
 )
@@ -48,11 +50,14 @@ type Server struct {
 	verifier  *forge.Verifier
 	appTokens *forge.AppTokens
 	broker    *weavy.Broker // nil when Weavy is not configured
+	weavy     *weavy.Client // nil when Weavy is not configured
+	scheduler *scheduler.Service
 	resolvers *resolvers.Registry
 	engine    *gin.Engine
 	ids       *idSource
 
 	internalTokenSum []byte // sha256 of INTERNAL_API_TOKEN; nil = routes hidden
+	closeOnce        sync.Once
 }
 
 // New builds a server from cfg: it opens the store and starts loading Forge's
@@ -107,6 +112,7 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Server, err error) {
 	if err := s.setupWeavy(); err != nil {
 		return nil, err
 	}
+	s.setupScheduler()
 
 	gin.SetMode(gin.ReleaseMode)
 	s.engine = gin.New()
@@ -169,6 +175,13 @@ func (s *Server) Run(ctx context.Context, onListen func(net.Addr)) error {
 
 // Close releases everything New acquired. It is safe to call more than once.
 func (s *Server) Close() {
+	s.closeOnce.Do(s.close)
+}
+
+func (s *Server) close() {
+	if s.scheduler != nil {
+		s.scheduler.Close() // running jobs finish (bounded by their timeout) before the store closes
+	}
 	if s.verifier != nil {
 		s.verifier.Close()
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/resolvers"
+	"github.com/forge-remote/forge-remote/scheduler"
 	"github.com/forge-remote/forge-remote/weavy"
 )
 
@@ -27,12 +28,38 @@ func (s *Server) setupWeavy() error {
 	if err != nil {
 		return err
 	}
+	s.weavy = client
 	s.broker = weavy.NewBroker(client, s.kv, weavy.BrokerOptions{
 		TTL:        s.cfg.WeavyTokenTTL,
 		Now:        s.now,
 		Logger:     s.log.Named("weavy"),
 		Registerer: s.registry,
+		// A user a mint just created in Weavy has no name: sync the profile
+		// off the request path. The scheduler exists by the time anyone mints.
+		OnMint: func(inst, uid string) { s.scheduler.UserMinted(inst, uid) },
 	})
 	s.resolvers.Register(resolvers.TokenKey, resolvers.Token(s.broker, s.cfg.WeavyUIDScope, s.now))
 	return nil
+}
+
+// setupScheduler builds the trigger handlers and the job runner: profile sync
+// (when Weavy is configured) and housekeeping.
+func (s *Server) setupScheduler() {
+	products := forge.NewClient(s.appTokens, forge.ClientOptions{
+		Now: s.now, Logger: s.log.Named("confluence"), Registerer: s.registry,
+	})
+	o := scheduler.Options{
+		KV:         s.kv,
+		AppTokens:  s.appTokens,
+		Products:   products,
+		UIDScope:   s.cfg.WeavyUIDScope,
+		Now:        s.now,
+		Logger:     s.log.Named("scheduler"),
+		Registerer: s.registry,
+	}
+	if s.weavy != nil {
+		o.Weavy = s.weavy
+		o.Purger = s.broker
+	}
+	s.scheduler = scheduler.New(o)
 }

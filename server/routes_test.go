@@ -1,0 +1,24 @@
+package server
+
+import "testing"
+
+func TestServes(t *testing.T) {
+	cases := []struct {
+		method, path string
+		want         bool
+	}{
+		{"POST", "/triggers/scheduled", true},
+		{"GET", "/triggers/scheduled", false},
+		{"POST", "/triggers/nope", false},
+		{"POST", "/resolvers/token", true},
+		{"POST", "/resolvers/", false},
+		{"POST", "/resolvers", true},
+		{"GET", "/internal/installations", true},
+		{"POST", "/triggers/scheduled/", false},
+	}
+	for _, tc := range cases {
+		if got := Serves(tc.method, tc.path); got != tc.want {
+			t.Errorf("Serves(%s %s) = %v, want %v", tc.method, tc.path, got, tc.want)
+		}
+	}
+}
