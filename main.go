@@ -33,6 +33,9 @@ const usage = `usage: forge-remote [command]
 
 commands:
   serve      run the server (default); configured by environment variables, see README.md
+  dev        run on loopback with a simulated Forge (and Weavy unless WEAVY_URL is set); prints curl commands
+  invoke     sign and send one call to the dev server: invoke token --account-id ID [--refresh]
+  healthcheck  exit 0 when the local server's /healthz answers 200 (the container HEALTHCHECK)
   manifest   check or render the Forge manifest (manifest check [file], manifest render --help)
 `
 
@@ -45,6 +48,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch cmd {
 	case "serve":
 		return serve(ctx, getenv, stdout, nil)
+	case "dev":
+		return devCmd(ctx, args[2:], getenv, stdout, stderr, nil)
+	case "invoke":
+		return invokeCmd(ctx, args[2:], getenv, stdout, stderr)
+	case "healthcheck":
+		return healthcheckCmd(ctx, getenv)
 	case "manifest":
 		return manifestCmd(args[2:], stdout, stderr)
 	case "help", "-h", "--help":

@@ -34,7 +34,7 @@ func TestTriggersEndToEnd(t *testing.T) {
 	}
 	appTok := map[string]string{"x-forge-oauth-system": conf.IssueAppToken(t, time.Now().Add(3*time.Hour))}
 
-	installed := `{"eventType":"avi:forge:installed:app","id":"ev-1","installerAccountId":"` + account + `","app":{"id":"` + forgetest.AppID + `","version":"`+forgetest.AppVersion+`"},"environment":{"id":"env-1"}}`
+	installed := `{"eventType":"avi:forge:installed:app","id":"ev-1","installerAccountId":"` + account + `","app":{"id":"` + forgetest.AppID + `","version":"` + forgetest.AppVersion + `"},"environment":{"id":"env-1"}}`
 	for i, body := range []string{
 		installed,
 		`{"payload":` + installed + `}`,

@@ -1,0 +1,199 @@
+// Package devmode runs forge-remote on a laptop with no Forge and no Weavy: a
+// local signing key whose JWKS the process serves, and a Weavy simulator.
+package devmode
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Identities of the simulated Forge installation.
+const (
+	AppID          = "ari:cloud:ecosystem::app/00000000-0000-4000-8000-00000000de00"
+	InstallationID = "ari:cloud:ecosystem::installation/00000000-0000-4000-8000-00000000de01"
+	CloudID        = "00000000-0000-4000-8000-00000000c10d"
+	SiteURL        = "https://dev-site.atlassian.net"
+	KeyID          = "forge/invocation-token/dev"
+	// FITLifetime: genuine FITs live 25 s; dev FITs live an hour so that
+	// printed commands can be pasted.
+	FITLifetime = time.Hour
+)
+
+// State is what a dev server leaves for `invoke`: where it listens and the
+// secrets of this laptop-only installation.
+type State struct {
+	Addr          string `json:"addr"`
+	InternalToken string `json:"internal_token"`
+}
+
+// Dir is where dev mode keeps its key, state and database.
+func Dir() string {
+	return filepath.Join(os.TempDir(), fmt.Sprintf("forge-remote-dev-%d", os.Getuid()))
+}
+
+// CheckLoopback refuses a listen address that is not on the loopback
+// interface: dev mode signs its own FITs and must never be reachable.
+func CheckLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("dev: LISTEN_ADDR %q: %w", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("dev: LISTEN_ADDR %q is not a loopback address; dev mode signs its own tokens and only listens on 127.0.0.1 or ::1", addr)
+}
+
+// LoadOrCreateKey keeps one signing key per laptop so that `invoke` and
+// pasted commands keep working across restarts of `dev`.
+func LoadOrCreateKey(dir string) (*rsa.PrivateKey, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("dev: %w", err)
+	}
+	path := filepath.Join(dir, "signing-key.pem")
+	if b, err := os.ReadFile(path); err == nil {
+		blk, _ := pem.Decode(b)
+		if blk == nil {
+			return nil, fmt.Errorf("dev: %s is not a PEM key; delete it", path)
+		}
+		k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("dev: %s: %w", path, err)
+		}
+		rk, ok := k.(*rsa.PrivateKey)
+		if !ok {
+			return nil, fmt.Errorf("dev: %s is not an RSA key", path)
+		}
+		return rk, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("dev: %w", err)
+	}
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return nil, fmt.Errorf("dev: %w", err)
+	}
+	return k, nil
+}
+
+// JWKSHandler publishes the public half of key as Forge does.
+func JWKSHandler(key *rsa.PublicKey) http.Handler {
+	body, _ := json.Marshal(map[string]any{"keys": []map[string]any{{
+		"kty": "RSA", "kid": KeyID, "alg": "RS256", "use": "sig",
+		"n": base64.RawURLEncoding.EncodeToString(key.N.Bytes()),
+		"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(key.E)).Bytes()),
+	}}})
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	})
+}
+
+// FIT signs a Forge Invocation Token with the dev key. accountID "" makes a
+// trigger's FIT (no principal, no UI context).
+func FIT(key *rsa.PrivateKey, accountID string, now time.Time) (string, error) {
+	apiBase := "https://api.atlassian.com/ex/confluence/" + CloudID
+	claims := jwt.MapClaims{
+		"iss": "forge/invocation-token", "aud": AppID,
+		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(FITLifetime).Unix(),
+		"jti": randomHex(16),
+		"app": map[string]any{
+			"id": AppID, "installationId": InstallationID, "apiBaseUrl": apiBase, "appVersion": "1.0.0",
+			"environment": map[string]any{"type": "DEVELOPMENT", "id": "dev"},
+			"module":      map[string]any{"type": "xen:macro", "key": "weavy-chat-macro"},
+			"installation": map[string]any{"id": InstallationID, "contexts": []any{
+				map[string]any{"name": "confluence", "apiBaseUrl": apiBase, "cloudId": CloudID},
+			}},
+		},
+	}
+	if accountID != "" {
+		claims["principal"] = accountID
+		claims["context"] = map[string]any{
+			"cloudId": CloudID, "moduleKey": "weavy-chat-macro", "siteUrl": SiteURL,
+			"localId": "dev-local", "accountId": accountID,
+		}
+	}
+	t := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
+	t.Header["kid"] = KeyID
+	return t.SignedString(key)
+}
+
+// AppToken makes an opaque-looking app system token that expires at exp, as
+// Forge's x-forge-oauth-system header carries.
+func AppToken(exp time.Time) string {
+	seg := func(v any) string { b, _ := json.Marshal(v); return base64.RawURLEncoding.EncodeToString(b) }
+	return seg(map[string]any{"alg": "RS256", "typ": "JWT"}) + "." +
+		seg(map[string]any{"iss": "dev-forge", "exp": exp.Unix(), "iat": time.Now().Unix(), "jti": randomHex(8)}) +
+		"." + randomHex(32)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// SaveState records where the dev server listens for `invoke`.
+func SaveState(dir string, s State) error {
+	b, _ := json.Marshal(s)
+	return os.WriteFile(filepath.Join(dir, "state.json"), b, 0o600)
+}
+
+// LoadState reads what a running dev server saved.
+func LoadState(dir string) (State, error) {
+	var s State
+	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		return s, fmt.Errorf("dev: no dev server state in %s (start one with `go run . dev`): %w", dir, err)
+	}
+	return s, json.Unmarshal(b, &s)
+}
+
+// Commands returns ready-to-paste curl commands against base.
+func Commands(key *rsa.PrivateKey, base, accountID, internalToken string, now time.Time) (string, error) {
+	userFIT, err := FIT(key, accountID, now)
+	if err != nil {
+		return "", err
+	}
+	trigFIT, err := FIT(key, "", now)
+	if err != nil {
+		return "", err
+	}
+	appTok := AppToken(now.Add(3 * time.Hour))
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n# A Weavy token for %s (the Custom UI's token resolver):\n", accountID)
+	fmt.Fprintf(&b, "curl -sS -X POST %s/resolvers/token -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{\"refresh\":false}'\n", base, userFIT)
+	fmt.Fprintf(&b, "\n# The install event Forge sends (records the installation):\n")
+	fmt.Fprintf(&b, "curl -sS -X POST %s/triggers/lifecycle -H 'Authorization: Bearer %s' -H 'x-forge-oauth-system: %s' -H 'Content-Type: application/json' -d '{\"eventType\":\"avi:forge:installed:app\",\"id\":\"dev-install-1\",\"installerAccountId\":\"%s\",\"app\":{\"id\":\"%s\",\"version\":\"1.0.0\"},\"environment\":{\"id\":\"dev\"}}'\n", base, trigFIT, appTok, accountID, AppID)
+	fmt.Fprintf(&b, "\n# The hourly scheduled trigger (brings a fresh app token):\n")
+	fmt.Fprintf(&b, "curl -sS -X POST %s/triggers/scheduled -H 'Authorization: Bearer %s' -H 'x-forge-oauth-system: %s' -H 'Content-Type: application/json' -d '{}'\n", base, trigFIT, appTok)
+	fmt.Fprintf(&b, "\n# The operator's view:\n")
+	fmt.Fprintf(&b, "curl -sS %s/internal/installations -H 'Authorization: Bearer %s'\n", base, internalToken)
+	fmt.Fprintf(&b, "\n# Or sign and send one call: go run . invoke token --account-id %s [--refresh]\n\n", accountID)
+	return b.String(), nil
+}

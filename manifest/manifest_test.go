@@ -1,0 +1,104 @@
+package manifest_test
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/forge-remote/forge-remote/manifest"
+	"github.com/forge-remote/forge-remote/server"
+)
+
+func repoManifest(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../manifest.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// The repository's manifest.yml agrees with the routes the real router serves.
+func TestRepositoryManifestValid(t *testing.T) {
+	m, err := manifest.Parse(repoManifest(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Validate(server.Serves); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestValidateFindsProblems(t *testing.T) {
+	cases := []struct {
+		name, from, to, want string
+	}{
+		{"trigger route not served", "path: /triggers/lifecycle", "path: /triggers/lifecycles", "not served"},
+		{"scheduled route elsewhere", "path: /triggers/scheduled", "path: /triggers/uninstall", "/triggers/scheduled"},
+		{"daily interval", "interval: hour", "interval: day", "cannot keep an app token fresh"},
+		{"missing scope", "    - read:confluence-user # profile sync", "    # removed", "missing read:confluence-user"},
+		{"token disabled on the scheduled endpoint", "        path: /triggers/scheduled\n      auth:\n        appSystemToken:\n          enabled: true", "        path: /triggers/scheduled", "appSystemToken"},
+		{"dangling endpoint", "endpoint: remote-scheduled\n      interval", "endpoint: remote-gone\n      interval", `endpoint "remote-gone" is not declared`},
+		{"undeclared remote", "remote: forge-remote\n      route:\n        path: /triggers/uninstall", "remote: elsewhere\n      route:\n        path: /triggers/uninstall", `remote "elsewhere" is not declared`},
+		{"missing event", "        - avi:forge:upgraded:app\n", "", "avi:forge:upgraded:app"},
+		{"http remote", "baseUrl: https://forge-remote.example.com", "baseUrl: http://forge-remote.example.com", "https origin"},
+		{"function resolver", "      resolver:\n        endpoint: remote-resolver\n  macro", "      resolver:\n        function: fn\n  macro", "resolver.function"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src := string(repoManifest(t))
+			if !strings.Contains(src, tc.from) {
+				t.Fatalf("test setup: manifest.yml lacks %q", tc.from)
+			}
+			m, err := manifest.Parse([]byte(strings.Replace(src, tc.from, tc.to, 1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = m.Validate(server.Serves)
+			var ve *manifest.ValidationError
+			if !errors.As(err, &ve) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate = %v, want a problem mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestRender(t *testing.T) {
+	out, err := manifest.Render(repoManifest(t), manifest.RenderOptions{
+		AppID:    "ari:cloud:ecosystem::app/11111111-2222-4333-8444-555555555555",
+		BaseURL:  "https://remote.acme.io/",
+		WeavyURL: "https://acme.weavy.io",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	for _, want := range []string{"id: ari:cloud:ecosystem::app/11111111-2222-4333-8444-555555555555", "baseUrl: https://remote.acme.io\n", "address: https://acme.weavy.io", "address: wss://acme.weavy.io"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("rendered manifest lacks %q", want)
+		}
+	}
+	for _, old := range []string{manifest.TemplateAppID, manifest.TemplateBaseURL, "example.weavy.io"} {
+		if strings.Contains(s, old) {
+			t.Errorf("rendered manifest still holds %q", old)
+		}
+	}
+	m, err := manifest.Parse(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Validate(server.Serves); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []manifest.RenderOptions{
+		{AppID: "x", BaseURL: "http://remote.acme.io", WeavyURL: "https://acme.weavy.io"},
+		{AppID: "x", BaseURL: "https://remote.acme.io/sub", WeavyURL: "https://acme.weavy.io"},
+		{AppID: "x", BaseURL: "https://remote.acme.io", WeavyURL: "acme.weavy.io"},
+		{BaseURL: "https://remote.acme.io", WeavyURL: "https://acme.weavy.io"},
+	} {
+		if _, err := manifest.Render(repoManifest(t), bad); err == nil {
+			t.Errorf("Render(%+v) accepted bad options", bad)
+		}
+	}
+}
