@@ -1,0 +1,40 @@
+package resolvers_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/forge-remote/forge-remote/resolvers"
+)
+
+// FuzzEnvelope: any body either decodes to a function key or is a
+// *BadRequestError (the server's 400), never a panic or another error.
+func FuzzEnvelope(f *testing.F) {
+	for _, s := range []string{
+		`{"call":{"functionKey":"token","payload":{"refresh":true}},"context":{}}`,
+		`{"call":{"functionKey":"token"}}`, `{"call":{"functionKey":""}}`, `{"call":null}`,
+		`[]`, `{`, ``, `{"call":{"functionKey":"x","payload":[[[[[[[[]]]]]]]]}}`,
+		`{"call":{"functionKey":"\u0000"}}`, "\xff\xfe",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		key, _, err := resolvers.ParseEnvelope(body)
+		var bre *resolvers.BadRequestError
+		if err != nil && !errors.As(err, &bre) {
+			t.Fatalf("unexpected error type %T: %v", err, err)
+		}
+		if err == nil && key == "" {
+			t.Fatal("accepted an envelope without a function key")
+		}
+		if err := resolvers.CheckPayload(body); err != nil && !errors.As(err, &bre) {
+			t.Fatalf("payload check error type %T", err)
+		}
+		var req struct {
+			Refresh bool `json:"refresh"`
+		}
+		if err := resolvers.DecodePayload(body, &req); err != nil && !errors.As(err, &bre) {
+			t.Fatalf("decode error type %T", err)
+		}
+	})
+}
