@@ -1,0 +1,313 @@
+#!/usr/bin/env node
+// Chromium smoke test of the BUILT Custom UI (dist/), exactly what `forge deploy`
+// uploads. Run `npm run build` first.
+//
+// How it works:
+// - dist/ is served on 127.0.0.1 by a tiny static server that sends a Forge-like
+//   Content-Security-Policy: script-src 'self' (no inline scripts),
+//   style-src 'self' 'unsafe-inline' (the UIKit needs it), connect-src/img-src
+//   'self' + the Weavy environment. Any CSP violation fails the test.
+// - The page's real @forge/bridge is kept. What is stubbed is the Forge HOST:
+//   window.__bridge.callBridge, which the bridge calls for getContext and
+//   invokeRemote, is installed before the page loads and answers per scenario.
+// - Every request to the Weavy environment (baked into the build through
+//   VITE_WEAVY_URL) is recorded and then aborted: no Weavy runs here (in the
+//   refresh scenario, requests with the first token get a 401 instead). Any
+//   other non-loopback request fails the test (everything must be bundled).
+// - Console errors fail the test, except exactly the browser's own network log
+//   line for a Weavy request this script failed on purpose: "Failed to load
+//   resource: net::ERR_…" (aborted) or "… status of 401 …" (answered 401),
+//   at that request's URL.
+//
+// Exit status 0 = all scenarios passed; 1 = a check failed; 2 = setup failed.
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const DIST = path.resolve(here, '..', 'dist');
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const TIMEOUT = 15_000;
+
+const CONTEXT = {
+  cloudId: 'a436116f-02ce-4520-8fbb-7301462a1674',
+  localId: 'smoke-local-id',
+  moduleKey: 'weavy-chat-macro',
+  accountId: '5b10ac8d82e05b22cc7d4ef5',
+  locale: 'en-US',
+  extension: { type: 'macro', content: { id: '98307', type: 'page' }, space: { key: 'DEV', id: '65539' } },
+};
+const EXPECTED_UID = `confluence-${CONTEXT.cloudId}-page-98307`;
+
+// What the stubbed Forge host answers to invokeRemote, per scenario.
+const SCENARIOS = [
+  {
+    name: 'token ok → <wy-chat> mounts',
+    bridge: true,
+    invoke: { success: true, payload: { status: 200, headers: {}, body: { access_token: 'wyu_test', expires_in: 3600 } } },
+    expect: 'mounted',
+  },
+  {
+    name: 'Weavy answers 401 → the UIKit calls tokenFactory(true) → refresh:true reaches the remote, new token used',
+    bridge: true,
+    invoke: { success: true, payload: { status: 200, headers: {}, body: { access_token: 'wyu_test', expires_in: 3600 } } },
+    refreshed: 'wyu_test_refreshed',
+    weavy401: true,
+    expect: 'mounted',
+  },
+  {
+    name: 'remote answers 502 weavy_unavailable → readable message',
+    bridge: true,
+    invoke: {
+      success: false,
+      error: { status: 502, headers: {}, body: { error: { code: 'weavy_unavailable', message: 'Weavy answered 500' } } },
+    },
+    expect: 'error',
+    message: 'Chat is unavailable: weavy_unavailable — Weavy answered 500',
+  },
+  {
+    name: 'remote answers an API key (wys_) → refused, never reaches the UIKit',
+    bridge: true,
+    invoke: { success: true, payload: { status: 200, headers: {}, body: { access_token: 'wys_leaked_api_key', expires_in: 3600 } } },
+    expect: 'error',
+    message: 'Chat is unavailable: invalid_token — the remote answered a Weavy API key',
+  },
+  {
+    name: 'opened outside Forge (no bridge) → readable message',
+    bridge: false,
+    expect: 'error',
+    message: 'Chat is unavailable: this page only works inside Confluence',
+  },
+];
+
+const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.css': 'text/css', '.json': 'application/json', '.svg': 'image/svg+xml', '.woff2': 'font/woff2', '.png': 'image/png', '.mjs': 'text/javascript' };
+
+function cspFor(weavy) {
+  const w = new URL(weavy);
+  return [
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self' 'unsafe-inline'",
+    `img-src 'self' data: blob: ${w.origin}`,
+    `connect-src 'self' ${w.origin} wss://${w.host}`,
+    "font-src 'self' data:",
+    "object-src 'none'",
+    "base-uri 'self'",
+  ].join('; ');
+}
+
+function serve(csp) {
+  const server = http.createServer((req, res) => {
+    const rel = decodeURIComponent(new URL(req.url, 'http://x').pathname).replace(/^\/+/, '') || 'index.html';
+    const file = path.resolve(DIST, rel);
+    if (!file.startsWith(DIST + path.sep) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      return res.end('not found');
+    }
+    res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'content-security-policy': csp });
+    fs.createReadStream(file).pipe(res);
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+/** The Weavy URL the build baked in (vite.config.ts records it in a <meta>). */
+function bakedWeavyUrl() {
+  const html = fs.readFileSync(path.join(DIST, 'index.html'), 'utf8');
+  const m = html.match(/<meta name="weavy-url" content="([^"]+)"/);
+  if (!m) throw new Error('dist/index.html has no <meta name="weavy-url">: rebuild with "npm run build"');
+  return new URL(m[1]).origin;
+}
+
+async function run(browser, base, weavyOrigin, sc) {
+  const checks = [];
+  const check = (ok, what) => checks.push({ ok: Boolean(ok), what });
+
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const consoleErrors = [];
+  const ignored = [];
+  const failedOnPurpose = new Set();
+  const weavyRequests = [];
+  const foreign = [];
+
+  await context.route(
+    (url) => url.origin !== new URL(base).origin,
+    (route) => {
+      const req = route.request();
+      if (new URL(req.url()).origin === weavyOrigin) {
+        const authorization = req.headers()['authorization'] ?? '';
+        weavyRequests.push({ method: req.method(), url: req.url(), authorization });
+        failedOnPurpose.add(req.url());
+        if (sc.weavy401 && authorization === 'Bearer wyu_test') {
+          return route.fulfill({ status: 401, contentType: 'application/problem+json', body: '{"title":"Unauthorized","status":401}' });
+        }
+      } else {
+        foreign.push(req.url());
+      }
+      return route.abort('connectionrefused');
+    },
+  );
+
+  page.on('pageerror', (err) => consoleErrors.push(`pageerror: ${err.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() !== 'error') return;
+    const text = msg.text();
+    const at = msg.location()?.url ?? '';
+    if (/^Failed to load resource: (net::ERR_|the server responded with a status of 401\b)/.test(text) && failedOnPurpose.has(at)) {
+      ignored.push(at);
+      return;
+    }
+    consoleErrors.push(`${text}${at ? ` (at ${at})` : ''}`);
+  });
+
+  await page.addInitScript(
+    ({ withBridge, invokeAnswer, refreshed, ctx }) => {
+      let refreshes = 0;
+      window.__smoke = { bridgeCalls: [], csp: [] };
+      document.addEventListener('securitypolicyviolation', (e) =>
+        window.__smoke.csp.push(`${e.violatedDirective} blocked ${e.blockedURI} (${e.sourceFile}:${e.lineNumber})`),
+      );
+      if (!withBridge) return;
+      window.__bridge = {
+        callBridge: async (name, payload) => {
+          window.__smoke.bridgeCalls.push({ name, payload: payload === undefined ? null : JSON.parse(JSON.stringify(payload)) });
+          if (name === 'getContext') return ctx;
+          if (name === 'invoke' && refreshed && payload?.body?.refresh === true) {
+            refreshes += 1;
+            return { success: true, payload: { status: 200, headers: {}, body: { access_token: `${refreshed}_${refreshes}`, expires_in: 3600 } } };
+          }
+          if (name === 'invoke') return invokeAnswer;
+          return undefined;
+        },
+      };
+    },
+    { withBridge: sc.bridge, invokeAnswer: sc.invoke ?? null, refreshed: sc.refreshed ?? null, ctx: CONTEXT },
+  );
+
+  const response = await page.goto(`${base}/index.html`);
+  check(response?.status() === 200, 'dist/index.html served (200)');
+
+  await page.waitForFunction(() => ['mounted', 'error'].includes(document.getElementById('app')?.dataset.state ?? ''), null, { timeout: TIMEOUT }).catch(() => {});
+  const state = await page.evaluate(() => document.getElementById('app')?.dataset.state);
+  check(state === sc.expect, `#app reached state "${sc.expect}" (got "${state}")`);
+
+  const calls = await page.evaluate(() => window.__smoke.bridgeCalls);
+  const tokenCalls = calls.filter((c) => c.name === 'invoke');
+  if (sc.bridge) {
+    check(calls.some((c) => c.name === 'getContext'), 'the bridge was asked for the Forge context');
+    const first = tokenCalls[0]?.payload;
+    check(
+      first && first.path === '/resolvers/token' && first.method === 'POST' && first.body?.refresh === false && first.invokeType === 'ui-remote-fetch',
+      `invokeRemote({path:"/resolvers/token", method:"POST", body:{refresh:false}}) went through the real @forge/bridge (got ${JSON.stringify(first)})`,
+    );
+  }
+
+  if (sc.expect === 'mounted') {
+    await page
+      .waitForFunction(() => document.querySelector('wy-chat')?.shadowRoot?.querySelector('wy-conversation'), null, { timeout: TIMEOUT })
+      .catch(() => {});
+    const dom = await page.evaluate(() => {
+      const chat = document.querySelector('#app > wy-chat');
+      return {
+        defined: Boolean(customElements.get('wy-chat')),
+        inDom: Boolean(chat),
+        upgraded: Boolean(chat && chat.constructor !== HTMLElement),
+        rendered: Boolean(chat?.shadowRoot?.querySelector('wy-conversation')),
+        uid: chat?.getAttribute('uid'),
+        alert: document.querySelector('[role=alert]')?.textContent ?? null,
+        weavyUrl: document.getElementById('app')?.dataset.weavyUrl,
+      };
+    });
+    check(dom.defined, 'custom element wy-chat is defined');
+    check(dom.inDom && dom.upgraded, '<wy-chat> is in the DOM and upgraded');
+    check(dom.rendered, '<wy-chat> rendered its shadow DOM (wy-conversation)');
+    check(dom.uid === EXPECTED_UID, `uid = ${EXPECTED_UID} (got ${dom.uid})`);
+    check(dom.alert === null, `no error message shown (got ${JSON.stringify(dom.alert)})`);
+    check(dom.weavyUrl === weavyOrigin, `page uses the baked Weavy URL ${weavyOrigin}`);
+    // The UIKit used the token from the tokenFactory towards Weavy.
+    const deadline = Date.now() + TIMEOUT;
+    while (!weavyRequests.some((r) => r.authorization === 'Bearer wyu_test') && Date.now() < deadline) await page.waitForTimeout(100);
+    check(
+      weavyRequests.some((r) => r.authorization === 'Bearer wyu_test'),
+      `the UIKit called Weavy with "Authorization: Bearer wyu_test" (${weavyRequests.length} Weavy requests, e.g. ${weavyRequests.map((r) => `${r.method} ${new URL(r.url).pathname}`).slice(0, 3).join(', ')})`,
+    );
+    if (sc.refreshed) {
+      const want = `Bearer ${sc.refreshed}_1`;
+      const until = Date.now() + TIMEOUT;
+      while (!weavyRequests.some((r) => r.authorization === want) && Date.now() < until) await page.waitForTimeout(100);
+      const refreshCalls = (await page.evaluate(() => window.__smoke.bridgeCalls)).filter((c) => c.name === 'invoke' && c.payload?.body?.refresh === true);
+      check(refreshCalls.length >= 1, `after Weavy's 401 the UIKit asked for a refresh: invokeRemote body {refresh:true} (${refreshCalls.length} call(s))`);
+      check(weavyRequests.some((r) => r.authorization === want), `the UIKit retried Weavy with the refreshed token (${want})`);
+      const alert = await page.evaluate(() => document.querySelector('[role=alert]')?.textContent ?? null);
+      check(alert === null, `still no error message after the refresh (got ${JSON.stringify(alert)})`);
+    }
+    await page.waitForTimeout(1000); // let late errors surface
+  } else {
+    const dom = await page.evaluate(() => ({
+      alert: document.querySelector('[role=alert]')?.textContent ?? '',
+      chat: Boolean(document.querySelector('wy-chat')),
+    }));
+    check(dom.alert.startsWith(sc.message), `message shown: ${JSON.stringify(dom.alert)}`);
+    check(!dom.chat, 'no <wy-chat> mounted');
+    check(weavyRequests.length === 0, `no request reached Weavy (${weavyRequests.length})`);
+    if (sc.bridge) check(tokenCalls.length === 1, `one token call (${tokenCalls.length})`);
+    await page.waitForTimeout(300);
+  }
+
+  const leaked = weavyRequests.filter((r) => /wys_/.test(r.authorization) || /wys_/.test(r.url));
+  check(leaked.length === 0, 'no wys_ key was ever sent to Weavy');
+  const csp = await page.evaluate(() => window.__smoke.csp);
+  check(csp.length === 0, `no CSP violations${csp.length ? `: ${csp.slice(0, 3).join('; ')}` : ''}`);
+  check(foreign.length === 0, `no request left loopback except to Weavy${foreign.length ? `: ${foreign.slice(0, 3).join(', ')}` : ''}`);
+  check(
+    consoleErrors.length === 0,
+    `no console errors (ignored ${ignored.length} "Failed to load resource" lines for Weavy requests failed on purpose)${consoleErrors.length ? `:\n      ${consoleErrors.slice(0, 5).join('\n      ')}` : ''}`,
+  );
+
+  await context.close();
+  return checks;
+}
+
+async function main() {
+  if (!fs.existsSync(path.join(DIST, 'index.html'))) {
+    console.error(`smoke: ${DIST}/index.html is missing: run "npm run build" first`);
+    process.exit(2);
+  }
+  if (!fs.existsSync(CHROMIUM)) {
+    console.error(`smoke: no Chromium at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
+    process.exit(2);
+  }
+  const weavyOrigin = bakedWeavyUrl();
+  const csp = cspFor(weavyOrigin);
+  const server = await serve(csp);
+  const base = `http://127.0.0.1:${server.address().port}`;
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  console.log(`smoke: ${await browser.version()} · serving ${path.relative(process.cwd(), DIST) || DIST} at ${base} · Weavy URL ${weavyOrigin}`);
+  console.log(`smoke: CSP ${csp}`);
+
+  let failed = 0;
+  try {
+    for (const sc of SCENARIOS) {
+      const checks = await run(browser, base, weavyOrigin, sc);
+      const bad = checks.filter((c) => !c.ok).length;
+      failed += bad;
+      console.log(`\n${bad ? 'FAIL' : 'PASS'}  ${sc.name}`);
+      for (const c of checks) console.log(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.what}`);
+    }
+  } finally {
+    await browser.close();
+    server.close();
+  }
+  console.log(`\nsmoke: ${failed ? `${failed} check(s) FAILED` : `all ${SCENARIOS.length} scenarios passed`}`);
+  process.exit(failed ? 1 : 0);
+}
+
+main().catch((err) => {
+  console.error('smoke: setup failed:', err);
+  process.exit(2);
+});
