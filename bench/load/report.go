@@ -1,0 +1,318 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+type report struct {
+	Date       string        `json:"date"`
+	Machine    machine       `json:"machine"`
+	Command    string        `json:"command"`
+	Config     runConfig     `json:"config"`
+	BareVerify verifyFigures `json:"bare_verify"`
+	Runs       []runResult   `json:"runs"`
+	Ratios     *ratios       `json:"ratios,omitempty"`
+	Targets    []target      `json:"targets"`
+}
+
+type machine struct {
+	CPU         string `json:"cpu"`
+	Cores       int    `json:"cores"`
+	Kernel      string `json:"kernel"`
+	GoVersion   string `json:"go"`
+	NodeVersion string `json:"node,omitempty"`
+	LoadAvg     string `json:"loadavg_at_start"`
+	Commit      string `json:"commit,omitempty"`
+	Dirty       bool   `json:"dirty,omitempty"`
+}
+
+type runConfig struct {
+	Duration string `json:"duration"`
+	Warmup   string `json:"warmup"`
+	Conns    int    `json:"connections"`
+	Users    int    `json:"users"`
+	Installs int    `json:"installations"`
+	Pool     int    `json:"distinct_fits"`
+	Store    string `json:"store"`
+	AppToken bool   `json:"app_token_header"`
+	Smoke    bool   `json:"smoke,omitempty"`
+}
+
+type verifyFigures struct {
+	CPUMicros  float64 `json:"cpu_us"`
+	WallMicros float64 `json:"wall_us"`
+	Iterations int     `json:"iterations"`
+}
+
+type runResult struct {
+	Name                  string        `json:"name"`
+	Command               string        `json:"command"`
+	StartToReadyMs        float64       `json:"start_to_ready_ms"`
+	WarmUsers             int           `json:"warm_users"`
+	WarmSeconds           float64       `json:"warm_s"`
+	WarmWeavyCalls        int           `json:"warm_weavy_calls"`
+	Requests              int64         `json:"requests"`
+	Seconds               float64       `json:"seconds"`
+	RPS                   float64       `json:"rps"`
+	P50Ms                 float64       `json:"p50_ms"`
+	P90Ms                 float64       `json:"p90_ms"`
+	P99Ms                 float64       `json:"p99_ms"`
+	P999Ms                float64       `json:"p999_ms"`
+	MaxMs                 float64       `json:"max_ms"`
+	ServerCPUSecs         float64       `json:"server_cpu_s"`
+	ServerCPUMicrosPerReq float64       `json:"server_cpu_us_per_req"`
+	CPUPerVerify          float64       `json:"server_cpu_per_bare_verify"`
+	GenCPUMicrosPerReq    float64       `json:"loadgen_cpu_us_per_req"`
+	PeakRSSMiB            float64       `json:"peak_rss_mib"`
+	WeavyCalls            int           `json:"weavy_calls"`
+	JWKSFetches           int64         `json:"jwks_fetches"`
+	Non2xx                int64         `json:"non_2xx"`
+	BadBodies             int64         `json:"bad_bodies"`
+	TransportErrs         int64         `json:"transport_errors"`
+	FirstError            string        `json:"first_error,omitempty"`
+	Statuses              map[int]int64 `json:"non_2xx_statuses,omitempty"`
+	FITReuse              float64       `json:"fit_reuse"`
+}
+
+type ratios struct {
+	RPS          float64 `json:"rps_ours_over_peer"`
+	CPUPerReq    float64 `json:"cpu_per_req_peer_over_ours"`
+	P99          float64 `json:"p99_peer_over_ours"`
+	PeakRSS      float64 `json:"peak_rss_peer_over_ours"`
+	StartToReady float64 `json:"start_to_ready_peer_over_ours"`
+}
+
+// target is one of issue 7's goals, judged on this run (informational: no
+// timing is ever asserted by the smoke or the tests).
+type target struct {
+	Goal  string `json:"goal"`
+	Value string `json:"value"`
+	Met   bool   `json:"met"`
+}
+
+func (r *report) finish() {
+	r.Date = time.Now().UTC().Format(time.RFC3339)
+	var ours, peer *runResult
+	for i := range r.Runs {
+		switch r.Runs[i].Name {
+		case "forge-remote":
+			ours = &r.Runs[i]
+		case "node-peer":
+			peer = &r.Runs[i]
+		}
+	}
+	if ours != nil && peer != nil {
+		r.Ratios = &ratios{
+			RPS:          div(ours.RPS, peer.RPS),
+			CPUPerReq:    div(peer.ServerCPUMicrosPerReq, ours.ServerCPUMicrosPerReq),
+			P99:          div(peer.P99Ms, ours.P99Ms),
+			PeakRSS:      div(peer.PeakRSSMiB, ours.PeakRSSMiB),
+			StartToReady: div(peer.StartToReadyMs, ours.StartToReadyMs),
+		}
+	}
+	if ours == nil {
+		return
+	}
+	if r.Ratios != nil {
+		r.Targets = append(r.Targets, target{"requests/s ≥ 5× the Node peer", fmt.Sprintf("%.2f×", r.Ratios.RPS), r.Ratios.RPS >= 5})
+	}
+	r.Targets = append(r.Targets,
+		target{"server CPU per request ≤ 2× bare RS256 verify", fmt.Sprintf("%.2f×", ours.CPUPerVerify), ours.CPUPerVerify > 0 && ours.CPUPerVerify <= 2},
+		target{"p99 ≤ 15 ms", fmt.Sprintf("%.2f ms", ours.P99Ms), ours.P99Ms <= 15},
+		target{"zero Weavy calls on the warm path", fmt.Sprint(ours.WeavyCalls), ours.WeavyCalls == 0},
+		target{"zero non-2xx on the warm path", fmt.Sprint(ours.Non2xx + ours.BadBodies + ours.TransportErrs), ours.Non2xx+ours.BadBodies+ours.TransportErrs == 0},
+		target{"start to ready ≤ 300 ms", fmt.Sprintf("%.1f ms", ours.StartToReadyMs), ours.StartToReadyMs <= 300},
+	)
+}
+
+func div(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+// smokeProblems fails a smoke run only when the tool or the warm path broke.
+func (r *report) smokeProblems() error {
+	var errs []error
+	for _, run := range r.Runs {
+		switch {
+		case run.Requests == 0:
+			errs = append(errs, fmt.Errorf("%s: no request answered (%s)", run.Name, run.FirstError))
+		case run.Non2xx > 0:
+			errs = append(errs, fmt.Errorf("%s: %d non-2xx answers on the warm path %v", run.Name, run.Non2xx, run.Statuses))
+		case run.BadBodies > 0:
+			errs = append(errs, fmt.Errorf("%s: %d 2xx answers without a wyu_ token", run.Name, run.BadBodies))
+		case run.TransportErrs > 0:
+			errs = append(errs, fmt.Errorf("%s: %d transport errors, first: %s", run.Name, run.TransportErrs, run.FirstError))
+		}
+		if run.WeavyCalls > 0 {
+			errs = append(errs, fmt.Errorf("%s: %d Weavy calls during the warm run", run.Name, run.WeavyCalls))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *report) writeJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+func (r *report) writeTable(w io.Writer) {
+	c := r.Config
+	fmt.Fprintf(w, "POST /resolvers/token · %d connections · %s measured after %s of warm-up · %d distinct FITs over %d users on %d sites · store %s\n",
+		c.Conns, c.Duration, c.Warmup, c.Pool, c.Users, c.Installs, c.Store)
+	m := r.Machine
+	fmt.Fprintf(w, "machine: %s · %d cores · linux %s · %s", m.CPU, m.Cores, m.Kernel, m.GoVersion)
+	if m.NodeVersion != "" {
+		fmt.Fprintf(w, " · node %s", m.NodeVersion)
+	}
+	fmt.Fprintf(w, " · load avg at start %s\n", m.LoadAvg)
+	fmt.Fprintf(w, "bare RS256 verify (sha256 + rsa.VerifyPKCS1v15, 2048-bit, one thread): %.1f µs CPU (%.1f µs wall)\n\n",
+		r.BareVerify.CPUMicros, r.BareVerify.WallMicros)
+
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	for _, cells := range r.rows() {
+		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+	}
+	_ = tw.Flush()
+	for _, run := range r.Runs {
+		if run.FirstError != "" {
+			fmt.Fprintf(w, "%s: first transport error: %s\n", run.Name, run.FirstError)
+		}
+		if len(run.Statuses) > 0 {
+			fmt.Fprintf(w, "%s: non-2xx statuses: %v\n", run.Name, run.Statuses)
+		}
+	}
+	if len(r.Targets) > 0 {
+		fmt.Fprintln(w, "\nissue 7 targets for forge-remote (informational):")
+		for _, t := range r.Targets {
+			mark := "✗"
+			if t.Met {
+				mark = "✓"
+			}
+			fmt.Fprintf(w, "  %s %-48s %s\n", mark, t.Goal, t.Value)
+		}
+	}
+}
+
+// machineInfo describes where the figures were measured.
+func machineInfo(root string, node bool) machine {
+	m := machine{Cores: runtime.NumCPU(), GoVersion: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) >= 3 {
+			m.LoadAvg = strings.Join(f[:3], " ")
+		}
+	}
+	if node {
+		m.NodeVersion = output(root, "node", "--version")
+	}
+	// Read-only git queries: which code was measured.
+	m.Commit = output(root, "git", "rev-parse", "--short", "HEAD")
+	if m.Commit != "" {
+		m.Dirty = output(root, "git", "status", "--porcelain", "--untracked-files=no") != ""
+	}
+	return m
+}
+
+func output(dir string, name string, args ...string) string {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	b, err := cmd.Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func runQuiet(ctx context.Context, dir, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// commandLine is how to repeat this run from the module root.
+func commandLine(args []string) string {
+	q := make([]string, 0, len(args)+3)
+	q = append(q, "go", "run", "./bench/load")
+	for _, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t'\"$\\;&|<>()*?`") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		q = append(q, a)
+	}
+	return strings.Join(q, " ")
+}
+
+// rows is the figures table: a header, then one row per figure, a column per
+// server and, when comparing, the ratio.
+func (r *report) rows() [][]string {
+	head := []string{"figure"}
+	for _, run := range r.Runs {
+		head = append(head, run.Name)
+	}
+	if r.Ratios != nil {
+		head = append(head, "ratio")
+	}
+	out := [][]string{head}
+	row := func(label string, ratio func(*ratios) float64, how string, f func(runResult) string) {
+		cells := []string{label}
+		for _, run := range r.Runs {
+			cells = append(cells, f(run))
+		}
+		if r.Ratios != nil {
+			if ratio != nil {
+				cells = append(cells, fmt.Sprintf("%.2f× %s", ratio(r.Ratios), how))
+			} else {
+				cells = append(cells, "")
+			}
+		}
+		out = append(out, cells)
+	}
+	f1 := func(v float64) string { return fmt.Sprintf("%.1f", v) }
+	f2 := func(v float64) string { return fmt.Sprintf("%.2f", v) }
+	row("requests/s", func(x *ratios) float64 { return x.RPS }, "ours/peer", func(x runResult) string { return fmt.Sprintf("%.0f", x.RPS) })
+	row("latency p50 (ms)", nil, "", func(x runResult) string { return f2(x.P50Ms) })
+	row("latency p90 (ms)", nil, "", func(x runResult) string { return f2(x.P90Ms) })
+	row("latency p99 (ms)", func(x *ratios) float64 { return x.P99 }, "peer/ours", func(x runResult) string { return f2(x.P99Ms) })
+	row("latency p99.9 (ms)", nil, "", func(x runResult) string { return f2(x.P999Ms) })
+	row("latency max (ms)", nil, "", func(x runResult) string { return f2(x.MaxMs) })
+	row("server CPU per request (µs)", func(x *ratios) float64 { return x.CPUPerReq }, "peer/ours", func(x runResult) string { return f1(x.ServerCPUMicrosPerReq) })
+	row("server CPU per request ÷ bare verify", nil, "", func(x runResult) string { return fmt.Sprintf("%.2f×", x.CPUPerVerify) })
+	row("load generator CPU per request (µs)", nil, "", func(x runResult) string { return f1(x.GenCPUMicrosPerReq) })
+	row("peak RSS (MiB)", func(x *ratios) float64 { return x.PeakRSS }, "peer/ours", func(x runResult) string { return f1(x.PeakRSSMiB) })
+	row("start to ready (ms)", func(x *ratios) float64 { return x.StartToReady }, "peer/ours", func(x runResult) string { return f1(x.StartToReadyMs) })
+	row("requests measured", nil, "", func(x runResult) string { return fmt.Sprint(x.Requests) })
+	row("uses of each FIT", nil, "", func(x runResult) string { return f2(x.FITReuse) })
+	row("non-2xx / bad body / transport errors", nil, "", func(x runResult) string {
+		return fmt.Sprintf("%d / %d / %d", x.Non2xx, x.BadBodies, x.TransportErrs)
+	})
+	row("Weavy calls measured (in warm-up)", nil, "", func(x runResult) string { return fmt.Sprintf("%d (%d)", x.WeavyCalls, x.WarmWeavyCalls) })
+	row("JWKS fetches measured", nil, "", func(x runResult) string { return fmt.Sprint(x.JWKSFetches) })
+	return out
+}
