@@ -229,10 +229,25 @@ func (a *AppTokens) List(ctx context.Context, fn func(AppToken) error) error {
 
 // Delete forgets the installation's token (uninstall).
 func (a *AppTokens) Delete(ctx context.Context, installationID string) error {
+	a.Forget(installationID)
+	return a.kv.Delete(ctx, appTokenPrefix+installationID)
+}
+
+// Forget drops this process's memory of the installation's token, not the
+// stored record: another replica deleted that. Without it, Forge delivering
+// the remembered token again (a reinstall) would not be stored.
+func (a *AppTokens) Forget(installationID string) {
 	a.mu.Lock()
 	delete(a.held, installationID)
 	a.mu.Unlock()
-	return a.kv.Delete(ctx, appTokenPrefix+installationID)
+}
+
+// ForgetAll is Forget for every installation: for a replica that may have
+// missed another's purge. Each next delivery costs one store update.
+func (a *AppTokens) ForgetAll() {
+	a.mu.Lock()
+	clear(a.held)
+	a.mu.Unlock()
 }
 
 // Fresh reports whether t has at least the minimum life left at the given time.

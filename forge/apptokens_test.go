@@ -182,3 +182,46 @@ func BenchmarkCaptureRepeat(b *testing.B) {
 		_ = a.Capture(ctx, in, tok)
 	}
 }
+
+// Two replicas share a store: each hands out what the other captured, and a
+// purge by one is forgotten by the other once told.
+func TestAppTokensAcrossReplicas(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	kv := store.NewMemory(clock)
+	a := forge.NewAppTokens(kv, forge.AppTokensOptions{Now: clock})
+	b := forge.NewAppTokens(kv, forge.AppTokensOptions{Now: clock})
+	ctx := context.Background()
+	const inst = "ari:cloud:ecosystem::installation/1"
+
+	t1 := forgetest.MintAppToken(t, now.Add(2*time.Hour))
+	for _, r := range []*forge.AppTokens{a, b} {
+		if err := r.Capture(ctx, inv(inst), t1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t2 := forgetest.MintAppToken(t, now.Add(3*time.Hour))
+	if err := a.Capture(ctx, inv(inst), t2); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Get(ctx, inst); err != nil || got.Token != t2 {
+		t.Fatalf("b hands out %v, %v; want a's newer token", got, err)
+	}
+
+	for _, forget := range []func(){func() { b.Forget(inst) }, b.ForgetAll} {
+		if err := b.Capture(ctx, inv(inst), t2); err != nil { // b remembers t2
+			t.Fatal(err)
+		}
+		if err := a.PurgeInstallation(ctx, inst); err != nil {
+			t.Fatal(err)
+		}
+		forget()
+		// Reinstalled: Forge delivers the same token to b, which must store it.
+		if err := b.Capture(ctx, inv(inst), t2); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := a.Get(ctx, inst); err != nil || got.Token != t2 {
+			t.Fatalf("after a purge and a redelivery to b: %v, %v", got, err)
+		}
+	}
+}

@@ -52,6 +52,7 @@ type Server struct {
 	broker    *weavy.Broker // nil when Weavy is not configured
 	weavy     *weavy.Client // nil when Weavy is not configured
 	scheduler *scheduler.Service
+	fleet     *fleet // nil unless replicas share a Redis
 	resolvers *resolvers.Registry
 	engine    *gin.Engine
 	ids       *idSource
@@ -111,6 +112,9 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Server, err error) {
 
 	if err := s.setupWeavy(); err != nil {
 		return nil, err
+	}
+	if r := sharedRedis(s.kv); r != nil {
+		s.fleet = startFleet(r, o.Logger.Named("fleet"), s.appTokens, s.broker)
 	}
 	s.setupScheduler()
 
@@ -184,6 +188,9 @@ func (s *Server) close() {
 	}
 	if s.verifier != nil {
 		s.verifier.Close()
+	}
+	if s.fleet != nil {
+		s.fleet.Close()
 	}
 	if s.kv != nil {
 		if err := s.kv.Close(); err != nil {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/resolvers"
@@ -29,11 +30,19 @@ func (s *Server) setupWeavy() error {
 		return err
 	}
 	s.weavy = client
+	var locker weavy.Locker
+	if sharedRedis(s.kv) != nil {
+		locker = weavy.NewStoreLocker(s.kv) // one mint per user across the replicas
+	}
 	s.broker = weavy.NewBroker(client, s.kv, weavy.BrokerOptions{
 		TTL:        s.cfg.WeavyTokenTTL,
 		Now:        s.now,
 		Logger:     s.log.Named("weavy"),
 		Registerer: s.registry,
+		Locker:     locker,
+		// A mint is at most two Weavy calls (one retry when Weavy hands back
+		// the held token); past that the holder is taken for dead.
+		LockTTL: 2*s.cfg.WeavyTimeout + 5*time.Second,
 		// A user a mint just created in Weavy has no name: sync the profile
 		// off the request path. The scheduler exists by the time anyone mints.
 		OnMint: func(inst, uid string) { s.scheduler.UserMinted(inst, uid) },
@@ -60,6 +69,9 @@ func (s *Server) setupScheduler() {
 	if s.weavy != nil {
 		o.Weavy = s.weavy
 		o.Purger = s.broker
+	}
+	if s.fleet != nil {
+		o.Purger = s.fleet // purges the broker too, then tells the other replicas
 	}
 	s.scheduler = scheduler.New(o)
 }

@@ -378,6 +378,16 @@ func (r *Redis) Publish(ctx context.Context, channel string, msg []byte) error {
 // background (as it does after losing its connection); messages published
 // meanwhile are lost. A reader that falls far behind loses messages too.
 func (r *Redis) Subscribe(ctx context.Context, channel string) (msgs <-chan []byte, stop func()) {
+	return r.SubscribeWithGaps(ctx, channel, nil)
+}
+
+// SubscribeWithGaps is Subscribe that also calls gap, from the delivering
+// goroutine and between two messages, each time Redis confirms the
+// subscription after Subscribe has returned: after a lost connection was
+// restored, or when the first confirmation came late. Messages published
+// before that may have been missed, so a subscriber keeping a cache in step
+// through them must take a gap to mean that anything may have changed.
+func (r *Redis) SubscribeWithGaps(ctx context.Context, channel string, gap func()) (msgs <-chan []byte, stop func()) {
 	out := make(chan []byte)
 	ps := r.c.Subscribe(ctx, r.prefix+channel)
 	// Wait for the confirmation, so that a message published after Subscribe
@@ -404,7 +414,9 @@ func (r *Redis) Subscribe(ctx context.Context, channel string) (msgs <-chan []by
 	unhook := context.AfterFunc(ctx, stop)
 	r.subs[id] = stop
 
-	in := ps.Channel()
+	// With subscriptions: go-redis resubscribes by itself after a
+	// reconnection, and its confirmation is how a gap shows.
+	in := ps.ChannelWithSubscriptions()
 	r.wg.Go(func() {
 		defer close(out)
 		defer unhook() // a stop by hand need not wait for ctx
@@ -414,8 +426,15 @@ func (r *Redis) Subscribe(ctx context.Context, channel string) (msgs <-chan []by
 				if !ok {
 					return
 				}
+				msg, isMsg := m.(*redis.Message)
+				if !isMsg {
+					if sub, ok := m.(*redis.Subscription); ok && sub.Kind == "subscribe" && gap != nil {
+						gap()
+					}
+					continue
+				}
 				select {
-				case out <- []byte(m.Payload):
+				case out <- []byte(msg.Payload):
 				case <-done:
 					return
 				}

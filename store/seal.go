@@ -148,5 +148,9 @@ func (s *Sealed) Scan(ctx context.Context, prefix string, fn func(key string, va
 // Ping checks the inner store.
 func (s *Sealed) Ping(ctx context.Context) error { return s.inner.Ping(ctx) }
 
+// Inner is the wrapped store, for what only a backend offers (Redis
+// pub/sub). Values read through it are sealed.
+func (s *Sealed) Inner() KV { return s.inner }
+
 // Close closes the inner store.
 func (s *Sealed) Close() error { return s.inner.Close() }

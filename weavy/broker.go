@@ -1,7 +1,9 @@
 package weavy
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +23,13 @@ import (
 // Issuer mints Weavy user tokens; *Client is one.
 type Issuer interface {
 	IssueToken(ctx context.Context, uid string, ttl time.Duration) (Token, error)
+}
+
+// Locker takes short locks shared by the replicas; *StoreLocker is one. Lock
+// tries once: held is false when another owner has key. A held lock lasts
+// until release is called or ttl has passed, whichever comes first.
+type Locker interface {
+	Lock(ctx context.Context, key string, ttl time.Duration) (release func(), held bool, err error)
 }
 
 // BrokerOptions configures a Broker. The zero value is usable.
@@ -46,6 +55,14 @@ type BrokerOptions struct {
 	// user who had no token held (in memory or in the store), e.g. to queue a
 	// profile sync. It must be cheap and must not call back into the Broker.
 	OnMint func(installationID, uid string)
+
+	// Locker, set when kv is shared by replicas (Redis), makes one replica
+	// mint a user's token while the others wait for it in the store. Nil
+	// (a store of this process alone) costs no store write.
+	Locker Locker
+	// LockTTL is how long a replica that dies while minting keeps the others
+	// waiting; it must exceed the Issuer's own timeout. 0 means 30 s.
+	LockTTL time.Duration
 }
 
 // RateLimitedError is returned for a refresh beyond the per-user limit.
@@ -76,9 +93,16 @@ const (
 	flightTimeout = 2 * time.Minute
 	// sweepEvery: how often entries that can no longer be served are dropped.
 	sweepEvery = 5 * time.Minute
+	// defaultLockTTL: three default Weavy timeouts.
+	defaultLockTTL = 30 * time.Second
+	// pollFirst, pollMax: a replica waiting for another's mint looks in the
+	// store after pollFirst, then twice as long each time up to pollMax.
+	pollFirst = 25 * time.Millisecond
+	pollMax   = 250 * time.Millisecond
 
 	shardCount  = 64
 	storePrefix = "weavy/token/"
+	lockPrefix  = "weavy/lock/"
 )
 
 // Broker hands out Weavy tokens per (installation, user): from memory while
@@ -86,16 +110,18 @@ const (
 // minted by an earlier process or another replica), else minted, one mint per
 // user at a time. It is safe for concurrent use.
 type Broker struct {
-	iss    Issuer
-	kv     store.KV
-	ttl    time.Duration
-	margin time.Duration
-	window time.Duration
-	limit  int
-	per    time.Duration
-	now    func() time.Time
-	log    *zap.Logger
-	onMint func(installationID, uid string)
+	iss     Issuer
+	kv      store.KV
+	ttl     time.Duration
+	margin  time.Duration
+	window  time.Duration
+	limit   int
+	per     time.Duration
+	now     func() time.Time
+	log     *zap.Logger
+	onMint  func(installationID, uid string)
+	locker  Locker
+	lockTTL time.Duration
 
 	seed      maphash.Seed
 	shards    [shardCount]shard
@@ -128,6 +154,13 @@ type entry struct {
 	refreshed  bool      // minted by a refresh (RefreshWindow applies)
 }
 
+// sharable reports whether a refresh at now gets e's token: e was minted by
+// a refresh less than the window ago (the UIKit refreshes on every 401/403
+// of every tab, and each tab may reach another replica).
+func (b *Broker) sharable(now time.Time, e *entry) bool {
+	return e.refreshed && now.Sub(e.mintedAt) < b.window && now.Before(e.serveUntil)
+}
+
 func newEntry(tok Token, mintedAt time.Time, margin time.Duration, refreshed bool) *entry {
 	margin = min(margin, tok.ExpiresAt.Sub(mintedAt)/2)
 	return &entry{
@@ -144,6 +177,7 @@ type record struct {
 	Token     string    `json:"token"`
 	ExpiresAt time.Time `json:"expires_at"`
 	MintedAt  time.Time `json:"minted_at"`
+	Refreshed bool      `json:"refreshed,omitempty"` // so that other replicas share a refresh
 }
 
 // NewBroker returns a Broker minting with iss and persisting in kv. It panics
@@ -160,6 +194,8 @@ func NewBroker(iss Issuer, kv store.KV, o BrokerOptions) *Broker {
 		now:      o.Now,
 		log:      o.Logger,
 		onMint:   o.OnMint,
+		locker:   o.Locker,
+		lockTTL:  cmpOr(o.LockTTL, defaultLockTTL),
 		seed:     maphash.MakeSeed(),
 		limiters: make(map[userKey][]time.Time),
 	}
@@ -270,7 +306,9 @@ func (b *Broker) fill(ctx context.Context, k userKey) (Token, error) {
 		cur = stored // in its margin, but a fallback should Weavy fail
 	}
 
-	e, err := b.mint(ctx, k, "", false)
+	e, minted, err := b.mintShared(ctx, k, "", false, func(now time.Time, s *entry) bool {
+		return now.Before(s.serveUntil)
+	})
 	if err != nil {
 		if cur == nil || !now.Before(cur.keepUntil) {
 			return Token{}, err
@@ -289,7 +327,10 @@ func (b *Broker) fill(ctx context.Context, k userKey) (Token, error) {
 		return cur.tok, nil
 	}
 	b.install(k, e, false)
-	b.persist(ctx, k, e)
+	if !minted {
+		b.hits.Inc() // another replica minted it
+		return e.tok, nil
+	}
 	if cur == nil && b.onMint != nil {
 		b.onMint(k.inst, k.uid)
 	}
@@ -301,35 +342,98 @@ func (b *Broker) fill(ctx context.Context, k userKey) (Token, error) {
 func (b *Broker) refresh(ctx context.Context, k userKey) (Token, error) {
 	now := b.now()
 	cur := b.load(k)
-	if cur == nil {
+	inMemory := cur != nil
+	if !inMemory {
 		var err error
 		if cur, err = b.loadStored(ctx, k); err != nil {
 			return Token{}, err
 		}
 	}
-	if cur != nil && cur.refreshed && now.Sub(cur.mintedAt) < b.window && now.Before(cur.serveUntil) {
+	if cur != nil && b.sharable(now, cur) {
 		// A refresh moments ago already replaced the token this caller was
-		// refused with (the UIKit refreshes on every 401/403 of every tab).
+		// refused with.
 		return cur.tok, nil
-	}
-	if wait, ok := b.allowRefresh(k, now); !ok {
-		b.limited.Inc()
-		return Token{}, &RateLimitedError{RetryAfter: wait}
 	}
 	held := ""
 	if cur != nil {
 		held = cur.tok.AccessToken
 	}
-	e, err := b.mint(ctx, k, held, true)
+	// The refresh moments ago may have been another replica's. A store
+	// failure here is left to the mint below to meet (or to get past).
+	if b.locker != nil && inMemory {
+		if s, _ := b.loadStored(ctx, k); s != nil && s.tok.AccessToken != held && b.sharable(now, s) {
+			b.install(k, s, true)
+			b.hits.Inc()
+			return s.tok, nil
+		}
+	}
+	if wait, ok := b.allowRefresh(k, now); !ok {
+		b.limited.Inc()
+		return Token{}, &RateLimitedError{RetryAfter: wait}
+	}
+	e, minted, err := b.mintShared(ctx, k, held, true, func(now time.Time, s *entry) bool {
+		return s.tok.AccessToken != held && b.sharable(now, s)
+	})
 	if err != nil {
 		return Token{}, err
 	}
 	b.install(k, e, true)
-	b.persist(ctx, k, e)
+	if !minted {
+		b.hits.Inc()
+		return e.tok, nil
+	}
 	if cur == nil && b.onMint != nil {
 		b.onMint(k.inst, k.uid)
 	}
 	return e.tok, nil
+}
+
+// mintShared mints a token for k (other than held, if set) and stores it.
+// With a Locker, only the replica holding the user's lock mints: it first
+// looks in the store again, where another replica may just have put the
+// token, and stores its own before releasing the lock. The others poll the
+// store until ready accepts what they find there (minted is then false), and
+// take the lock over if it is released or expires without a result. A store
+// that cannot be reached leaves nothing to coordinate with: this replica
+// mints on its own rather than fail a user a mint could serve.
+func (b *Broker) mintShared(ctx context.Context, k userKey, held string, refreshed bool,
+	ready func(now time.Time, stored *entry) bool) (e *entry, minted bool, err error) {
+	mint := func() (*entry, bool, error) {
+		e, err := b.mint(ctx, k, held, refreshed)
+		if err != nil {
+			return nil, false, err
+		}
+		b.persist(ctx, k, e)
+		return e, true, nil
+	}
+	if b.locker == nil {
+		return mint()
+	}
+	for wait := pollFirst; ; wait = min(2*wait, pollMax) {
+		release, locked, err := b.locker.Lock(ctx, lockKey(k), b.lockTTL)
+		if err != nil {
+			b.log.Warn("weavy: mint lock unavailable, minting without it",
+				zap.String("installation_id", k.inst), zap.String("uid", k.uid), zap.Error(err))
+			return mint()
+		}
+		if locked {
+			defer release()
+			if s, _ := b.loadStored(ctx, k); s != nil && ready(b.now(), s) {
+				return s, false, nil
+			}
+			return mint()
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, false, fmt.Errorf("weavy: waiting for another replica's mint: %w", ctx.Err())
+		}
+		if s, _ := b.loadStored(ctx, k); s != nil && ready(b.now(), s) {
+			return s, false, nil
+		}
+	}
 }
 
 // mint asks the Issuer for a token other than held (if set), once more if
@@ -393,6 +497,11 @@ func storeKey(k userKey) string {
 	return storePrefix + url.PathEscape(k.inst) + "/" + url.PathEscape(k.uid)
 }
 
+// lockKey is the key of k's mint lock; like storeKey, it holds no token.
+func lockKey(k userKey) string {
+	return lockPrefix + url.PathEscape(k.inst) + "/" + url.PathEscape(k.uid)
+}
+
 // loadStored returns the stored entry of k, or nil if there is none usable.
 func (b *Broker) loadStored(ctx context.Context, k userKey) (*entry, error) {
 	data, err := b.kv.Get(ctx, storeKey(k))
@@ -413,7 +522,7 @@ func (b *Broker) loadStored(ctx context.Context, k userKey) (*entry, error) {
 			zap.String("installation_id", k.inst), zap.String("uid", k.uid))
 		return nil, nil
 	}
-	return newEntry(Token{AccessToken: r.Token, ExpiresAt: r.ExpiresAt}, r.MintedAt, b.margin, false), nil
+	return newEntry(Token{AccessToken: r.Token, ExpiresAt: r.ExpiresAt}, r.MintedAt, b.margin, r.Refreshed), nil
 }
 
 // persist writes e to the store, expiring with the token. A failure is logged
@@ -423,7 +532,7 @@ func (b *Broker) persist(ctx context.Context, k userKey, e *entry) {
 	if ttl <= 0 {
 		return
 	}
-	data, err := json.Marshal(record{Token: e.tok.AccessToken, ExpiresAt: e.tok.ExpiresAt, MintedAt: e.mintedAt})
+	data, err := json.Marshal(record{Token: e.tok.AccessToken, ExpiresAt: e.tok.ExpiresAt, MintedAt: e.mintedAt, Refreshed: e.refreshed})
 	if err == nil {
 		err = b.kv.Put(ctx, storeKey(k), data, ttl)
 	}
@@ -507,16 +616,14 @@ func (b *Broker) PurgeInstallation(ctx context.Context, installationID string) e
 	}
 	// Memory last, so a fill racing with the purge is less likely to bring a
 	// deleted record back into memory.
-	for i := range b.shards {
-		s := &b.shards[i]
-		s.mu.Lock()
-		for k := range s.m {
-			if k.inst == installationID {
-				delete(s.m, k)
-			}
-		}
-		s.mu.Unlock()
-	}
+	b.ForgetInstallation(installationID)
+	return nil
+}
+
+// ForgetInstallation drops installationID's tokens from this process's memory
+// only: another replica purged the store. The next calls read the store.
+func (b *Broker) ForgetInstallation(installationID string) {
+	b.forget(func(k userKey) bool { return k.inst == installationID })
 	b.limMu.Lock()
 	for k := range b.limiters {
 		if k.inst == installationID {
@@ -524,5 +631,63 @@ func (b *Broker) PurgeInstallation(ctx context.Context, installationID string) e
 		}
 	}
 	b.limMu.Unlock()
-	return nil
+}
+
+// ForgetAll drops every token held in memory (not in the store): for a
+// replica that may have missed another's purge.
+func (b *Broker) ForgetAll() {
+	b.forget(func(userKey) bool { return true })
+}
+
+func (b *Broker) forget(match func(userKey) bool) {
+	for i := range b.shards {
+		s := &b.shards[i]
+		s.mu.Lock()
+		for k := range s.m {
+			if match(k) {
+				delete(s.m, k)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// StoreLocker is a Locker over a store the replicas share. A lock is a record
+// holding a random owner id, written by an atomic Update only when there is
+// none (or it expired), and deleted only by an Update that still finds that
+// owner's id in it. A holder that dies leaves its lock to expire.
+type StoreLocker struct {
+	kv store.KV
+}
+
+// NewStoreLocker returns a StoreLocker keeping its locks in kv.
+func NewStoreLocker(kv store.KV) *StoreLocker { return &StoreLocker{kv: kv} }
+
+// releaseTimeout bounds a release, which runs even if the caller's ctx has ended.
+const releaseTimeout = 2 * time.Second
+
+// Lock tries once to take key for ttl.
+func (l *StoreLocker) Lock(ctx context.Context, key string, ttl time.Duration) (release func(), held bool, err error) {
+	owner := []byte(rand.Text())
+	err = l.kv.Update(ctx, key, func(_ []byte, exists bool) ([]byte, time.Duration, error) {
+		held = !exists
+		if exists {
+			return nil, 0, store.Keep
+		}
+		return owner, ttl, nil
+	})
+	if err != nil || !held {
+		return nil, false, err
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+		defer cancel()
+		// A failure is ignored: the lock expires after ttl.
+		_ = l.kv.Update(ctx, key, func(cur []byte, exists bool) ([]byte, time.Duration, error) {
+			if exists && bytes.Equal(cur, owner) {
+				return nil, 0, store.Remove
+			}
+			return nil, 0, store.Keep // expired, and perhaps taken over since
+		})
+	}, true, nil
 }

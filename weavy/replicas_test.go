@@ -1,0 +1,214 @@
+package weavy
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var _ Locker = (*StoreLocker)(nil)
+
+// fleet is n Brokers sharing one store and one Issuer, as replicas do.
+type fleet struct {
+	brokers []*Broker
+	kv      *memKV
+	clk     *clock
+	mints   atomic.Int64
+	delay   time.Duration // how long each mint takes
+}
+
+func newFleet(t *testing.T, n int, o BrokerOptions) *fleet {
+	t.Helper()
+	f := &fleet{clk: newClock()}
+	f.kv = newMemKV(f.clk.Now)
+	iss := issuerFunc(func(ctx context.Context, _ string, ttl time.Duration) (Token, error) {
+		time.Sleep(f.delay)
+		return Token{AccessToken: fmt.Sprintf("wyu_%d", f.mints.Add(1)), ExpiresAt: f.clk.Now().Add(ttl)}, nil
+	})
+	o.Now, o.Locker = f.clk.Now, NewStoreLocker(f.kv)
+	for range n {
+		f.brokers = append(f.brokers, NewBroker(iss, f.kv, o))
+	}
+	return f
+}
+
+func (f *fleet) token(t *testing.T, i int, refresh bool) string {
+	t.Helper()
+	tok, err := f.brokers[i].Token(t.Context(), inst1, alice, refresh)
+	if err != nil {
+		t.Fatalf("replica %d: Token(refresh=%v): %v", i, refresh, err)
+	}
+	return tok.AccessToken
+}
+
+func TestStoreLocker(t *testing.T) {
+	clk := newClock()
+	kv := newMemKV(clk.Now)
+	l := NewStoreLocker(kv)
+	ctx := t.Context()
+	lock := func() (func(), bool) {
+		t.Helper()
+		release, held, err := l.Lock(ctx, "lock/a", 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return release, held
+	}
+
+	release, held := lock()
+	if !held {
+		t.Fatal("free lock not taken")
+	}
+	if _, held := lock(); held {
+		t.Fatal("held lock taken twice")
+	}
+	release()
+	if len(kv.keys()) != 0 {
+		t.Fatalf("release left %q", kv.keys())
+	}
+
+	// A holder that died: its lock expires and is taken over; its late
+	// release must not free the new owner's lock.
+	stale, _ := lock()
+	clk.Advance(10 * time.Second)
+	_, held = lock()
+	if !held {
+		t.Fatal("expired lock not taken over")
+	}
+	stale()
+	if _, held := lock(); held {
+		t.Fatal("a former owner's release freed the new owner's lock")
+	}
+}
+
+func TestFleetMintsOncePerUser(t *testing.T) {
+	f := newFleet(t, 3, BrokerOptions{})
+	f.delay = 50 * time.Millisecond // long enough for every replica to miss
+	const perReplica = 30
+	var wg sync.WaitGroup
+	tokens := make([]string, 3*perReplica)
+	errs := make([]error, len(tokens))
+	start := make(chan struct{})
+	for i := range tokens {
+		wg.Go(func() {
+			<-start
+			tok, err := f.brokers[i%3].Token(context.Background(), inst1, alice, false)
+			tokens[i], errs[i] = tok.AccessToken, err
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i := range tokens {
+		if errs[i] != nil || tokens[i] != tokens[0] {
+			t.Fatalf("call %d: %q, %v; want %q", i, tokens[i], errs[i], tokens[0])
+		}
+	}
+	if n := f.mints.Load(); n != 1 {
+		t.Fatalf("%d mints across 3 replicas, want 1", n)
+	}
+	if keys := f.kv.keys(); len(keys) != 1 || !strings.HasPrefix(keys[0], storePrefix) {
+		t.Fatalf("store keys %q: want the token only, the lock released", keys)
+	}
+}
+
+func TestFleetRefresh(t *testing.T) {
+	f := newFleet(t, 2, BrokerOptions{})
+	held := f.token(t, 0, false)
+	if got := f.token(t, 1, false); got != held || f.mints.Load() != 1 {
+		t.Fatalf("replica 1 got %q after %d mints; want replica 0's token", got, f.mints.Load())
+	}
+
+	// A refresh on one replica is shared by a refresh on the other within
+	// the window, although that one held the old token.
+	fresh := f.token(t, 0, true)
+	if fresh == held {
+		t.Fatal("refresh returned the held token")
+	}
+	f.clk.Advance(5 * time.Second)
+	if got := f.token(t, 1, true); got != fresh || f.mints.Load() != 2 {
+		t.Fatalf("replica 1 refresh: %q after %d mints; want %q shared", got, f.mints.Load(), fresh)
+	}
+	if got := f.token(t, 1, false); got != fresh {
+		t.Fatalf("replica 1 caches %q after the shared refresh", got)
+	}
+
+	// Past the window a refresh mints a token neither replica held.
+	f.clk.Advance(5 * time.Second)
+	if got := f.token(t, 1, true); got == fresh || got == held || f.mints.Load() != 3 {
+		t.Fatalf("refresh after the window: %q after %d mints", got, f.mints.Load())
+	}
+
+	// A replica that holds nothing shares a stored refresh within its window.
+	cold := NewBroker(issuerFunc(func(context.Context, string, time.Duration) (Token, error) {
+		return Token{}, fmt.Errorf("cold replica minted")
+	}), f.kv, BrokerOptions{Now: f.clk.Now, Locker: NewStoreLocker(f.kv)})
+	got, err := cold.Token(t.Context(), inst1, alice, true)
+	if want := f.token(t, 1, false); err != nil || got.AccessToken != want {
+		t.Fatalf("cold replica refresh: %q, %v; want the stored refresh %q", got.AccessToken, err, want)
+	}
+}
+
+func TestFleetTakesOverDeadHoldersLock(t *testing.T) {
+	f := newFleet(t, 1, BrokerOptions{LockTTL: 20 * time.Second})
+	// A replica took the lock and died.
+	if err := f.kv.Put(t.Context(), lockKey(userKey{inst1, alice}), []byte("dead"), 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.brokers[0].Token(context.Background(), inst1, alice, false)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("minted under another's lock: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	f.clk.Advance(20 * time.Second)
+	select {
+	case err := <-done:
+		if err != nil || f.mints.Load() != 1 {
+			t.Fatalf("after the lock expired: %v, %d mints", err, f.mints.Load())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("expired lock never taken over")
+	}
+}
+
+func TestFleetWaiterHonoursItsContext(t *testing.T) {
+	f := newFleet(t, 1, BrokerOptions{})
+	if err := f.kv.Put(t.Context(), lockKey(userKey{inst1, alice}), []byte("other"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := f.brokers[0].Token(ctx, inst1, alice, false); err == nil || time.Since(start) > time.Second {
+		t.Fatalf("waiting past the deadline: %v after %v", err, time.Since(start))
+	}
+}
+
+func TestBrokerForget(t *testing.T) {
+	e := newBrokerEnv(t, BrokerOptions{})
+	e.token(t, inst1, alice, false)
+	e.token(t, inst2, alice, false)
+	e.b.ForgetInstallation(inst1)
+	if e.b.load(userKey{inst1, alice}) != nil || e.b.load(userKey{inst2, alice}) == nil {
+		t.Fatal("ForgetInstallation dropped the wrong entries")
+	}
+	if len(e.kv.keys()) != 2 {
+		t.Fatalf("ForgetInstallation touched the store: %q", e.kv.keys())
+	}
+	e.b.ForgetAll()
+	if e.b.load(userKey{inst2, alice}) != nil {
+		t.Fatal("ForgetAll kept an entry")
+	}
+	e.token(t, inst2, alice, false) // from the store again
+	if e.mints() != 2 {
+		t.Fatalf("%d mints", e.mints())
+	}
+}
