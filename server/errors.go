@@ -38,6 +38,8 @@ func (e *httpError) Error() string { return e.msg }
 
 var (
 	errBodyTooLarge  = &httpError{http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds 1 MiB"}
+	errBodyTimeout   = &httpError{http.StatusRequestTimeout, "body_timeout", "the request body did not arrive in time"}
+	errBodyRead      = &httpError{http.StatusBadRequest, "bad_request", "the request body could not be read"}
 	errNotFound      = &httpError{http.StatusNotFound, "not_found", "no such route"}
 	errMethod        = &httpError{http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this route"}
 	errNoFIT         = &forge.VerifyError{Reason: "missing_token", Err: errors.New("no Authorization: Bearer header")}
@@ -80,6 +82,11 @@ func classify(err error) (int, string, string) {
 		return http.StatusTooManyRequests, "refresh_rate_limited", "too many token refreshes for this user; retry after " + strconv.Itoa(retryAfterSeconds(rle.RetryAfter)) + " s"
 	case errors.Is(err, weavy.ErrTimeout):
 		return http.StatusGatewayTimeout, "weavy_timeout", "Weavy did not answer in time"
+	case errors.As(err, &ae) && ae.Status == http.StatusTooManyRequests:
+		// Weavy is throttling our API key: nothing the caller did, and it
+		// passes. 503 with Retry-After, not 429, which means "you refresh too
+		// often" here.
+		return http.StatusServiceUnavailable, "weavy_rate_limited", "Weavy is rate limiting this environment; retry after " + strconv.Itoa(weavyRetryAfterSeconds(ae.RetryAfter)) + " s"
 	case errors.As(err, &ae):
 		msg := "Weavy answered " + strconv.Itoa(ae.Status)
 		if ae.Title != "" {
@@ -105,6 +112,20 @@ func classify(err error) (int, string, string) {
 	}
 }
 
+// Bounds of the Retry-After passed on from a Weavy 429: the Custom UI should
+// neither hammer nor give up for long; absent, a short default.
+const (
+	weavyRetryAfterDefault = 5 * time.Second
+	weavyRetryAfterMax     = 60 * time.Second
+)
+
+func weavyRetryAfterSeconds(d time.Duration) int {
+	if d <= 0 {
+		d = weavyRetryAfterDefault
+	}
+	return retryAfterSeconds(min(d, weavyRetryAfterMax))
+}
+
 func retryAfterSeconds(d time.Duration) int {
 	s := int((d + time.Second - 1) / time.Second)
 	if s < 1 {
@@ -117,8 +138,12 @@ func retryAfterSeconds(d time.Duration) int {
 func (s *Server) fail(c *gin.Context, err error) {
 	status, code, msg := classify(err)
 	var rle *weavy.RateLimitedError
-	if errors.As(err, &rle) {
+	var ae *weavy.APIError
+	switch {
+	case errors.As(err, &rle):
 		c.Header("Retry-After", strconv.Itoa(retryAfterSeconds(rle.RetryAfter)))
+	case code == "weavy_rate_limited" && errors.As(err, &ae):
+		c.Header("Retry-After", strconv.Itoa(weavyRetryAfterSeconds(ae.RetryAfter)))
 	}
 	if status >= 500 {
 		s.log.Warn("request failed", append(requestFields(c), zap.String("code", code), zap.Error(err))...)

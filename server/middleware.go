@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"runtime/debug"
 	"strconv"
@@ -216,10 +217,27 @@ func (s *Server) internalAuth(c *gin.Context) {
 	c.Next()
 }
 
-// readBody reads the (already limited) request body.
+// readBody reads the (already limited) request body. A body that stops short
+// is the client's doing, never a 500: past the server's ReadTimeout it is a
+// 408, otherwise (the client went away, broken chunking) a 400.
 func readBody(c *gin.Context) ([]byte, error) {
 	if c.Request.Body == nil {
 		return nil, nil
 	}
-	return io.ReadAll(c.Request.Body)
+	b, err := io.ReadAll(c.Request.Body)
+	if err == nil {
+		return b, nil
+	}
+	var (
+		mbe *http.MaxBytesError
+		ne  net.Error
+	)
+	switch {
+	case errors.As(err, &mbe):
+		return nil, err
+	case errors.As(err, &ne) && ne.Timeout():
+		return nil, errBodyTimeout
+	default:
+		return nil, errBodyRead
+	}
 }

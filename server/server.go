@@ -37,6 +37,29 @@ type Options struct {
 	Logger     *zap.Logger
 	Now        func() time.Time
 	HTTPClient *http.Client // towards Forge's JWKS; nil → a default client
+	// Timeouts overrides the http.Server limits (tests of slow clients);
+	// zero fields keep the defaults.
+	Timeouts Timeouts
+}
+
+// Timeouts are the http.Server's limits on slow and idle clients.
+type Timeouts struct {
+	ReadHeader, Read, Write, Idle time.Duration
+}
+
+func (t Timeouts) orDefaults() Timeouts {
+	or := func(d, def time.Duration) time.Duration {
+		if d > 0 {
+			return d
+		}
+		return def
+	}
+	return Timeouts{
+		ReadHeader: or(t.ReadHeader, readHeaderTimeout),
+		Read:       or(t.Read, readTimeout),
+		Write:      or(t.Write, writeTimeout),
+		Idle:       or(t.Idle, idleTimeout),
+	}
 }
 
 // Server is one replica of forge-remote.
@@ -57,6 +80,7 @@ type Server struct {
 	engine    *gin.Engine
 	ids       *idSource
 
+	timeouts         Timeouts
 	internalTokenSum []byte // sha256 of INTERNAL_API_TOKEN; nil = routes hidden
 	closeOnce        sync.Once
 }
@@ -78,6 +102,7 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Server, err error) {
 		registry:  prometheus.NewRegistry(),
 		resolvers: resolvers.NewRegistry(),
 		ids:       newIDSource(),
+		timeouts:  o.Timeouts.orDefaults(),
 	}
 	s.metrics = newHTTPMetrics(s.registry)
 	if cfg.InternalAPIToken != "" {
@@ -144,10 +169,10 @@ func (s *Server) Run(ctx context.Context, onListen func(net.Addr)) error {
 	}
 	srv := &http.Server{
 		Handler:           s.engine,
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
+		ReadHeaderTimeout: s.timeouts.ReadHeader,
+		ReadTimeout:       s.timeouts.Read,
+		WriteTimeout:      s.timeouts.Write,
+		IdleTimeout:       s.timeouts.Idle,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
 	}

@@ -215,6 +215,9 @@ type APIError struct {
 	Detail string
 	Type   string
 	Body   string // ≤ 512 bytes, only for non-JSON bodies
+	// RetryAfter is the answer's Retry-After (delay-seconds or an HTTP-date,
+	// capped at a day); 0 when absent or unreadable.
+	RetryAfter time.Duration
 }
 
 func (e *APIError) Error() string {
@@ -352,7 +355,7 @@ func (c *Client) countError(op, status string) {
 }
 
 func (c *Client) apiError(resp *http.Response, data []byte) *APIError {
-	e := &APIError{Status: resp.StatusCode}
+	e := &APIError{Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), c.now())}
 	var problem struct {
 		Type   string `json:"type"`
 		Title  string `json:"title"`
@@ -369,6 +372,27 @@ func (c *Client) apiError(resp *http.Response, data []byte) *APIError {
 		e.Title = http.StatusText(resp.StatusCode)
 	}
 	return e
+}
+
+// maxRetryAfter caps what an APIError carries from a Retry-After header.
+const maxRetryAfter = 24 * time.Hour
+
+// parseRetryAfter reads RFC 9110's Retry-After: delay-seconds or an HTTP-date.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		return time.Duration(min(n, int64(maxRetryAfter/time.Second))) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return min(max(t.Sub(now), 0), maxRetryAfter)
+	}
+	return 0
 }
 
 // clean makes text from a response safe to carry in an error: capped, valid

@@ -1,0 +1,832 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/server"
+)
+
+// Hostile clients against the real server: big and oversized headers, slow
+// clients, thousands of idle connections, JSON bombs, odd content types and
+// methods. Every answer the handlers give is JSON; what net/http answers on
+// its own (431, a cut-off connection) is asserted as such.
+
+// A FIT with a 32 KiB header (Forge's large `context` claims) is accepted;
+// headers past MaxHeaderBytes are refused with 431 before any handler runs.
+func TestHostileHeaders(t *testing.T) {
+	f := newTokenFixture(t)
+	pad := func(n int) forgetest.FITOption {
+		return forgetest.WithClaims(func(c map[string]any) {
+			c["context"].(map[string]any)["extension"].(map[string]any)["macroBody"] = strings.Repeat("x", n)
+		})
+	}
+	fit := forgetest.MintFIT(t, f.key, forgetest.WithPrincipal("acc-big-header"), pad(24<<10))
+	if n := len("Authorization: Bearer " + fit); n < 32<<10 {
+		t.Fatalf("the FIT header is %d bytes, want at least 32 KiB", n)
+	}
+	r := f.ts.post(t, "/resolvers/token", fit, nil, `{}`)
+	if r.Status != http.StatusOK || !strings.HasPrefix(r.str("access_token"), "wyu_") {
+		t.Fatalf("32 KiB FIT: %d %s", r.Status, r.Body)
+	}
+
+	// 60 KiB of headers in all (the big FIT and padding) is still under the limit.
+	fit = forgetest.MintFIT(t, f.key, forgetest.WithPrincipal("acc-big-header"), pad(24<<10))
+	r = f.ts.post(t, "/resolvers/token", fit, map[string]string{"X-Padding": strings.Repeat("p", 26<<10)}, `{}`)
+	if r.Status != http.StatusOK {
+		t.Fatalf("60 KiB of headers: %d %s", r.Status, r.Body)
+	}
+
+	// Over the limit: 431 from net/http, and the connection is closed.
+	for _, size := range []int{72 << 10, 1 << 20} {
+		req := "POST /resolvers/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+			"Authorization: Bearer " + fit + "\r\nX-Padding: " + strings.Repeat("p", size) + "\r\nContent-Length: 2\r\n\r\n{}"
+		resp, _ := rawExchange(t, f.ts.URL, req, 10*time.Second)
+		if resp == nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("%d KiB of headers: %v, want 431", size>>10, statusOf(resp))
+		}
+	}
+	if r := f.ts.post(t, "/resolvers/token", forgetest.MintFIT(t, f.key, forgetest.WithPrincipal("acc-big-header")), nil, `{}`); r.Status != http.StatusOK {
+		t.Fatalf("after the refused headers: %d %s", r.Status, r.Body)
+	}
+}
+
+// Oversize bodies are refused with 413 JSON, at once when Content-Length says
+// so (nothing is read), on every route that takes a body.
+func TestHostileOversizeBodies(t *testing.T) {
+	f := newTokenFixture(t)
+	fit := func() string { return forgetest.MintFIT(t, f.key, forgetest.WithPrincipal("acc-oversize")) }
+	big := `{"x":"` + strings.Repeat("a", server.MaxBodyBytes) + `"}`
+	for _, path := range []string{"/resolvers/token", "/resolvers", "/triggers/lifecycle", "/triggers/scheduled"} {
+		r := f.ts.post(t, path, fit(), nil, big)
+		if r.Status != http.StatusRequestEntityTooLarge || r.ErrCode != "body_too_large" {
+			t.Errorf("%s with 1 MiB+: %d %s", path, r.Status, r.Body)
+		}
+	}
+	// A declared 1 GiB body that never comes is answered without waiting for it.
+	req := "POST /resolvers/token HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + fit() +
+		"\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n{"
+	resp, body := rawExchange(t, f.ts.URL, req, 5*time.Second)
+	if resp == nil || resp.StatusCode != http.StatusRequestEntityTooLarge || !isJSONError(body, "body_too_large") {
+		t.Fatalf("declared 1 GiB body: %v %s", statusOf(resp), body)
+	}
+	if r := f.ts.post(t, "/resolvers/token", fit(), nil, `{}`); r.Status != http.StatusOK {
+		t.Fatalf("a normal call after the oversize ones: %d %s", r.Status, r.Body)
+	}
+}
+
+// Deep nesting is refused quickly with 400 JSON (no stack blow-up, the server
+// keeps serving); a huge number of keys within 1 MiB never gives a 5xx.
+func TestHostileJSONBombs(t *testing.T) {
+	f := newTokenFixture(t)
+	fit := func() string { return forgetest.MintFIT(t, f.key, forgetest.WithPrincipal("acc-bomb")) }
+	nest := func(depth int, open, close string) string {
+		return strings.Repeat(open, depth) + "1" + strings.Repeat(close, depth)
+	}
+	arrays := nest(100_000, "[", "]")
+	objects := nest(100_000, `{"a":`, "}")
+	event := func(inner string) string {
+		return `{"eventType":"avi:forge:installed:app","id":"ev-bomb","app":{"id":"` + forgetest.AppID + `"},"x":` + inner + `}`
+	}
+	cases := []struct {
+		name, path, body string
+		status           int
+		code             string
+	}{
+		{"arrays in a resolver body", "/resolvers/token", `{"a":` + arrays + `}`, 400, "bad_request"},
+		{"objects in a resolver body", "/resolvers/token", `{"a":` + objects + `}`, 400, "bad_request"},
+		{"arrays in the envelope payload", "/resolvers", `{"call":{"functionKey":"token","payload":{"a":` + arrays + `}}}`, 400, "bad_request"},
+		{"objects in the envelope context", "/resolvers", `{"call":{"functionKey":"token","payload":{}},"context":` + objects + `}`, 400, "bad_request"},
+		{"arrays in a lifecycle event", "/triggers/lifecycle", event(arrays), 400, "bad_event"},
+		{"unterminated nesting", "/resolvers/token", `{"a":` + strings.Repeat("[", 500_000), 400, "bad_request"},
+		// Just under encoding/json's depth limit: valid, and served.
+		{"9,000 levels in a resolver body", "/resolvers/token", `{"a":` + nest(9_000, "[", "]") + `}`, 200, ""},
+		{"9,000 levels in the envelope", "/resolvers", `{"call":{"functionKey":"token","payload":{"a":` + nest(9_000, `{"a":`, "}") + `}}}`, 200, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			r := f.ts.post(t, tc.path, fit(), nil, tc.body)
+			if r.Status != tc.status || r.ErrCode != tc.code {
+				t.Fatalf("%d %q, want %d %q: %.200s", r.Status, r.ErrCode, tc.status, tc.code, r.Body)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("took %v", d)
+			}
+		})
+	}
+
+	// ~100k distinct keys (and as many duplicates) within 1 MiB.
+	var many, dups strings.Builder
+	many.WriteString(`{`)
+	dups.WriteString(`{`)
+	for i := 0; many.Len() < server.MaxBodyBytes-64; i++ {
+		fmt.Fprintf(&many, `"k%d":0,`, i)
+	}
+	for dups.Len() < server.MaxBodyBytes-64 {
+		dups.WriteString(`"refresh":false,`)
+	}
+	many.WriteString(`"refresh":false}`)
+	dups.WriteString(`"refresh":false}`)
+	for name, c := range map[string]struct{ path, body string }{
+		"many keys":              {"/resolvers/token", many.String()},
+		"many duplicate keys":    {"/resolvers/token", dups.String()},
+		"many keys in envelope":  {"/resolvers", `{"call":{"functionKey":"token","payload":{}},"context":` + many.String()[:server.MaxBodyBytes-200] + `"z":1}}`},
+		"many keys in lifecycle": {"/triggers/lifecycle", `{"eventType":"avi:forge:installed:app","id":"ev-keys","x":` + many.String()[:server.MaxBodyBytes-200] + `"z":1}}`},
+	} {
+		start := time.Now()
+		r := f.ts.post(t, c.path, fit(), nil, c.body)
+		if r.Status >= 500 || (r.Status != 200 && r.Status != 400) {
+			t.Errorf("%s (%d bytes): %d %.200s", name, len(c.body), r.Status, r.Body)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s took %v", name, d)
+		}
+	}
+	if r := f.ts.post(t, "/resolvers/token", fit(), nil, `{}`); r.Status != http.StatusOK {
+		t.Fatalf("after the bombs: %d %s", r.Status, r.Body)
+	}
+	if strings.Contains(f.ts.Logs.String(), "panic") {
+		t.Fatalf("a bomb made the server panic:\n%s", f.ts.Logs)
+	}
+}
+
+// The body is read as JSON whatever the content type says: valid JSON is
+// served, anything else is a 400 JSON answer.
+func TestHostileContentTypes(t *testing.T) {
+	f := newTokenFixture(t)
+	fit := func(account string) string { return forgetest.MintFIT(t, f.key, forgetest.WithPrincipal(account)) }
+	installed := `{"eventType":"avi:forge:installed:app","id":"ev-ct","app":{"id":"` + forgetest.AppID + `"}}`
+	cases := []struct {
+		ctype, path, body string
+		status            int
+		code              string
+	}{
+		{"text/plain", "/resolvers/token", `{"refresh":false}`, 200, ""},
+		{"text/plain; charset=utf-8", "/resolvers", `{"call":{"functionKey":"token","payload":{}}}`, 200, ""},
+		{"text/plain", "/triggers/lifecycle", installed, 200, ""},
+		{"application/octet-stream", "/resolvers/token", `{}`, 200, ""},
+		{"", "/resolvers/token", `{}`, 200, ""},
+		{"text/plain", "/resolvers/token", `refresh please`, 400, "bad_request"},
+		{"application/x-www-form-urlencoded", "/resolvers/token", `refresh=true`, 400, "bad_request"},
+		{"multipart/form-data; boundary=x", "/resolvers", "--x\r\nContent-Disposition: form-data; name=\"call\"\r\n\r\ntoken\r\n--x--", 400, "bad_request"},
+		{"application/xml", "/triggers/lifecycle", `<event type="installed"/>`, 400, "bad_event"},
+		{"text/html", "/resolvers/token", "\xff\xfe{\x00}", 400, "bad_request"},
+		{"application/json; charset=iso-8859-1", "/resolvers/token", `{"refresh":false}`, 200, ""},
+		{"application/json", "/resolvers/token", `{"refresh":"\u00e9"}`, 400, "bad_request"},
+	}
+	for _, tc := range cases {
+		h := map[string]string{"Authorization": "Bearer " + fit("acc-ctype")}
+		if tc.ctype != "" {
+			h["Content-Type"] = tc.ctype
+		}
+		var r reply
+		if tc.ctype == "" {
+			r = doWithoutContentType(t, f.ts.URL+tc.path, h, tc.body)
+		} else {
+			r = f.ts.do(t, http.MethodPost, tc.path, h, tc.body)
+		}
+		if r.Status != tc.status || r.ErrCode != tc.code {
+			t.Errorf("%q to %s: %d %q, want %d %q: %.200s", tc.ctype, tc.path, r.Status, r.ErrCode, tc.status, tc.code, r.Body)
+		}
+	}
+}
+
+// Every other method on a POST route (and POST on a GET route) is 405 with a
+// JSON body and an Allow header; HEAD has no body by HTTP's rules.
+func TestHostileMethods(t *testing.T) {
+	f := newTokenFixture(t)
+	fit := forgetest.MintFIT(t, f.key)
+	check := func(method, path, allow string) {
+		t.Helper()
+		r := f.ts.do(t, method, path, map[string]string{"Authorization": "Bearer " + fit}, "")
+		if r.Status != http.StatusMethodNotAllowed || !strings.HasPrefix(r.CType, "application/json") {
+			t.Errorf("%s %s: %d %q %s", method, path, r.Status, r.CType, r.Body)
+			return
+		}
+		if got := r.Header.Get("Allow"); got != allow {
+			t.Errorf("%s %s: Allow %q, want %q", method, path, got, allow)
+		}
+		if method == http.MethodHead {
+			if len(r.Body) != 0 {
+				t.Errorf("HEAD %s answered a body", path)
+			}
+			return
+		}
+		if r.ErrCode != "method_not_allowed" {
+			t.Errorf("%s %s: code %q: %s", method, path, r.ErrCode, r.Body)
+		}
+	}
+	for _, path := range []string{"/resolvers", "/resolvers/token", "/triggers/scheduled", "/triggers/lifecycle", "/triggers/uninstall"} {
+		for _, m := range []string{http.MethodHead, http.MethodOptions, http.MethodGet, http.MethodPut, http.MethodDelete, http.MethodPatch, "PROPFIND"} {
+			check(m, path, http.MethodPost)
+		}
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/internal/app-token", "/internal/installations"} {
+		check(http.MethodPost, path, http.MethodGet)
+	}
+	// Nothing was done on the way: no installation recorded, no token minted.
+	if f.wv.Mints() != 0 {
+		t.Fatalf("a refused method minted %d tokens", f.wv.Mints())
+	}
+}
+
+// A client that dribbles its headers is cut off by ReadHeaderTimeout, one that
+// trickles its body by ReadTimeout (408 JSON), and an idle keep-alive
+// connection by IdleTimeout; server.Options.Timeouts makes them short here.
+func TestHostileSlowClients(t *testing.T) {
+	t.Parallel()
+	key := forgetest.NewKey(t, "k1")
+	jwks := forgetest.NewJWKSServer(t, key)
+	tm := server.Timeouts{ReadHeader: time.Second, Read: 2 * time.Second, Write: 5 * time.Second, Idle: time.Second}
+	ts := startServerWithTimeouts(t, baseEnv(t, jwks), tm)
+	ts.waitReady(t)
+	addr := strings.TrimPrefix(ts.URL, "http://")
+	fit := forgetest.MintFIT(t, key, forgetest.WithPrincipal(""))
+
+	t.Run("dribbled headers", func(t *testing.T) {
+		t.Parallel()
+		c := dial(t, addr)
+		start := time.Now()
+		go func() { // one byte every 200 ms: the headers would take minutes
+			hdr := "POST /triggers/scheduled HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("s", 10_000)
+			for i := range len(hdr) {
+				if _, err := c.Write([]byte{hdr[i]}); err != nil {
+					return
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}()
+		// net/http answers a plain-text 400 (no handler ran) and hangs up.
+		_ = c.SetReadDeadline(time.Now().Add(tm.ReadHeader + 10*time.Second))
+		answer, err := io.ReadAll(c)
+		elapsed := time.Since(start)
+		if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("after %v: %v; want the connection closed", elapsed, err)
+		}
+		if len(answer) > 0 && !strings.HasPrefix(string(answer), "HTTP/1.1 400 ") {
+			t.Fatalf("after %v the server answered %q", elapsed, answer)
+		}
+		if elapsed < tm.ReadHeader*8/10 {
+			t.Fatalf("cut off after %v, before ReadHeaderTimeout %v", elapsed, tm.ReadHeader)
+		}
+		status, _, _ := strings.Cut(string(answer), "\r\n")
+		t.Logf("dribbling client cut off after %v (ReadHeaderTimeout %v), answered %q", elapsed.Round(time.Millisecond), tm.ReadHeader, status)
+	})
+
+	t.Run("trickled body", func(t *testing.T) {
+		t.Parallel()
+		c := dial(t, addr)
+		start := time.Now()
+		_, err := io.WriteString(c, "POST /triggers/lifecycle HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+fit+
+			"\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { // one byte every 100 ms: the body would take minutes
+			for {
+				time.Sleep(100 * time.Millisecond)
+				if _, err := c.Write([]byte(" ")); err != nil {
+					return
+				}
+			}
+		}()
+		_ = c.SetReadDeadline(time.Now().Add(tm.Read + 10*time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		elapsed := time.Since(start)
+		if err != nil {
+			t.Fatalf("after %v: %v", elapsed, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusRequestTimeout || !isJSONError(body, "body_timeout") {
+			t.Fatalf("after %v: %d %s", elapsed, resp.StatusCode, body)
+		}
+		if elapsed < tm.Read*8/10 {
+			t.Fatalf("cut off after %v, before ReadTimeout %v", elapsed, tm.Read)
+		}
+		t.Logf("trickling client answered 408 after %v (ReadTimeout %v)", elapsed.Round(time.Millisecond), tm.Read)
+	})
+
+	t.Run("idle keep-alive connection", func(t *testing.T) {
+		t.Parallel()
+		c := dial(t, addr)
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("healthz: %v %v", statusOf(resp), err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		start := time.Now()
+		_ = c.SetReadDeadline(time.Now().Add(tm.Idle + 10*time.Second))
+		if n, err := br.Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
+			t.Fatalf("idle connection: read %d, %v; want it closed", n, err)
+		}
+		t.Logf("idle keep-alive connection closed after %v (IdleTimeout %v)", time.Since(start).Round(time.Millisecond), tm.Idle)
+	})
+}
+
+// Ten thousand connections opened and left idle do not exhaust the server:
+// one goroutine and one descriptor each, a normal call still answers, and the
+// counts go back to the baseline both when the clients close and when the
+// server cuts off the ones that never send a request (ReadHeaderTimeout). The
+// server is the built binary, so each process holds only its own side.
+func TestHostileIdleConnections(t *testing.T) {
+	t.Parallel()
+	n := idleConnectionTarget(t)
+	key := forgetest.NewKey(t, "k1")
+	jwks := forgetest.NewJWKSServer(t, key)
+	env := baseEnv(t, jwks)
+	env["LOG_LEVEL"] = "info"
+	srv := startBinary(t, serverBinary(t), env, nil)
+	srv.waitReady(t)
+
+	base := srv.metrics(t)
+	t.Logf("baseline: %s", base.summary())
+
+	conns := make([]net.Conn, n)
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, 1)
+	const dialers = 32
+	for w := range dialers {
+		wg.Go(func() {
+			d := net.Dialer{Timeout: 10 * time.Second}
+			for i := w; i < n; i += dialers {
+				c, err := d.Dial("tcp", srv.addr)
+				if err != nil {
+					select {
+					case errs <- fmt.Errorf("connection %d: %w", i, err):
+					default:
+					}
+					return
+				}
+				conns[i] = c
+			}
+		})
+	}
+	wg.Wait()
+	opened := time.Now()
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	select {
+	case err := <-errs:
+		t.Fatalf("opening %d connections: %v", n, err)
+	default:
+	}
+	t.Logf("%d idle connections opened in %v", n, opened.Sub(start).Round(time.Millisecond))
+
+	// The server holds them all: one goroutine and one descriptor each, no more.
+	var held serverReadings
+	if !eventually(5*time.Second, func() bool {
+		held = srv.metrics(t)
+		return held.fds >= base.fds+float64(n)*0.99
+	}) {
+		t.Fatalf("the server does not hold the connections: %s", held.summary())
+	}
+	t.Logf("holding %d: %s", n, held.summary())
+	if held.goroutines > base.goroutines+float64(n)+100 || held.fds > base.fds+float64(n)+100 {
+		t.Errorf("more than one goroutine and one fd per idle connection: %s (baseline %s)", held.summary(), base.summary())
+	}
+
+	// A normal call is served meanwhile.
+	r := srv.post(t, "/triggers/scheduled", forgetest.MintFIT(t, key, forgetest.WithPrincipal("")), `{}`)
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("a call with %d idle connections open: %d %s", n, r.Status, r.Body)
+	}
+
+	// The clients close half: those are released at once.
+	for i := range n / 2 {
+		conns[i].Close()
+		conns[i] = nil
+	}
+	var half serverReadings
+	if !eventually(10*time.Second, func() bool {
+		half = srv.metrics(t)
+		return half.fds <= base.fds+float64(n-n/2)+50 && half.goroutines <= base.goroutines+float64(n-n/2)+50
+	}) {
+		t.Fatalf("half closed by the clients, still %s", half.summary())
+	}
+	t.Logf("after the clients closed %d: %s", n/2, half.summary())
+
+	// The rest never send a byte: the server cuts them off itself.
+	var after serverReadings
+	if !eventually(realReadHeaderTimeout+15*time.Second-time.Since(opened), func() bool {
+		after = srv.metrics(t)
+		return after.fds <= base.fds+20 && after.goroutines <= base.goroutines+20
+	}) {
+		t.Fatalf("idle connections not cut off by the server: %s (baseline %s)", after.summary(), base.summary())
+	}
+	t.Logf("after the server cut off the other %d (%v after opening): %s", n-n/2, time.Since(opened).Round(time.Second), after.summary())
+	closed := 0
+	for _, c := range conns[n/2:] {
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := c.Read(make([]byte, 1)); errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+			closed++
+		}
+	}
+	if closed != n-n/2 {
+		t.Fatalf("%d of %d idle connections closed by the server", closed, n-n/2)
+	}
+}
+
+// idleConnectionTarget is 10,000, or less when the descriptor limit cannot
+// hold that many beside what the test itself uses.
+func idleConnectionTarget(t *testing.T) int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim.Cur < lim.Max { // Go raises it at start already; make sure
+		lim.Cur = lim.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+	n := 10_000
+	if room := int(lim.Cur) - 1_500; room < n {
+		n = room
+		t.Logf("RLIMIT_NOFILE is %d: holding %d connections instead of 10,000", lim.Cur, n)
+	}
+	if n < 1_000 {
+		t.Fatalf("RLIMIT_NOFILE %d is too low for this test (raise it: ulimit -n 12000)", lim.Cur)
+	}
+	return n
+}
+
+// --- helpers shared by hostile_test.go, faults_test.go and soak_test.go ---
+
+// realReadHeaderTimeout is the binary's http.Server limit (server/server.go),
+// for the test of the built binary, which cannot shorten it.
+const realReadHeaderTimeout = 10 * time.Second
+
+// eventually polls cond every 50 ms until it holds or d has passed.
+func eventually(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func dial(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// rawExchange writes req as is on a new connection and reads one answer.
+func rawExchange(t *testing.T, baseURL, req string, timeout time.Duration) (*http.Response, []byte) {
+	t.Helper()
+	c := dial(t, strings.TrimPrefix(baseURL, "http://"))
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	go func() { _, _ = io.WriteString(c, req) }() // the server may answer before reading it all
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Logf("raw exchange: %v", err)
+		return nil, nil
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, body
+}
+
+func statusOf(resp *http.Response) any {
+	if resp == nil {
+		return "no answer"
+	}
+	return resp.Status
+}
+
+// isJSONError reports whether body is the error shape with code.
+func isJSONError(body []byte, code string) bool {
+	var e struct {
+		Error struct {
+			Code, Message string
+		}
+	}
+	return json.Unmarshal(body, &e) == nil && e.Error.Code == code && e.Error.Message != ""
+}
+
+// doWithoutContentType posts body with headers and no Content-Type at all.
+func doWithoutContentType(t *testing.T, url string, headers map[string]string, body string) reply {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	r := reply{Status: resp.StatusCode, Header: resp.Header, Body: b, CType: resp.Header.Get("Content-Type")}
+	if err := json.Unmarshal(b, &r.JSON); err != nil {
+		t.Fatalf("answer is not JSON: %d %q", resp.StatusCode, b)
+	}
+	if e, ok := r.JSON["error"].(map[string]any); ok {
+		r.ErrCode, _ = e["code"].(string)
+	}
+	return r
+}
+
+// startServerWithTimeouts is startServer with short http.Server timeouts, so
+// slow-client tests finish in seconds.
+func startServerWithTimeouts(t *testing.T, env map[string]string, tm server.Timeouts) *testServer {
+	t.Helper()
+	cfg, err := server.LoadConfig(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ts := &testServer{Logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	o := server.Options{Logger: newLogger(ts.Logs, cfg.LogLevel), Timeouts: tm}
+	srv, err := server.New(ctx, cfg, o)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	addr := make(chan net.Addr, 1)
+	go func() {
+		err := srv.Run(ctx, func(a net.Addr) { addr <- a })
+		if errors.Is(err, context.Canceled) {
+			err = nil
+		}
+		ts.done <- err
+	}()
+	select {
+	case a := <-addr:
+		ts.URL = "http://" + a.String()
+	case err := <-ts.done:
+		cancel()
+		t.Fatalf("server did not start: %v\n%s", err, ts.Logs)
+	}
+	t.Cleanup(func() { ts.Stop(t) })
+	return ts
+}
+
+// builtBinary is the forge-remote binary built once for the tests that need a
+// real process (signals, exit codes, per-process descriptor counts); it is
+// removed when the last test using it ends.
+var builtBinary struct {
+	sync.Mutex
+	dir  string
+	refs int
+	err  error
+}
+
+// serverBinary builds (or reuses) the forge-remote binary, without -race: the
+// figures the tests read are the production binary's.
+func serverBinary(t *testing.T) string {
+	t.Helper()
+	b := &builtBinary
+	b.Lock()
+	defer b.Unlock()
+	if b.dir == "" {
+		dir, err := os.MkdirTemp("", "forge-remote-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "forge-remote"), ".").CombinedOutput()
+		if err != nil {
+			os.RemoveAll(dir)
+			t.Fatalf("go build: %v\n%s", err, out)
+		}
+		b.dir = dir
+	}
+	b.refs++
+	t.Cleanup(func() {
+		b.Lock()
+		defer b.Unlock()
+		if b.refs--; b.refs == 0 {
+			os.RemoveAll(b.dir)
+			b.dir = ""
+		}
+	})
+	return filepath.Join(b.dir, "forge-remote")
+}
+
+// binServer is the built binary running as its own process.
+type binServer struct {
+	cmd    *exec.Cmd
+	addr   string
+	URL    string
+	Logs   *syncBuffer // stdout, unless an onLine callback takes the lines
+	stderr *syncBuffer
+	exited chan struct{}
+	err    error // cmd.Wait's, once exited is closed
+	client *http.Client
+}
+
+// startBinary runs bin with exactly env and waits until it listens. Each
+// stdout line goes to onLine when given, else to Logs.
+func startBinary(t *testing.T, bin string, env map[string]string, onLine func(string)) *binServer {
+	t.Helper()
+	s := &binServer{
+		Logs: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{}),
+		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 32}},
+	}
+	s.cmd = exec.Command(bin)
+	for k, v := range env {
+		s.cmd.Env = append(s.cmd.Env, k+"="+v)
+	}
+	s.cmd.Stderr = s.stderr
+	stdout, err := s.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 4<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			if strings.Contains(line, `"server listening"`) {
+				var l struct{ Addr string }
+				if json.Unmarshal([]byte(line), &l) == nil {
+					select {
+					case addr <- l.Addr:
+					default:
+					}
+				}
+			}
+			if onLine != nil {
+				onLine(line)
+			} else {
+				s.Logs.Write([]byte(line + "\n"))
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+		s.err = s.cmd.Wait()
+		close(s.exited)
+	}()
+	t.Cleanup(func() {
+		s.client.CloseIdleConnections()
+		select {
+		case <-s.exited:
+			return
+		default:
+		}
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.exited:
+		case <-time.After(25 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-s.exited
+			t.Errorf("the server did not stop on SIGTERM")
+		}
+	})
+	select {
+	case a := <-addr:
+		s.addr = a
+		s.URL = "http://" + a
+	case <-s.exited:
+		t.Fatalf("the server exited at start: %v\nstdout:\n%s\nstderr:\n%s", s.err, s.Logs, s.stderr)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the server did not listen in time\nstdout:\n%s\nstderr:\n%s", s.Logs, s.stderr)
+	}
+	return s
+}
+
+func (s *binServer) waitReady(t *testing.T) {
+	t.Helper()
+	if !eventually(10*time.Second, func() bool {
+		resp, err := s.client.Get(s.URL + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}) {
+		t.Fatalf("the server is not ready\nstdout:\n%s", s.Logs)
+	}
+}
+
+// post sends a Forge call with fit and optional extra headers (key, value…).
+func (s *binServer) post(t *testing.T, path, fit, body string, extra ...string) reply {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, s.URL+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if fit != "" {
+		req.Header.Set("Authorization", "Bearer "+fit)
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		req.Header.Set(extra[i], extra[i+1])
+	}
+	return s.send(t, req)
+}
+
+func (s *binServer) send(t *testing.T, req *http.Request) reply {
+	t.Helper()
+	r, err := sendReq(s.client, req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	return r
+}
+
+// sendReq sends req and reads a JSON answer (Status 0 and an error if the
+// answer is not JSON).
+func sendReq(c *http.Client, req *http.Request) (reply, error) {
+	resp, err := c.Do(req)
+	if err != nil {
+		return reply{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return reply{}, err
+	}
+	r := reply{Status: resp.StatusCode, Header: resp.Header, Body: b, CType: resp.Header.Get("Content-Type")}
+	if !strings.HasPrefix(r.CType, "application/json") || json.Unmarshal(b, &r.JSON) != nil {
+		return r, fmt.Errorf("answer %d is not JSON (%q): %.200q", resp.StatusCode, r.CType, b)
+	}
+	if e, ok := r.JSON["error"].(map[string]any); ok {
+		r.ErrCode, _ = e["code"].(string)
+	}
+	return r, nil
+}
+
+// serverReadings are the resource gauges of /metrics.
+type serverReadings struct {
+	goroutines, fds, heapInuse, heapGoal, rss float64
+}
+
+func (r serverReadings) summary() string {
+	return fmt.Sprintf("goroutines=%.0f open_fds=%.0f heap_inuse=%.1fMiB heap_goal=%.1fMiB rss=%.1fMiB",
+		r.goroutines, r.fds, r.heapInuse/(1<<20), r.heapGoal/(1<<20), r.rss/(1<<20))
+}
+
+func (s *binServer) metrics(t *testing.T) serverReadings {
+	t.Helper()
+	return scrapeReadings(t, s.client, s.URL)
+}
+
+// scrapeReadings reads the resource gauges from baseURL's /metrics.
+func scrapeReadings(t *testing.T, c *http.Client, baseURL string) serverReadings {
+	t.Helper()
+	resp, err := c.Get(baseURL + "/metrics")
+	if err != nil {
+		t.Fatalf("/metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	want := map[string]*float64{}
+	var r serverReadings
+	want["go_goroutines"] = &r.goroutines
+	want["process_open_fds"] = &r.fds
+	want["go_memstats_heap_inuse_bytes"] = &r.heapInuse
+	want["go_memstats_next_gc_bytes"] = &r.heapGoal
+	want["process_resident_memory_bytes"] = &r.rss
+	found := 0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if p := want[name]; ok && p != nil {
+			v, err := strconv.ParseFloat(value, 64)
+			if err != nil {
+				t.Fatalf("/metrics %s: %v", name, err)
+			}
+			*p = v
+			found++
+		}
+	}
+	if found != len(want) {
+		t.Fatalf("/metrics lacks some of %v", want)
+	}
+	return r
+}
