@@ -1,0 +1,45 @@
+package scheduler_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/scheduler"
+	"github.com/forge-remote/forge-remote/store"
+)
+
+// FuzzLifecycle: any event body, top-level or wrapped in payload, is recorded,
+// acknowledged or refused with ErrBadEvent (the server's 400) — never a panic
+// or another error — and identity never comes from the body.
+func FuzzLifecycle(f *testing.F) {
+	for _, s := range []string{
+		`{"eventType":"avi:forge:installed:app","id":"e","installerAccountId":"a","app":{"id":"x","version":"1"},"environment":{"id":"env"}}`,
+		`{"payload":{"eventType":"avi:forge:upgraded:app","upgraderAccountId":"u","app":{"version":"2"}}}`,
+		`{"eventType":"avi:forge:installed:app","retryContext":{"retryCount":3,"retryReason":"TIMEOUT","retryData":{}}}`,
+		`{"eventType":"avi:confluence:created:page"}`, `{"payload":null}`, `{"payload":"x"}`, `{}`, `[]`, `null`, ``, `{"eventType":5}`,
+		`{"app":{"installationId":"ari:cloud:ecosystem::installation/attacker"},"eventType":"avi:forge:installed:app"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	kv := store.NewMemory(nil)
+	svc := scheduler.New(scheduler.Options{KV: kv, AppTokens: forge.NewAppTokens(kv, forge.AppTokensOptions{})})
+	f.Cleanup(svc.Close)
+	inv := &forge.Invocation{App: forge.App{InstallationID: "ari:cloud:ecosystem::installation/fuzz", APIBaseURL: "https://api.atlassian.com/ex/confluence/c"}}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		err := svc.Lifecycle(context.Background(), inv, body)
+		if err != nil && !errors.Is(err, scheduler.ErrBadEvent) {
+			t.Fatalf("unexpected error %v", err)
+		}
+		list, err := svc.Installations(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range list {
+			if in.InstallationID != inv.App.InstallationID {
+				t.Fatalf("the body chose an installation: %s", in.InstallationID)
+			}
+		}
+	})
+}
