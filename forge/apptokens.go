@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +43,9 @@ func (e *StaleError) Is(target error) bool { return target == ErrAppTokenStale }
 // assumedLifetime is used when a token's exp cannot be read: Forge documents at
 // least 2 h of life when a token is delivered.
 const assumedLifetime = 2 * time.Hour
+
+// maxLifetime is the longest life Forge gives an app system token.
+const maxLifetime = 4 * time.Hour
 
 // DefaultMinLife is how much life an app token must have left to be handed out.
 const DefaultMinLife = 5 * time.Minute
@@ -87,13 +91,17 @@ type AppTokens struct {
 	// that the same token arriving again costs neither a decode nor a store write.
 	mu   sync.RWMutex
 	held map[string]heldToken
+	seed maphash.Seed
 
 	captured prometheus.Counter
 }
 
+// heldToken is what this process remembers of the newest token per
+// installation: a hash to recognise it again, not the token itself (10,000
+// installations would otherwise keep 10 MB of secrets in memory).
 type heldToken struct {
-	token string
-	exp   time.Time
+	sum uint64
+	exp time.Time
 }
 
 // NewAppTokens returns AppTokens over kv.
@@ -110,6 +118,7 @@ func NewAppTokens(kv store.KV, o AppTokensOptions) *AppTokens {
 	a := &AppTokens{
 		kv: kv, now: o.Now, log: o.Logger, minLife: o.MinLife,
 		held: make(map[string]heldToken),
+		seed: maphash.MakeSeed(),
 		captured: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "forge_app_tokens_captured_total",
 			Help: "App system tokens stored because they expire later than the one held.",
@@ -129,10 +138,11 @@ func (a *AppTokens) Capture(ctx context.Context, inv *Invocation, token string) 
 	if token == "" || inst == "" {
 		return nil
 	}
+	sum := maphash.String(a.seed, token)
 	a.mu.RLock()
-	h, ok := a.held[inst]
+	h, held := a.held[inst]
 	a.mu.RUnlock()
-	if ok && h.token == token {
+	if held && h.sum == sum {
 		return nil // the common case: Forge reuses a token until it rotates it
 	}
 	now := a.now()
@@ -140,7 +150,16 @@ func (a *AppTokens) Capture(ctx context.Context, inv *Invocation, token string) 
 	if !ok {
 		exp = now.Add(assumedLifetime)
 	}
-	if h.token != "" && !exp.After(h.exp) {
+	// Forge's tokens live at most 4 h. A claim of more is either a change on
+	// Forge's side or a forged header (a user can replay their FIT straight
+	// to the remote with headers of their own): either way, never let one
+	// token block newer ones for longer than a genuine token could.
+	if limit := now.Add(maxLifetime); exp.After(limit) {
+		a.log.Warn("app token claims more than 4 h of life; its expiry is capped",
+			zap.String("installation_id", inst), zap.Time("claimed_exp", exp))
+		exp = limit
+	}
+	if held && !exp.After(h.exp) {
 		return nil
 	}
 	rec := AppToken{
@@ -170,7 +189,7 @@ func (a *AppTokens) Capture(ctx context.Context, inv *Invocation, token string) 
 	if err != nil {
 		return fmt.Errorf("forge: capture app token: %w", err)
 	}
-	a.remember(inst, token, exp)
+	a.remember(inst, sum, exp)
 	if stored {
 		a.captured.Inc()
 		a.log.Info("app token captured", zap.String("installation_id", inst), zap.Time("exp", exp))
@@ -178,10 +197,10 @@ func (a *AppTokens) Capture(ctx context.Context, inv *Invocation, token string) 
 	return nil
 }
 
-func (a *AppTokens) remember(inst, token string, exp time.Time) {
+func (a *AppTokens) remember(inst string, sum uint64, exp time.Time) {
 	a.mu.Lock()
-	if h, ok := a.held[inst]; !ok || exp.After(h.exp) || h.token == "" {
-		a.held[inst] = heldToken{token: token, exp: exp}
+	if h, ok := a.held[inst]; !ok || exp.After(h.exp) {
+		a.held[inst] = heldToken{sum: sum, exp: exp}
 	}
 	a.mu.Unlock()
 }

@@ -225,3 +225,50 @@ func TestAppTokensAcrossReplicas(t *testing.T) {
 		}
 	}
 }
+
+// A forged x-forge-oauth-system header (a user replaying their own FIT with
+// headers of their choosing) cannot pin a bogus token: its claimed expiry is
+// capped at Forge's 4 h maximum, and the first 401 from Atlassian lets the
+// next genuine token in.
+func TestAppTokensForgedExpiryCapped(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	kv := store.NewMemory(clock)
+	a := forge.NewAppTokens(kv, forge.AppTokensOptions{Now: clock})
+	ctx := context.Background()
+	const inst = "ari:cloud:ecosystem::installation/1"
+
+	forged := forgetest.MintAppToken(t, now.Add(48*time.Hour))
+	if err := a.Capture(ctx, inv(inst), forged); err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.Get(ctx, inst)
+	if err != nil || !got.Exp.Equal(now.Add(4*time.Hour)) {
+		t.Fatalf("forged expiry not capped: %v %v", got.Exp, err)
+	}
+	// A genuine token arriving an hour later, expiring past the cap, wins.
+	now = now.Add(time.Hour)
+	genuine := forgetest.MintAppToken(t, now.Add(3*time.Hour+time.Minute))
+	if err := a.Capture(ctx, inv(inst), genuine); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := a.Get(ctx, inst); got.Token != genuine {
+		t.Fatal("a genuine token later than the cap was not captured")
+	}
+	// And one that does not outlive the cap gets in once the forged one is
+	// refused by Atlassian.
+	a2 := forge.NewAppTokens(store.NewMemory(clock), forge.AppTokensOptions{Now: clock})
+	if err := a2.Capture(ctx, inv(inst), forged); err != nil {
+		t.Fatal(err)
+	}
+	if err := a2.MarkUnusable(ctx, inst, forged); err != nil {
+		t.Fatal(err)
+	}
+	short := forgetest.MintAppToken(t, now.Add(2*time.Hour))
+	if err := a2.Capture(ctx, inv(inst), short); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a2.Get(ctx, inst); err != nil || got.Token != short {
+		t.Fatalf("after the 401: %v %v", got.Token == short, err)
+	}
+}

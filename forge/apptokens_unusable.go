@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net/url"
 	"time"
 
@@ -71,10 +72,13 @@ func (a *AppTokens) MarkUnusable(ctx context.Context, installationID, token stri
 		return nil // superseded or gone: nothing to mark
 	}
 
-	// This process ignores the token should Forge deliver it again.
+	// This process ignores the token should Forge deliver it again (same
+	// hash), and, like the store, counts it as expired now, so any newer
+	// token is let through to the store's compare.
+	sum := maphash.String(a.seed, token)
 	a.mu.Lock()
-	if h, ok := a.held[installationID]; !ok || !h.exp.After(origExp) {
-		a.held[installationID] = heldToken{token: token, exp: origExp}
+	if h, ok := a.held[installationID]; !ok || h.sum == sum || !h.exp.After(origExp) {
+		a.held[installationID] = heldToken{sum: sum, exp: now}
 	}
 	a.mu.Unlock()
 
