@@ -130,6 +130,12 @@ type Broker struct {
 	fills     singleflight.Group // normal misses
 	refreshes singleflight.Group // refresh=true; never shared with a fill, whose token may be the one to replace
 
+	// insts keeps one copy of each installation id: thousands of users share
+	// one, and each request decodes its own. Only entries going into the
+	// cache are interned; lookups compare by value.
+	instMu sync.Mutex
+	insts  map[string]string
+
 	limMu    sync.Mutex
 	limiters map[userKey][]time.Time // per user: times of refresh mints within the last per, oldest first
 	limSwept time.Time
@@ -483,6 +489,7 @@ func (b *Broker) load(k userKey) *entry {
 // whose token must become the cached one.
 func (b *Broker) install(k userKey, e *entry, force bool) {
 	s := b.shard(k)
+	k.inst = b.intern(k.inst)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old := s.m[k]; !force && old != nil && old.mintedAt.After(e.mintedAt) && b.now().Before(old.serveUntil) {
@@ -620,10 +627,27 @@ func (b *Broker) PurgeInstallation(ctx context.Context, installationID string) e
 	return nil
 }
 
+// intern returns the one copy of inst the cache keeps.
+func (b *Broker) intern(inst string) string {
+	b.instMu.Lock()
+	defer b.instMu.Unlock()
+	if v, ok := b.insts[inst]; ok {
+		return v
+	}
+	if b.insts == nil {
+		b.insts = make(map[string]string)
+	}
+	b.insts[inst] = inst
+	return inst
+}
+
 // ForgetInstallation drops installationID's tokens from this process's memory
 // only: another replica purged the store. The next calls read the store.
 func (b *Broker) ForgetInstallation(installationID string) {
 	b.forget(func(k userKey) bool { return k.inst == installationID })
+	b.instMu.Lock()
+	delete(b.insts, installationID)
+	b.instMu.Unlock()
 	b.limMu.Lock()
 	for k := range b.limiters {
 		if k.inst == installationID {

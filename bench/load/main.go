@@ -382,7 +382,8 @@ func runOne(ctx context.Context, o *options, name string, argv []string, root, t
 	st := l.run(ctx, conns, o.duration)
 	cpu1, self1 := treeCPU(pid), selfCPU()
 	weavy1, jwks1 := f.weavyCalls(), f.jwksFetches.Load()
-	rss := treePeakRSS(pid)
+	mem := treeStatus(pid)
+	rss := mem["VmHWM"]
 	if ctx.Err() != nil {
 		return runResult{}, ctx.Err()
 	}
@@ -404,6 +405,9 @@ func runOne(ctx context.Context, o *options, name string, argv []string, root, t
 		MaxMs:          millis(time.Duration(st.Hist.max)),
 		ServerCPUSecs:  (cpu1 - cpu0).Seconds(),
 		PeakRSSMiB:     float64(rss) / (1 << 20),
+		EndRSSMiB:      float64(mem["VmRSS"]) / (1 << 20),
+		EndAnonMiB:     float64(mem["RssAnon"]) / (1 << 20),
+		EndFileMiB:     float64(mem["RssFile"]) / (1 << 20),
 		WeavyCalls:     weavy1 - weavy0,
 		JWKSFetches:    jwks1 - jwks0,
 		Non2xx:         st.Non2xx,

@@ -84,17 +84,26 @@ func treeCPU(pid int) time.Duration {
 }
 
 // treePeakRSS sums VmHWM (peak resident set) over pid and its descendants.
-func treePeakRSS(pid int) int64 {
-	var total int64
+func treePeakRSS(pid int) int64 { return treeStatus(pid)["VmHWM"] }
+
+// treeStatus sums the memory lines of /proc/<pid>/status (VmHWM, VmRSS,
+// RssAnon, RssFile; in bytes) over pid and its descendants. RssAnon is what
+// the process holds in its heap; RssFile is mapped files (bolt's mmap).
+func treeStatus(pid int) map[string]int64 {
+	total := map[string]int64{}
 	for _, p := range tree(pid) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
 		if err != nil {
 			continue
 		}
 		for line := range strings.SplitSeq(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-				total += kb << 10
+			name, v, ok := strings.Cut(line, ":")
+			if !ok || !strings.HasSuffix(v, " kB") {
+				continue
+			}
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err == nil {
+				total[name] += kb << 10
 			}
 		}
 	}

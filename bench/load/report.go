@@ -74,6 +74,9 @@ type runResult struct {
 	CPUPerVerify          float64       `json:"server_cpu_per_bare_verify"`
 	GenCPUMicrosPerReq    float64       `json:"loadgen_cpu_us_per_req"`
 	PeakRSSMiB            float64       `json:"peak_rss_mib"`
+	EndRSSMiB             float64       `json:"end_rss_mib"`  // resident after the run
+	EndAnonMiB            float64       `json:"end_anon_mib"` // of which heap and stacks
+	EndFileMiB            float64       `json:"end_file_mib"` // of which mapped files (bolt)
 	WeavyCalls            int           `json:"weavy_calls"`
 	JWKSFetches           int64         `json:"jwks_fetches"`
 	Non2xx                int64         `json:"non_2xx"`
@@ -306,6 +309,9 @@ func (r *report) rows() [][]string {
 	row("server CPU per request ÷ bare verify", nil, "", func(x runResult) string { return fmt.Sprintf("%.2f×", x.CPUPerVerify) })
 	row("load generator CPU per request (µs)", nil, "", func(x runResult) string { return f1(x.GenCPUMicrosPerReq) })
 	row("peak RSS (MiB)", func(x *ratios) float64 { return x.PeakRSS }, "peer/ours", func(x runResult) string { return f1(x.PeakRSSMiB) })
+	row("RSS after the run: anon + file (MiB)", nil, "", func(x runResult) string {
+		return f1(x.EndRSSMiB) + " = " + f1(x.EndAnonMiB) + " + " + f1(x.EndFileMiB)
+	})
 	row("start to ready (ms)", func(x *ratios) float64 { return x.StartToReady }, "peer/ours", func(x runResult) string { return f1(x.StartToReadyMs) })
 	row("requests measured", nil, "", func(x runResult) string { return fmt.Sprint(x.Requests) })
 	row("uses of each FIT", nil, "", func(x runResult) string { return f2(x.FITReuse) })
