@@ -323,6 +323,7 @@ func TestConfigErrors(t *testing.T) {
 		"LISTEN_ADDR":        {"LISTEN_ADDR": "nonsense"},
 		"LOG_LEVEL":          {"LOG_LEVEL": "chatty"},
 		"INTERNAL_API_TOKEN": {"INTERNAL_API_TOKEN": "short"},
+		"JOB_CONCURRENCY":    {"JOB_CONCURRENCY": "0"},
 	}
 	for name, override := range cases {
 		t.Run(name, func(t *testing.T) {

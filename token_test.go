@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -261,6 +262,16 @@ func TestNoSecretsInLogs(t *testing.T) {
 		if parts := strings.Split(s, "."); len(parts) == 3 && strings.Contains(logs, parts[1]) {
 			t.Fatalf("a token's payload appears in the logs")
 		}
+	}
+	// Every line about a request names it, the verifier's refusals included.
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, "invocation token rejected") && !strings.Contains(line, `"request_id"`) {
+			t.Fatalf("a refusal's log line does not name its request: %s", line)
+		}
+	}
+	if !strings.Contains(logs, `"msg":"invocation token rejected","request_id":`) ||
+		!regexp.MustCompile(`invocation token rejected[^\n]*"trace_id":"463ac35c9f6413ad48485a3953bb6124"[^\n]*"reason":"bad_audience"`).MatchString(logs) {
+		t.Fatal("the refused FIT's log line does not carry its request and trace ids")
 	}
 	if strings.Contains(logs, "wyu_") || strings.Contains(logs, "wys_") {
 		t.Fatalf("a Weavy token or key prefix appears in the logs")

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/forge-remote/forge-remote/internal/logctx"
 	"github.com/forge-remote/forge-remote/store"
 )
 
@@ -155,7 +156,7 @@ func (a *AppTokens) Capture(ctx context.Context, inv *Invocation, token string) 
 	// to the remote with headers of their own): either way, never let one
 	// token block newer ones for longer than a genuine token could.
 	if limit := now.Add(maxLifetime); exp.After(limit) {
-		a.log.Warn("app token claims more than 4 h of life; its expiry is capped",
+		logctx.Logger(ctx, a.log).Warn("app token claims more than 4 h of life; its expiry is capped",
 			zap.String("installation_id", inst), zap.Time("claimed_exp", exp))
 		exp = limit
 	}
@@ -192,7 +193,7 @@ func (a *AppTokens) Capture(ctx context.Context, inv *Invocation, token string) 
 	a.remember(inst, sum, exp)
 	if stored {
 		a.captured.Inc()
-		a.log.Info("app token captured", zap.String("installation_id", inst), zap.Time("exp", exp))
+		logctx.Logger(ctx, a.log).Info("app token captured", zap.String("installation_id", inst), zap.Time("exp", exp))
 	}
 	return nil
 }

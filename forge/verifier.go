@@ -19,6 +19,8 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
+
+	"github.com/forge-remote/forge-remote/internal/logctx"
 )
 
 // ErrKeysUnavailable is returned by Verify while no key set was ever loaded:
@@ -210,7 +212,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Invocation, error
 		if errors.As(err, &ve) {
 			v.metrics.rejected(ve.Reason)
 			if ce := v.log.Check(zap.DebugLevel, "invocation token rejected"); ce != nil {
-				ce.Write(zap.String("reason", ve.Reason))
+				ce.Write(append(logctx.Fields(ctx), zap.String("reason", ve.Reason))...)
 			}
 		}
 		return nil, err

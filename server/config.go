@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,6 +35,7 @@ type Config struct {
 	ListenAddr       string
 	InternalAPIToken Secret
 	LogLevel         zapcore.Level
+	JobConcurrency   int // background jobs running at once
 }
 
 // Secret is a configuration value that must never be printed.
@@ -144,6 +146,16 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	c.InternalAPIToken = Secret(get("INTERNAL_API_TOKEN", ""))
 	if c.InternalAPIToken != "" && len(c.InternalAPIToken) < 16 {
 		bad("INTERNAL_API_TOKEN", "must be at least 16 characters")
+	}
+
+	c.JobConcurrency = 4
+	if s := get("JOB_CONCURRENCY", ""); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 64 {
+			bad("JOB_CONCURRENCY", "must be a whole number from 1 to 64, got %q", s)
+		} else {
+			c.JobConcurrency = n
+		}
 	}
 
 	if err := c.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL", "info"))); err != nil ||

@@ -58,13 +58,14 @@ func (s *Server) setupScheduler() {
 		Now: s.now, Logger: s.log.Named("confluence"), Registerer: s.registry,
 	})
 	o := scheduler.Options{
-		KV:         s.kv,
-		AppTokens:  s.appTokens,
-		Products:   products,
-		UIDScope:   s.cfg.WeavyUIDScope,
-		Now:        s.now,
-		Logger:     s.log.Named("scheduler"),
-		Registerer: s.registry,
+		KV:          s.kv,
+		AppTokens:   s.appTokens,
+		Products:    products,
+		UIDScope:    s.cfg.WeavyUIDScope,
+		Concurrency: s.cfg.JobConcurrency,
+		Now:         s.now,
+		Logger:      s.log.Named("scheduler"),
+		Registerer:  s.registry,
 	}
 	if s.weavy != nil {
 		o.Weavy = s.weavy

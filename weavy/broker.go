@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/forge-remote/forge-remote/internal/logctx"
 	"github.com/forge-remote/forge-remote/store"
 )
 
@@ -302,7 +303,7 @@ func (b *Broker) fill(ctx context.Context, k userKey) (Token, error) {
 	case err != nil && cur == nil:
 		return Token{}, err
 	case err != nil:
-		b.log.Warn("weavy: reading stored token failed, minting",
+		logctx.Logger(ctx, b.log).Warn("weavy: reading stored token failed, minting",
 			zap.String("installation_id", k.inst), zap.String("uid", k.uid), zap.Error(err))
 	case stored != nil && now.Before(stored.serveUntil):
 		b.install(k, stored, false)
@@ -327,7 +328,7 @@ func (b *Broker) fill(ctx context.Context, k userKey) (Token, error) {
 			stale.serveUntil = cur.keepUntil
 		}
 		b.install(k, &stale, false)
-		b.log.Warn("weavy: re-minting token failed, serving the held one",
+		logctx.Logger(ctx, b.log).Warn("weavy: re-minting token failed, serving the held one",
 			zap.String("installation_id", k.inst), zap.String("uid", k.uid),
 			zap.Object("token", cur.tok), zap.Error(err))
 		return cur.tok, nil
@@ -418,7 +419,7 @@ func (b *Broker) mintShared(ctx context.Context, k userKey, held string, refresh
 	for wait := pollFirst; ; wait = min(2*wait, pollMax) {
 		release, locked, err := b.locker.Lock(ctx, lockKey(k), b.lockTTL)
 		if err != nil {
-			b.log.Warn("weavy: mint lock unavailable, minting without it",
+			logctx.Logger(ctx, b.log).Warn("weavy: mint lock unavailable, minting without it",
 				zap.String("installation_id", k.inst), zap.String("uid", k.uid), zap.Error(err))
 			return mint()
 		}
@@ -461,7 +462,7 @@ func (b *Broker) mint(ctx context.Context, k userKey, held string, refreshed boo
 		}
 		b.mints.Inc()
 		if held != "" && tok.AccessToken == held {
-			b.log.Warn("weavy: refresh got the held token back, retrying",
+			logctx.Logger(ctx, b.log).Warn("weavy: refresh got the held token back, retrying",
 				zap.String("installation_id", k.inst), zap.String("uid", k.uid), zap.Object("token", tok))
 			continue
 		}
@@ -517,7 +518,7 @@ func (b *Broker) loadStored(ctx context.Context, k userKey) (*entry, error) {
 		return nil, nil
 	case errors.Is(err, store.ErrSealed):
 		// Permanent (STORE_KEY changed): minting over it is the only way out.
-		b.log.Warn("weavy: stored token cannot be opened, minting a new one",
+		logctx.Logger(ctx, b.log).Warn("weavy: stored token cannot be opened, minting a new one",
 			zap.String("installation_id", k.inst), zap.String("uid", k.uid), zap.Error(err))
 		return nil, nil
 	case err != nil:
@@ -525,7 +526,7 @@ func (b *Broker) loadStored(ctx context.Context, k userKey) (*entry, error) {
 	}
 	var r record
 	if err := json.Unmarshal(data, &r); err != nil || !validAccessToken(r.Token) {
-		b.log.Warn("weavy: stored token record is malformed, minting a new one",
+		logctx.Logger(ctx, b.log).Warn("weavy: stored token record is malformed, minting a new one",
 			zap.String("installation_id", k.inst), zap.String("uid", k.uid))
 		return nil, nil
 	}
@@ -544,7 +545,7 @@ func (b *Broker) persist(ctx context.Context, k userKey, e *entry) {
 		err = b.kv.Put(ctx, storeKey(k), data, ttl)
 	}
 	if err != nil {
-		b.log.Warn("weavy: storing token failed, kept in memory only",
+		logctx.Logger(ctx, b.log).Warn("weavy: storing token failed, kept in memory only",
 			zap.String("installation_id", k.inst), zap.String("uid", k.uid), zap.Error(err))
 	}
 }
