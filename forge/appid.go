@@ -3,6 +3,8 @@ package forge
 import (
 	"fmt"
 	"strings"
+
+	"github.com/forge-remote/forge-remote/internal/ids"
 )
 
 // appARIPrefix starts every Forge app ARI; the FIT audience is such an ARI.
@@ -18,29 +20,8 @@ func NormalizeAppID(s string) (string, error) {
 	if len(id) >= len(appARIPrefix) && strings.EqualFold(id[:len(appARIPrefix)], appARIPrefix) {
 		id = id[len(appARIPrefix):]
 	}
-	if !isUUID(id) {
+	if !ids.IsUUID(id) {
 		return "", fmt.Errorf("forge: app id %q is neither %s<uuid> nor a bare uuid", s, appARIPrefix)
 	}
 	return appARIPrefix + strings.ToLower(id), nil
-}
-
-// isUUID reports whether s has the canonical 8-4-4-4-12 hex form.
-func isUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := range len(s) {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
 }

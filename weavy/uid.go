@@ -5,6 +5,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/forge-remote/forge-remote/internal/ids"
 )
 
 // UIDScope decides how an Atlassian user maps to a Weavy user (WEAVY_UID_SCOPE).
@@ -125,8 +127,8 @@ func AccountID(scope UIDScope, uid string) (string, bool) {
 			accountID = rest
 		}
 	case ScopeSite:
-		if len(uid) > uuidLen && uid[uuidLen] == '-' && isUUID(uid[:uuidLen]) {
-			cloudID, accountID = uid[:uuidLen], uid[uuidLen+1:]
+		if len(uid) > ids.UUIDLen && uid[ids.UUIDLen] == '-' && ids.IsUUID(uid[:ids.UUIDLen]) {
+			cloudID, accountID = uid[:ids.UUIDLen], uid[ids.UUIDLen+1:]
 		} else {
 			var ok bool
 			if cloudID, accountID, ok = strings.Cut(uid, "-"); !ok {
@@ -141,27 +143,4 @@ func AccountID(scope UIDScope, uid string) (string, bool) {
 		return "", false
 	}
 	return accountID, true
-}
-
-const uuidLen = 36
-
-// isUUID reports whether s is a UUID in its 8-4-4-4-12 hex form.
-func isUUID(s string) bool {
-	if len(s) != uuidLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
 }
