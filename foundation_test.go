@@ -301,7 +301,7 @@ func TestJWKSDownAtStart(t *testing.T) {
 	}
 	jwks.SetDown(false)
 	ts.waitReady(t)
-	if r := ts.post(t, "/triggers/scheduled", forgetest.MintFIT(t, key), nil, "{}"); r.Status != http.StatusAccepted {
+	if r := ts.post(t, "/triggers/scheduled", forgetest.MintFIT(t, key, forgetest.WithPrincipal("")), nil, "{}"); r.Status != http.StatusAccepted {
 		t.Fatalf("after recovery: %d %s", r.Status, r.Body)
 	}
 }
@@ -324,6 +324,8 @@ func TestConfigErrors(t *testing.T) {
 		"LOG_LEVEL":          {"LOG_LEVEL": "chatty"},
 		"INTERNAL_API_TOKEN": {"INTERNAL_API_TOKEN": "short"},
 		"JOB_CONCURRENCY":    {"JOB_CONCURRENCY": "0"},
+		"WEAVY_URL ":         {"WEAVY_URL": "https://acme.weavy.io/?x=1", "WEAVY_API_KEY": "wys_x"},
+		"WEAVY_API_KEY ":     {"WEAVY_URL": "https://acme.weavy.io", "WEAVY_API_KEY": "wys_ spaced"},
 	}
 	for name, override := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -333,13 +335,19 @@ func TestConfigErrors(t *testing.T) {
 			}
 			var out, errOut syncBuffer
 			err := run(context.Background(), []string{"forge-remote"}, func(k string) string { return env[k] }, &out, &errOut)
-			if err == nil || !strings.Contains(err.Error(), name) {
+			if err == nil || !strings.Contains(err.Error(), strings.TrimSpace(name)) {
 				t.Fatalf("err = %v, want one naming %s", err, name)
 			}
 		})
 	}
-	// Redis needs an explicit STORE_KEY: all replicas must seal alike.
+	// A malformed STORE_URL is named but never echoed: it may hold a password.
 	env := baseEnv(t, jwks)
+	env["STORE_URL"] = "rediz://:s3cret@redis.internal:6379/0"
+	if err := run(context.Background(), []string{"x"}, func(k string) string { return env[k] }, &syncBuffer{}, &syncBuffer{}); err == nil || !strings.Contains(err.Error(), "STORE_URL") || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("malformed STORE_URL: %v", err)
+	}
+	// Redis needs an explicit STORE_KEY: all replicas must seal alike.
+	env = baseEnv(t, jwks)
 	env["STORE_URL"] = "redis://127.0.0.1:1/0"
 	if err := run(context.Background(), []string{"x"}, func(k string) string { return env[k] }, &syncBuffer{}, &syncBuffer{}); err == nil || !strings.Contains(err.Error(), "STORE_KEY") {
 		t.Fatalf("redis without STORE_KEY: %v", err)
@@ -364,5 +372,31 @@ func TestBoltKeyFile(t *testing.T) {
 	}
 	if strings.Count(ts.Logs.String(), "store key file created") != 1 {
 		t.Fatalf("expected one log line about the key file")
+	}
+}
+
+// A user's FIT is refused on the trigger routes (invokeRemote lets the UI
+// choose the path): a user cannot uninstall their site's data, forge an
+// install record or use up the scheduled trigger's dedupe window.
+func TestTriggersRefuseUsersFITs(t *testing.T) {
+	key := forgetest.NewKey(t, "k1")
+	jwks := forgetest.NewJWKSServer(t, key)
+	ts := startServer(t, baseEnv(t, jwks))
+	ts.waitReady(t)
+	appTok := map[string]string{"x-forge-oauth-system": forgetest.MintAppToken(t, time.Now().Add(3*time.Hour))}
+	if r := ts.post(t, "/triggers/scheduled", forgetest.MintFIT(t, key, forgetest.WithPrincipal("")), appTok, "{}"); r.Status != http.StatusAccepted {
+		t.Fatalf("trigger FIT: %d %s", r.Status, r.Body)
+	}
+	for _, path := range []string{"/triggers/scheduled", "/triggers/lifecycle", "/triggers/uninstall"} {
+		r := ts.post(t, path, forgetest.MintFIT(t, key), nil, `{"eventType":"avi:forge:installed:app","app":{"version":"99.0.0"}}`)
+		if r.Status != http.StatusForbidden || r.ErrCode != "not_a_trigger" {
+			t.Fatalf("user FIT on %s: %d %s", path, r.Status, r.Body)
+		}
+	}
+	if r := ts.internal(t, "/internal/app-token?installationId="+forgetest.InstallationID); r.Status != http.StatusOK {
+		t.Fatalf("a refused uninstall purged the app token: %d %s", r.Status, r.Body)
+	}
+	if strings.Contains(string(ts.internal(t, "/internal/installations").Body), "99.0.0") {
+		t.Fatal("a refused lifecycle call was recorded")
 	}
 }

@@ -122,7 +122,7 @@ func TestHostileJSONBombs(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
-			r := f.ts.post(t, tc.path, fit(), nil, tc.body)
+			r := f.ts.post(t, tc.path, fitFor(t, f.key, tc.path, "acc-bomb"), nil, tc.body)
 			if r.Status != tc.status || r.ErrCode != tc.code {
 				t.Fatalf("%d %q, want %d %q: %.200s", r.Status, r.ErrCode, tc.status, tc.code, r.Body)
 			}
@@ -151,7 +151,7 @@ func TestHostileJSONBombs(t *testing.T) {
 		"many keys in lifecycle": {"/triggers/lifecycle", `{"eventType":"avi:forge:installed:app","id":"ev-keys","x":` + many.String()[:server.MaxBodyBytes-200] + `"z":1}}`},
 	} {
 		start := time.Now()
-		r := f.ts.post(t, c.path, fit(), nil, c.body)
+		r := f.ts.post(t, c.path, fitFor(t, f.key, c.path, "acc-bomb"), nil, c.body)
 		if r.Status >= 500 || (r.Status != 200 && r.Status != 400) {
 			t.Errorf("%s (%d bytes): %d %.200s", name, len(c.body), r.Status, r.Body)
 		}
@@ -171,7 +171,6 @@ func TestHostileJSONBombs(t *testing.T) {
 // served, anything else is a 400 JSON answer.
 func TestHostileContentTypes(t *testing.T) {
 	f := newTokenFixture(t)
-	fit := func(account string) string { return forgetest.MintFIT(t, f.key, forgetest.WithPrincipal(account)) }
 	installed := `{"eventType":"avi:forge:installed:app","id":"ev-ct","app":{"id":"` + forgetest.AppID + `"}}`
 	cases := []struct {
 		ctype, path, body string
@@ -192,7 +191,7 @@ func TestHostileContentTypes(t *testing.T) {
 		{"application/json", "/resolvers/token", `{"refresh":"\u00e9"}`, 400, "bad_request"},
 	}
 	for _, tc := range cases {
-		h := map[string]string{"Authorization": "Bearer " + fit("acc-ctype")}
+		h := map[string]string{"Authorization": "Bearer " + fitFor(t, f.key, tc.path, "acc-ctype")}
 		if tc.ctype != "" {
 			h["Content-Type"] = tc.ctype
 		}
@@ -829,4 +828,14 @@ func scrapeReadings(t *testing.T, c *http.Client, baseURL string) serverReadings
 		t.Fatalf("/metrics lacks some of %v", want)
 	}
 	return r
+}
+
+// fitFor mints a user's FIT, or a trigger's (no principal, no context) for a
+// trigger route, which refuses users' FITs.
+func fitFor(t *testing.T, key *forgetest.Key, path, account string) string {
+	t.Helper()
+	if strings.HasPrefix(path, "/triggers/") {
+		return forgetest.MintFIT(t, key, forgetest.WithPrincipal(""))
+	}
+	return forgetest.MintFIT(t, key, forgetest.WithPrincipal(account))
 }

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -42,9 +43,29 @@ type State struct {
 	InternalToken string `json:"internal_token"`
 }
 
-// Dir is where dev mode keeps its key, state and database.
+// Dir is where dev mode keeps its key, state and database: the user's cache
+// directory, not a guessable path in a shared /tmp where another local user
+// could plant a signing key or read the state.
 func Dir() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "forge-remote", "dev")
+	}
 	return filepath.Join(os.TempDir(), fmt.Sprintf("forge-remote-dev-%d", os.Getuid()))
+}
+
+// checkPrivate refuses a state directory another user could write to.
+func checkPrivate(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	if !fi.IsDir() || fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("dev: %s must be a directory only you can access (chmod 700)", dir)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+		return fmt.Errorf("dev: %s belongs to another user", dir)
+	}
+	return nil
 }
 
 // CheckLoopback refuses a listen address that is not on the loopback
@@ -68,6 +89,9 @@ func CheckLoopback(addr string) error {
 func LoadOrCreateKey(dir string) (*rsa.PrivateKey, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("dev: %w", err)
+	}
+	if err := checkPrivate(dir); err != nil {
+		return nil, err
 	}
 	path := filepath.Join(dir, "signing-key.pem")
 	if b, err := os.ReadFile(path); err == nil {

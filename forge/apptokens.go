@@ -65,6 +65,11 @@ type AppToken struct {
 	Token          string    `json:"token"`
 	Exp            time.Time `json:"exp"`
 	UpdatedAt      time.Time `json:"updatedAt"`
+	// FromUser: delivered with a user's FIT (a UI call) rather than a
+	// trigger's. A user can replay their FIT with headers of their own, so
+	// such a token only fills a gap: it never replaces a fresh token, and a
+	// trigger's token always replaces it.
+	FromUser bool `json:"fromUser,omitempty"`
 }
 
 // String never shows the token itself.
@@ -101,8 +106,9 @@ type AppTokens struct {
 // installation: a hash to recognise it again, not the token itself (10,000
 // installations would otherwise keep 10 MB of secrets in memory).
 type heldToken struct {
-	sum uint64
-	exp time.Time
+	sum      uint64
+	exp      time.Time
+	fromUser bool
 }
 
 // NewAppTokens returns AppTokens over kv.
@@ -146,21 +152,24 @@ func (a *AppTokens) Capture(ctx context.Context, inv *Invocation, token string) 
 	if held && h.sum == sum {
 		return nil // the common case: Forge reuses a token until it rotates it
 	}
+	fromUser := !inv.FromTrigger()
 	now := a.now()
+	if held && fromUser && h.exp.Sub(now) >= a.minLife {
+		return nil // a user's call never replaces a fresh token
+	}
 	exp, ok := TokenExpiry(token)
 	if !ok {
 		exp = now.Add(assumedLifetime)
 	}
 	// Forge's tokens live at most 4 h. A claim of more is either a change on
-	// Forge's side or a forged header (a user can replay their FIT straight
-	// to the remote with headers of their own): either way, never let one
-	// token block newer ones for longer than a genuine token could.
+	// Forge's side or a forged header: either way, never let one token block
+	// newer ones for longer than a genuine token could.
 	if limit := now.Add(maxLifetime); exp.After(limit) {
 		logctx.Logger(ctx, a.log).Warn("app token claims more than 4 h of life; its expiry is capped",
 			zap.String("installation_id", inst), zap.Time("claimed_exp", exp))
 		exp = limit
 	}
-	if held && !exp.After(h.exp) {
+	if held && !exp.After(h.exp) && !(h.fromUser && !fromUser) {
 		return nil
 	}
 	rec := AppToken{
@@ -170,13 +179,14 @@ func (a *AppTokens) Capture(ctx context.Context, inv *Invocation, token string) 
 		Token:          token,
 		Exp:            exp,
 		UpdatedAt:      now,
+		FromUser:       fromUser,
 	}
 	stored := false
 	err := a.kv.Update(ctx, appTokenPrefix+inst, func(old []byte, exists bool) ([]byte, time.Duration, error) {
 		stored = false
 		if exists {
 			var prev AppToken
-			if json.Unmarshal(old, &prev) == nil && !exp.After(prev.Exp) {
+			if json.Unmarshal(old, &prev) == nil && !replaces(prev, rec, a.minLife, now) {
 				return nil, 0, store.Keep
 			}
 		}
@@ -190,7 +200,7 @@ func (a *AppTokens) Capture(ctx context.Context, inv *Invocation, token string) 
 	if err != nil {
 		return fmt.Errorf("forge: capture app token: %w", err)
 	}
-	a.remember(inst, sum, exp)
+	a.remember(inst, heldToken{sum: sum, exp: exp, fromUser: fromUser})
 	if stored {
 		a.captured.Inc()
 		logctx.Logger(ctx, a.log).Info("app token captured", zap.String("installation_id", inst), zap.Time("exp", exp))
@@ -198,10 +208,24 @@ func (a *AppTokens) Capture(ctx context.Context, inv *Invocation, token string) 
 	return nil
 }
 
-func (a *AppTokens) remember(inst string, sum uint64, exp time.Time) {
+// replaces reports whether next should replace the stored prev: a later
+// expiry, except that a user-delivered token never replaces a fresh one and a
+// trigger-delivered token always replaces a user-delivered one.
+func replaces(prev, next AppToken, minLife time.Duration, now time.Time) bool {
+	switch {
+	case next.FromUser && prev.Exp.Sub(now) >= minLife:
+		return false
+	case !next.FromUser && prev.FromUser:
+		return true
+	default:
+		return next.Exp.After(prev.Exp)
+	}
+}
+
+func (a *AppTokens) remember(inst string, t heldToken) {
 	a.mu.Lock()
-	if h, ok := a.held[inst]; !ok || exp.After(h.exp) {
-		a.held[inst] = heldToken{sum: sum, exp: exp}
+	if h, ok := a.held[inst]; !ok || t.exp.After(h.exp) || (h.fromUser && !t.fromUser) {
+		a.held[inst] = t
 	}
 	a.mu.Unlock()
 }

@@ -272,3 +272,59 @@ func TestAppTokensForgedExpiryCapped(t *testing.T) {
 		t.Fatalf("after the 401: %v %v", got.Token == short, err)
 	}
 }
+
+// A token delivered with a user's FIT (which the user may have replayed with
+// headers of their own) never replaces a fresh token, and the next trigger's
+// token replaces it whatever the expiries.
+func TestAppTokensUserDeliveredTokensOnlyFillGaps(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	kv := store.NewMemory(clock)
+	a := forge.NewAppTokens(kv, forge.AppTokensOptions{Now: clock})
+	ctx := context.Background()
+	const inst = "ari:cloud:ecosystem::installation/1"
+	user := inv(inst)
+	user.Principal = "712020:someone"
+	user.Context.CloudID = "c1"
+	if user.FromTrigger() || !inv(inst).FromTrigger() {
+		t.Fatal("FromTrigger does not tell a user's FIT from a trigger's")
+	}
+
+	genuine := forgetest.MintAppToken(t, now.Add(2*time.Hour))
+	if err := a.Capture(ctx, inv(inst), genuine); err != nil {
+		t.Fatal(err)
+	}
+	forged := forgetest.MintAppToken(t, now.Add(4*time.Hour))
+	if err := a.Capture(ctx, user, forged); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := a.Get(ctx, inst); got.Token != genuine {
+		t.Fatal("a user-delivered token replaced a fresh one")
+	}
+	// A second process (no memory) agrees: the store's compare applies the rule.
+	b := forge.NewAppTokens(kv, forge.AppTokensOptions{Now: clock})
+	if err := b.Capture(ctx, user, forged); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := b.Get(ctx, inst); got.Token != genuine {
+		t.Fatal("a user-delivered token replaced a fresh one in the store")
+	}
+
+	// When nothing fresh is held, a user-delivered token fills the gap...
+	now = now.Add(2 * time.Hour)
+	gap := forgetest.MintAppToken(t, now.Add(4*time.Hour))
+	if err := a.Capture(ctx, user, gap); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.Get(ctx, inst); err != nil || got.Token != gap || !got.FromUser {
+		t.Fatalf("gap not filled: %v", err)
+	}
+	// ...until the next trigger's token, even one expiring earlier.
+	next := forgetest.MintAppToken(t, now.Add(2*time.Hour))
+	if err := a.Capture(ctx, inv(inst), next); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := a.Get(ctx, inst); got.Token != next || got.FromUser {
+		t.Fatal("a trigger's token did not replace a user-delivered one")
+	}
+}

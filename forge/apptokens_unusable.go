@@ -96,8 +96,8 @@ func (a *AppTokens) MarkUnusable(ctx context.Context, installationID, token stri
 	return nil
 }
 
-// usable is Get, also refusing a token marked unusable (by any replica).
-func (a *AppTokens) usable(ctx context.Context, installationID string) (AppToken, error) {
+// Usable is Get, also refusing a token marked unusable (by any replica).
+func (a *AppTokens) Usable(ctx context.Context, installationID string) (AppToken, error) {
 	t, err := a.Get(ctx, installationID)
 	if err != nil {
 		return AppToken{}, err

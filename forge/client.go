@@ -212,7 +212,7 @@ func (a *AppClient) Do(ctx context.Context, method, path string, body, out any) 
 	}
 
 	for attempt := 0; ; attempt++ {
-		tok, err := c.tokens.usable(ctx, a.inst)
+		tok, err := c.tokens.Usable(ctx, a.inst)
 		if err != nil {
 			if errors.Is(err, ErrAppTokenStale) || errors.Is(err, ErrUnknownInstallation) {
 				c.requests.WithLabelValues(method, "stale").Inc()

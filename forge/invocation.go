@@ -71,6 +71,14 @@ type InvocationCtx struct {
 	AccountID string `json:"accountId"`
 }
 
+// FromTrigger reports whether the invocation comes from a trigger (scheduled,
+// lifecycle, preUninstall) rather than a user's UI: triggers carry neither a
+// principal nor a context claim. It is decided by Forge's signed claims, so a
+// user cannot make their own FIT look like a trigger's.
+func (i *Invocation) FromTrigger() bool {
+	return i.Principal == "" && i.Context == (InvocationCtx{})
+}
+
 // InstallationID is the tenant key.
 func (i *Invocation) InstallationID() string { return i.App.InstallationID }
 

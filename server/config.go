@@ -107,11 +107,13 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	case c.WeavyURL != "":
 		if err := checkHTTPURL(c.WeavyURL); err != nil {
 			bad("WEAVY_URL", "%v", err)
+		} else if u, _ := url.Parse(c.WeavyURL); u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
+			bad("WEAVY_URL", "must be the environment's origin like https://acme.weavy.io, without path, query or credentials")
 		}
 		if c.WeavyAPIKey == "" {
 			bad("WEAVY_API_KEY", "is required when WEAVY_URL is set")
-		} else if !strings.HasPrefix(string(c.WeavyAPIKey), "wys_") {
-			bad("WEAVY_API_KEY", "must be a Weavy API key (starts with wys_)")
+		} else if !strings.HasPrefix(string(c.WeavyAPIKey), "wys_") || strings.ContainsAny(string(c.WeavyAPIKey), " \t\r\n") {
+			bad("WEAVY_API_KEY", "must be a Weavy API key (wys_… without spaces)")
 		}
 	case c.WeavyAPIKey != "":
 		bad("WEAVY_URL", "is required when WEAVY_API_KEY is set")
@@ -125,8 +127,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	c.WeavyUIDScope = scope
 
 	c.StoreURL = get("STORE_URL", "bolt://data/forge-remote.db")
-	if u, err := url.Parse(c.StoreURL); err != nil || (u.Scheme != "bolt" && u.Scheme != "memory" && u.Scheme != "redis" && u.Scheme != "rediss") {
-		bad("STORE_URL", "must be bolt://<path>, redis://host:port/db or memory://, got %q", c.StoreURL)
+	if scheme, _, _ := strings.Cut(c.StoreURL, "://"); scheme != "bolt" && scheme != "memory" && scheme != "redis" && scheme != "rediss" {
+		// Never echo the value: a redis URL may carry a password.
+		bad("STORE_URL", "must be bolt://<path>, redis://[user:password@]host:port/db, rediss://… or memory://")
 	}
 	if s := get("STORE_KEY", ""); s != "" {
 		k, err := store.ParseKey(s)

@@ -31,8 +31,10 @@ func (s *Server) handleReadyz(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.kv.Ping(ctx); err != nil {
-		checks["store"] = err.Error()
-		problems = append(problems, "store: "+err.Error())
+		// /readyz is public: name the check, keep hosts and paths in the log.
+		logctx.Logger(c.Request.Context(), s.log).Warn("readiness: store unreachable", zap.Error(err))
+		checks["store"] = "unreachable (see the server log)"
+		problems = append(problems, "store unreachable")
 	}
 	if len(problems) > 0 {
 		c.Set(ctxErrCode, "not_ready")
@@ -138,7 +140,7 @@ func (s *Server) handleAppToken(c *gin.Context) {
 		s.fail(c, &resolvers.BadRequestError{Msg: "query parameter installationId is required"})
 		return
 	}
-	t, err := s.appTokens.Get(c.Request.Context(), inst)
+	t, err := s.appTokens.Usable(c.Request.Context(), inst)
 	if err != nil {
 		s.fail(c, err)
 		return

@@ -111,12 +111,12 @@ func (s *Server) accessLog(c *gin.Context) {
 	}
 	status := c.Writer.Status()
 	elapsed := time.Since(start)
-	s.metrics.observe(route, c.Request.Method, status, elapsed)
+	s.metrics.observe(route, methodLabel(c.Request.Method), status, elapsed)
 	if !s.log.Core().Enabled(zap.InfoLevel) {
 		return
 	}
 	fields := append(requestFields(c),
-		zap.String("method", c.Request.Method),
+		zap.String("method", methodLabel(c.Request.Method)),
 		zap.String("route", route),
 		zap.Int("status", status),
 		zap.Duration("duration", elapsed),
@@ -132,6 +132,16 @@ func (s *Server) accessLog(c *gin.Context) {
 		}
 	}
 	s.log.Info("request", fields...)
+}
+
+// methodLabel bounds the metric's method label: the method is the client's
+// to choose, and every new value would be a new time series.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodHead, http.MethodOptions, http.MethodPatch:
+		return m
+	}
+	return "other"
 }
 
 // requestFields names the request in a log line.
@@ -165,7 +175,23 @@ func (s *Server) forgeAuth(c *gin.Context) {
 	}
 	c.Set(ctxInvocation, inv)
 	if err := s.appTokens.Capture(c.Request.Context(), inv, c.GetHeader("x-forge-oauth-system")); err != nil {
-		s.fail(c, err)
+		// A trigger exists to bring the token: it fails so Forge retries. A
+		// user's call goes on: a cached token needs no store.
+		if inv.FromTrigger() {
+			s.fail(c, err)
+			return
+		}
+		logctx.Logger(c.Request.Context(), s.log).Warn("app token not captured", zap.Error(err))
+	}
+	c.Next()
+}
+
+var errNotATrigger = &httpError{http.StatusForbidden, "not_a_trigger", "this route is for Forge triggers; the invocation comes from a user"}
+
+// triggerOnly refuses a user's FIT on the trigger routes.
+func (s *Server) triggerOnly(c *gin.Context) {
+	if inv := invocation(c); inv == nil || !inv.FromTrigger() {
+		s.fail(c, errNotATrigger)
 		return
 	}
 	c.Next()

@@ -24,13 +24,20 @@ func (s *Server) routes(e *gin.Engine) {
 	forge := e.Group("", s.bodyLimit, s.forgeAuth)
 	forge.POST("/resolvers", s.handleResolverEnvelope)
 	forge.POST("/resolvers/:functionKey", s.handleResolver)
-	forge.POST("/triggers/scheduled", s.handleScheduled)
-	forge.POST("/triggers/lifecycle", s.handleLifecycle)
-	forge.POST("/triggers/uninstall", s.handleUninstall)
+	// Triggers only for trigger FITs: a user could otherwise aim their own
+	// FIT at them (invokeRemote lets the UI choose the path).
+	triggers := forge.Group("/triggers", s.triggerOnly)
+	triggers.POST("/scheduled", s.handleScheduled)
+	triggers.POST("/lifecycle", s.handleLifecycle)
+	triggers.POST("/uninstall", s.handleUninstall)
 
-	internal := e.Group("/internal", s.internalAuth)
-	internal.GET("/app-token", s.handleAppToken)
-	internal.GET("/installations", s.handleInstallations)
+	// Without INTERNAL_API_TOKEN these routes do not exist at all (404 for
+	// every method, not 405).
+	if s.internalTokenSum != nil {
+		internal := e.Group("/internal", s.internalAuth)
+		internal.GET("/app-token", s.handleAppToken)
+		internal.GET("/installations", s.handleInstallations)
+	}
 
 	e.NoRoute(func(c *gin.Context) { s.fail(c, errNotFound) })
 	e.NoMethod(func(c *gin.Context) { s.fail(c, errMethod) })
@@ -54,7 +61,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.engine.Se
 var routeTable = sync.OnceValue(func() []gin.RouteInfo {
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
-	(&Server{}).routes(e)
+	(&Server{internalTokenSum: []byte{0}}).routes(e)
 	return e.Routes()
 })
 
