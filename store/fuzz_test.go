@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/forge-remote/forge-remote/store"
 )
 
 // FuzzSealedTamper flips, truncates and extends a sealed record: a tampered
-// record must fail closed with ErrSealed, never return bytes.
+// record must fail closed — Get with ErrSealed, Update and Scan as if it were
+// absent — and never return bytes.
 func FuzzSealedTamper(f *testing.F) {
 	f.Add(0, byte(1), 0)
 	f.Add(5, byte(0x80), 0)
@@ -56,6 +58,25 @@ func FuzzSealedTamper(f *testing.F) {
 		}
 		if !errors.Is(err, store.ErrSealed) || got != nil {
 			t.Fatalf("tampered record opened: %q %v", got, err)
+		}
+		err = s.Scan(ctx, "", func(k string, v []byte) error {
+			t.Fatalf("Scan handed out a tampered record: %q = %q", k, v)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("Scan = %v; want the tampered record skipped", err)
+		}
+		err = s.Update(ctx, "k", func(old []byte, exists bool) ([]byte, time.Duration, error) {
+			if exists || old != nil {
+				t.Fatalf("Update handed out a tampered record: %q, %v", old, exists)
+			}
+			return nil, 0, store.Keep
+		})
+		if err != nil {
+			t.Fatalf("Update = %v", err)
+		}
+		if after, _ := inner.Get(ctx, "k"); !bytes.Equal(after, mut) {
+			t.Fatal("Update with Keep changed the tampered record")
 		}
 	})
 }

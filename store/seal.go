@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,10 +24,14 @@ const sealVersion byte = 1
 //	version (1 byte) | random nonce (12 bytes) | ciphertext | tag (16 bytes)
 //
 // with the record's key as additional data, so a value copied to another key
-// does not open. Anything that does not open is ErrSealed, never the bytes.
+// does not open. Anything that does not open is never handed out: Get answers
+// ErrSealed, while Update and Scan treat the record as absent (a STORE_KEY
+// rotation must not leave records without a TTL failing for ever).
 type Sealed struct {
 	inner KV
 	aead  cipher.AEAD
+
+	unopened atomic.Uint64 // records Update or Scan treated as absent
 }
 
 // NewSealed wraps inner with a 32-byte key. Closing the Sealed closes inner.
@@ -111,14 +116,19 @@ func (s *Sealed) Put(ctx context.Context, key string, value []byte, ttl time.Dur
 }
 
 // Update opens the current value before fn sees it and seals what fn returns.
-// A current value that does not open aborts the update with ErrSealed.
+// A current value that does not open (sealed under another STORE_KEY, or
+// tampered with) is passed to fn as absent, (nil, false), so that fn can
+// replace it; the inner store still compares the raw bytes it read, so the
+// update stays atomic. Returning Keep leaves the unopenable record as it is.
 func (s *Sealed) Update(ctx context.Context, key string, fn UpdateFunc) error {
 	return s.inner.Update(ctx, key, func(old []byte, exists bool) ([]byte, time.Duration, error) {
 		if exists {
-			var err error
-			if old, err = s.open(key, old); err != nil {
-				return nil, 0, err
+			opened, err := s.open(key, old)
+			if err != nil {
+				s.unopened.Add(1)
+				opened, exists = nil, false
 			}
+			old = opened
 		}
 		value, ttl, err := fn(old, exists)
 		if err != nil {
@@ -133,17 +143,24 @@ func (s *Sealed) Delete(ctx context.Context, key string) error {
 	return s.inner.Delete(ctx, key)
 }
 
-// Scan opens each matching value before fn sees it; the first one that does
-// not open stops the scan with ErrSealed.
+// Scan opens each matching value before fn sees it. A value that does not
+// open is skipped, as if absent (counted by Unopened), and is no error.
 func (s *Sealed) Scan(ctx context.Context, prefix string, fn func(key string, value []byte) error) error {
 	return s.inner.Scan(ctx, prefix, func(key string, sealed []byte) error {
 		value, err := s.open(key, sealed)
 		if err != nil {
-			return err
+			s.unopened.Add(1)
+			return nil
 		}
 		return fn(key, value)
 	})
 }
+
+// Unopened counts the records that Update and Scan met and treated as
+// absent because they did not open (another STORE_KEY, or tampering), since
+// the Sealed was made. Update counts once per attempt: an optimistic backend
+// retrying on a concurrent write may count one record twice.
+func (s *Sealed) Unopened() uint64 { return s.unopened.Load() }
 
 // Ping checks the inner store.
 func (s *Sealed) Ping(ctx context.Context) error { return s.inner.Ping(ctx) }

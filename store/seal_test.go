@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -98,23 +100,60 @@ func TestSealedFailsClosed(t *testing.T) {
 			if err != nil && strings.Contains(err.Error(), "SECRET") {
 				t.Errorf("error repeats the value: %v", err)
 			}
-			called := false
-			err = s.Update(ctx, getKey, func([]byte, bool) ([]byte, time.Duration, error) {
-				called = true
-				return []byte("new"), 0, nil
-			})
-			if !errors.Is(err, store.ErrSealed) || called {
-				t.Errorf("Update = %v, fn called %v; want ErrSealed before fn", err, called)
+			// Scan skips the bad record, without an error, and goes on.
+			if err := s.Put(ctx, "installation/0/ok", []byte("fine"), 0); err != nil {
+				t.Fatal(err)
 			}
+			before := s.Unopened()
+			var seen []string
 			err = s.Scan(ctx, "", func(k string, v []byte) error {
 				if k == getKey {
 					t.Errorf("Scan handed out %q = %q", k, v)
 				}
+				seen = append(seen, k)
 				return nil
 			})
-			if !errors.Is(err, store.ErrSealed) {
-				t.Errorf("Scan = %v; want ErrSealed", err)
+			if err != nil {
+				t.Errorf("Scan = %v; want the bad record skipped", err)
 			}
+			if !slices.Contains(seen, "installation/0/ok") {
+				t.Errorf("Scan stopped at the bad record; saw %q", seen)
+			}
+			if got := s.Unopened() - before; got != 1 {
+				t.Errorf("Unopened grew by %d over the scan, want 1", got)
+			}
+			// Update hands fn the bad record as absent, never its bytes;
+			// Keep leaves it as it is.
+			rawBefore, _ := inner.Get(ctx, getKey)
+			err = s.Update(ctx, getKey, func(old []byte, exists bool) ([]byte, time.Duration, error) {
+				if old != nil || exists {
+					t.Errorf("Update fn got %q, %v; want nil, false", old, exists)
+				}
+				return nil, 0, store.Keep
+			})
+			if err != nil {
+				t.Errorf("Update (keep) = %v", err)
+			}
+			if rawAfter, _ := inner.Get(ctx, getKey); !bytes.Equal(rawAfter, rawBefore) {
+				t.Error("Update with Keep changed the bad record")
+			}
+			if _, err := s.Get(ctx, getKey); !errors.Is(err, store.ErrSealed) {
+				t.Errorf("Get after a kept Update = %v; want ErrSealed", err)
+			}
+			// ... and what fn returns replaces it.
+			err = s.Update(ctx, getKey, func(old []byte, exists bool) ([]byte, time.Duration, error) {
+				if old != nil || exists {
+					t.Errorf("Update fn got %q, %v; want nil, false", old, exists)
+				}
+				return []byte("new"), 0, nil
+			})
+			if err != nil {
+				t.Errorf("Update = %v; want the bad record replaced", err)
+			}
+			if v, err := s.Get(ctx, getKey); err != nil || string(v) != "new" {
+				t.Errorf("Get after Update = %q, %v", v, err)
+			}
+			put(t, inner, getKey, rawBefore) // bad again
 			// A Put replaces the bad record; it is not stuck for ever.
 			if err := s.Put(ctx, getKey, []byte("fresh"), 0); err != nil {
 				t.Fatal(err)
@@ -123,6 +162,79 @@ func TestSealedFailsClosed(t *testing.T) {
 				t.Errorf("Get after Put = %q, %v", v, err)
 			}
 		})
+	}
+}
+
+// TestSealedKeyRotation: records sealed under an old STORE_KEY are absent
+// under the new one — Get says ErrSealed, Scan skips them, Update replaces
+// them — never a permanent failure (installation records have no TTL).
+func TestSealedKeyRotation(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "rot.db")
+	oldKey, newKey := bytes.Repeat([]byte{1}, store.KeySize), bytes.Repeat([]byte{2}, store.KeySize)
+	open := func(key []byte) *store.Sealed {
+		t.Helper()
+		b, err := store.OpenBolt(path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := store.NewSealed(b, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open(oldKey)
+	for _, k := range []string{"scheduler/installation/a", "scheduler/installation/b", "scheduler/installation/c"} {
+		if err := s.Put(ctx, k, []byte("old "+k), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = open(newKey)
+	defer s.Close()
+	if err := s.Put(ctx, "scheduler/installation/b", []byte("new b"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, "scheduler/installation/a"); !errors.Is(err, store.ErrSealed) {
+		t.Fatalf("Get of an old record = %v; want ErrSealed", err)
+	}
+	got := map[string]string{}
+	err := s.Scan(ctx, "scheduler/installation/", func(k string, v []byte) error {
+		got[k] = string(v)
+		return nil
+	})
+	if err != nil || len(got) != 1 || got["scheduler/installation/b"] != "new b" {
+		t.Fatalf("Scan = %v, %q; want only the record sealed under the new key", err, got)
+	}
+	if n := s.Unopened(); n != 2 {
+		t.Errorf("Unopened = %d, want 2", n)
+	}
+	// A first-seen style update: absent, so it writes.
+	err = s.Update(ctx, "scheduler/installation/a", func(old []byte, exists bool) ([]byte, time.Duration, error) {
+		if exists {
+			return nil, 0, store.Keep
+		}
+		return []byte("fresh a"), 0, nil
+	})
+	if err != nil {
+		t.Fatalf("Update over an old record = %v", err)
+	}
+	if v, err := s.Get(ctx, "scheduler/installation/a"); err != nil || string(v) != "fresh a" {
+		t.Fatalf("Get after Update = %q, %v", v, err)
+	}
+	// Remove deletes an old record.
+	err = s.Update(ctx, "scheduler/installation/c", func([]byte, bool) ([]byte, time.Duration, error) {
+		return nil, 0, store.Remove
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Inner().Get(ctx, "scheduler/installation/c"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("old record after Remove: %v", err)
 	}
 }
 
