@@ -28,6 +28,11 @@ const (
 	// maxSyncPerRun bounds the Confluence calls of one run; the rest wait
 	// for the next hour, oldest first.
 	maxSyncPerRun = 100
+	// holdOffMin is how long profile syncs of an installation pause after
+	// Confluence answered 429 or 5xx (past the client's own retries); a
+	// longer Retry-After is honoured, up to holdOffMax.
+	holdOffMin = 5 * time.Minute
+	holdOffMax = 24 * time.Hour
 )
 
 // userRecord is one Weavy user of an installation as the profile sync knows it.
@@ -106,8 +111,16 @@ func (s *Service) syncProfiles(ctx context.Context, inst string) error {
 
 // syncUsers copies each user's Confluence display name, avatar and visible
 // email into Weavy. No usable app token ends the run at once, with the
-// forge error (no call is made without one).
+// forge error (no call is made without one). Confluence answering 429 or 5xx
+// (after the client's retries) ends it too, and holds the installation's
+// syncs off for a while; until then syncUsers calls nothing (the users stay
+// due for a later run).
 func (s *Service) syncUsers(ctx context.Context, inst string, users []userRecord) error {
+	if until, held := s.heldOff(ctx, inst); held {
+		s.log.Info("profile sync held off after Confluence refused calls",
+			zap.String("installation_id", inst), zap.Time("not_before", until))
+		return nil
+	}
 	rec, _, err := s.readRecord(ctx, inst)
 	if err != nil {
 		return err
@@ -144,6 +157,11 @@ func (s *Service) syncUsers(ctx context.Context, inst string, users []userRecord
 			return err
 		case errors.As(err, &perr) && perr.Status == http.StatusUnauthorized:
 			return err // the token is now marked unusable: the others would fail alike
+		case errors.As(err, &perr) && (perr.Status == http.StatusTooManyRequests || perr.Status >= 500):
+			// Throttled or failing past the client's retries: more calls
+			// now would only make it worse.
+			s.holdOff(ctx, inst, perr)
+			return fmt.Errorf("scheduler: profile sync ended by Confluence's HTTP %d: %w", perr.Status, err)
 		case errors.As(err, &perr) && perr.Status == http.StatusNotFound:
 			// Gone from the site (or hidden): asking again every hour is no use.
 			s.log.Info("profile sync: user not found in Confluence",
@@ -174,6 +192,35 @@ func (s *Service) syncUsers(ctx context.Context, inst string, users []userRecord
 			len(failed), len(users), failed[0])
 	}
 	return nil
+}
+
+// holdOff records when the installation's profile syncs may call Confluence
+// again: after the answer's Retry-After, at least holdOffMin, at most holdOffMax.
+func (s *Service) holdOff(ctx context.Context, inst string, perr *forge.ProductError) {
+	wait := min(max(perr.RetryAfter, holdOffMin), holdOffMax)
+	until := s.now().Add(wait)
+	err := s.kv.Put(ctx, notBeforeKey(inst), []byte(until.UTC().Format(time.RFC3339Nano)), wait)
+	if err != nil {
+		s.log.Warn("profile sync: recording the hold-off failed",
+			zap.String("installation_id", inst), zap.Error(err))
+		return
+	}
+	s.log.Warn("profile sync: Confluence refused calls, syncs held off",
+		zap.String("installation_id", inst), zap.Int("status", perr.Status), zap.Time("not_before", until))
+}
+
+// heldOff reports whether the installation's profile syncs must not call
+// Confluence yet, and until when. An unreadable record holds nothing off.
+func (s *Service) heldOff(ctx context.Context, inst string) (time.Time, bool) {
+	b, err := s.kv.Get(ctx, notBeforeKey(inst))
+	if err != nil {
+		return time.Time{}, false
+	}
+	until, err := time.Parse(time.RFC3339Nano, string(b))
+	if err != nil || !s.now().Before(until) {
+		return time.Time{}, false
+	}
+	return until, true
 }
 
 // markSynced stamps the user's record, unless it was purged meanwhile.

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
@@ -199,4 +200,90 @@ func TestSimulatedDayNoExpiredCalls(t *testing.T) {
 			t.Errorf("user %s: profile %v", u.uid, p)
 		}
 	}
+}
+
+// syncedUsers sets up n users synced a day ago, due again, with a fresh
+// token held, and returns their uids.
+func (e *env) syncedUsers(t *testing.T, n int) []string {
+	t.Helper()
+	e.deliverToken(t, instA, cloudA, e.clock.Now().Add(3*time.Hour))
+	var uids []string
+	for i := range n {
+		uid := fmt.Sprintf("557058:user-%d", i)
+		e.conf.AddUser(uid, "User "+uid, "", "/wiki/aa-avatar/"+uid)
+		e.minted(t, instA, uid)
+		uids = append(uids, uid)
+	}
+	e.clock.Advance(25 * time.Hour)
+	e.deliverToken(t, instA, cloudA, e.clock.Now().Add(3*time.Hour))
+	return uids
+}
+
+// Confluence throttling (429) or failing (5xx) past the client's retries ends
+// the run: the next users are not called for.
+func TestProfileSyncThrottledOrFailingEndsRun(t *testing.T) {
+	for _, tt := range []struct {
+		name          string
+		status, fails int // fails: what the client's 3 retries use up
+	}{
+		{"429", http.StatusTooManyRequests, 4},
+		{"503", http.StatusServiceUnavailable, 4},
+		{"500", http.StatusInternalServerError, 1}, // not retried
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			e.syncedUsers(t, 3)
+			e.conf.FailNext(tt.fails, tt.status, "")
+			calls := e.conf.Calls()
+			e.scheduled(t, instA, cloudA)
+			if got := e.conf.Calls() - calls; got != tt.fails {
+				t.Fatalf("%d calls, want %d: the run went on past HTTP %d", got, tt.fails, tt.status)
+			}
+			if len(e.logsWith("code", "job_failed")) != 1 {
+				t.Errorf("the ended run was not logged as a job failure")
+			}
+
+			// Held off for 5 minutes: a first mint meanwhile calls nothing.
+			e.conf.AddUser(ada, "Ada Lovelace", "", "/wiki/aa-avatar/"+ada)
+			e.clock.Advance(4 * time.Minute)
+			calls = e.conf.Calls()
+			e.minted(t, instA, ada)
+			if e.conf.Calls() != calls {
+				t.Fatal("a sync called Confluence during the hold-off")
+			}
+			// Then the next run syncs everyone still due.
+			e.clock.Advance(time.Hour)
+			e.deliverToken(t, instA, cloudA, e.clock.Now().Add(3*time.Hour))
+			e.scheduled(t, instA, cloudA)
+			e.wantProfile(t, ada, "Ada Lovelace", e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/"+ada, "")
+			for i := range 3 {
+				uid := fmt.Sprintf("557058:user-%d", i)
+				if p, _ := e.weavy.Profile(uid); p["name"] != "User "+uid {
+					t.Errorf("%s not synced after the hold-off: %v", uid, p)
+				}
+			}
+		})
+	}
+}
+
+// A 429 asking for longer than the client waits is honoured by the next runs.
+func TestProfileSyncHonoursLongRetryAfter(t *testing.T) {
+	e := newEnv(t, nil)
+	e.syncedUsers(t, 2)
+	e.conf.FailNext(1, http.StatusTooManyRequests, "1200") // 20 minutes: beyond the client's 30 s
+	calls := e.conf.Calls()
+	e.scheduled(t, instA, cloudA)
+	if got := e.conf.Calls() - calls; got != 1 {
+		t.Fatalf("%d calls, want 1", got)
+	}
+	e.conf.AddUser(ada, "Ada Lovelace", "", "/wiki/aa-avatar/"+ada)
+	e.clock.Advance(15 * time.Minute) // past the 5-minute minimum, not the Retry-After
+	calls = e.conf.Calls()
+	e.minted(t, instA, ada)
+	if e.conf.Calls() != calls {
+		t.Fatal("Confluence called before its Retry-After")
+	}
+	e.clock.Advance(6 * time.Minute)
+	e.minted(t, instA, ada)
+	e.wantProfile(t, ada, "Ada Lovelace", e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/"+ada, "")
 }

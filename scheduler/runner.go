@@ -33,6 +33,10 @@ type runnerOptions struct {
 // one at a time, in order; installations take turns, so a busy one cannot
 // starve the others.
 type runner struct {
+	// root is the parent of every task's context; close cancels it, so that
+	// running tasks end at once rather than by their timeout.
+	root     context.Context
+	stop     context.CancelFunc
 	timeout  time.Duration
 	log      *zap.Logger
 	capacity int
@@ -54,7 +58,10 @@ type runner struct {
 }
 
 func newRunner(o runnerOptions) *runner {
+	root, stop := context.WithCancel(context.Background())
 	r := &runner{
+		root:     root,
+		stop:     stop,
 		timeout:  o.timeout,
 		log:      o.log,
 		capacity: o.capacity,
@@ -131,7 +138,7 @@ func (r *runner) work() {
 		}
 		delete(r.keys, inst+"\x00"+t.key)
 		r.queued--
-		ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+		ctx, cancel := context.WithTimeout(r.root, r.timeout)
 		r.running[inst] = cancel
 
 		r.mu.Unlock()
@@ -230,11 +237,13 @@ func (r *runner) forget(inst string) {
 	r.signalIdle()
 }
 
-// close stops the workers once their running tasks end; waiting tasks are dropped.
+// close drops the waiting tasks, cancels the running ones and waits for
+// them to return.
 func (r *runner) close() {
 	r.mu.Lock()
 	if !r.closed {
 		r.closed = true
+		r.stop()
 		if r.queued > 0 {
 			r.log.Info("scheduler closing: queued jobs dropped", zap.Int("jobs", r.queued))
 		}

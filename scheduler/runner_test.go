@@ -226,3 +226,33 @@ func TestHousekeepingForgetsSilentInstallations(t *testing.T) {
 		t.Errorf("housekeeping swept %d times, want 2 (at the start, a month later)", n)
 	}
 }
+
+// Close cancels running jobs instead of waiting out their timeout (30 s by
+// default).
+func TestCloseCancelsRunningJobs(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	started, ended := make(chan struct{}), make(chan error, 1)
+	clock := storetest.NewClock(start)
+	s := New(Options{
+		KV: store.NewMemory(clock.Now), Now: clock.Now, // the default JobTimeout
+		Jobs: []Job{{Name: "until-done", Run: func(ctx context.Context, _ string) error {
+			close(started)
+			<-ctx.Done()
+			ended <- ctx.Err()
+			return ctx.Err()
+		}}},
+	})
+	if err := s.Scheduled(t.Context(), trigger("closing")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, started, "the job")
+	t0 := time.Now()
+	s.Close()
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Fatalf("Close took %v: it waited for the job's timeout", d)
+	}
+	if err := <-ended; !errors.Is(err, context.Canceled) {
+		t.Fatalf("job ended with %v, want context.Canceled", err)
+	}
+	goleak.VerifyNone(t, ignore)
+}

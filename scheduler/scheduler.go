@@ -77,6 +77,10 @@ const (
 	staleAfter = 2 * time.Hour
 	// uninstallBudget keeps the uninstall answer inside Forge's 5 s.
 	uninstallBudget = 4 * time.Second
+	// tombstoneTTL: how long an uninstalled installation's triggers and jobs
+	// are ignored. A reinstall gets a new installationId, so nothing that
+	// should run is ever held back by it.
+	tombstoneTTL = 30 * 24 * time.Hour
 
 	jobProfileSync  = "profile_sync"
 	jobHousekeeping = "housekeeping"
@@ -88,6 +92,8 @@ const (
 	installationPrefix = "scheduler/installation/" // + inst
 	userPrefix         = "scheduler/user/"         // + inst + "/" + uid
 	eventPrefix        = "scheduler/event/"        // + inst + "/" + eventType + "/" + version
+	uninstalledPrefix  = "scheduler/uninstalled/"  // + inst: the tombstone of an uninstall
+	notBeforePrefix    = "scheduler/notbefore/"    // + inst: no profile sync before the time held
 	housekeepingKey    = "scheduler/housekeeping"
 )
 
@@ -95,6 +101,8 @@ func installationKey(inst string) string { return installationPrefix + url.PathE
 func usersOf(inst string) string         { return userPrefix + url.PathEscape(inst) + "/" }
 func userKey(inst, uid string) string    { return usersOf(inst) + url.PathEscape(uid) }
 func eventsOf(inst string) string        { return eventPrefix + url.PathEscape(inst) + "/" }
+func tombstoneKey(inst string) string    { return uninstalledPrefix + url.PathEscape(inst) }
+func notBeforeKey(inst string) string    { return notBeforePrefix + url.PathEscape(inst) }
 
 // record is an installation as stored.
 type record struct {
@@ -181,6 +189,10 @@ type Service struct {
 	jobs     []Job
 	run      *runner
 
+	// sweepLimit bounds the live records one housekeeping sweep visits per
+	// prefix (maxSweepPerRun; tests lower it).
+	sweepLimit int
+
 	duplicates prometheus.Counter
 }
 
@@ -196,6 +208,8 @@ func New(o Options) *Service {
 		scope:    cmp.Or(o.UIDScope, weavy.ScopeAccount),
 		now:      o.Now,
 		log:      o.Logger,
+
+		sweepLimit: maxSweepPerRun,
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -229,9 +243,14 @@ func positive[T int | time.Duration](v, def T) T {
 	return v
 }
 
-// Close stops accepting work, drops the jobs still queued and waits for the
-// running ones (each ends by its timeout at the latest). It is safe to call twice.
+// Close stops accepting work, drops the jobs still queued, cancels the
+// running ones and waits for them to return. It is safe to call twice.
 func (s *Service) Close() { s.run.close() }
+
+// Forget drops the installation's queued jobs and cancels its running one on
+// this replica only, without touching the store: for a replica told that
+// another one handled the installation's uninstall.
+func (s *Service) Forget(installationID string) { s.run.forget(installationID) }
 
 func (s *Service) profileSyncEnabled() bool {
 	return s.weavy != nil && s.products != nil
@@ -240,16 +259,46 @@ func (s *Service) profileSyncEnabled() bool {
 // enqueueJobs queues every registered job for the installation.
 func (s *Service) enqueueJobs(inst string) {
 	for _, j := range s.jobs {
-		s.run.enqueue(task{inst: inst, job: j.Name, key: j.Name, run: func(ctx context.Context) error {
+		s.run.enqueue(task{inst: inst, job: j.Name, key: j.Name, run: s.unlessUninstalled(inst, func(ctx context.Context) error {
 			return j.Run(ctx, inst)
-		}})
+		})})
 	}
 }
 
-// readRecord returns the installation's record; ok is false when there is none.
+// unlessUninstalled returns run guarded by the installation's tombstone: a
+// job queued before an uninstall (on any replica) ends at once, doing nothing.
+func (s *Service) unlessUninstalled(inst string, run func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		gone, err := s.uninstalled(ctx, inst)
+		if err != nil {
+			return err
+		}
+		if gone {
+			s.log.Debug("job skipped: the installation was uninstalled", zap.String("installation_id", inst))
+			return nil
+		}
+		return run(ctx)
+	}
+}
+
+// uninstalled reports whether the installation's uninstall tombstone is held.
+// One sealed under another STORE_KEY still counts: it is there.
+func (s *Service) uninstalled(ctx context.Context, inst string) (bool, error) {
+	_, err := s.kv.Get(ctx, tombstoneKey(inst))
+	switch {
+	case err == nil, errors.Is(err, store.ErrSealed):
+		return true, nil
+	case errors.Is(err, store.ErrNotFound):
+		return false, nil
+	}
+	return false, fmt.Errorf("scheduler: reading the uninstall tombstone: %w", err)
+}
+
+// readRecord returns the installation's record; ok is false when there is none
+// (or only one sealed under another STORE_KEY, which counts as none).
 func (s *Service) readRecord(ctx context.Context, inst string) (record, bool, error) {
 	b, err := s.kv.Get(ctx, installationKey(inst))
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrSealed) {
 		return record{}, false, nil
 	}
 	if err != nil {

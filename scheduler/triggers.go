@@ -29,11 +29,18 @@ const eventTTL = 7 * 24 * time.Hour
 // token was captured before): it records the trigger and queues the jobs,
 // without waiting for them. A delivery within half an hour of the last one
 // accepted for the installation is a duplicate and queues nothing; the
-// decision is one atomic store update, so it holds across replicas.
+// decision is one atomic store update, so it holds across replicas. An
+// uninstalled installation's trigger records and queues nothing.
 func (s *Service) Scheduled(ctx context.Context, inv *forge.Invocation) error {
 	inst := inv.InstallationID()
 	if inst == "" {
 		return fmt.Errorf("%w: the invocation names no installation", ErrBadEvent)
+	}
+	if gone, err := s.uninstalled(ctx, inst); err != nil || gone {
+		if gone {
+			s.log.Info("scheduled trigger of an uninstalled installation ignored", zap.String("installation_id", inst))
+		}
+		return err
 	}
 	now := s.now()
 	var dup bool
@@ -51,6 +58,9 @@ func (s *Service) Scheduled(ctx context.Context, inv *forge.Invocation) error {
 	})
 	if err != nil {
 		return fmt.Errorf("scheduler: recording scheduled trigger: %w", err)
+	}
+	if !dup && s.undoIfUninstalled(ctx, inst) {
+		return nil
 	}
 	if dup {
 		s.duplicates.Inc()
@@ -152,6 +162,12 @@ func (s *Service) Lifecycle(ctx context.Context, inv *forge.Invocation, body []b
 		log.Warn("lifecycle event names another installation than its FIT; the FIT's is used",
 			zap.String("event_id", ev.ID))
 	}
+	if gone, err := s.uninstalled(ctx, inst); err != nil || gone {
+		if gone {
+			log.Info("lifecycle event of an uninstalled installation acknowledged, nothing recorded")
+		}
+		return err
+	}
 
 	now := s.now()
 	version := ev.version()
@@ -173,6 +189,9 @@ func (s *Service) Lifecycle(ctx context.Context, inv *forge.Invocation, body []b
 	})
 	if err != nil {
 		return fmt.Errorf("scheduler: recording installation: %w", err)
+	}
+	if s.undoIfUninstalled(ctx, inst) {
+		return nil
 	}
 
 	// One mark per (installation, event type, version): a retry finds it. It is
@@ -198,10 +217,28 @@ func (s *Service) Lifecycle(ctx context.Context, inv *forge.Invocation, body []b
 	return nil
 }
 
+// undoIfUninstalled deletes the installation record just written when an
+// uninstall's tombstone appeared meanwhile (its purge may have run between
+// the caller's check and its write), and reports whether it did.
+func (s *Service) undoIfUninstalled(ctx context.Context, inst string) bool {
+	gone, err := s.uninstalled(ctx, inst)
+	if err != nil || !gone {
+		return false
+	}
+	if err := s.kv.Delete(ctx, installationKey(inst)); err != nil {
+		s.log.Warn("deleting the record of an uninstalled installation failed",
+			zap.String("installation_id", inst), zap.Error(err))
+	}
+	s.log.Info("installation uninstalled meanwhile, nothing recorded", zap.String("installation_id", inst))
+	return true
+}
+
 // Uninstall handles preUninstall: it forgets everything held for the
 // installation, and nothing of any other — app token, installation record,
 // users and their sync state, lifecycle marks, cached Weavy tokens — and
-// cancels its jobs. It gives up after 4 s so that Forge gets its answer in 5.
+// cancels its jobs. A tombstone kept for 30 days makes later triggers, mints
+// and jobs of the installation (on any replica) do nothing. It gives up after
+// 4 s so that Forge gets its answer in 5.
 func (s *Service) Uninstall(ctx context.Context, inv *forge.Invocation) error {
 	inst := inv.InstallationID()
 	if inst == "" {
@@ -209,8 +246,11 @@ func (s *Service) Uninstall(ctx context.Context, inv *forge.Invocation) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, uninstallBudget)
 	defer cancel()
+	// The tombstone first: a job starting from now on sees it; the running
+	// one is cancelled next.
+	tombErr := s.kv.Put(ctx, tombstoneKey(inst), []byte(s.now().UTC().Format(time.RFC3339Nano)), tombstoneTTL)
 	s.run.forget(inst)
-	if err := s.purge(ctx, inst); err != nil {
+	if err := errors.Join(tombErr, s.purge(ctx, inst)); err != nil {
 		return fmt.Errorf("scheduler: uninstall: %w", err)
 	}
 	s.log.Info("installation purged", zap.String("installation_id", inst))
@@ -228,6 +268,7 @@ func (s *Service) purge(ctx context.Context, inst string) error {
 		s.kv.Delete(ctx, installationKey(inst)),
 		s.deletePrefix(ctx, usersOf(inst)),
 		s.deletePrefix(ctx, eventsOf(inst)),
+		s.kv.Delete(ctx, notBeforeKey(inst)),
 	)
 	if s.purger != nil {
 		errs = append(errs, s.purger.PurgeInstallation(ctx, inst))
@@ -235,9 +276,11 @@ func (s *Service) purge(ctx context.Context, inst string) error {
 	return errors.Join(errs...)
 }
 
+// deletePrefix deletes every record under prefix, those sealed under another
+// STORE_KEY included (they are listed beneath the sealing, which skips them).
 func (s *Service) deletePrefix(ctx context.Context, prefix string) error {
 	var keys []string
-	err := s.kv.Scan(ctx, prefix, func(k string, _ []byte) error {
+	err := s.rawKV().Scan(ctx, prefix, func(k string, _ []byte) error {
 		keys = append(keys, k)
 		return nil
 	})
@@ -254,7 +297,8 @@ func (s *Service) deletePrefix(ctx context.Context, prefix string) error {
 
 // UserMinted is the weavy.Broker's OnMint hook: it queues, without blocking, a
 // profile sync for the user's first token. A full queue drops it (counted in
-// scheduler_queue_dropped_total); the user is picked up by a later mint.
+// scheduler_queue_dropped_total); the user is picked up by a later mint. For
+// an uninstalled installation the queued sync does nothing.
 func (s *Service) UserMinted(installationID, uid string) {
 	if !s.profileSyncEnabled() || installationID == "" || uid == "" {
 		return
@@ -263,8 +307,8 @@ func (s *Service) UserMinted(installationID, uid string) {
 		inst: installationID,
 		job:  jobProfileSync,
 		key:  jobProfileSync + "\x00" + uid,
-		run: func(ctx context.Context) error {
+		run: s.unlessUninstalled(installationID, func(ctx context.Context) error {
 			return s.syncMintedUser(ctx, installationID, uid)
-		},
+		}),
 	})
 }
