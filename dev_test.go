@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -15,26 +16,28 @@ func TestDevModeCommandsWork(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl is needed to paste the printed commands")
 	}
-	env := map[string]string{"LISTEN_ADDR": "127.0.0.1:0", "FORGE_REMOTE_DEV_DIR": t.TempDir(), "LOG_LEVEL": "warn"}
+	env := map[string]string{"LISTEN_ADDR": "127.0.0.1:0", "FORGE_REMOTE_DEV_DIR": privateDir(t), "LOG_LEVEL": "warn"}
 	getenv := func(k string) string { return env[k] }
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, errOut syncBuffer
 	done := make(chan error, 1)
 	listening := make(chan net.Addr, 1)
 	go func() { done <- devCmd(ctx, nil, getenv, &out, &errOut, func(a net.Addr) { listening <- a }) }()
+	select {
+	case <-listening:
+	case err := <-done:
+		cancel()
+		t.Fatalf("dev did not start: %v\n%s", err, errOut.String())
+	case <-time.After(15 * time.Second):
+		cancel()
+		t.Fatal("dev did not start")
+	}
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("dev exited with %v", err)
 		}
 	}()
-	select {
-	case <-listening:
-	case err := <-done:
-		t.Fatalf("dev did not start: %v\n%s", err, errOut.String())
-	case <-time.After(15 * time.Second):
-		t.Fatal("dev did not start")
-	}
 
 	var cmds []string
 	for _, line := range strings.Split(errOut.String(), "\n") {
@@ -77,10 +80,35 @@ func TestDevModeCommandsWork(t *testing.T) {
 
 func TestDevModeRefusesNonLoopback(t *testing.T) {
 	for _, addr := range []string{":8080", "0.0.0.0:8080", "10.1.2.3:8080", "[::]:8080"} {
-		env := map[string]string{"LISTEN_ADDR": addr, "FORGE_REMOTE_DEV_DIR": t.TempDir()}
+		env := map[string]string{"LISTEN_ADDR": addr, "FORGE_REMOTE_DEV_DIR": privateDir(t)}
 		err := devCmd(context.Background(), nil, func(k string) string { return env[k] }, &syncBuffer{}, &syncBuffer{}, nil)
 		if err == nil || !strings.Contains(err.Error(), "loopback") {
 			t.Errorf("%s: %v", addr, err)
 		}
+	}
+}
+
+// privateDir is a fresh directory only this user can access, as dev mode
+// requires of its state directory.
+func privateDir(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	if err := os.Chmod(d, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// Dev mode refuses a state directory other users can access: they could plant
+// the signing key.
+func TestDevModeRefusesSharedDir(t *testing.T) {
+	d := t.TempDir()
+	if err := os.Chmod(d, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"LISTEN_ADDR": "127.0.0.1:0", "FORGE_REMOTE_DEV_DIR": d}
+	err := devCmd(context.Background(), nil, func(k string) string { return env[k] }, &syncBuffer{}, &syncBuffer{}, nil)
+	if err == nil || !strings.Contains(err.Error(), "chmod 700") {
+		t.Fatalf("shared dev dir: %v", err)
 	}
 }

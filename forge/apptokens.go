@@ -247,7 +247,9 @@ func (a *AppTokens) Get(ctx context.Context, installationID string) (AppToken, e
 // Lookup returns the record held for the installation whatever its expiry.
 func (a *AppTokens) Lookup(ctx context.Context, installationID string) (AppToken, error) {
 	b, err := a.kv.Get(ctx, appTokenPrefix+installationID)
-	if errors.Is(err, store.ErrNotFound) {
+	// A record sealed under a previous STORE_KEY is as good as none: the
+	// next call from Forge brings a token again.
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrSealed) {
 		return AppToken{}, ErrUnknownInstallation
 	}
 	if err != nil {

@@ -328,3 +328,34 @@ func TestAppTokensUserDeliveredTokensOnlyFillGaps(t *testing.T) {
 		t.Fatal("a trigger's token did not replace a user-delivered one")
 	}
 }
+
+// After a STORE_KEY rotation, a record sealed under the old key is as good as
+// none: unknown, not a store failure (503), until Forge's next call.
+func TestAppTokensAfterKeyRotation(t *testing.T) {
+	ctx := context.Background()
+	inner := store.NewMemory(nil)
+	old, err := store.NewSealed(inner, make([]byte, store.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := forge.NewAppTokens(old, forge.AppTokensOptions{}).Capture(ctx, inv("i"), forgetest.MintAppToken(t, time.Now().Add(3*time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, store.KeySize)
+	key[0] = 1
+	rotated, err := store.NewSealed(inner, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := forge.NewAppTokens(rotated, forge.AppTokensOptions{})
+	if _, err := a.Usable(ctx, "i"); !errors.Is(err, forge.ErrUnknownInstallation) {
+		t.Fatalf("old-key record: %v", err)
+	}
+	fresh := forgetest.MintAppToken(t, time.Now().Add(2*time.Hour))
+	if err := a.Capture(ctx, inv("i"), fresh); err != nil {
+		t.Fatalf("capture over an old-key record: %v", err)
+	}
+	if got, err := a.Usable(ctx, "i"); err != nil || got.Token != fresh {
+		t.Fatalf("after capture: %v", err)
+	}
+}

@@ -104,8 +104,8 @@ func (a *AppTokens) Usable(ctx context.Context, installationID string) (AppToken
 	}
 	b, err := a.kv.Get(ctx, rejectedKey(installationID))
 	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return t, nil
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrSealed):
+		return t, nil // no marker, or one sealed under a previous STORE_KEY
 	case err != nil:
 		return AppToken{}, fmt.Errorf("forge: read app token marker: %w", err)
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 
@@ -41,6 +42,7 @@ type fleet struct {
 	broker    *weavy.Broker // nil without Weavy
 	stop      func()
 	done      chan struct{}
+	jobs      atomic.Pointer[jobForgetter]
 }
 
 // startFleet subscribes to invalidations; Close stops it.
@@ -52,6 +54,13 @@ func startFleet(r *store.Redis, log *zap.Logger, appTokens *forge.AppTokens, bro
 	return f
 }
 
+// jobForgetter cancels an installation's jobs on this replica (scheduler).
+type jobForgetter interface{ Forget(installationID string) }
+
+// setJobs gives the listener the scheduler, which is built after the fleet
+// (the fleet is its Purger).
+func (f *fleet) setJobs(j jobForgetter) { f.jobs.Store(&j) }
+
 func (f *fleet) listen(msgs <-chan []byte) {
 	defer close(f.done)
 	for m := range msgs {
@@ -59,6 +68,9 @@ func (f *fleet) listen(msgs <-chan []byte) {
 		f.appTokens.Forget(inst)
 		if f.broker != nil {
 			f.broker.ForgetInstallation(inst)
+		}
+		if j := f.jobs.Load(); j != nil {
+			(*j).Forget(inst) // its queued and running jobs stop here too
 		}
 		f.log.Debug("installation purged by a replica, dropped from memory", zap.String("installation_id", inst))
 	}

@@ -75,4 +75,7 @@ func (s *Server) setupScheduler() {
 		o.Purger = s.fleet // purges the broker too, then tells the other replicas
 	}
 	s.scheduler = scheduler.New(o)
+	if s.fleet != nil {
+		s.fleet.setJobs(s.scheduler)
+	}
 }
