@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -11,8 +10,6 @@ import (
 	"time"
 
 	"github.com/forge-remote/forge-remote/forge/forgetest"
-	"github.com/forge-remote/forge-remote/server"
-	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
 // BenchmarkTokenHit measures the warm path through the whole Gin stack: body
@@ -20,23 +17,7 @@ import (
 // token capture, resolver dispatch, cache hit, JSON answer.
 func BenchmarkTokenHit(b *testing.B) {
 	key := forgetest.NewKey(b, "k1")
-	jwks := forgetest.NewJWKSServer(b, key)
-	wv := weavytest.New("")
-	defer wv.Close()
-	env := map[string]string{
-		"FORGE_APP_ID": forgetest.AppID, "FORGE_JWKS_URL": jwks.URL(),
-		"WEAVY_URL": wv.URL, "WEAVY_API_KEY": weavytest.APIKey,
-		"STORE_URL": "memory://", "LOG_LEVEL": "warn",
-	}
-	cfg, err := server.LoadConfig(func(k string) string { return env[k] })
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv, err := server.New(context.Background(), cfg, server.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
+	srv, wv := newServer(b, key)
 
 	const users = 200
 	const pool = 4000
