@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 
 	"github.com/forge-remote/forge-remote/forge"
 )
@@ -45,16 +44,6 @@ func (r *Registry) Register(functionKey string, h Handler) {
 		panic(fmt.Sprintf("resolvers: %q registered twice", functionKey))
 	}
 	r.handlers[functionKey] = h
-}
-
-// Keys lists the registered function keys, sorted.
-func (r *Registry) Keys() []string {
-	keys := make([]string, 0, len(r.handlers))
-	for k := range r.handlers {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // Invoke runs the resolver named functionKey.

@@ -51,10 +51,6 @@ func Token(b TokenBroker, scope weavy.UIDScope, now func() time.Time) Handler {
 		if err != nil {
 			return nil, err
 		}
-		left := int64(tok.ExpiresAt.Sub(now()) / time.Second)
-		if left < 0 {
-			left = 0
-		}
-		return TokenAnswer{AccessToken: tok.AccessToken, ExpiresIn: left}, nil
+		return TokenAnswer{AccessToken: tok.AccessToken, ExpiresIn: int64(tok.ExpiresIn(now()) / time.Second)}, nil
 	}
 }

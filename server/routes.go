@@ -9,12 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Route is one served route, listed for the manifest checks.
-type Route struct {
-	Method string
-	Path   string
-}
-
 // routes lists every route the server answers. Nothing is routed elsewhere.
 func (s *Server) routes(e *gin.Engine) {
 	e.GET("/healthz", s.handleHealthz)
@@ -41,16 +35,6 @@ func (s *Server) routes(e *gin.Engine) {
 
 	e.NoRoute(func(c *gin.Context) { s.fail(c, errNotFound) })
 	e.NoMethod(func(c *gin.Context) { s.fail(c, errMethod) })
-}
-
-// Routes lists what the engine serves (used to check the Forge manifest
-// against the real router).
-func (s *Server) Routes() []Route {
-	var out []Route
-	for _, r := range s.engine.Routes() {
-		out = append(out, Route{Method: r.Method, Path: r.Path})
-	}
-	return out
 }
 
 // ServeHTTP makes the server usable with httptest and benchmarks.
