@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/forge-remote/forge-remote/internal/gctune"
 	"github.com/forge-remote/forge-remote/server"
 )
 
@@ -80,11 +81,21 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, on
 	if err != nil {
 		return err
 	}
+	// A GC tuned for a small heap, unless the operator tuned it (README,
+	// "Performance").
+	if getenv("GOGC") == "" && getenv("GOMEMLIMIT") == "" {
+		defer gctune.Start(gcHeadroom).Stop()
+	}
 	if err := srv.Run(ctx, onListen); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil
 }
+
+// gcHeadroom is the least the heap may grow between collections: 32 MiB cut
+// GC and stack-growth CPU under bench/load by about a tenth, and adds nothing
+// once the live heap passes 32 MiB (GOGC=100 already allows more).
+const gcHeadroom = 32 << 20
 
 type redisLogger struct{ log *zap.Logger }
 

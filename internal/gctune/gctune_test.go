@@ -1,0 +1,78 @@
+package gctune
+
+import (
+	"runtime"
+	"runtime/debug"
+	"testing"
+	"time"
+)
+
+func TestPercentFor(t *testing.T) {
+	for _, tt := range []struct {
+		live, headroom uint64
+		base, want     int
+	}{
+		{live: 8 << 20, headroom: 32 << 20, base: 100, want: 400},
+		{live: 64 << 20, headroom: 32 << 20, base: 100, want: 100}, // the headroom is within what GOGC allows
+		{live: 16 << 20, headroom: 32 << 20, base: 300, want: 300}, // never below the operator's GOGC
+		// Below 4 MiB the runtime's minimum goal (4 MiB times GOGC/100) rules.
+		{live: 2 << 20, headroom: 32 << 20, base: 100, want: 800},
+		{live: 0, headroom: 32 << 20, base: 100, want: 800},
+	} {
+		if got := PercentFor(tt.live, tt.headroom, tt.base); got != tt.want {
+			t.Errorf("PercentFor(%d, %d, %d) = %d, want %d", tt.live, tt.headroom, tt.base, got, tt.want)
+		}
+	}
+}
+
+// TestTunerRaisesAndRestores runs the real thing: after a collection GOGC is
+// raised for a small heap, and Stop puts the original back.
+func TestTunerRaisesAndRestores(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(orig)
+
+	tu := Start(256 << 20) // far above this test binary's live heap
+	deadline := time.Now().Add(10 * time.Second)
+	for Percent() <= 100 {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOGC still %d after collections", Percent())
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond) // cleanups run on their own goroutine
+	}
+	tu.Stop()
+	if p := Percent(); p != 100 {
+		t.Fatalf("GOGC after Stop = %d, want 100", p)
+	}
+	runtime.GC() // a cleanup still armed must not raise it again
+	time.Sleep(50 * time.Millisecond)
+	if p := Percent(); p != 100 {
+		t.Fatalf("GOGC after Stop and a collection = %d, want 100", p)
+	}
+}
+
+func TestTunerLeavesGCOffAlone(t *testing.T) {
+	orig := debug.SetGCPercent(-1)
+	defer debug.SetGCPercent(orig)
+	tu := Start(32 << 20)
+	runtime.GC()
+	time.Sleep(20 * time.Millisecond)
+	tu.Stop()
+	if p := Percent(); p >= 0 {
+		t.Fatalf("GOGC = %d, want off", p)
+	}
+}
+
+func TestOneTunerAtATime(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(orig)
+	a := Start(256 << 20)
+	b := Start(256 << 20) // does nothing while a runs
+	runtime.GC()
+	time.Sleep(20 * time.Millisecond)
+	b.Stop()
+	a.Stop()
+	if p := Percent(); p != 100 {
+		t.Fatalf("GOGC after both stopped = %d, want 100", p)
+	}
+}
