@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/forge-remote/forge-remote/internal/jsonread"
 )
 
 // A FIT's claims as Forge sends them for a Custom UI call.
@@ -52,6 +54,9 @@ var claimSeeds = []string{
 	`{"x":` + strings.Repeat(`{"a":`, 10001) + `1` + strings.Repeat("}", 10001) + `}`,
 }
 
+// fuzzIntern is shared by every fuzz input, as the verifier's is by every FIT.
+var fuzzIntern = jsonread.NewInterner()
+
 // FuzzDecodeClaims holds decodeClaims to what golang-jwt's encoding/json
 // decoding gave for the same bytes: both fail, or both give the same claims.
 func FuzzDecodeClaims(f *testing.F) {
@@ -60,7 +65,7 @@ func FuzzDecodeClaims(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var got Invocation
-		gotErr := decodeClaims(data, &got)
+		gotErr := decodeClaims(data, &got, fuzzIntern)
 
 		var want Invocation
 		var claims jwt.Claims = &want // as golang-jwt's ParseUnverified decodes
@@ -108,15 +113,21 @@ func FuzzDecodeHeader(f *testing.F) {
 
 func BenchmarkDecodeClaims(b *testing.B) {
 	data := []byte(uiClaims)
-	b.Run("ours", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			var inv Invocation
-			if err := decodeClaims(data, &inv); err != nil {
-				b.Fatal(err)
-			}
+	for _, in := range []*jsonread.Interner{nil, jsonread.NewInterner()} {
+		name := "ours"
+		if in != nil {
+			name = "ours-interned"
 		}
-	})
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				var inv Invocation
+				if err := decodeClaims(data, &inv, in); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 	b.Run("encoding-json", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
 
+	"github.com/forge-remote/forge-remote/internal/jsonread"
 	"github.com/forge-remote/forge-remote/internal/logctx"
 )
 
@@ -92,8 +93,9 @@ type Verifier struct {
 	client       *http.Client
 	ownTransport *http.Transport // nil when the client is the caller's
 	log          *zap.Logger
-	metrics      *verifierMetrics // nil: none
-	validator    *jwt.Validator   // the claim checks, golang-jwt's
+	metrics      *verifierMetrics   // nil: none
+	validator    *jwt.Validator     // the claim checks, golang-jwt's
+	intern       *jsonread.Interner // shares the strings FITs repeat; fed only verified claims
 
 	keys atomic.Pointer[keySet] // nil until the first successful load
 
@@ -183,6 +185,7 @@ func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
 			jwt.WithLeeway(orDefault(cfg.Leeway, defaultLeeway)),
 			jwt.WithTimeFunc(now),
 		),
+		intern:       jsonread.NewInterner(),
 		limiter:      rate.NewLimiter(rate.Every(orDefault(cfg.MinRefetchInterval, defaultMinRefetchInterval)), 1),
 		refreshEvery: orDefault(cfg.RefreshInterval, defaultRefreshInterval),
 		retryEvery:   orDefault(cfg.RetryInterval, defaultRetryInterval),
@@ -274,7 +277,7 @@ func (v *Verifier) verify(ctx context.Context, token string) (*Invocation, error
 	}
 
 	inv := new(Invocation)
-	if err := decodeClaims(claimsJSON, inv); err != nil {
+	if err := decodeClaims(claimsJSON, inv, v.intern); err != nil {
 		return nil, malformed(fmt.Errorf("could not JSON decode claims: %w", err))
 	}
 	if err := v.validator.Validate(inv); err != nil {

@@ -1,0 +1,44 @@
+package jsonread
+
+import (
+	"hash/maphash"
+	"sync/atomic"
+)
+
+// Interner shares the strings that many decoded documents repeat (a FIT's
+// issuer, audience, app and site claims arrive thousands of times a second
+// with the same bytes), so decoding them allocates nothing. It is a fixed
+// table of 1,024 slots indexed by hash, each holding the latest string that
+// hashed there: bounded memory, no lock, and a value that stops repeating is
+// simply overwritten. Only strings up to 128 bytes are kept. Safe for
+// concurrent use; the zero value is ready. Feed it only trusted input (a FIT's
+// claims after its signature is verified): anyone else could churn it.
+type Interner struct {
+	seed  maphash.Seed
+	slots [internSlots]atomic.Pointer[string]
+}
+
+const (
+	internSlots  = 1024
+	internMaxLen = 128
+)
+
+// NewInterner returns an empty Interner.
+func NewInterner() *Interner {
+	return &Interner{seed: maphash.MakeSeed()}
+}
+
+// string returns b as a string, shared with earlier calls when they had the
+// same bytes. A nil Interner just copies.
+func (in *Interner) string(b []byte) string {
+	if in == nil || len(b) > internMaxLen {
+		return string(b)
+	}
+	slot := &in.slots[maphash.Bytes(in.seed, b)&(internSlots-1)]
+	if p := slot.Load(); p != nil && *p == string(b) {
+		return *p
+	}
+	s := string(b)
+	slot.Store(&s)
+	return s
+}
