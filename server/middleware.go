@@ -250,7 +250,18 @@ func readBody(c *gin.Context) ([]byte, error) {
 	if c.Request.Body == nil {
 		return nil, nil
 	}
-	b, err := io.ReadAll(c.Request.Body)
+	var (
+		b   []byte
+		err error
+	)
+	if n := c.Request.ContentLength; n >= 0 && n <= MaxBodyBytes {
+		// The usual case: a small body of known length, read into a buffer
+		// of its size (io.ReadAll starts at 512 bytes).
+		b = make([]byte, n)
+		_, err = io.ReadFull(c.Request.Body, b)
+	} else {
+		b, err = io.ReadAll(c.Request.Body)
+	}
 	if err == nil {
 		return b, nil
 	}

@@ -8,10 +8,10 @@ import (
 // Interner shares the strings that many decoded documents repeat (a FIT's
 // issuer, audience, app and site claims arrive thousands of times a second
 // with the same bytes), so decoding them allocates nothing. It is a fixed
-// table of 1,024 slots indexed by hash, each holding the latest string that
-// hashed there: bounded memory, no lock, and a value that stops repeating is
-// simply overwritten. Only strings up to 128 bytes are kept. Safe for
-// concurrent use; the zero value is ready. Feed it only trusted input (a FIT's
+// table of 1,024 slots, each string with two candidate slots chosen by hash:
+// bounded memory, no lock, and a value that stops repeating is simply
+// overwritten. Only strings up to 128 bytes are kept. Safe for
+// concurrent use. Feed it only trusted input (a FIT's
 // claims after its signature is verified): anyone else could churn it.
 type Interner struct {
 	seed  maphash.Seed
@@ -34,11 +34,22 @@ func (in *Interner) string(b []byte) string {
 	if in == nil || len(b) > internMaxLen {
 		return string(b)
 	}
-	slot := &in.slots[maphash.Bytes(in.seed, b)&(internSlots-1)]
-	if p := slot.Load(); p != nil && *p == string(b) {
+	// Two candidate slots per string, so that two busy strings whose first
+	// slots collide do not evict each other on every call.
+	h := maphash.Bytes(in.seed, b)
+	first := &in.slots[h&(internSlots-1)]
+	if p := first.Load(); p != nil && *p == string(b) {
+		return *p
+	}
+	second := &in.slots[(h>>32)&(internSlots-1)]
+	if p := second.Load(); p != nil && *p == string(b) {
 		return *p
 	}
 	s := string(b)
-	slot.Store(&s)
+	if first.Load() == nil {
+		first.Store(&s)
+	} else {
+		second.Store(&s)
+	}
 	return s
 }
