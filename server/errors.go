@@ -150,6 +150,6 @@ func (s *Server) fail(c *gin.Context, err error) {
 	} else {
 		s.log.Debug("request refused", append(requestFields(c), zap.String("code", code), zap.String("reason", msg))...)
 	}
-	c.Set(ctxErrCode, code)
+	state(c).errCode = code
 	c.AbortWithStatusJSON(status, errorBody{Error: errorDetail{Code: code, Message: msg}})
 }

@@ -37,7 +37,7 @@ func (s *Server) handleReadyz(c *gin.Context) {
 		problems = append(problems, "store unreachable")
 	}
 	if len(problems) > 0 {
-		c.Set(ctxErrCode, "not_ready")
+		state(c).errCode = "not_ready"
 		c.JSON(http.StatusServiceUnavailable, gin.H{
 			"error":  errorDetail{Code: "not_ready", Message: strings.Join(problems, "; ")},
 			"checks": checks,

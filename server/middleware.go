@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -26,11 +27,35 @@ import (
 // MaxBodyBytes is the request body limit (Forge itself caps requests at 500 KB).
 const MaxBodyBytes = 1 << 20
 
-// Keys of values set on the gin context.
-const (
-	ctxInvocation = "forge.invocation"
-	ctxErrCode    = "error.code"
-)
+// reqState is what the middleware chain records about one request. It is
+// the request's context: one allocation carries the log ids, the verified FIT
+// and the error code, where context.WithValue and gin's key map cost four.
+type reqState struct {
+	context.Context // the request's own, for cancellation and other values
+	ids             logctx.IDs
+	inv             *forge.Invocation // set by forgeAuth
+	errCode         string            // set by fail: the access log's error_code
+}
+
+type stateKey struct{}
+
+func (st *reqState) Value(k any) any {
+	if _, ok := k.(stateKey); ok {
+		return st
+	}
+	if logctx.IsKey(k) {
+		return &st.ids
+	}
+	return st.Context.Value(k)
+}
+
+// state is the request's reqState; a placeholder before requestIDs ran.
+func state(c *gin.Context) *reqState {
+	if st, ok := c.Request.Context().Value(stateKey{}).(*reqState); ok {
+		return st
+	}
+	return &reqState{Context: c.Request.Context()}
+}
 
 // recovery turns a panic into a 500 JSON answer and an error log line with the
 // stack, never the request's headers.
@@ -43,7 +68,7 @@ func (s *Server) recovery(c *gin.Context) {
 			s.log.Error("panic serving request", append(requestFields(c),
 				zap.String("panic", fmt.Sprint(r)), zap.ByteString("stack", debug.Stack()))...)
 			if !c.Writer.Written() {
-				c.Set(ctxErrCode, "internal_error")
+				state(c).errCode = "internal_error"
 				c.AbortWithStatusJSON(http.StatusInternalServerError,
 					errorBody{Error: errorDetail{Code: "internal_error", Message: "internal error"}})
 			}
@@ -55,16 +80,16 @@ func (s *Server) recovery(c *gin.Context) {
 // requestIDs assigns the request id (a sane inbound x-request-id is kept) and
 // picks up Forge's b3 trace ids, so every log line about the request names them.
 func (s *Server) requestIDs(c *gin.Context) {
-	ids := &logctx.IDs{
+	st := &reqState{Context: c.Request.Context(), ids: logctx.IDs{
 		RequestID: headerID(c.GetHeader("x-request-id"), 64),
 		TraceID:   headerID(c.GetHeader("x-b3-traceid"), 32),
 		SpanID:    headerID(c.GetHeader("x-b3-spanid"), 16),
+	}}
+	if st.ids.RequestID == "" {
+		st.ids.RequestID = s.ids.next()
 	}
-	if ids.RequestID == "" {
-		ids.RequestID = s.ids.next()
-	}
-	c.Header("x-request-id", ids.RequestID)
-	c.Request = c.Request.WithContext(logctx.With(c.Request.Context(), ids))
+	c.Header("x-request-id", st.ids.RequestID)
+	c.Request = c.Request.WithContext(st)
 	c.Next()
 }
 
@@ -122,10 +147,11 @@ func (s *Server) accessLog(c *gin.Context) {
 		zap.Duration("duration", elapsed),
 		zap.Int("bytes", c.Writer.Size()),
 	)
-	if code := c.GetString(ctxErrCode); code != "" {
-		fields = append(fields, zap.String("error_code", code))
+	st := state(c)
+	if st.errCode != "" {
+		fields = append(fields, zap.String("error_code", st.errCode))
 	}
-	if inv := invocation(c); inv != nil {
+	if inv := st.inv; inv != nil {
 		fields = append(fields, zap.String("installation_id", inv.InstallationID()))
 		if inv.App.Module.Key != "" {
 			fields = append(fields, zap.String("module", inv.App.Module.Key))
@@ -173,7 +199,7 @@ func (s *Server) forgeAuth(c *gin.Context) {
 		s.rejectFIT(c, err)
 		return
 	}
-	c.Set(ctxInvocation, inv)
+	state(c).inv = inv
 	if err := s.appTokens.Capture(c.Request.Context(), inv, c.GetHeader("x-forge-oauth-system")); err != nil {
 		// A trigger exists to bring the token: it fails so Forge retries. A
 		// user's call goes on: a cached token needs no store.
@@ -218,12 +244,7 @@ func bearer(h string) (string, bool) {
 
 // invocation is the verified FIT of the request, or nil.
 func invocation(c *gin.Context) *forge.Invocation {
-	v, ok := c.Get(ctxInvocation)
-	if !ok {
-		return nil
-	}
-	inv, _ := v.(*forge.Invocation)
-	return inv
+	return state(c).inv
 }
 
 // internalAuth guards /internal/*: absent configuration hides the routes (404);
