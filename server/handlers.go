@@ -86,7 +86,7 @@ func (s *Server) invoke(c *gin.Context, key string, payload []byte) {
 		out = struct{}{}
 	}
 	if a, ok := out.(jsonAppender); ok { // the token resolver: no reflection
-		c.Data(http.StatusOK, jsonContentType, a.AppendJSON(make([]byte, 0, 256)))
+		c.Data(http.StatusOK, jsonContentType, a.AppendJSON(make([]byte, 0, 128)))
 		return
 	}
 	c.JSON(http.StatusOK, out)
@@ -104,7 +104,7 @@ const jsonContentType = "application/json; charset=utf-8"
 // answers 202 at once (Forge gives triggers 5 s).
 func (s *Server) handleScheduled(c *gin.Context) {
 	inv := invocation(c)
-	if c.GetHeader("x-forge-oauth-system") == "" {
+	if header(c, hdrAppToken) == "" {
 		logctx.Logger(c.Request.Context(), s.log).Warn("scheduled trigger without an app token: enable auth.appSystemToken on its endpoint",
 			zap.String("installation_id", inv.InstallationID()))
 	}

@@ -81,16 +81,35 @@ func (s *Server) recovery(c *gin.Context) {
 // picks up Forge's b3 trace ids, so every log line about the request names them.
 func (s *Server) requestIDs(c *gin.Context) {
 	st := &reqState{Context: c.Request.Context(), ids: logctx.IDs{
-		RequestID: headerID(c.GetHeader("x-request-id"), 64),
-		TraceID:   headerID(c.GetHeader("x-b3-traceid"), 32),
-		SpanID:    headerID(c.GetHeader("x-b3-spanid"), 16),
+		RequestID: headerID(header(c, hdrRequestID), 64),
+		TraceID:   headerID(header(c, hdrTraceID), 32),
+		SpanID:    headerID(header(c, hdrSpanID), 16),
 	}}
 	if st.ids.RequestID == "" {
 		st.ids.RequestID = s.ids.next()
 	}
-	c.Header("x-request-id", st.ids.RequestID)
+	c.Writer.Header()[hdrRequestID] = []string{st.ids.RequestID}
 	c.Request = c.Request.WithContext(st)
 	c.Next()
+}
+
+// Canonical names of the headers read on every request (TestHeaderNames).
+const (
+	hdrAuthorization = "Authorization"
+	hdrAppToken      = "X-Forge-Oauth-System"
+	hdrRequestID     = "X-Request-Id"
+	hdrTraceID       = "X-B3-Traceid"
+	hdrSpanID        = "X-B3-Spanid"
+)
+
+// header is the request's first value of a header by its canonical name:
+// gin's GetHeader canonicalises the name again, allocating for every
+// lower-case name on every request.
+func header(c *gin.Context, canonical string) string {
+	if v := c.Request.Header[canonical]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // headerID keeps an inbound id only when it is short and made of safe
@@ -189,7 +208,7 @@ func (s *Server) bodyLimit(c *gin.Context) {
 // forgeAuth verifies the Forge Invocation Token and captures the app system
 // token the call carries. Nothing downstream runs for an unverified call.
 func (s *Server) forgeAuth(c *gin.Context) {
-	raw, ok := bearer(c.GetHeader("Authorization"))
+	raw, ok := bearer(header(c, hdrAuthorization))
 	if !ok {
 		s.rejectFIT(c, errNoFIT)
 		return
@@ -200,7 +219,7 @@ func (s *Server) forgeAuth(c *gin.Context) {
 		return
 	}
 	state(c).inv = inv
-	if err := s.appTokens.Capture(c.Request.Context(), inv, c.GetHeader("x-forge-oauth-system")); err != nil {
+	if err := s.appTokens.Capture(c.Request.Context(), inv, header(c, hdrAppToken)); err != nil {
 		// A trigger exists to bring the token: it fails so Forge retries. A
 		// user's call goes on: a cached token needs no store.
 		if inv.FromTrigger() {
