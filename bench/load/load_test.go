@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -79,5 +82,103 @@ func TestCommandArgv(t *testing.T) {
 		if got := commandArgv(tc.cmd); !slices.Equal(got, tc.want) {
 			t.Errorf("commandArgv(%q) = %q, want %q", tc.cmd, got, tc.want)
 		}
+	}
+}
+
+// prevResults is the end of a RESULTS.md written before the HTTP floor
+// existed (the blocks are copied from such a file, shortened).
+const prevResults = "# Load benchmark results\n\n" + dataOpen + `{
+  "date": "2026-11-22T19:42:47Z",
+  "machine": {"cpu": "test cpu", "cores": 2, "commit": "4d4adf9"},
+  "command": "go run ./bench/load -compare -duration 10s -results",
+  "bare_verify": {"cpu_us": 24.454, "wall_us": 24.452, "iterations": 2800},
+  "runs": [
+    {"name": "forge-remote", "requests": 166501, "rps": 16647.152804714606, "server_cpu_us_per_req": 92.73217578272804, "p99_ms": 13.27104},
+    {"name": "node-peer", "requests": 59001, "rps": 5895.516348054198, "server_cpu_us_per_req": 209.48797478008848}
+  ],
+  "ratios": {"rps_ours_over_peer": 2.82369716610301},
+  "targets": []
+}` + commentEnd + "\n" + historyOpen + `[
+  {
+    "date": "2026-11-22T19:42:47Z",
+    "commit": "4d4adf9",
+    "command": "go run ./bench/load -compare -duration 10s -results",
+    "ours_rps": 16647.152804714606,
+    "peer_rps": 5895.516348054198,
+    "ours_cpu_us": 92.73217578272804,
+    "peer_cpu_us": 209.48797478008848,
+    "verify_us": 24.454,
+    "ours_p99_ms": 13.27104,
+    "peer_p99_ms": 23.527424,
+    "ours_rss_mib": 26.921875,
+    "peer_rss_mib": 157.5703125,
+    "ours_ready_ms": 12.089192,
+    "peer_ready_ms": 220.473123,
+    "loadavg": "0.95 1.85 1.43",
+    "note": "before the floor"
+  }
+]` + commentEnd + "\n"
+
+// TestResultsWithFloor writes RESULTS.md over one from before the HTTP floor
+// existed, from a made-up report with a floor run: the floor counts in no
+// ratio, the older rows read "—" for it, and the blocks read back.
+func TestResultsWithFloor(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "RESULTS.md")
+	if err := os.WriteFile(path, []byte(prevResults), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep := &report{
+		Machine:    machine{CPU: "test cpu", Cores: 2},
+		Command:    "go run ./bench/load -compare",
+		Config:     runConfig{Duration: "10s", Warmup: "2s", Conns: 64, Users: 300, Installs: 4, Pool: 20000, Store: "bolt", AppToken: true},
+		BareVerify: verifyFigures{CPUMicros: 25, WallMicros: 25, Iterations: 2800},
+		Runs: []runResult{
+			{Name: "forge-remote", Requests: 1000, RPS: 20000, ServerCPUMicrosPerReq: 63, CPUPerVerify: 2.52},
+			{Name: "node-peer", Requests: 1000, RPS: 6000, ServerCPUMicrosPerReq: 210, CPUPerVerify: 8.4},
+			{Name: floorName, Requests: 1000, RPS: 40000, ServerCPUMicrosPerReq: 21, CPUPerVerify: 0.84},
+		},
+	}
+	rep.finish()
+	if rep.Floor == nil || rep.Floor.PlusVerifyMicros != 46 || rep.Floor.PerVerify != 46.0/25 {
+		t.Fatalf("floor figures %+v, want 46 µs = 1.84×", rep.Floor)
+	}
+	if rep.Ratios == nil || rep.Ratios.RPS != 20000.0/6000 {
+		t.Fatalf("ratios %+v: the floor must not count", rep.Ratios)
+	}
+	if err := rep.floorProblems(); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeResults(path, ".", rep, "floor test"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for _, want := range []string{
+		"| figure | forge-remote | node-peer | ratio | http-floor |",
+		"| server CPU per request (µs) | 63.0 | 210.0 | 3.33× peer/ours | 21.0 |",
+		"HTTP floor + bare verify = 46.0 µs = 1.84× bare verify",
+		"| 21.0 | 1.84× |",                 // this run's history row
+		"| 92.7 | 3.79× | — | — | 13.27 |", // a run from before the floor
+		"| http-floor CPU per request | — | 21.0 µs | — |",
+	} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("RESULTS.md lacks %q:\n%s", want, doc)
+		}
+	}
+	var got report
+	if s, ok := section(doc, dataOpen); !ok || json.Unmarshal([]byte(s), &got) != nil || got.run(floorName).RPS != 40000 {
+		t.Errorf("data block does not read back with the floor run")
+	}
+	var hist []historyEntry
+	if s, ok := section(doc, historyOpen); !ok || json.Unmarshal([]byte(s), &hist) != nil || len(hist) < 2 || hist[0].FloorCPU != 21 || hist[1].FloorCPU != 0 {
+		t.Errorf("history does not read back: %+v", hist)
+	}
+
+	rep.Runs[2].Non2xx, rep.Runs[2].Statuses = 5, map[int]int64{401: 5}
+	if rep.floorProblems() == nil {
+		t.Error("a floor with non-2xx answers passed")
 	}
 }

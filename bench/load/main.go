@@ -1,7 +1,9 @@
 // Command load is forge-remote's load benchmark: it starts a server under test
 // (ours, or any command such as the Node peer in bench/peer), plays Forge and
 // Weavy for it on loopback, and drives POST /resolvers/token with a distinct
-// pre-signed FIT per request. See bench/README.md.
+// pre-signed FIT per request. With -compare it also runs the HTTP floor
+// (bench/floor), what net/http + Gin alone cost on the same requests. See
+// bench/README.md.
 package main
 
 import (
@@ -38,7 +40,7 @@ const defaultPeer = "node bench/peer/server.mjs"
 
 type options struct {
 	cmd, bin, peer   string
-	compare          bool
+	compare, floor   bool
 	duration, warmup time.Duration
 	conns            int
 	users, installs  int
@@ -64,6 +66,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.bin, "bin", "", "a prebuilt forge-remote binary to test instead of building one")
 	fs.StringVar(&o.peer, "peer", defaultPeer, "the peer's command for -compare")
 	fs.BoolVar(&o.compare, "compare", false, "run forge-remote, then the peer, and print them side by side")
+	fs.BoolVar(&o.floor, "floor", true, "with -compare: also run the HTTP floor (bench/floor: net/http + Gin answering a constant) third, as http-floor")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured load time per server")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load after the per-user warm-up (JIT, pools, connections)")
 	fs.IntVar(&o.conns, "c", 64, "concurrent keep-alive connections")
@@ -222,6 +225,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := ensurePeerDeps(ctx, root, o.peer, progress); err != nil {
 			return err
 		}
+		if o.floor {
+			fmt.Fprintln(progress, "building the HTTP floor…")
+			bin, err := buildFloor(ctx, root, tmp)
+			if err != nil {
+				return err
+			}
+			specs = append(specs, spec{floorName, []string{bin}})
+		}
 	case o.cmd != "":
 		if err := ensurePeerDeps(ctx, root, o.cmd, progress); err != nil {
 			return err
@@ -256,6 +267,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rep.Runs = append(rep.Runs, r)
 	}
 	rep.finish()
+	// A floor that did not answer 2xx measured some other path: report it,
+	// but neither record it nor let it pass.
+	floorErr := rep.floorProblems()
 
 	if o.json {
 		if err := rep.writeJSON(stdout); err != nil {
@@ -263,6 +277,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	} else {
 		rep.writeTable(stdout)
+	}
+	if floorErr != nil {
+		return floorErr
 	}
 	if o.results {
 		path := o.resultsFile

@@ -242,11 +242,19 @@ func moduleRoot() (string, error) {
 
 // buildServer builds forge-remote into dir.
 func buildServer(ctx context.Context, root, dir string) (string, error) {
-	bin := filepath.Join(dir, "forge-remote")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	return goBuild(ctx, root, filepath.Join(dir, "forge-remote"), ".")
+}
+
+// buildFloor builds the HTTP floor (bench/floor) into dir.
+func buildFloor(ctx context.Context, root, dir string) (string, error) {
+	return goBuild(ctx, root, filepath.Join(dir, "http-floor"), "./bench/floor")
+}
+
+func goBuild(ctx context.Context, root, bin, pkg string) (string, error) {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
+		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 	}
 	return bin, nil
 }

@@ -22,7 +22,20 @@ type report struct {
 	BareVerify verifyFigures `json:"bare_verify"`
 	Runs       []runResult   `json:"runs"`
 	Ratios     *ratios       `json:"ratios,omitempty"`
+	Floor      *floorFigures `json:"http_floor,omitempty"`
 	Targets    []target      `json:"targets"`
+}
+
+// floorName is the run of bench/floor: net/http + Gin answering a constant,
+// what the HTTP stack alone costs on these requests. It counts in no ratio
+// and no target.
+const floorName = "http-floor"
+
+// floorFigures is derived from the floor's run and the bare verify: what a
+// server on net/http + Gin that only verified the FIT would cost at least.
+type floorFigures struct {
+	PlusVerifyMicros float64 `json:"floor_plus_verify_us"`
+	PerVerify        float64 `json:"floor_plus_verify_per_bare_verify"`
 }
 
 type machine struct {
@@ -114,6 +127,10 @@ func (r *report) finish() {
 			peer = &r.Runs[i]
 		}
 	}
+	if f := r.run(floorName); f.Requests > 0 && r.BareVerify.CPUMicros > 0 {
+		sum := f.ServerCPUMicrosPerReq + r.BareVerify.CPUMicros
+		r.Floor = &floorFigures{PlusVerifyMicros: sum, PerVerify: sum / r.BareVerify.CPUMicros}
+	}
 	if ours != nil && peer != nil {
 		r.Ratios = &ratios{
 			RPS:          div(ours.RPS, peer.RPS),
@@ -145,10 +162,39 @@ func div(a, b float64) float64 {
 	return a / b
 }
 
+// floorLine is the derived figure of the HTTP floor, in words.
+func (r *report) floorLine() string {
+	if r.Floor == nil {
+		return ""
+	}
+	return fmt.Sprintf("HTTP floor + bare verify = %.1f µs = %.2f× bare verify (the least a server on net/http + Gin can reach with these requests)",
+		r.Floor.PlusVerifyMicros, r.Floor.PerVerify)
+}
+
+// floorProblems fails a run whose HTTP floor did not answer every request
+// with a 2xx: it would have measured some other path than the token answer.
+// The floor's other figures (Weavy calls, bodies) are not checked.
+func (r *report) floorProblems() error {
+	for _, run := range r.Runs {
+		switch {
+		case run.Name != floorName:
+		case run.Requests == 0:
+			return fmt.Errorf("%s: no request answered (%s)", run.Name, run.FirstError)
+		case run.Non2xx > 0:
+			return fmt.Errorf("%s: %d non-2xx answers %v: the floor did not measure the token answer", run.Name, run.Non2xx, run.Statuses)
+		}
+	}
+	return nil
+}
+
 // smokeProblems fails a smoke run only when the tool or the warm path broke.
+// The HTTP floor is judged by floorProblems alone.
 func (r *report) smokeProblems() error {
 	var errs []error
 	for _, run := range r.Runs {
+		if run.Name == floorName {
+			continue
+		}
 		switch {
 		case run.Requests == 0:
 			errs = append(errs, fmt.Errorf("%s: no request answered (%s)", run.Name, run.FirstError))
@@ -190,6 +236,9 @@ func (r *report) writeTable(w io.Writer) {
 		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
 	}
 	_ = tw.Flush()
+	if line := r.floorLine(); line != "" {
+		fmt.Fprintf(w, "\n%s\n", line)
+	}
 	for _, run := range r.Runs {
 		if run.FirstError != "" {
 			fmt.Fprintf(w, "%s: first transport error: %s\n", run.Name, run.FirstError)
@@ -273,19 +322,31 @@ func commandLine(args []string) string {
 }
 
 // rows is the figures table: a header, then one row per figure, a column per
-// server and, when comparing, the ratio.
+// server and, when comparing, the ratio beside the two servers it compares;
+// the HTTP floor, when run, comes last, outside the ratio.
 func (r *report) rows() [][]string {
-	head := []string{"figure"}
+	var servers, floors []runResult
 	for _, run := range r.Runs {
+		if run.Name == floorName {
+			floors = append(floors, run)
+		} else {
+			servers = append(servers, run)
+		}
+	}
+	head := []string{"figure"}
+	for _, run := range servers {
 		head = append(head, run.Name)
 	}
 	if r.Ratios != nil {
 		head = append(head, "ratio")
 	}
+	for _, run := range floors {
+		head = append(head, run.Name)
+	}
 	out := [][]string{head}
 	row := func(label string, ratio func(*ratios) float64, how string, f func(runResult) string) {
 		cells := []string{label}
-		for _, run := range r.Runs {
+		for _, run := range servers {
 			cells = append(cells, f(run))
 		}
 		if r.Ratios != nil {
@@ -294,6 +355,9 @@ func (r *report) rows() [][]string {
 			} else {
 				cells = append(cells, "")
 			}
+		}
+		for _, run := range floors {
+			cells = append(cells, f(run))
 		}
 		out = append(out, cells)
 	}

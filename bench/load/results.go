@@ -36,6 +36,8 @@ type historyEntry struct {
 	PeerRSS      float64 `json:"peer_rss_mib"`
 	OursReady    float64 `json:"ours_ready_ms"`
 	PeerReady    float64 `json:"peer_ready_ms"`
+	FloorRPS     float64 `json:"floor_rps,omitempty"`    // 0: no HTTP floor in that run
+	FloorCPU     float64 `json:"floor_cpu_us,omitempty"` // 0: no HTTP floor in that run
 	LoadAvgStart string  `json:"loadavg"`
 	Note         string  `json:"note,omitempty"`
 }
@@ -50,13 +52,13 @@ func (r *report) run(name string) runResult {
 }
 
 func entryOf(r *report, note string) historyEntry {
-	o, p := r.run("forge-remote"), r.run("node-peer")
+	o, p, f := r.run("forge-remote"), r.run("node-peer"), r.run(floorName)
 	return historyEntry{
 		Date: r.Date, Commit: r.Machine.Commit, Dirty: r.Machine.Dirty, Command: r.Command,
 		OursRPS: o.RPS, PeerRPS: p.RPS, OursCPU: o.ServerCPUMicrosPerReq, PeerCPU: p.ServerCPUMicrosPerReq,
 		Verify: r.BareVerify.CPUMicros, OursP99: o.P99Ms, PeerP99: p.P99Ms, OursRSS: o.PeakRSSMiB,
 		PeerRSS: p.PeakRSSMiB, OursReady: o.StartToReadyMs, PeerReady: p.StartToReadyMs,
-		LoadAvgStart: r.Machine.LoadAvg, Note: note,
+		FloorRPS: f.RPS, FloorCPU: f.ServerCPUMicrosPerReq, LoadAvgStart: r.Machine.LoadAvg, Note: note,
 	}
 }
 
@@ -112,7 +114,14 @@ func writeResults(path, root string, r *report, note string) error {
 	p("`POST /resolvers/token` with `{\"refresh\":false}`, %d keep-alive connections, %s measured per server after a\n", c.Conns, c.Duration)
 	p("per-user warm-up and %s of unmeasured load; %d distinct FITs (RS256, 2048-bit) over %d users on %d sites,\n", c.Warmup, c.Pool, c.Users, c.Installs)
 	p("a different FIT on each request; app token header: %v; forge-remote store: %s. The servers run one after\n", c.AppToken, c.Store)
-	p("the other, forge-remote first.\n\n")
+	if r.Floor != nil {
+		p("the other, forge-remote first, then the node peer, then the HTTP floor: `bench/floor`, net/http + Gin with the same\n")
+		p("server limits and no middleware, reading each request and answering a constant token, with no verification.\n")
+		p("The floor is what the HTTP stack alone costs on these requests, not a server anyone should run; it counts in\n")
+		p("no ratio and no target.\n\n")
+	} else {
+		p("the other, forge-remote first.\n\n")
+	}
 	p("Bare RS256 verify (sha256 + `rsa.VerifyPKCS1v15`, one thread, median of rounds): **%.1f µs CPU** (%.1f µs wall, %d iterations).\n\n",
 		r.BareVerify.CPUMicros, r.BareVerify.WallMicros, r.BareVerify.Iterations)
 	p("## Figures\n\n")
@@ -121,6 +130,9 @@ func writeResults(path, root string, r *report, note string) error {
 		if i == 0 {
 			p("|%s\n", strings.Repeat(" --- |", len(cells)))
 		}
+	}
+	if line := r.floorLine(); line != "" {
+		p("\n%s.\n", line)
 	}
 	p("\n## Targets of issue 7 (forge-remote)\n\n| goal | this run | met |\n| --- | --- | --- |\n")
 	for _, t := range r.Targets {
@@ -166,18 +178,38 @@ func writeResults(path, root string, r *report, note string) error {
 		d("node-peer requests/s", pp.RPS, pe.RPS, "")
 		d("node-peer CPU per request", pp.ServerCPUMicrosPerReq, pe.ServerCPUMicrosPerReq, " µs")
 		d("bare verify", prev.BareVerify.CPUMicros, r.BareVerify.CPUMicros, " µs")
+		if f := r.run(floorName); f.Requests > 0 {
+			pf := prev.run(floorName)
+			df := func(label string, a, b float64, unit string) {
+				if a == 0 { // the previous run had no floor
+					p("| %s | — | %.1f%s | — |\n", label, b, unit)
+					return
+				}
+				d(label, a, b, unit)
+			}
+			df("http-floor requests/s", pf.RPS, f.RPS, "")
+			df("http-floor CPU per request", pf.ServerCPUMicrosPerReq, f.ServerCPUMicrosPerReq, " µs")
+		}
 	}
 
 	p("\n## History (newest first)\n\n")
-	p("| date | commit | ours req/s | peer req/s | ours/peer | ours CPU µs/req | ÷ verify | ours p99 ms | ours RSS MiB | ours ready ms | note |\n")
-	p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	p("| date | commit | ours req/s | peer req/s | ours/peer | ours CPU µs/req | ÷ verify | floor CPU µs/req | floor + verify ÷ verify | ours p99 ms | ours RSS MiB | ours ready ms | note |\n")
+	p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, h := range history {
 		commit := orDash(h.Commit)
 		if h.Dirty {
 			commit += "+"
 		}
-		p("| %s | %s | %.0f | %.0f | %.2f× | %.1f | %.2f× | %.2f | %.1f | %.1f | %s |\n", h.Date, commit, h.OursRPS, h.PeerRPS,
-			div(h.OursRPS, h.PeerRPS), h.OursCPU, div(h.OursCPU, h.Verify), h.OursP99, h.OursRSS, h.OursReady, strings.ReplaceAll(h.Note, "|", `\|`))
+		floorCPU, floorRatio := "—", "—" // runs before the HTTP floor existed
+		if h.FloorCPU > 0 {
+			floorCPU = fmt.Sprintf("%.1f", h.FloorCPU)
+			if h.Verify > 0 {
+				floorRatio = fmt.Sprintf("%.2f×", (h.FloorCPU+h.Verify)/h.Verify)
+			}
+		}
+		p("| %s | %s | %.0f | %.0f | %.2f× | %.1f | %.2f× | %s | %s | %.2f | %.1f | %.1f | %s |\n", h.Date, commit, h.OursRPS, h.PeerRPS,
+			div(h.OursRPS, h.PeerRPS), h.OursCPU, div(h.OursCPU, h.Verify), floorCPU, floorRatio, h.OursP99, h.OursRSS, h.OursReady,
+			strings.ReplaceAll(h.Note, "|", `\|`))
 	}
 
 	data, err := json.MarshalIndent(r, "", "  ")
