@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/forge-remote/forge-remote/internal/ids"
 	"github.com/forge-remote/forge-remote/internal/logctx"
 	"github.com/forge-remote/forge-remote/store"
 )
@@ -101,9 +106,16 @@ const (
 	pollFirst = 25 * time.Millisecond
 	pollMax   = 250 * time.Millisecond
 
-	shardCount  = 64
-	storePrefix = "weavy/token/"
-	lockPrefix  = "weavy/lock/"
+	shardCount = 64
+	lockPrefix = "weavy/lock/"
+)
+
+// Where users' tokens are stored: StorePrefix + installation + "/" + uid
+// (see storeKey). Records under LegacyStorePrefix, the longer keys of
+// earlier versions, are still read and purged; they expire with their tokens.
+const (
+	StorePrefix       = "weavy/t/"
+	LegacyStorePrefix = "weavy/token/"
 )
 
 // Broker hands out Weavy tokens per (installation, user): from memory while
@@ -125,17 +137,12 @@ type Broker struct {
 	lockTTL time.Duration
 
 	seed      maphash.Seed
+	salt      [16]byte // keys the cache's hash of (installation, uid)
 	shards    [shardCount]shard
 	lastSweep atomic.Int64 // unix nanoseconds
 
 	fills     singleflight.Group // normal misses
 	refreshes singleflight.Group // refresh=true; never shared with a fill, whose token may be the one to replace
-
-	// insts keeps one copy of each installation id: thousands of users share
-	// one, and each request decodes its own. Only entries going into the
-	// cache are interned; lookups compare by value.
-	instMu sync.Mutex
-	insts  map[string]string
 
 	limMu    sync.Mutex
 	limiters map[userKey][]time.Time // per user: times of refresh mints within the last per, oldest first
@@ -146,45 +153,125 @@ type Broker struct {
 
 type userKey struct{ inst, uid string }
 
+// cacheKey is what the memory cache keys a user by: 128 bits of a SHA-256,
+// salted per Broker, of (installation, uid). Holding neither string saves a
+// third of the cache's memory (100,000 users cost about 12 MB); the chance of
+// two users sharing a key is about n²/2¹²⁹, nil for any n a process holds.
+type cacheKey [16]byte
+
 type shard struct {
 	mu sync.RWMutex
-	m  map[userKey]*entry
+	m  map[cacheKey]entry
 	_  [96]byte // keeps shards on separate cache lines: RLock writes to the mutex
 }
 
-// entry is immutable once in a shard; it is replaced, never changed.
+// entry is a cached token, stored by value: 48 bytes. Times are unix
+// nanoseconds (see nanos); keepUntil is derived from exp and minted.
 type entry struct {
-	tok        Token
-	mintedAt   time.Time // just before the mint request was sent
-	serveUntil time.Time // served from memory before this
-	keepUntil  time.Time // when re-minting fails, still served before this
-	refreshed  bool      // minted by a refresh (RefreshWindow applies)
+	tok        string
+	exp        int64  // the token's expiry
+	minted     int64  // just before the mint request was sent
+	serveUntil int64  // served from memory before this
+	inst       uint32 // tag of the installation, for ForgetInstallation (see instTag)
+	refreshed  bool   // minted by a refresh (RefreshWindow applies)
+}
+
+// Bounds of the times an entry holds: every difference of two of them fits
+// in an int64 (years 1823 to 2116; a token beyond is taken to expire then).
+const (
+	minNanos = math.MinInt64 / 2
+	maxNanos = math.MaxInt64 / 2
+)
+
+// nanos is t in unix nanoseconds, clamped to [minNanos, maxNanos].
+func nanos(t time.Time) int64 {
+	switch {
+	case t.Before(time.Unix(0, minNanos)):
+		return minNanos
+	case t.After(time.Unix(0, maxNanos)):
+		return maxNanos
+	}
+	return t.UnixNano()
+}
+
+func (e *entry) token() Token {
+	return Token{AccessToken: e.tok, ExpiresAt: time.Unix(0, e.exp)}
+}
+
+// margin is how long before expiry e stops being served from memory: the
+// Broker's margin, at most half the token's lifetime.
+func (e *entry) margin(margin time.Duration) int64 {
+	return min(int64(margin), (e.exp-e.minted)/2)
+}
+
+// keepUntil: when re-minting fails, e is still served before this.
+func (e *entry) keepUntil(margin time.Duration) int64 {
+	return e.exp - min(int64(maxSafety), e.margin(margin)/2)
 }
 
 // sharable reports whether a refresh at now gets e's token: e was minted by
 // a refresh less than the window ago (the UIKit refreshes on every 401/403
 // of every tab, and each tab may reach another replica).
-func (b *Broker) sharable(now time.Time, e *entry) bool {
-	return e.refreshed && now.Sub(e.mintedAt) < b.window && now.Before(e.serveUntil)
+func (b *Broker) sharable(now int64, e *entry) bool {
+	return e.refreshed && now-e.minted < int64(b.window) && now < e.serveUntil
 }
 
 func newEntry(tok Token, mintedAt time.Time, margin time.Duration, refreshed bool) *entry {
-	margin = min(margin, tok.ExpiresAt.Sub(mintedAt)/2)
-	return &entry{
-		tok:        tok,
-		mintedAt:   mintedAt,
-		serveUntil: tok.ExpiresAt.Add(-margin),
-		keepUntil:  tok.ExpiresAt.Add(-min(maxSafety, margin/2)),
-		refreshed:  refreshed,
-	}
+	e := &entry{tok: tok.AccessToken, exp: nanos(tok.ExpiresAt), minted: nanos(mintedAt), refreshed: refreshed}
+	e.serveUntil = e.exp - e.margin(margin)
+	return e
 }
 
-// record is an entry as stored; the store seals it.
+// record is an entry as it was stored before the binary form (recordV1):
+// JSON. Such records are still read.
 type record struct {
 	Token     string    `json:"token"`
 	ExpiresAt time.Time `json:"expires_at"`
 	MintedAt  time.Time `json:"minted_at"`
 	Refreshed bool      `json:"refreshed,omitempty"` // so that other replicas share a refresh
+}
+
+// recordV1 starts a stored entry in binary form, the store seals it:
+//
+//	recordV1 | flags (bit 0: refreshed) | exp (8 bytes, big-endian unix ns) | exp - minted (varint ns) | token
+//
+// About 45 bytes for a 30-character token, where the JSON took 130. A JSON
+// record starts with '{'.
+const recordV1 byte = 1
+
+func encodeRecord(e *entry) []byte {
+	buf := make([]byte, 0, 2+8+binary.MaxVarintLen64+len(e.tok))
+	var flags byte
+	if e.refreshed {
+		flags = 1
+	}
+	buf = append(buf, recordV1, flags)
+	buf = binary.BigEndian.AppendUint64(buf, uint64(e.exp))
+	buf = binary.AppendVarint(buf, e.exp-e.minted)
+	return append(buf, e.tok...)
+}
+
+// decodeRecord reads a stored entry in either form. ok is false for anything
+// malformed.
+func decodeRecord(data []byte) (tok Token, mintedAt time.Time, refreshed, ok bool) {
+	if len(data) > 0 && data[0] == '{' {
+		var r record
+		if json.Unmarshal(data, &r) != nil {
+			return Token{}, time.Time{}, false, false
+		}
+		return Token{AccessToken: r.Token, ExpiresAt: r.ExpiresAt}, r.MintedAt, r.Refreshed, true
+	}
+	if len(data) < 2+8+1 || data[0] != recordV1 || data[1]&^1 != 0 {
+		return Token{}, time.Time{}, false, false
+	}
+	exp := int64(binary.BigEndian.Uint64(data[2:]))
+	life, n := binary.Varint(data[10:])
+	minted := exp - life
+	if n <= 0 || exp < minNanos || exp > maxNanos || (minted > exp) != (life < 0) || minted < minNanos || minted > maxNanos {
+		return Token{}, time.Time{}, false, false // the subtraction overflowed, or a time is out of range
+	}
+	tok = Token{AccessToken: string(data[10+n:]), ExpiresAt: time.Unix(0, exp)}
+	return tok, time.Unix(0, minted), data[1]&1 != 0, true
 }
 
 // NewBroker returns a Broker minting with iss and persisting in kv. It panics
@@ -206,6 +293,7 @@ func NewBroker(iss Issuer, kv store.KV, o BrokerOptions) *Broker {
 		seed:     maphash.MakeSeed(),
 		limiters: make(map[userKey][]time.Time),
 	}
+	_, _ = rand.Read(b.salt[:])
 	if b.now == nil {
 		b.now = time.Now
 	}
@@ -213,7 +301,7 @@ func NewBroker(iss Issuer, kv store.KV, o BrokerOptions) *Broker {
 		b.log = zap.NewNop()
 	}
 	for i := range b.shards {
-		b.shards[i].m = make(map[userKey]*entry)
+		b.shards[i].m = make(map[cacheKey]entry)
 	}
 	b.lastSweep.Store(b.now().UnixNano())
 	b.limSwept = b.now()
@@ -250,10 +338,10 @@ func (b *Broker) Token(ctx context.Context, installationID, uid string, refresh 
 		b.refreshCalls.Inc()
 		return b.await(ctx, &b.refreshes, k, b.refresh)
 	}
-	// The hot path: one read-locked map lookup, no I/O, no allocation.
-	if e := b.load(k); e != nil && b.now().Before(e.serveUntil) {
+	// The hot path: one hash, one read-locked map lookup, no I/O, no allocation.
+	if e, ok := b.load(k); ok && b.now().UnixNano() < e.serveUntil {
 		b.hits.Inc()
-		return e.tok, nil
+		return e.token(), nil
 	}
 	return b.await(ctx, &b.fills, k, b.fill)
 }
@@ -293,10 +381,13 @@ func (b *Broker) await(ctx context.Context, group *singleflight.Group, k userKey
 
 // fill answers a normal miss: the memory entry is missing or in its margin.
 func (b *Broker) fill(ctx context.Context, k userKey) (Token, error) {
-	now := b.now()
-	cur := b.load(k)
-	if cur != nil && now.Before(cur.serveUntil) {
-		return cur.tok, nil // filled by a flight that ended just before this one began
+	now := b.now().UnixNano()
+	var cur *entry
+	if e, ok := b.load(k); ok {
+		if now < e.serveUntil {
+			return e.token(), nil // filled by a flight that ended just before this one began
+		}
+		cur = &e
 	}
 	stored, err := b.loadStored(ctx, k)
 	switch {
@@ -305,52 +396,56 @@ func (b *Broker) fill(ctx context.Context, k userKey) (Token, error) {
 	case err != nil:
 		logctx.Logger(ctx, b.log).Warn("weavy: reading stored token failed, minting",
 			zap.String("installation_id", k.inst), zap.String("uid", k.uid), zap.Error(err))
-	case stored != nil && now.Before(stored.serveUntil):
+	case stored != nil && now < stored.serveUntil:
 		b.install(k, stored, false)
 		b.hits.Inc()
-		return stored.tok, nil
-	case stored != nil && (cur == nil || stored.keepUntil.After(cur.keepUntil)):
+		return stored.token(), nil
+	case stored != nil && (cur == nil || stored.keepUntil(b.margin) > cur.keepUntil(b.margin)):
 		cur = stored // in its margin, but a fallback should Weavy fail
 	}
 
-	e, minted, err := b.mintShared(ctx, k, "", false, func(now time.Time, s *entry) bool {
-		return now.Before(s.serveUntil)
+	e, minted, err := b.mintShared(ctx, k, "", false, func(now int64, s *entry) bool {
+		return now < s.serveUntil
 	})
 	if err != nil {
-		if cur == nil || !now.Before(cur.keepUntil) {
+		keep := int64(0)
+		if cur != nil {
+			keep = cur.keepUntil(b.margin)
+		}
+		if cur == nil || now >= keep {
 			return Token{}, err
 		}
 		// Weavy is failing but the held token is still good: serve it, and
 		// leave Weavy alone for a few seconds.
 		stale := *cur
-		stale.serveUntil = now.Add(failBackoff)
-		if stale.serveUntil.After(cur.keepUntil) {
-			stale.serveUntil = cur.keepUntil
-		}
+		stale.serveUntil = min(now+int64(failBackoff), keep)
 		b.install(k, &stale, false)
 		logctx.Logger(ctx, b.log).Warn("weavy: re-minting token failed, serving the held one",
 			zap.String("installation_id", k.inst), zap.String("uid", k.uid),
-			zap.Object("token", cur.tok), zap.Error(err))
-		return cur.tok, nil
+			zap.Object("token", cur.token()), zap.Error(err))
+		return cur.token(), nil
 	}
 	b.install(k, e, false)
 	if !minted {
 		b.hits.Inc() // another replica minted it
-		return e.tok, nil
+		return e.token(), nil
 	}
 	if cur == nil && b.onMint != nil {
 		b.onMint(k.inst, k.uid)
 	}
-	return e.tok, nil
+	return e.token(), nil
 }
 
 // refresh answers refresh=true. The held token stays cached for normal calls
 // until a new one replaces it: a failed refresh evicts nothing.
 func (b *Broker) refresh(ctx context.Context, k userKey) (Token, error) {
-	now := b.now()
-	cur := b.load(k)
-	inMemory := cur != nil
-	if !inMemory {
+	nowT := b.now()
+	now := nowT.UnixNano()
+	var cur *entry
+	e, inMemory := b.load(k)
+	if inMemory {
+		cur = &e
+	} else {
 		var err error
 		if cur, err = b.loadStored(ctx, k); err != nil {
 			return Token{}, err
@@ -359,40 +454,40 @@ func (b *Broker) refresh(ctx context.Context, k userKey) (Token, error) {
 	if cur != nil && b.sharable(now, cur) {
 		// A refresh moments ago already replaced the token this caller was
 		// refused with.
-		return cur.tok, nil
+		return cur.token(), nil
 	}
 	held := ""
 	if cur != nil {
-		held = cur.tok.AccessToken
+		held = cur.tok
 	}
 	// The refresh moments ago may have been another replica's. A store
 	// failure here is left to the mint below to meet (or to get past).
 	if b.locker != nil && inMemory {
-		if s, _ := b.loadStored(ctx, k); s != nil && s.tok.AccessToken != held && b.sharable(now, s) {
+		if s, _ := b.loadStored(ctx, k); s != nil && s.tok != held && b.sharable(now, s) {
 			b.install(k, s, true)
 			b.hits.Inc()
-			return s.tok, nil
+			return s.token(), nil
 		}
 	}
-	if wait, ok := b.allowRefresh(k, now); !ok {
+	if wait, ok := b.allowRefresh(k, nowT); !ok {
 		b.limited.Inc()
 		return Token{}, &RateLimitedError{RetryAfter: wait}
 	}
-	e, minted, err := b.mintShared(ctx, k, held, true, func(now time.Time, s *entry) bool {
-		return s.tok.AccessToken != held && b.sharable(now, s)
+	n, minted, err := b.mintShared(ctx, k, held, true, func(now int64, s *entry) bool {
+		return s.tok != held && b.sharable(now, s)
 	})
 	if err != nil {
 		return Token{}, err
 	}
-	b.install(k, e, true)
+	b.install(k, n, true)
 	if !minted {
 		b.hits.Inc()
-		return e.tok, nil
+		return n.token(), nil
 	}
 	if cur == nil && b.onMint != nil {
 		b.onMint(k.inst, k.uid)
 	}
-	return e.tok, nil
+	return n.token(), nil
 }
 
 // mintShared mints a token for k (other than held, if set) and stores it.
@@ -404,7 +499,7 @@ func (b *Broker) refresh(ctx context.Context, k userKey) (Token, error) {
 // that cannot be reached leaves nothing to coordinate with: this replica
 // mints on its own rather than fail a user a mint could serve.
 func (b *Broker) mintShared(ctx context.Context, k userKey, held string, refreshed bool,
-	ready func(now time.Time, stored *entry) bool) (e *entry, minted bool, err error) {
+	ready func(now int64, stored *entry) bool) (e *entry, minted bool, err error) {
 	mint := func() (*entry, bool, error) {
 		e, err := b.mint(ctx, k, held, refreshed)
 		if err != nil {
@@ -425,7 +520,7 @@ func (b *Broker) mintShared(ctx context.Context, k userKey, held string, refresh
 		}
 		if locked {
 			defer release()
-			if s, _ := b.loadStored(ctx, k); s != nil && ready(b.now(), s) {
+			if s, _ := b.loadStored(ctx, k); s != nil && ready(b.now().UnixNano(), s) {
 				return s, false, nil
 			}
 			return mint()
@@ -437,7 +532,7 @@ func (b *Broker) mintShared(ctx context.Context, k userKey, held string, refresh
 			t.Stop()
 			return nil, false, fmt.Errorf("weavy: waiting for another replica's mint: %w", ctx.Err())
 		}
-		if s, _ := b.loadStored(ctx, k); s != nil && ready(b.now(), s) {
+		if s, _ := b.loadStored(ctx, k); s != nil && ready(b.now().UnixNano(), s) {
 			return s, false, nil
 		}
 	}
@@ -471,38 +566,95 @@ func (b *Broker) mint(ctx context.Context, k userKey, held string, refreshed boo
 	return nil, fmt.Errorf("%w: Weavy returned the held token again instead of a new one", ErrBadResponse)
 }
 
-func (b *Broker) shard(k userKey) *shard {
-	// The uid alone spreads users well; hashing the installation too would
-	// only slow the hot path.
-	return &b.shards[maphash.String(b.seed, k.uid)%shardCount]
+// key is k's cacheKey. The salt comes first, so that no one who does not
+// know it can look for two users with the same key. The installation ARI's
+// constant start is left out (a flag byte says so): the usual ids then fit
+// in two SHA-256 blocks.
+func (b *Broker) key(k userKey) cacheKey {
+	var buf [128]byte // enough for the usual ids; longer ones cost an allocation
+	p := append(buf[:0], b.salt[:]...)
+	inst, ari := strings.CutPrefix(k.inst, installationARI)
+	if ari {
+		p = append(p, 1)
+	} else {
+		p = append(p, 0)
+	}
+	p = binary.AppendUvarint(p, uint64(len(inst)))
+	p = append(p, inst...)
+	p = append(p, k.uid...)
+	sum := sha256.Sum256(p)
+	return cacheKey(sum[:len(cacheKey{})])
 }
 
-func (b *Broker) load(k userKey) *entry {
-	s := b.shard(k)
+// instTag is the installation's tag in its users' entries: 32 bits of a
+// hash, enough for ForgetInstallation to find them (and, rarely, a few of
+// another installation's, which the next calls read back from the store).
+func (b *Broker) instTag(inst string) uint32 {
+	return uint32(maphash.String(b.seed, inst))
+}
+
+func (b *Broker) shard(ck cacheKey) *shard {
+	return &b.shards[binary.LittleEndian.Uint64(ck[:8])%shardCount]
+}
+
+func (b *Broker) load(k userKey) (entry, bool) {
+	ck := b.key(k)
+	s := b.shard(ck)
 	s.mu.RLock()
-	e := s.m[k]
+	e, ok := s.m[ck]
 	s.mu.RUnlock()
-	return e
+	return e, ok
 }
 
 // install puts e in memory unless a newer entry that is still served got there
 // first (a refresh finishing before an older fill); force is for refreshes,
 // whose token must become the cached one.
 func (b *Broker) install(k userKey, e *entry, force bool) {
-	s := b.shard(k)
-	k.inst = b.intern(k.inst)
+	ck := b.key(k)
+	v := *e
+	v.inst = b.instTag(k.inst)
+	s := b.shard(ck)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old := s.m[k]; !force && old != nil && old.mintedAt.After(e.mintedAt) && b.now().Before(old.serveUntil) {
+	if old, ok := s.m[ck]; !force && ok && old.minted > v.minted && b.now().UnixNano() < old.serveUntil {
 		return
 	}
-	s.m[k] = e
+	s.m[ck] = v
 }
 
-// storeKey escapes both parts so that one installation's prefix never
-// matches another's (installation ids are ARIs containing '/').
+// storeKey is where k's token is stored: 88 bytes for an accountId, where
+// the legacy key took 128. Keys are in every page of the store, so their
+// length counts as much as the record's.
 func storeKey(k userKey) string {
-	return storePrefix + url.PathEscape(k.inst) + "/" + url.PathEscape(k.uid)
+	return installationPrefix(k.inst) + url.PathEscape(k.uid)
+}
+
+// installationPrefix starts the store key of every user of inst.
+func installationPrefix(inst string) string {
+	return StorePrefix + instSegment(inst) + "/"
+}
+
+// installationARI is how every installation id Forge sends starts.
+const installationARI = "ari:cloud:ecosystem::installation/"
+
+// instSegment is inst in a store key, one to one: the bare UUID of an
+// installation ARI, or '~' and the escaped id for anything else (a UUID
+// never starts with '~'; escaping removes '/', so that one installation's
+// prefix never matches another's).
+func instSegment(inst string) string {
+	if u, ok := strings.CutPrefix(inst, installationARI); ok && ids.IsUUID(u) {
+		return u
+	}
+	return "~" + url.PathEscape(inst)
+}
+
+// legacyStoreKey is where earlier versions stored k's token.
+func legacyStoreKey(k userKey) string {
+	return legacyInstallationPrefix(k.inst) + url.PathEscape(k.uid)
+}
+
+func legacyInstallationPrefix(inst string) string {
+	return LegacyStorePrefix + url.PathEscape(inst) + "/"
 }
 
 // lockKey is the key of k's mint lock; like storeKey, it holds no token.
@@ -511,8 +663,13 @@ func lockKey(k userKey) string {
 }
 
 // loadStored returns the stored entry of k, or nil if there is none usable.
+// A record under the legacy key is read when there is none under the key:
+// a token minted before an upgrade is not minted again.
 func (b *Broker) loadStored(ctx context.Context, k userKey) (*entry, error) {
 	data, err := b.kv.Get(ctx, storeKey(k))
+	if errors.Is(err, store.ErrNotFound) {
+		data, err = b.kv.Get(ctx, legacyStoreKey(k))
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, nil
@@ -524,27 +681,23 @@ func (b *Broker) loadStored(ctx context.Context, k userKey) (*entry, error) {
 	case err != nil:
 		return nil, fmt.Errorf("weavy: reading stored token: %w", err)
 	}
-	var r record
-	if err := json.Unmarshal(data, &r); err != nil || !validAccessToken(r.Token) {
+	tok, mintedAt, refreshed, ok := decodeRecord(data)
+	if !ok || !validAccessToken(tok.AccessToken) {
 		logctx.Logger(ctx, b.log).Warn("weavy: stored token record is malformed, minting a new one",
 			zap.String("installation_id", k.inst), zap.String("uid", k.uid))
 		return nil, nil
 	}
-	return newEntry(Token{AccessToken: r.Token, ExpiresAt: r.ExpiresAt}, r.MintedAt, b.margin, r.Refreshed), nil
+	return newEntry(tok, mintedAt, b.margin, refreshed), nil
 }
 
 // persist writes e to the store, expiring with the token. A failure is logged
 // only: the token is good and stays in memory.
 func (b *Broker) persist(ctx context.Context, k userKey, e *entry) {
-	ttl := e.tok.ExpiresAt.Sub(b.now())
+	ttl := time.Duration(e.exp - b.now().UnixNano())
 	if ttl <= 0 {
 		return
 	}
-	data, err := json.Marshal(record{Token: e.tok.AccessToken, ExpiresAt: e.tok.ExpiresAt, MintedAt: e.mintedAt, Refreshed: e.refreshed})
-	if err == nil {
-		err = b.kv.Put(ctx, storeKey(k), data, ttl)
-	}
-	if err != nil {
+	if err := b.kv.Put(ctx, storeKey(k), encodeRecord(e), ttl); err != nil {
 		logctx.Logger(ctx, b.log).Warn("weavy: storing token failed, kept in memory only",
 			zap.String("installation_id", k.inst), zap.String("uid", k.uid), zap.Error(err))
 	}
@@ -585,16 +738,16 @@ func (b *Broker) allowRefresh(k userKey, now time.Time) (time.Duration, bool) {
 // maybeSweep drops, at most every sweepEvery, the entries that can no longer
 // be served, so memory follows the active users rather than all users ever.
 func (b *Broker) maybeSweep() {
-	now := b.now()
+	now := b.now().UnixNano()
 	last := b.lastSweep.Load()
-	if now.UnixNano()-last < int64(sweepEvery) || !b.lastSweep.CompareAndSwap(last, now.UnixNano()) {
+	if now-last < int64(sweepEvery) || !b.lastSweep.CompareAndSwap(last, now) {
 		return
 	}
 	for i := range b.shards {
 		s := &b.shards[i]
 		s.mu.Lock()
 		for k, e := range s.m {
-			if !now.Before(e.keepUntil) {
+			if now >= e.keepUntil(b.margin) {
 				delete(s.m, k)
 			}
 		}
@@ -610,12 +763,14 @@ func (b *Broker) PurgeInstallation(ctx context.Context, installationID string) e
 		return errors.New("weavy: purge: empty installation id")
 	}
 	var keys []string
-	err := b.kv.Scan(ctx, storePrefix+url.PathEscape(installationID)+"/", func(key string, _ []byte) error {
-		keys = append(keys, key)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("weavy: purge: listing stored tokens: %w", err)
+	for _, prefix := range []string{installationPrefix(installationID), legacyInstallationPrefix(installationID)} {
+		err := b.kv.Scan(ctx, prefix, func(key string, _ []byte) error {
+			keys = append(keys, key)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("weavy: purge: listing stored tokens: %w", err)
+		}
 	}
 	for _, key := range keys {
 		if err := b.kv.Delete(ctx, key); err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -628,27 +783,11 @@ func (b *Broker) PurgeInstallation(ctx context.Context, installationID string) e
 	return nil
 }
 
-// intern returns the one copy of inst the cache keeps.
-func (b *Broker) intern(inst string) string {
-	b.instMu.Lock()
-	defer b.instMu.Unlock()
-	if v, ok := b.insts[inst]; ok {
-		return v
-	}
-	if b.insts == nil {
-		b.insts = make(map[string]string)
-	}
-	b.insts[inst] = inst
-	return inst
-}
-
 // ForgetInstallation drops installationID's tokens from this process's memory
 // only: another replica purged the store. The next calls read the store.
 func (b *Broker) ForgetInstallation(installationID string) {
-	b.forget(func(k userKey) bool { return k.inst == installationID })
-	b.instMu.Lock()
-	delete(b.insts, installationID)
-	b.instMu.Unlock()
+	tag := b.instTag(installationID)
+	b.forget(func(e *entry) bool { return e.inst == tag })
 	b.limMu.Lock()
 	for k := range b.limiters {
 		if k.inst == installationID {
@@ -661,15 +800,15 @@ func (b *Broker) ForgetInstallation(installationID string) {
 // ForgetAll drops every token held in memory (not in the store): for a
 // replica that may have missed another's purge.
 func (b *Broker) ForgetAll() {
-	b.forget(func(userKey) bool { return true })
+	b.forget(func(*entry) bool { return true })
 }
 
-func (b *Broker) forget(match func(userKey) bool) {
+func (b *Broker) forget(match func(*entry) bool) {
 	for i := range b.shards {
 		s := &b.shards[i]
 		s.mu.Lock()
-		for k := range s.m {
-			if match(k) {
+		for k, e := range s.m {
+			if match(&e) {
 				delete(s.m, k)
 			}
 		}

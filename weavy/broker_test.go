@@ -51,6 +51,12 @@ func newBrokerEnv(t *testing.T, o BrokerOptions) *brokerEnv {
 	return e
 }
 
+// held reports whether the Broker holds a token for uid of inst in memory.
+func (e *brokerEnv) held(inst, uid string) bool {
+	_, ok := e.b.load(userKey{inst, uid})
+	return ok
+}
+
 func (e *brokerEnv) token(t *testing.T, inst, uid string, refresh bool) Token {
 	t.Helper()
 	tok, err := e.b.Token(t.Context(), inst, uid, refresh)
@@ -86,7 +92,7 @@ func TestBrokerMintsOnceThenReuses(t *testing.T) {
 	if _, body := e.f.last(); body != `{"expires_in":3600}` {
 		t.Errorf("request body = %s", body)
 	}
-	if keys := e.kv.keys(); len(keys) != 1 || keys[0] != "weavy/token/ari:cloud:ecosystem::installation%2F1c2d/712020:9b1c2d3e-aaaa" {
+	if keys := e.kv.keys(); len(keys) != 1 || keys[0] != "weavy/t/~ari:cloud:ecosystem::installation%2F1c2d/712020:9b1c2d3e-aaaa" {
 		t.Errorf("store keys = %q", keys)
 	}
 	for name, want := range map[string]float64{"weavy_token_mints_total": 1, "weavy_token_cache_hits_total": 1} {
@@ -437,7 +443,7 @@ func TestBrokerPurgeInstallation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range e.kv.keys() {
-		if !strings.HasPrefix(k, "weavy/token/"+strings.ReplaceAll(inst2, "/", "%2F")+"/") {
+		if !strings.HasPrefix(k, "weavy/t/~"+strings.ReplaceAll(inst2, "/", "%2F")+"/") {
 			t.Errorf("store key %q left after purge", k)
 		}
 	}
@@ -516,7 +522,7 @@ func TestBrokerSweepsExpiredEntries(t *testing.T) {
 	e.token(t, inst1, alice, false)
 	e.clk.Advance(2 * time.Hour)
 	e.token(t, inst1, bob, false) // a miss runs the sweep
-	if e.b.load(userKey{inst1, alice}) != nil {
+	if e.held(inst1, alice) {
 		t.Fatal("expired entry kept in memory")
 	}
 }

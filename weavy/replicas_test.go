@@ -110,7 +110,7 @@ func TestFleetMintsOncePerUser(t *testing.T) {
 	if n := f.mints.Load(); n != 1 {
 		t.Fatalf("%d mints across 3 replicas, want 1", n)
 	}
-	if keys := f.kv.keys(); len(keys) != 1 || !strings.HasPrefix(keys[0], storePrefix) {
+	if keys := f.kv.keys(); len(keys) != 1 || !strings.HasPrefix(keys[0], StorePrefix) {
 		t.Fatalf("store keys %q: want the token only, the lock released", keys)
 	}
 }
@@ -197,14 +197,14 @@ func TestBrokerForget(t *testing.T) {
 	e.token(t, inst1, alice, false)
 	e.token(t, inst2, alice, false)
 	e.b.ForgetInstallation(inst1)
-	if e.b.load(userKey{inst1, alice}) != nil || e.b.load(userKey{inst2, alice}) == nil {
+	if e.held(inst1, alice) || !e.held(inst2, alice) {
 		t.Fatal("ForgetInstallation dropped the wrong entries")
 	}
 	if len(e.kv.keys()) != 2 {
 		t.Fatalf("ForgetInstallation touched the store: %q", e.kv.keys())
 	}
 	e.b.ForgetAll()
-	if e.b.load(userKey{inst2, alice}) != nil {
+	if e.held(inst2, alice) {
 		t.Fatal("ForgetAll kept an entry")
 	}
 	e.token(t, inst2, alice, false) // from the store again

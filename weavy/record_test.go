@@ -1,0 +1,212 @@
+package weavy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/forge-remote/forge-remote/store"
+)
+
+func TestStoreKey(t *testing.T) {
+	const u = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+	for _, tt := range []struct {
+		inst, uid, want string
+	}{
+		{"ari:cloud:ecosystem::installation/" + u, "712020:5b10ac8d", "weavy/t/" + u + "/712020:5b10ac8d"},
+		{"ari:cloud:ecosystem::installation/" + strings.ToUpper(u), "a", "weavy/t/" + strings.ToUpper(u) + "/a"},
+		// Anything but an installation ARI with a UUID keeps its whole id, escaped.
+		{u, "a", "weavy/t/~" + u + "/a"},
+		{"ari:cloud:ecosystem::installation/1c2d", "a", "weavy/t/~ari:cloud:ecosystem::installation%2F1c2d/a"},
+		{"ari:cloud:ecosystem::installation/" + u + "/x", "a", "weavy/t/~ari:cloud:ecosystem::installation%2F" + u + "%2Fx/a"},
+		{"~" + u, "a/b", "weavy/t/~~" + u + "/a%2Fb"},
+	} {
+		if got := storeKey(userKey{tt.inst, tt.uid}); got != tt.want {
+			t.Errorf("storeKey(%q, %q) = %q, want %q", tt.inst, tt.uid, got, tt.want)
+		}
+		if got := storeKey(userKey{tt.inst, tt.uid}); !strings.HasPrefix(got, installationPrefix(tt.inst)) {
+			t.Errorf("storeKey(%q, %q) = %q is not under %q", tt.inst, tt.uid, got, installationPrefix(tt.inst))
+		}
+	}
+	// One to one: no installation's prefix starts another's.
+	insts := []string{u, "~" + u, "ari:cloud:ecosystem::installation/" + u, "ari:cloud:ecosystem::installation/" + u + "/x",
+		"ari:cloud:ecosystem::installation/" + strings.ToUpper(u), inst1, inst2}
+	for _, a := range insts {
+		for _, b := range insts {
+			if a != b && strings.HasPrefix(installationPrefix(a), installationPrefix(b)) {
+				t.Errorf("prefix of %q %q starts with the prefix of %q %q", a, installationPrefix(a), b, installationPrefix(b))
+			}
+		}
+	}
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	exp := time.Date(2026, 11, 22, 21, 0, 0, 123456789, time.UTC)
+	for _, refreshed := range []bool{false, true} {
+		e := newEntry(Token{AccessToken: "wyu_abc", ExpiresAt: exp}, exp.Add(-time.Hour-time.Nanosecond), time.Minute, refreshed)
+		data := encodeRecord(e)
+		if strings.Contains(string(data), "{") || len(data) > 2+8+7+len("wyu_abc") {
+			t.Errorf("record %q: want the binary form", data)
+		}
+		tok, minted, r, ok := decodeRecord(data)
+		if !ok || tok.AccessToken != "wyu_abc" || !tok.ExpiresAt.Equal(exp) || !minted.Equal(exp.Add(-time.Hour-time.Nanosecond)) || r != refreshed {
+			t.Errorf("decodeRecord(encodeRecord) = %v %v %v %v", tok, minted, r, ok)
+		}
+	}
+	// The JSON of earlier versions.
+	old, _ := json.Marshal(record{Token: "wyu_old", ExpiresAt: exp, MintedAt: exp.Add(-time.Hour), Refreshed: true})
+	tok, minted, r, ok := decodeRecord(old)
+	if !ok || tok.AccessToken != "wyu_old" || !tok.ExpiresAt.Equal(exp) || !minted.Equal(exp.Add(-time.Hour)) || !r {
+		t.Errorf("decodeRecord(JSON) = %v %v %v %v", tok, minted, r, ok)
+	}
+	good := encodeRecord(newEntry(Token{AccessToken: "wyu_abc", ExpiresAt: exp}, exp.Add(-time.Hour), time.Minute, false))
+	for name, data := range map[string][]byte{
+		"empty":        nil,
+		"bad json":     []byte(`{"token":`),
+		"unknown form": append([]byte{2}, good[1:]...),
+		"bad flags":    append([]byte{recordV1, 2}, good[2:]...),
+		"truncated":    good[:9],
+		"bad varint":   append(append([]byte(nil), good[:10]...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff),
+	} {
+		if _, _, _, ok := decodeRecord(data); ok {
+			t.Errorf("%s: decodeRecord(%q) ok", name, data)
+		}
+	}
+}
+
+func TestNanosClamps(t *testing.T) {
+	if nanos(time.Time{}) != minNanos || nanos(time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)) != maxNanos {
+		t.Fatal("times out of range not clamped")
+	}
+	// A token "expiring" in year 3000 is still served, and its record reads back.
+	e := newEntry(Token{AccessToken: "wyu_x", ExpiresAt: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)}, time.Now(), time.Minute, false)
+	if e.serveUntil <= time.Now().UnixNano() || e.keepUntil(time.Minute) <= e.serveUntil {
+		t.Fatalf("entry %+v", e)
+	}
+	if _, _, _, ok := decodeRecord(encodeRecord(e)); !ok {
+		t.Fatal("clamped record does not read back")
+	}
+}
+
+// A token stored by an earlier version, under its key and in JSON, is served
+// without a mint, and purged with the installation.
+func TestBrokerReadsLegacyRecord(t *testing.T) {
+	e := newBrokerEnv(t, BrokerOptions{})
+	old, _ := json.Marshal(record{Token: "wyu_legacy", ExpiresAt: e.clk.Now().Add(time.Hour), MintedAt: e.clk.Now()})
+	for _, inst := range []string{inst1, inst2} {
+		if err := e.kv.Put(t.Context(), legacyStoreKey(userKey{inst, alice}), old, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := e.token(t, inst1, alice, false); got.AccessToken != "wyu_legacy" || e.mints() != 0 {
+		t.Fatalf("got %q after %d mints, want the legacy record's token", got.AccessToken, e.mints())
+	}
+	if err := e.b.PurgeInstallation(t.Context(), inst1); err != nil {
+		t.Fatal(err)
+	}
+	if keys := e.kv.keys(); len(keys) != 1 || keys[0] != legacyStoreKey(userKey{inst2, alice}) {
+		t.Fatalf("keys after purge: %q", keys)
+	}
+	// A new mint is stored under the new key, which is read first.
+	e.clk.Advance(56 * time.Minute)
+	tok := e.token(t, inst2, alice, false)
+	if tok.AccessToken == "wyu_legacy" || e.mints() != 1 {
+		t.Fatalf("got %q after %d mints, want a new token", tok.AccessToken, e.mints())
+	}
+	if got, err := NewBroker(e.c, e.kv, e.opts).Token(t.Context(), inst2, alice, false); err != nil || got.AccessToken != tok.AccessToken {
+		t.Fatalf("after restart: %v, %v; want %q", got, err, tok.AccessToken)
+	}
+}
+
+// The cache's per-user layout: a user held in memory costs its key, its
+// entry and its token's bytes, nothing else.
+func TestCacheLayout(t *testing.T) {
+	if s := unsafe.Sizeof(cacheKey{}) + unsafe.Sizeof(entry{}); s > 64 {
+		t.Fatalf("key + entry = %d bytes, want at most 64", s)
+	}
+	b := NewBroker(nil, newMemKV(time.Now), BrokerOptions{})
+	seen := map[cacheKey]userKey{}
+	for _, k := range []userKey{{inst1, alice}, {inst2, alice}, {inst1, "bob"}, {"a", "bc"}, {"ab", "c"}} {
+		ck := b.key(k)
+		if o, dup := seen[ck]; dup {
+			t.Fatalf("%v and %v share a cache key", k, o)
+		}
+		seen[ck] = k
+	}
+}
+
+// BenchmarkBrokerMemory reports the heap a cached user costs (B/user).
+func BenchmarkBrokerMemory(b *testing.B) {
+	const users = 20000
+	var n atomic.Int64
+	iss := issuerFunc(func(_ context.Context, _ string, ttl time.Duration) (Token, error) {
+		return Token{AccessToken: fmt.Sprintf("wyu_%d_%d", time.Now().UnixNano(), n.Add(1)), ExpiresAt: time.Now().Add(ttl)}, nil
+	})
+	ids := make([]userKey, users)
+	for i := range ids {
+		ids[i] = userKey{fmt.Sprintf("ari:cloud:ecosystem::installation/9a8b7c6d-5e4f-4a3b-8c2d-%012d", i%(users/10)),
+			fmt.Sprintf("712020:5b10ac8d-82e0-4b22-8c7d-%012d", i)}
+	}
+	ctx := context.Background()
+	var per float64
+	for b.Loop() {
+		b.StopTimer()
+		kv := &countingKV{}
+		before := heapLive()
+		br := NewBroker(iss, kv, BrokerOptions{})
+		b.StartTimer()
+		for _, k := range ids {
+			// Each call decodes its own ids, as a request does.
+			if _, err := br.Token(ctx, strings.Clone(k.inst), strings.Clone(k.uid), false); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		per = float64(heapLive()-before) / users
+		runtime.KeepAlive(br)
+		b.StartTimer()
+	}
+	b.ReportMetric(per, "B/user")
+}
+
+func heapLive() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// countingKV stores nothing, so that BenchmarkBrokerMemory weighs the
+// Broker alone.
+type countingKV struct{ memKV }
+
+func (c *countingKV) Get(context.Context, string) ([]byte, error) { return nil, store.ErrNotFound }
+func (c *countingKV) Put(context.Context, string, []byte, time.Duration) error {
+	return nil
+}
+
+// FuzzDecodeRecord: whatever the store hands back, decoding never panics, and
+// what reads as a record writes back to the same token and times.
+func FuzzDecodeRecord(f *testing.F) {
+	exp := time.Date(2026, 11, 22, 21, 0, 0, 0, time.UTC)
+	f.Add(encodeRecord(newEntry(Token{AccessToken: "wyu_abc", ExpiresAt: exp}, exp.Add(-time.Hour), time.Minute, true)))
+	f.Add([]byte(`{"token":"wyu_x","expires_at":"2026-11-22T21:00:00Z","minted_at":"2026-11-22T20:00:00Z"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tok, minted, refreshed, ok := decodeRecord(data)
+		if !ok {
+			return
+		}
+		e := newEntry(tok, minted, time.Minute, refreshed)
+		tok2, minted2, refreshed2, ok := decodeRecord(encodeRecord(e))
+		if !ok || tok2.AccessToken != tok.AccessToken || refreshed2 != refreshed ||
+			nanos(tok2.ExpiresAt) != e.exp || nanos(minted2) != e.minted {
+			t.Fatalf("%q: re-encoded record reads %v %v %v %v", data, tok2, minted2, refreshed2, ok)
+		}
+	})
+}
