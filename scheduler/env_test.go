@@ -172,7 +172,12 @@ func (e *env) counter(t *testing.T, name string, labels map[string]string) float
 // belongsTo reports whether a store key is about installation inst: it names
 // the id whole, raw (forge's keys) or path-escaped (every other).
 func belongsTo(key, inst string) bool {
-	for _, id := range []string{inst, url.PathEscape(inst)} {
+	// weavy.Broker's keys hold an installation ARI's bare UUID.
+	ids := []string{inst, url.PathEscape(inst)}
+	if u, ok := strings.CutPrefix(inst, "ari:cloud:ecosystem::installation/"); ok && len(u) == 36 {
+		ids = append(ids, u)
+	}
+	for _, id := range ids {
 		if strings.HasSuffix(key, id) || strings.Contains(key, id+"/") {
 			return true
 		}

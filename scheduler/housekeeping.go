@@ -11,6 +11,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/weavy"
 )
 
 const (
@@ -27,12 +28,13 @@ const (
 	// sweptPrefixes.
 	maxSweepPerRun = 10_000
 	// weavyTokenPrefix is where weavy.Broker keeps users' tokens.
-	weavyTokenPrefix = "weavy/token/"
+	weavyTokenPrefix = weavy.StorePrefix
 )
 
 // sweptPrefixes hold records that expire in great numbers and that nothing
-// else scans: Weavy tokens and lifecycle marks.
-var sweptPrefixes = []string{weavyTokenPrefix, eventPrefix}
+// else scans: Weavy tokens (and those under the keys of earlier versions)
+// and lifecycle marks.
+var sweptPrefixes = []string{weavyTokenPrefix, weavy.LegacyStorePrefix, eventPrefix}
 
 // errSweepLimit stops a sweep's scan once it has visited its share.
 var errSweepLimit = errors.New("scheduler: sweep limit reached")

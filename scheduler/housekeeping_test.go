@@ -103,7 +103,7 @@ func TestHousekeepingSweepsExpired(t *testing.T) {
 		}
 	}
 	var live, dead []string
-	for _, prefix := range []string{weavyTokenPrefix, eventPrefix} {
+	for _, prefix := range sweptPrefixes {
 		for i := range 3 {
 			live = append(live, fmt.Sprintf("%sa/%d", prefix, i))
 			dead = append(dead, fmt.Sprintf("%sb/%d", prefix, i))
@@ -135,12 +135,15 @@ func TestHousekeepingSweepsExpired(t *testing.T) {
 	}
 	defer kv.Close()
 	var left []string
-	for _, prefix := range []string{weavyTokenPrefix, eventPrefix} {
+	for _, prefix := range sweptPrefixes {
 		if err := kv.Scan(ctx, prefix, func(k string, _ []byte) error { left = append(left, k); return nil }); err != nil {
 			t.Fatal(err)
 		}
 	}
-	want := append(slices.Clone(live), weavyTokenPrefix+"d/late", eventPrefix+"d/late")
+	want := slices.Clone(live)
+	for _, prefix := range sweptPrefixes {
+		want = append(want, prefix+"d/late")
+	}
 	slices.Sort(want)
 	slices.Sort(left)
 	if !slices.Equal(left, want) {

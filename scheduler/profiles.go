@@ -3,9 +3,11 @@ package scheduler
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -43,6 +45,46 @@ type userRecord struct {
 	SyncedAt   time.Time `json:"syncedAt,omitzero"`
 }
 
+// userRecordV1 starts a user record in binary form: the tag, then AddedAt,
+// LastMintAt and SyncedAt as big-endian unix nanoseconds (noTime for none).
+// 25 bytes, where the JSON took about 140: the key holds the uid. A JSON
+// record, as earlier versions stored them, starts with '{' and is still read.
+const userRecordV1 byte = 1
+
+// noTime stands for the zero time in a binary user record.
+const noTime = math.MinInt64
+
+func (u userRecord) encode() []byte {
+	b := make([]byte, 1, 1+3*8)
+	b[0] = userRecordV1
+	for _, t := range []time.Time{u.AddedAt, u.LastMintAt, u.SyncedAt} {
+		n := int64(noTime)
+		if !t.IsZero() {
+			n = t.UnixNano()
+		}
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return b
+}
+
+// decode reads a stored record into u, whose UID the caller set from the
+// key (a JSON record carries its own). It reports whether v was readable.
+func (u *userRecord) decode(v []byte) bool {
+	if len(v) > 0 && v[0] == '{' {
+		return json.Unmarshal(v, u) == nil
+	}
+	if len(v) != 1+3*8 || v[0] != userRecordV1 {
+		return false
+	}
+	for i, t := range []*time.Time{&u.AddedAt, &u.LastMintAt, &u.SyncedAt} {
+		*t = time.Time{}
+		if n := int64(binary.BigEndian.Uint64(v[1+8*i:])); n != noTime {
+			*t = time.Unix(0, n)
+		}
+	}
+	return true
+}
+
 func (u userRecord) ttl(now time.Time) time.Duration {
 	return max(u.LastMintAt.Add(userRetention).Sub(now), time.Minute)
 }
@@ -71,12 +113,11 @@ func (s *Service) syncMintedUser(ctx context.Context, inst, uid string) error {
 	var u userRecord
 	err := s.kv.Update(ctx, userKey(inst, uid), func(old []byte, exists bool) ([]byte, time.Duration, error) {
 		u = userRecord{UID: uid, AddedAt: now}
-		if exists {
-			_ = json.Unmarshal(old, &u)
+		if exists && !u.decode(old) {
+			u = userRecord{UID: uid, AddedAt: now}
 		}
 		u.LastMintAt = now
-		b, err := json.Marshal(u)
-		return b, u.ttl(now), err
+		return u.encode(), u.ttl(now), nil
 	})
 	if err != nil {
 		return fmt.Errorf("scheduler: recording user: %w", err)
@@ -92,9 +133,11 @@ func (s *Service) syncMintedUser(ctx context.Context, inst, uid string) error {
 func (s *Service) syncProfiles(ctx context.Context, inst string) error {
 	now := s.now()
 	var due []userRecord
-	err := s.kv.Scan(ctx, usersOf(inst), func(_ string, v []byte) error {
+	prefix := usersOf(inst)
+	err := s.kv.Scan(ctx, prefix, func(key string, v []byte) error {
 		var u userRecord
-		if json.Unmarshal(v, &u) == nil && u.UID != "" && u.due(now) {
+		u.UID, _ = url.PathUnescape(strings.TrimPrefix(key, prefix))
+		if u.decode(v) && u.UID != "" && u.due(now) {
 			due = append(due, u)
 		}
 		return nil
@@ -227,13 +270,12 @@ func (s *Service) heldOff(ctx context.Context, inst string) (time.Time, bool) {
 func (s *Service) markSynced(ctx context.Context, inst, uid string) {
 	now := s.now()
 	err := s.kv.Update(ctx, userKey(inst, uid), func(old []byte, exists bool) ([]byte, time.Duration, error) {
-		var u userRecord
-		if !exists || json.Unmarshal(old, &u) != nil {
+		u := userRecord{UID: uid}
+		if !exists || !u.decode(old) {
 			return nil, 0, store.Keep
 		}
 		u.SyncedAt = now
-		b, err := json.Marshal(u)
-		return b, u.ttl(now), err
+		return u.encode(), u.ttl(now), nil
 	})
 	if err != nil {
 		s.log.Warn("profile sync: recording the sync failed",
