@@ -1,18 +1,19 @@
 // Package gctune keeps the garbage collector from running too often while the
 // live heap is small.
 //
-// Go's heap goal is about the live heap times (1 + GOGC/100). A warm forge-remote
-// holds a few MiB, so under load the default GOGC=100 means a collection every
-// few milliseconds: each one costs a fixed amount (scanning the stacks of a
-// couple of hundred connection goroutines) and shrinks stacks that the next
-// RSA verification grows again. Measured under bench/load, that was about a
-// tenth of the server's CPU per request.
+// Go's heap goal is about the live heap times (1 + GOGC/100), and at least
+// 4 MiB. A warm forge-remote holds a few MiB, so under load the default
+// GOGC=100 means a collection every few milliseconds: each one costs a fixed
+// amount (scanning the stacks of a couple of hundred connection goroutines)
+// and shrinks stacks that the next RSA verification grows again. Measured
+// under bench/load, that was about a tenth of the server's CPU per request.
 //
-// A Tuner raises GOGC after each collection so that the goal is at least the
-// live heap plus a fixed headroom, and never lowers it below the GOGC it
-// started with. With a large live heap (100,000 cached users) the headroom is
-// smaller than what GOGC already allows and nothing changes; memory grows by at
-// most the headroom. This is the "GC tuner" that large Go fleets run.
+// A Tuner raises GOGC after each collection so that the heap goal is at
+// least a fixed minimum (a larger version of the runtime's own 4 MiB), and
+// never lowers it below the GOGC it started with. Once the live heap is half
+// the minimum, GOGC alone already gives that goal and the Tuner changes
+// nothing: a server holding 100,000 users pays no memory for it. This is a
+// simple form of the "GC tuner" that large Go fleets run.
 package gctune
 
 import (
@@ -24,8 +25,8 @@ import (
 
 // Tuner adjusts GOGC after every collection until Stop.
 type Tuner struct {
-	headroom uint64
-	base     int
+	minGoal uint64
+	base    int
 
 	mu      sync.Mutex
 	stopped bool
@@ -39,13 +40,13 @@ var (
 	active   *Tuner
 )
 
-// Start makes the heap goal at least live + headroom bytes from the next
-// collection on. GOGC as it is now (the environment's, or 100) is the floor;
-// GOGC=off (a negative percent) is left alone.
-func Start(headroom uint64) *Tuner {
+// Start keeps the heap goal at least minGoal bytes from the next collection
+// on. GOGC as it is now (the environment's, or 100) is the floor; GOGC=off (a
+// negative percent) is left alone.
+func Start(minGoal uint64) *Tuner {
 	t := &Tuner{
-		headroom: headroom,
-		base:     Percent(),
+		minGoal: minGoal,
+		base:    Percent(),
 		sample: []metrics.Sample{
 			{Name: "/gc/heap/live:bytes"},
 			{Name: "/gc/scan/stack:bytes"},
@@ -83,22 +84,26 @@ func (t *Tuner) afterGC() {
 		return
 	}
 	metrics.Read(t.sample)
-	var scanned uint64 // what GOGC multiplies: the live heap, stacks and globals
-	for _, s := range t.sample {
+	var v [3]uint64
+	for i, s := range t.sample {
 		if s.Value.Kind() == metrics.KindUint64 {
-			scanned += s.Value.Uint64()
+			v[i] = s.Value.Uint64()
 		}
 	}
-	debug.SetGCPercent(PercentFor(scanned, t.headroom, t.base))
+	live, scanned := v[0], v[0]+v[1]+v[2] // GOGC applies to the live heap, stacks and globals
+	debug.SetGCPercent(PercentFor(live, scanned, t.minGoal, t.base))
 	t.arm()
 }
 
-// PercentFor is the GOGC that makes the heap goal the live heap plus
-// headroom, never below base. The runtime's goal is the live heap plus GOGC
-// percent of scanned (the live heap, goroutine stacks and globals), and at
-// least a minimum of 4 MiB that GOGC scales too.
-func PercentFor(scanned, headroom uint64, base int) int {
-	return max(base, int(headroom*100/max(scanned, heapMinimum)))
+// PercentFor is the GOGC that makes the heap goal minGoal, never below base.
+// The runtime's goal is the larger of live + scanned × GOGC/100 (scanned: the
+// live heap, goroutine stacks and globals) and 4 MiB × GOGC/100.
+func PercentFor(live, scanned, minGoal uint64, base int) int {
+	if live >= minGoal {
+		return base
+	}
+	p := min((minGoal-live)*100/max(scanned, 1), minGoal*100/heapMinimum)
+	return max(base, int(p))
 }
 
 // heapMinimum is the runtime's least heap goal at GOGC=100.

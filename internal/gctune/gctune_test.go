@@ -8,19 +8,23 @@ import (
 )
 
 func TestPercentFor(t *testing.T) {
+	const mib = 1 << 20
 	for _, tt := range []struct {
-		live, headroom uint64
-		base, want     int
+		live, scanned, minGoal uint64
+		base, want             int
 	}{
-		{live: 8 << 20, headroom: 32 << 20, base: 100, want: 400},
-		{live: 64 << 20, headroom: 32 << 20, base: 100, want: 100}, // the headroom is within what GOGC allows
-		{live: 16 << 20, headroom: 32 << 20, base: 300, want: 300}, // never below the operator's GOGC
-		// Below 4 MiB the runtime's minimum goal (4 MiB times GOGC/100) rules.
-		{live: 2 << 20, headroom: 32 << 20, base: 100, want: 800},
-		{live: 0, headroom: 32 << 20, base: 100, want: 800},
+		// Live 8 MiB, 9 MiB scanned: 8 + 9 × 2.66 = 32 MiB.
+		{live: 8 * mib, scanned: 9 * mib, minGoal: 32 * mib, base: 100, want: 266},
+		// Half the minimum or more: GOGC=100 already gives it.
+		{live: 16 * mib, scanned: 17 * mib, minGoal: 32 * mib, base: 100, want: 100},
+		{live: 64 * mib, scanned: 65 * mib, minGoal: 32 * mib, base: 100, want: 100},
+		{live: 8 * mib, scanned: 9 * mib, minGoal: 32 * mib, base: 300, want: 300}, // never below the operator's GOGC
+		// A small heap: the runtime's 4 MiB minimum, scaled by GOGC, rules.
+		{live: 1 * mib, scanned: 2 * mib, minGoal: 32 * mib, base: 100, want: 800},
+		{live: 0, scanned: 0, minGoal: 32 * mib, base: 100, want: 800},
 	} {
-		if got := PercentFor(tt.live, tt.headroom, tt.base); got != tt.want {
-			t.Errorf("PercentFor(%d, %d, %d) = %d, want %d", tt.live, tt.headroom, tt.base, got, tt.want)
+		if got := PercentFor(tt.live, tt.scanned, tt.minGoal, tt.base); got != tt.want {
+			t.Errorf("PercentFor(%d, %d, %d, %d) = %d, want %d", tt.live, tt.scanned, tt.minGoal, tt.base, got, tt.want)
 		}
 	}
 }
