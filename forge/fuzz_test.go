@@ -2,10 +2,18 @@ package forge_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
@@ -71,6 +79,71 @@ func FuzzTokenExpiry(f *testing.F) {
 		}
 		if !ok && !exp.IsZero() {
 			t.Fatalf("not ok but a time")
+		}
+	})
+}
+
+// FuzzVerifyMatchesGolangJWT signs arbitrary header and claims bytes with the
+// published key and holds Verify to what golang-jwt's ParseWithClaims, with
+// the options Verify gave it before it decoded FITs itself, says of the same
+// token: the same tokens accepted, with the same claims.
+func FuzzVerifyMatchesGolangJWT(f *testing.F) {
+	key := forgetest.NewKey(f, "k1")
+	jwks := forgetest.NewJWKSServer(f, key)
+	now := time.Now().Truncate(time.Second)
+	clock := func() time.Time { return now }
+	v, err := forge.NewVerifier(context.Background(), forge.VerifierConfig{
+		AppID: forgetest.AppID, JWKSURL: jwks.URL(), Now: clock, MinRefetchInterval: time.Hour,
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(v.Close)
+	parser := jwt.NewParser(
+		jwt.WithValidMethods([]string{"RS256"}),
+		jwt.WithIssuer(forge.Issuer),
+		jwt.WithAudience(forgetest.AppID),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(5*time.Second),
+		jwt.WithTimeFunc(clock),
+	)
+	valid := forgetest.MintFIT(f, key, forgetest.WithTimes(now, now.Add(time.Hour)))
+	parts := strings.Split(valid, ".")
+	hdr, _ := base64.RawURLEncoding.DecodeString(parts[0])
+	claims, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	f.Add(hdr, claims)
+	f.Add([]byte(`{"alg":"RS256","kid":"k1","KID":"x","alg":"RS256"}`), claims)
+	f.Add([]byte(`{"alg":"RS256","kid":"k2"}`), claims)
+	f.Add(hdr, []byte(`{"iss":"forge/invocation-token","aud":"`+forgetest.AppID+`","exp":`+strconv.FormatInt(now.Unix()+60, 10)+`,"app":{"installationId":"i"}}`))
+	f.Add(hdr, []byte(`{"ISS":"forge/invocation-token","Aud":["x","`+forgetest.AppID+`"],"exp":"`+strconv.FormatInt(now.Unix()+60, 10)+`","iat":1e9,"app":{"installationId":"i"},"app":{"id":"a"}}`))
+	f.Add(hdr, []byte(`{"iss":"forge/invocation-token","aud":"`+forgetest.AppID+`","exp":`+strconv.FormatInt(now.Unix()+60, 10)+`}`))
+	f.Add(hdr, []byte(`null`))
+	f.Fuzz(func(t *testing.T, header, claims []byte) {
+		signing := base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(claims)
+		sum := sha256.Sum256([]byte(signing))
+		sig, err := rsa.SignPKCS1v15(nil, key.Private, crypto.SHA256, sum[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok := signing + "." + base64.RawURLEncoding.EncodeToString(sig)
+
+		got, gotErr := v.Verify(context.Background(), tok)
+		var want forge.Invocation
+		_, wantErr := parser.ParseWithClaims(tok, &want, func(t *jwt.Token) (any, error) {
+			if kid, _ := t.Header["kid"].(string); kid != key.Kid {
+				return nil, errors.New("unknown kid")
+			}
+			return key.Public(), nil
+		})
+		if wantErr == nil && want.App.InstallationID == "" {
+			wantErr = errors.New("no installationId") // Verify's own check
+		}
+		if (gotErr == nil) != (wantErr == nil) {
+			t.Fatalf("header %s claims %s: Verify error %v, golang-jwt error %v", header, claims, gotErr, wantErr)
+		}
+		if gotErr == nil && !reflect.DeepEqual(*got, want) {
+			t.Fatalf("header %s claims %s:\nVerify     %+v\ngolang-jwt %+v", header, claims, *got, want)
 		}
 	})
 }

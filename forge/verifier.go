@@ -95,7 +95,7 @@ type Verifier struct {
 	log          *zap.Logger
 	metrics      *verifierMetrics   // nil: none
 	validator    *jwt.Validator     // the claim checks, golang-jwt's
-	intern       *jsonread.Interner // shares the strings FITs repeat; fed only verified claims
+	intern       *jsonread.Interner // shares the strings FITs repeat; fed only claims whose signature holds
 
 	keys atomic.Pointer[keySet] // nil until the first successful load
 

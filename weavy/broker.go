@@ -256,7 +256,7 @@ func encodeRecord(e *entry) []byte {
 func decodeRecord(data []byte) (tok Token, mintedAt time.Time, refreshed, ok bool) {
 	if len(data) > 0 && data[0] == '{' {
 		var r record
-		if json.Unmarshal(data, &r) != nil {
+		if json.Unmarshal(data, &r) != nil || r.MintedAt.After(r.ExpiresAt) {
 			return Token{}, time.Time{}, false, false
 		}
 		return Token{AccessToken: r.Token, ExpiresAt: r.ExpiresAt}, r.MintedAt, r.Refreshed, true
@@ -267,8 +267,8 @@ func decodeRecord(data []byte) (tok Token, mintedAt time.Time, refreshed, ok boo
 	exp := int64(binary.BigEndian.Uint64(data[2:]))
 	life, n := binary.Varint(data[10:])
 	minted := exp - life
-	if n <= 0 || exp < minNanos || exp > maxNanos || (minted > exp) != (life < 0) || minted < minNanos || minted > maxNanos {
-		return Token{}, time.Time{}, false, false // the subtraction overflowed, or a time is out of range
+	if n <= 0 || life < 0 || exp < minNanos || exp > maxNanos || minted > exp || minted < minNanos || minted > maxNanos {
+		return Token{}, time.Time{}, false, false // minted after expiry, the subtraction overflowed, or a time is out of range
 	}
 	tok = Token{AccessToken: string(data[10+n:]), ExpiresAt: time.Unix(0, exp)}
 	return tok, time.Unix(0, minted), data[1]&1 != 0, true

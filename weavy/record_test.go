@@ -2,6 +2,7 @@ package weavy
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"runtime"
@@ -73,6 +74,8 @@ func TestRecordRoundTrip(t *testing.T) {
 		"bad flags":    append([]byte{recordV1, 2}, good[2:]...),
 		"truncated":    good[:9],
 		"bad varint":   append(append([]byte(nil), good[:10]...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff),
+		"minted after expiry": append(binary.AppendVarint(append([]byte(nil), good[:10]...), -int64(time.Minute)),
+			"wyu_abc"...),
 	} {
 		if _, _, _, ok := decodeRecord(data); ok {
 			t.Errorf("%s: decodeRecord(%q) ok", name, data)

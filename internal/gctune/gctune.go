@@ -46,7 +46,6 @@ var (
 func Start(minGoal uint64) *Tuner {
 	t := &Tuner{
 		minGoal: minGoal,
-		base:    Percent(),
 		sample: []metrics.Sample{
 			{Name: "/gc/heap/live:bytes"},
 			{Name: "/gc/scan/stack:bytes"},
@@ -56,8 +55,13 @@ func Start(minGoal uint64) *Tuner {
 	}
 	activeMu.Lock()
 	defer activeMu.Unlock()
-	if t.base < 0 || active != nil {
+	if active != nil {
 		return t // a Tuner that does nothing
+	}
+	// Read under the lock: a Tuner stopping meanwhile has restored its base
+	// before it let go of active, so this is never its raised value.
+	if t.base = Percent(); t.base < 0 {
+		return t
 	}
 	t.stopped = false
 	active = t

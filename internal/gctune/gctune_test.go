@@ -80,3 +80,31 @@ func TestOneTunerAtATime(t *testing.T) {
 		t.Fatalf("GOGC after both stopped = %d, want 100", p)
 	}
 }
+
+// TestStartWhileAnotherStops: a Tuner starting while another stops must not
+// take the stopping one's raised GOGC as its floor (and restore it later).
+// The test holds the lock a stopping Tuner needs, so that b's Start waits
+// for it, then does a's Stop by hand.
+func TestStartWhileAnotherStops(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(orig)
+	a := Start(256 << 20)
+	debug.SetGCPercent(6400) // as a collection under a would have
+
+	activeMu.Lock()
+	started := make(chan *Tuner)
+	go func() { started <- Start(256 << 20) }()
+	time.Sleep(50 * time.Millisecond) // b is now waiting for the lock
+	a.mu.Lock()                       // a's Stop, with activeMu already held
+	a.stopped = true
+	debug.SetGCPercent(a.base)
+	a.mu.Unlock()
+	active = nil
+	activeMu.Unlock()
+
+	b := <-started
+	b.Stop()
+	if p := Percent(); p != 100 {
+		t.Fatalf("GOGC after both stopped = %d, want 100", p)
+	}
+}

@@ -11,8 +11,9 @@ import (
 // table of 1,024 slots, each string with two candidate slots chosen by hash:
 // bounded memory, no lock, and a value that stops repeating is simply
 // overwritten. Only strings up to 128 bytes are kept. Safe for
-// concurrent use. Feed it only trusted input (a FIT's
-// claims after its signature is verified): anyone else could churn it.
+// concurrent use. Whoever feeds it can only churn it: memory stays bounded
+// and every answer is compared by value, so the worst is lost sharing. Feed
+// it input few can produce (a FIT's claims once Forge's signature holds).
 type Interner struct {
 	seed  maphash.Seed
 	slots [internSlots]atomic.Pointer[string]
