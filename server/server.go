@@ -153,7 +153,9 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Server, err error) {
 	if err := s.engine.SetTrustedProxies(nil); err != nil {
 		return nil, err
 	}
-	s.engine.Use(s.recovery, s.requestIDs, s.accessLog)
+	// recovery twice: inside accessLog, so that a panicking request is
+	// answered before it is logged and counted; outside, for the rest.
+	s.engine.Use(s.recovery, s.requestIDs, s.accessLog, s.recovery)
 	s.routes(s.engine)
 	return s, nil
 }
