@@ -783,12 +783,12 @@ func sendReq(c *http.Client, req *http.Request) (reply, error) {
 
 // serverReadings are the resource gauges of /metrics.
 type serverReadings struct {
-	goroutines, fds, heapInuse, heapGoal, rss float64
+	goroutines, fds, heapInuse, heapLive, heapGoal, rss float64
 }
 
 func (r serverReadings) summary() string {
-	return fmt.Sprintf("goroutines=%.0f open_fds=%.0f heap_inuse=%.1fMiB heap_goal=%.1fMiB rss=%.1fMiB",
-		r.goroutines, r.fds, r.heapInuse/(1<<20), r.heapGoal/(1<<20), r.rss/(1<<20))
+	return fmt.Sprintf("goroutines=%.0f open_fds=%.0f heap_inuse=%.1fMiB heap_live=%.1fMiB heap_goal=%.1fMiB rss=%.1fMiB",
+		r.goroutines, r.fds, r.heapInuse/(1<<20), r.heapLive/(1<<20), r.heapGoal/(1<<20), r.rss/(1<<20))
 }
 
 func (s *binServer) metrics(t *testing.T) serverReadings {
@@ -809,6 +809,7 @@ func scrapeReadings(t *testing.T, c *http.Client, baseURL string) serverReadings
 	want["go_goroutines"] = &r.goroutines
 	want["process_open_fds"] = &r.fds
 	want["go_memstats_heap_inuse_bytes"] = &r.heapInuse
+	want["go_gc_heap_live_bytes"] = &r.heapLive
 	want["go_memstats_next_gc_bytes"] = &r.heapGoal
 	want["process_resident_memory_bytes"] = &r.rss
 	found := 0

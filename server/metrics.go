@@ -1,6 +1,7 @@
 package server
 
 import (
+	"regexp"
 	"strconv"
 	"time"
 
@@ -31,7 +32,12 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.requests, m.duration, m.fitRejections,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		// The defaults, plus the live heap after the last collection
+		// (go_gc_heap_live_bytes): with the GC tuner's 32 MiB least goal,
+		// heap in use is a sawtooth, and the live heap is what shows a leak.
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
