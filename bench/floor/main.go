@@ -29,17 +29,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/forge-remote/forge-remote/internal/gctune"
-)
-
-// The http.Server limits mirror server/ (server/server.go: readHeaderTimeout,
-// readTimeout, writeTimeout, idleTimeout, maxHeaderBytes), so that the floor
-// handles connections and headers the way forge-remote does.
-const (
-	readHeaderTimeout = 10 * time.Second
-	readTimeout       = 30 * time.Second
-	writeTimeout      = 35 * time.Second
-	idleTimeout       = 120 * time.Second
-	maxHeaderBytes    = 64 << 10
+	"github.com/forge-remote/forge-remote/internal/httplimits"
 )
 
 // answer is shaped like forge-remote's token answer (resolvers.TokenAnswer,
@@ -75,11 +65,11 @@ func run() error {
 	srv := &http.Server{
 		Addr:              addr,
 		Handler:           r,
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
+		ReadHeaderTimeout: httplimits.ReadHeaderTimeout,
+		ReadTimeout:       httplimits.ReadTimeout,
+		WriteTimeout:      httplimits.WriteTimeout,
+		IdleTimeout:       httplimits.IdleTimeout,
+		MaxHeaderBytes:    httplimits.MaxHeaderBytes, // forge-remote's limits
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
