@@ -82,31 +82,22 @@ func (r *claimReader) audience(dst *jwt.ClaimStrings) error {
 		*dst = jwt.ClaimStrings{s}
 		return nil
 	case '[':
-		if err := r.Open('['); err != nil {
-			return err
-		}
 		var aud jwt.ClaimStrings
 		bad := false
-		for n := 0; ; {
-			more, err := r.Next(']', &n)
-			if err != nil {
-				return err
-			}
-			if !more {
-				break
-			}
+		err := r.Array(func() error {
 			if r.Peek() != '"' {
-				bad = true
-				if err := r.Skip(); err != nil {
-					return err
-				}
-				continue
+				bad = true // encoding/json still reads the rest
+				return r.Skip()
 			}
 			var s string
 			if err := r.String(&s); err != nil {
 				return err
 			}
 			aud = append(aud, s)
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if bad {
 			return jsonread.ErrType
@@ -237,20 +228,9 @@ func (r *claimReader) contexts(dst *[]InstallationContext) error {
 	default:
 		return r.WrongType()
 	}
-	if err := r.Open('['); err != nil {
-		return err
-	}
 	s := *dst
 	i := 0
-	for n := 0; ; {
-		more, err := r.Next(']', &n)
-		if err != nil {
-			*dst = s
-			return err
-		}
-		if !more {
-			break
-		}
+	err := r.Array(func() error {
 		if i >= cap(s) {
 			s = append(s[:cap(s)], InstallationContext{})
 		}
@@ -258,7 +238,8 @@ func (r *claimReader) contexts(dst *[]InstallationContext) error {
 			s = s[:i+1]
 		}
 		c := &s[i]
-		if err := r.Object(func(k []byte) error {
+		i++
+		return r.Object(func(k []byte) error {
 			switch jsonread.Canonical(k, contextNames) {
 			case "name":
 				return r.String(&c.Name)
@@ -268,11 +249,10 @@ func (r *claimReader) contexts(dst *[]InstallationContext) error {
 				return r.String(&c.CloudID)
 			}
 			return r.Skip()
-		}); err != nil {
-			*dst = s
-			return err
-		}
-		i++
+		})
+	})
+	if err != nil {
+		return err // the claims are refused: what *dst holds no longer matters
 	}
 	if i < len(s) {
 		s = s[:i]

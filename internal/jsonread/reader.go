@@ -336,34 +336,9 @@ func (r *Reader) Skip() error {
 		_, _, err := r.rawString()
 		return err
 	case c == '{':
-		if err := r.Open('{'); err != nil {
-			return err
-		}
-		for n := 0; ; {
-			more, err := r.Next('}', &n)
-			if err != nil || !more {
-				return err
-			}
-			if _, err := r.Key(); err != nil {
-				return err
-			}
-			if err := r.Skip(); err != nil {
-				return err
-			}
-		}
+		return r.Object(func([]byte) error { return r.Skip() })
 	case c == '[':
-		if err := r.Open('['); err != nil {
-			return err
-		}
-		for n := 0; ; {
-			more, err := r.Next(']', &n)
-			if err != nil || !more {
-				return err
-			}
-			if err := r.Skip(); err != nil {
-				return err
-			}
-		}
+		return r.Array(r.Skip)
 	case c == 't':
 		return r.literal("true")
 	case c == 'f':
@@ -375,6 +350,23 @@ func (r *Reader) Skip() error {
 		return err
 	}
 	return ErrSyntax
+}
+
+// Array decodes the elements of the array that comes next (the caller has
+// seen its '[') with elem, which reads one element each time.
+func (r *Reader) Array(elem func() error) error {
+	if err := r.Open('['); err != nil {
+		return err
+	}
+	for n := 0; ; {
+		more, err := r.Next(']', &n)
+		if err != nil || !more {
+			return err
+		}
+		if err := elem(); err != nil {
+			return err
+		}
+	}
 }
 
 // Object decodes the members of an object with member: null leaves the
