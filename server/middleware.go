@@ -294,9 +294,10 @@ func readBody(c *gin.Context) ([]byte, error) {
 		b   []byte
 		err error
 	)
-	if n := c.Request.ContentLength; n >= 0 && n <= MaxBodyBytes {
+	if n := c.Request.ContentLength; n >= 0 && n <= 64<<10 {
 		// The usual case: a small body of known length, read into a buffer
-		// of its size (io.ReadAll starts at 512 bytes).
+		// of its size (io.ReadAll starts at 512 bytes). A larger one is read
+		// as it arrives: the declared length alone allocates nothing big.
 		b = make([]byte, n)
 		_, err = io.ReadFull(c.Request.Body, b)
 	} else {
