@@ -185,17 +185,13 @@ func (a *AppTokens) Capture(ctx context.Context, inv *Invocation, token string) 
 	err := a.kv.Update(ctx, appTokenPrefix+inst, func(old []byte, exists bool) ([]byte, time.Duration, error) {
 		stored = false
 		if exists {
-			var prev AppToken
-			if json.Unmarshal(old, &prev) == nil && !replaces(prev, rec, a.minLife, now) {
+			prev, err := decodeAppToken(inst, old)
+			if err == nil && !replaces(prev, rec, a.minLife, now) {
 				return nil, 0, store.Keep
 			}
 		}
-		b, err := json.Marshal(rec)
-		if err != nil {
-			return nil, 0, err
-		}
 		stored = true
-		return b, exp.Sub(now) + keepAfterExpiry, nil
+		return encodeAppToken(rec), exp.Sub(now) + keepAfterExpiry, nil
 	})
 	if err != nil {
 		return fmt.Errorf("forge: capture app token: %w", err)
@@ -255,8 +251,8 @@ func (a *AppTokens) Lookup(ctx context.Context, installationID string) (AppToken
 	if err != nil {
 		return AppToken{}, fmt.Errorf("forge: read app token: %w", err)
 	}
-	var t AppToken
-	if err := json.Unmarshal(b, &t); err != nil {
+	t, err := decodeAppToken(installationID, b)
+	if err != nil {
 		return AppToken{}, fmt.Errorf("forge: decode app token record: %w", err)
 	}
 	return t, nil
@@ -264,9 +260,9 @@ func (a *AppTokens) Lookup(ctx context.Context, installationID string) (AppToken
 
 // List calls fn for every installation's record. Callers must not expose Token.
 func (a *AppTokens) List(ctx context.Context, fn func(AppToken) error) error {
-	return a.kv.Scan(ctx, appTokenPrefix, func(_ string, v []byte) error {
-		var t AppToken
-		if err := json.Unmarshal(v, &t); err != nil {
+	return a.kv.Scan(ctx, appTokenPrefix, func(key string, v []byte) error {
+		t, err := decodeAppToken(strings.TrimPrefix(key, appTokenPrefix), v)
+		if err != nil {
 			return nil // a record we cannot read is skipped, not fatal to the listing
 		}
 		return fn(t)

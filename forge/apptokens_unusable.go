@@ -51,19 +51,15 @@ func (a *AppTokens) MarkUnusable(ctx context.Context, installationID, token stri
 		if !exists {
 			return nil, 0, store.Keep
 		}
-		var t AppToken
-		if json.Unmarshal(old, &t) != nil || t.Token != token {
+		t, err := decodeAppToken(installationID, old)
+		if err != nil || t.Token != token {
 			return nil, 0, store.Keep
 		}
 		origExp = t.Exp
 		if t.Exp.After(now) {
 			t.Exp = now // the token is dead now, whatever its exp says
 		}
-		b, err := json.Marshal(t)
-		if err != nil {
-			return nil, 0, err
-		}
-		return b, keepAfterExpiry, nil
+		return encodeAppToken(t), keepAfterExpiry, nil
 	})
 	if err != nil {
 		return fmt.Errorf("forge: mark app token unusable: %w", err)
