@@ -62,7 +62,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{args: args}
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.cmd, "cmd", "", "command of the server under test, run in the module root (through /bin/sh -c if it uses shell syntax); default: forge-remote, built with go build")
+	fs.StringVar(&o.cmd, "cmd", "", "command of the server under test, run in the module root (through /bin/sh -c if it uses shell syntax); default: forge-remote, built as the Dockerfile builds it (static, stripped)")
 	fs.StringVar(&o.bin, "bin", "", "a prebuilt forge-remote binary to test instead of building one")
 	fs.StringVar(&o.peer, "peer", defaultPeer, "the peer's command for -compare")
 	fs.BoolVar(&o.compare, "compare", false, "run forge-remote, then the peer, and print them side by side")

@@ -250,9 +250,13 @@ func buildFloor(ctx context.Context, root, dir string) (string, error) {
 	return goBuild(ctx, root, filepath.Join(dir, "http-floor"), "./bench/floor")
 }
 
+// goBuild builds pkg as the Dockerfile builds the image's binary: static
+// (no cgo, so no libc mapped in), without symbol tables or build paths. The
+// run measures what ships.
 func goBuild(ctx context.Context, root, bin, pkg string) (string, error) {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, pkg)
 	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 	}
