@@ -13,12 +13,25 @@ import (
 
 const recordInst = "ari:cloud:ecosystem::installation/9a8b7c6d-5e4f-4a3b-8c2d-000000000001"
 
+// sampleJWT is shaped as Forge's app system tokens: three base64url
+// segments, a 256-byte signature.
+var sampleJWT = func() string {
+	enc := base64.RawURLEncoding.EncodeToString
+	sig := make([]byte, 256)
+	for i := range sig {
+		sig[i] = byte(i * 7)
+	}
+	return enc([]byte(`{"alg":"RS256","typ":"JWT","kid":"forge/app-system-token/1"}`)) + "." +
+		enc([]byte(`{"iss":"https://auth.atlassian.com","aud":"api.atlassian.com","exp":1795000000,"scope":"read:app-system-token"}`)) + "." +
+		enc(sig)
+}()
+
 func sampleAppToken() AppToken {
 	return AppToken{
 		InstallationID: recordInst,
 		APIBaseURL:     "https://api.atlassian.com/ex/confluence/5b10ac8d-82e0-4b22-8c7d-000000000001",
 		CloudID:        "5b10ac8d-82e0-4b22-8c7d-000000000001",
-		Token:          string(bytes.Repeat([]byte("eyJhbGciOiJSUzI1NiJ9."), 48)),
+		Token:          sampleJWT,
 		Exp:            time.Date(2026, 11, 22, 15, 0, 0, 0, time.UTC),
 		UpdatedAt:      time.Date(2026, 11, 22, 12, 0, 0, 123456789, time.UTC),
 		FromUser:       true,
@@ -48,11 +61,42 @@ func TestAppTokenRecordRoundTrip(t *testing.T) {
 	if err != nil || !zero.Exp.Before(time.Unix(0, 0)) || !zero.UpdatedAt.Before(time.Unix(0, 0)) {
 		t.Fatalf("zero times: %+v %v", zero, err)
 	}
-	// The point of the binary form: smaller than the JSON it replaces.
+	// The point of the binary form: smaller than the JSON it replaces, the
+	// JWT a quarter smaller than its base64.
 	tok := sampleAppToken()
 	js, _ := json.Marshal(tok)
-	if b := encodeAppToken(tok); len(b) >= len(js)-150 {
-		t.Errorf("binary record %d bytes, JSON %d: expected at least 150 fewer", len(b), len(js))
+	b := encodeAppToken(tok)
+	if b[1]&appTokenPacked == 0 || len(b) > len(js)-len(tok.Token)/4-100 {
+		t.Errorf("binary record %d bytes (flags %b), JSON %d, token %d", len(b), b[1], len(js), len(tok.Token))
+	}
+}
+
+// Tokens that are not JWTs, or whose base64 would not come back the same,
+// are stored as they are, and read back unchanged.
+func TestAppTokenRecordUnpackableTokens(t *testing.T) {
+	for _, tok := range []string{
+		"opaque-token",
+		"a.b",           // two segments
+		"a.b.c.d",       // four
+		"eyJ.eyJ.x",     // "x" is not a whole base64 group
+		"eyK.e30.c2ln",  // the first segment's last bits are not zero: decodes, encodes otherwise
+		"e30=.e30.c2ln", // padded
+		"e30.e30+.c2ln", // not the URL alphabet
+		"..",            // three empty segments: packs, and comes back
+		"e30.e30.",      // unsigned
+	} {
+		at := sampleAppToken()
+		at.Token = tok
+		got, err := decodeAppToken(recordInst, encodeAppToken(at))
+		if err != nil || got.Token != tok {
+			t.Errorf("%q: %q, %v", tok, got.Token, err)
+		}
+	}
+	if _, ok := packJWT("e30.e30+.c2ln"); ok {
+		t.Error("a token with '+' packed")
+	}
+	if _, ok := packJWT("eyK.e30.c2ln"); ok {
+		t.Error("a non-canonical segment packed")
 	}
 }
 
@@ -76,7 +120,8 @@ func TestAppTokenRecordMalformed(t *testing.T) {
 		"empty":          nil,
 		"short":          good[:17],
 		"version":        append([]byte{2}, good[1:]...),
-		"flags":          append([]byte{appTokenV1, 2}, good[2:]...),
+		"flags":          append([]byte{appTokenV1, 4}, good[2:]...),
+		"packed cut":     good[:len(good)-300],
 		"url too long":   append(append([]byte{}, good[:18]...), 0xff, 0x01),
 		"cloud cut":      good[:18+1+len(sampleAppToken().APIBaseURL)+1],
 		"bad varint":     append(append([]byte{}, good[:18]...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01),
@@ -148,6 +193,7 @@ func FuzzDecodeAppToken(f *testing.F) {
 	js, _ := json.Marshal(sampleAppToken())
 	f.Add(js)
 	f.Add([]byte{appTokenV1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0})
+	f.Add([]byte{appTokenV1, appTokenPacked, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 1, 'a', 0, 'b'})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got, err := decodeAppToken(recordInst, b)
 		if err != nil {
