@@ -53,7 +53,7 @@ func run() error {
 	// The same GC setting as forge-remote (main.go), so the two compare like
 	// for like: the floor is what the HTTP stack costs at its cheapest.
 	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
-		defer gctune.Start(32 << 20).Stop()
+		defer gctune.Start(32<<20, 50).Stop()
 	}
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New() // no middleware: no logger, no recovery

@@ -11,20 +11,22 @@ func TestPercentFor(t *testing.T) {
 	const mib = 1 << 20
 	for _, tt := range []struct {
 		live, scanned, minGoal uint64
-		base, want             int
+		above, want            int
 	}{
 		// Live 8 MiB, 9 MiB scanned: 8 + 9 × 2.66 = 32 MiB.
-		{live: 8 * mib, scanned: 9 * mib, minGoal: 32 * mib, base: 100, want: 266},
-		// Half the minimum or more: GOGC=100 already gives it.
-		{live: 16 * mib, scanned: 17 * mib, minGoal: 32 * mib, base: 100, want: 100},
-		{live: 64 * mib, scanned: 65 * mib, minGoal: 32 * mib, base: 100, want: 100},
-		{live: 8 * mib, scanned: 9 * mib, minGoal: 32 * mib, base: 300, want: 300}, // never below the operator's GOGC
+		{live: 8 * mib, scanned: 9 * mib, minGoal: 32 * mib, above: 50, want: 266},
+		// Live 16 MiB: 16 + 17 × 0.94 = 32 MiB, the minimum still rules.
+		{live: 16 * mib, scanned: 17 * mib, minGoal: 32 * mib, above: 50, want: 94},
+		// Live 22 MiB: 22 × 1.5 is more than the minimum, above rules.
+		{live: 22 * mib, scanned: 23 * mib, minGoal: 32 * mib, above: 50, want: 50},
+		{live: 64 * mib, scanned: 65 * mib, minGoal: 32 * mib, above: 50, want: 50},
+		{live: 8 * mib, scanned: 9 * mib, minGoal: 32 * mib, above: 300, want: 300},
 		// A small heap: the runtime's 4 MiB minimum, scaled by GOGC, rules.
-		{live: 1 * mib, scanned: 2 * mib, minGoal: 32 * mib, base: 100, want: 800},
-		{live: 0, scanned: 0, minGoal: 32 * mib, base: 100, want: 800},
+		{live: 1 * mib, scanned: 2 * mib, minGoal: 32 * mib, above: 50, want: 800},
+		{live: 0, scanned: 0, minGoal: 32 * mib, above: 50, want: 800},
 	} {
-		if got := PercentFor(tt.live, tt.scanned, tt.minGoal, tt.base); got != tt.want {
-			t.Errorf("PercentFor(%d, %d, %d, %d) = %d, want %d", tt.live, tt.scanned, tt.minGoal, tt.base, got, tt.want)
+		if got := PercentFor(tt.live, tt.scanned, tt.minGoal, tt.above); got != tt.want {
+			t.Errorf("PercentFor(%d, %d, %d, %d) = %d, want %d", tt.live, tt.scanned, tt.minGoal, tt.above, got, tt.want)
 		}
 	}
 }
@@ -35,7 +37,7 @@ func TestTunerRaisesAndRestores(t *testing.T) {
 	orig := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(orig)
 
-	tu := Start(256 << 20) // far above this test binary's live heap
+	tu := Start(256<<20, 100) // far above this test binary's live heap
 	deadline := time.Now().Add(10 * time.Second)
 	for Percent() <= 100 {
 		if time.Now().After(deadline) {
@@ -58,7 +60,7 @@ func TestTunerRaisesAndRestores(t *testing.T) {
 func TestTunerLeavesGCOffAlone(t *testing.T) {
 	orig := debug.SetGCPercent(-1)
 	defer debug.SetGCPercent(orig)
-	tu := Start(32 << 20)
+	tu := Start(32<<20, 100)
 	runtime.GC()
 	time.Sleep(20 * time.Millisecond)
 	tu.Stop()
@@ -70,8 +72,8 @@ func TestTunerLeavesGCOffAlone(t *testing.T) {
 func TestOneTunerAtATime(t *testing.T) {
 	orig := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(orig)
-	a := Start(256 << 20)
-	b := Start(256 << 20) // does nothing while a runs
+	a := Start(256<<20, 100)
+	b := Start(256<<20, 100) // does nothing while a runs
 	runtime.GC()
 	time.Sleep(20 * time.Millisecond)
 	b.Stop()
@@ -88,12 +90,12 @@ func TestOneTunerAtATime(t *testing.T) {
 func TestStartWhileAnotherStops(t *testing.T) {
 	orig := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(orig)
-	a := Start(256 << 20)
+	a := Start(256<<20, 100)
 	debug.SetGCPercent(6400) // as a collection under a would have
 
 	activeMu.Lock()
 	started := make(chan *Tuner)
-	go func() { started <- Start(256 << 20) }()
+	go func() { started <- Start(256<<20, 100) }()
 	time.Sleep(50 * time.Millisecond) // b is now waiting for the lock
 	a.mu.Lock()                       // a's Stop, with activeMu already held
 	a.stopped = true
@@ -106,5 +108,27 @@ func TestStartWhileAnotherStops(t *testing.T) {
 	b.Stop()
 	if p := Percent(); p != 100 {
 		t.Fatalf("GOGC after both stopped = %d, want 100", p)
+	}
+}
+
+// TestTunerLowersForALargeHeap: a live heap past the minimum gets the above
+// percent, below the GOGC the Tuner started with, and Stop restores that.
+func TestTunerLowersForALargeHeap(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(orig)
+	hold := make([]byte, 8<<20) // live, and far above the minimum of 1 MiB
+	tu := Start(1<<20, 50)
+	deadline := time.Now().Add(10 * time.Second)
+	for Percent() != 50 {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOGC still %d after collections", Percent())
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	runtime.KeepAlive(hold)
+	tu.Stop()
+	if p := Percent(); p != 100 {
+		t.Fatalf("GOGC after Stop = %d, want 100", p)
 	}
 }
