@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -28,7 +29,7 @@ import (
 // The claim shape is forgetest's (forge/forgetest/fit.go); only the values
 // that make every FIT distinct and spread it over users and sites differ.
 const (
-	poolVersion  = 1
+	poolVersion  = 2
 	poolLifetime = 30 * 24 * time.Hour // exp of a freshly signed pool
 	poolMinLeft  = 24 * time.Hour      // re-sign a cached pool with less life left
 	keyBits      = 2048
@@ -74,12 +75,24 @@ type poolHeader struct {
 	Exp      int64  `json:"exp"`
 }
 
-func accountID(user int) string        { return fmt.Sprintf("712020:5b10ac8d-82e0-4b22-8c7d-%012d", user) }
+// The ids are random-looking, as Forge's are (v4 UUIDs), but fixed per index
+// so that cached pools stay valid. Sequential ids would insert every
+// installation's records into the store in key order, a pattern real
+// installations never produce and one that leaves B-tree pages half full.
+func accountID(user int) string        { return "712020:" + benchUUID("user", user) }
 func installOf(user, installs int) int { return user % installs }
 func installationID(i int) string {
-	return fmt.Sprintf("ari:cloud:ecosystem::installation/9a8b7c6d-5e4f-4a3b-8c2d-%012d", i)
+	return "ari:cloud:ecosystem::installation/" + benchUUID("installation", i)
 }
-func cloudID(i int) string { return fmt.Sprintf("b7e5c1d4-2f3a-4e6b-9c8d-%012d", i) }
+func cloudID(i int) string { return benchUUID("cloud", i) }
+
+// benchUUID is a v4-shaped UUID derived from (kind, i).
+func benchUUID(kind string, i int) string {
+	b := sha256.Sum256(fmt.Appendf(nil, "forge-remote-bench/%s/%d", kind, i))
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
 
 // loadSigner reads the cached signing key, or makes and caches a new one.
 func loadSigner(dir string) (*signer, error) {
