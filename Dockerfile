@@ -8,7 +8,8 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags="-s -w" -o /out/forge-remote . \
+# nomsgpack: gin without its MsgPack codec, 3 MB of code forge-remote never calls.
+RUN CGO_ENABLED=0 GOOS=linux go build -tags nomsgpack -trimpath -ldflags="-s -w" -o /out/forge-remote . \
  && mkdir -p /out/data
 
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -180,5 +181,22 @@ func TestResultsWithFloor(t *testing.T) {
 	rep.Runs[2].Non2xx, rep.Runs[2].Statuses = 5, map[int]int64{401: 5}
 	if rep.floorProblems() == nil {
 		t.Error("a floor with non-2xx answers passed")
+	}
+}
+
+// TestBuildLikeTheImage: the binaries under test are built with the
+// Dockerfile's flags, so that the figures are those of what ships.
+func TestBuildLikeTheImage(t *testing.T) {
+	b, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := regexp.MustCompile(`(?m)^RUN CGO_ENABLED=0 .*go build (.*) -o `).FindSubmatch(b)
+	if line == nil {
+		t.Fatal("no `RUN CGO_ENABLED=0 … go build … -o` line in the Dockerfile")
+	}
+	got := strings.ReplaceAll(string(line[1]), `"`, "")
+	if want := strings.Join(imageBuildFlags, " "); got != want {
+		t.Errorf("Dockerfile builds with %q, bench/load with %q", got, want)
 	}
 }
