@@ -384,8 +384,8 @@ func TestRedisMemoryPerRecord(t *testing.T) {
 		}
 		return rc.MemoryUsage(t.Context(), ks[0]).Val()
 	}
-	t.Logf("per cached user: %.0f B of used_memory (%d users, %d keys); MEMORY USAGE of one weavy/t %d B, one scheduler/user %d B",
-		perUser, users, dbSize()-keys, sample("*weavy/t/*"), sample("*scheduler/user/*"))
+	t.Logf("per cached user: %.0f B of used_memory (%d users, %d keys); MEMORY USAGE of one weavy/u %d B, one scheduler/user %d B",
+		perUser, users, dbSize()-keys, sample("*weavy/u/*"), sample("*scheduler/user/*"))
 
 	const installations = 100
 	before, keys = settled(), dbSize()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -110,12 +111,14 @@ const (
 	lockPrefix = "weavy/lock/"
 )
 
-// Where users' tokens are stored: StorePrefix + installation + "/" + uid
-// (see storeKey). Records under LegacyStorePrefix, the longer keys of
-// earlier versions, are still read and purged; they expire with their tokens.
+// Where users' tokens are stored: StorePrefix + installation + "/" + a hash
+// of the uid (see storeKey). Records under PreviousStorePrefix and
+// LegacyStorePrefix, the longer keys of earlier versions, are still read and
+// purged; they expire with their tokens.
 const (
-	StorePrefix       = "weavy/t/"
-	LegacyStorePrefix = "weavy/token/"
+	StorePrefix         = "weavy/u/"
+	PreviousStorePrefix = "weavy/t/"
+	LegacyStorePrefix   = "weavy/token/"
 )
 
 // Broker hands out Weavy tokens per (installation, user): from memory while
@@ -622,16 +625,39 @@ func (b *Broker) install(k userKey, e *entry, force bool) {
 	s.m[ck] = v
 }
 
-// storeKey is where k's token is stored: 88 bytes for an accountId, where
-// the legacy key took 128. Keys are in every page of the store, so their
-// length counts as much as the record's.
+// storeKey is where k's token is stored: 67 bytes, where the previous key
+// took 88 for an accountId and the legacy one 128. Keys are in every page of
+// the store, so their length counts as much as the record's: the uid is
+// stored as 128 bits of its SHA-256 (see uidSegment), the installation as
+// itself, so that an installation's users share a prefix.
 func storeKey(k userKey) string {
-	return installationPrefix(k.inst) + url.PathEscape(k.uid)
+	return installationPrefix(k.inst) + uidSegment(k.uid)
 }
 
 // installationPrefix starts the store key of every user of inst.
 func installationPrefix(inst string) string {
 	return StorePrefix + instSegment(inst) + "/"
+}
+
+// uidSegment is uid in a store key: 128 bits of a SHA-256 of it, in
+// base64url (22 characters). The same in every process and replica; two
+// users of one installation sharing it has a chance of about n²/2¹²⁹, nil for
+// any number of users.
+func uidSegment(uid string) string {
+	h := sha256.New()
+	h.Write([]byte("forge-remote/weavy/uid\x00"))
+	h.Write([]byte(uid))
+	var sum [sha256.Size]byte
+	return base64.RawURLEncoding.EncodeToString(h.Sum(sum[:0])[:16])
+}
+
+// previousStoreKey is where the version before stored k's token.
+func previousStoreKey(k userKey) string {
+	return previousInstallationPrefix(k.inst) + url.PathEscape(k.uid)
+}
+
+func previousInstallationPrefix(inst string) string {
+	return PreviousStorePrefix + instSegment(inst) + "/"
 }
 
 // installationARI is how every installation id Forge sends starts.
@@ -663,10 +689,14 @@ func lockKey(k userKey) string {
 }
 
 // loadStored returns the stored entry of k, or nil if there is none usable.
-// A record under the legacy key is read when there is none under the key:
-// a token minted before an upgrade is not minted again.
+// Records under the keys of earlier versions are read, newest first, when
+// there is none under the key: a token minted before an upgrade is not
+// minted again.
 func (b *Broker) loadStored(ctx context.Context, k userKey) (*entry, error) {
 	data, err := b.kv.Get(ctx, storeKey(k))
+	if errors.Is(err, store.ErrNotFound) {
+		data, err = b.kv.Get(ctx, previousStoreKey(k))
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		data, err = b.kv.Get(ctx, legacyStoreKey(k))
 	}
@@ -763,7 +793,8 @@ func (b *Broker) PurgeInstallation(ctx context.Context, installationID string) e
 		return errors.New("weavy: purge: empty installation id")
 	}
 	var keys []string
-	for _, prefix := range []string{installationPrefix(installationID), legacyInstallationPrefix(installationID)} {
+	for _, prefix := range []string{installationPrefix(installationID), previousInstallationPrefix(installationID),
+		legacyInstallationPrefix(installationID)} {
 		err := b.kv.Scan(ctx, prefix, func(key string, _ []byte) error {
 			keys = append(keys, key)
 			return nil

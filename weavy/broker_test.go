@@ -92,7 +92,7 @@ func TestBrokerMintsOnceThenReuses(t *testing.T) {
 	if _, body := e.f.last(); body != `{"expires_in":3600}` {
 		t.Errorf("request body = %s", body)
 	}
-	if keys := e.kv.keys(); len(keys) != 1 || keys[0] != "weavy/t/~ari:cloud:ecosystem::installation%2F1c2d/712020:9b1c2d3e-aaaa" {
+	if keys := e.kv.keys(); len(keys) != 1 || keys[0] != "weavy/u/~ari:cloud:ecosystem::installation%2F1c2d/2g1wkofwQvQYJ0VvQ3QNrQ" {
 		t.Errorf("store keys = %q", keys)
 	}
 	for name, want := range map[string]float64{"weavy_token_mints_total": 1, "weavy_token_cache_hits_total": 1} {
@@ -443,7 +443,7 @@ func TestBrokerPurgeInstallation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range e.kv.keys() {
-		if !strings.HasPrefix(k, "weavy/t/~"+strings.ReplaceAll(inst2, "/", "%2F")+"/") {
+		if !strings.HasPrefix(k, "weavy/u/~"+strings.ReplaceAll(inst2, "/", "%2F")+"/") {
 			t.Errorf("store key %q left after purge", k)
 		}
 	}

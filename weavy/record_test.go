@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,16 +18,21 @@ import (
 
 func TestStoreKey(t *testing.T) {
 	const u = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+	// The hash of a uid is fixed: a change would orphan every stored token.
+	if got := uidSegment("712020:5b10ac8d"); got != "vlAhMnkzrb376T2h38kNTA" {
+		t.Fatalf("uidSegment changed: %q", got)
+	}
+	a := uidSegment("a")
 	for _, tt := range []struct {
 		inst, uid, want string
 	}{
-		{"ari:cloud:ecosystem::installation/" + u, "712020:5b10ac8d", "weavy/t/" + u + "/712020:5b10ac8d"},
-		{"ari:cloud:ecosystem::installation/" + strings.ToUpper(u), "a", "weavy/t/" + strings.ToUpper(u) + "/a"},
+		{"ari:cloud:ecosystem::installation/" + u, "712020:5b10ac8d", "weavy/u/" + u + "/vlAhMnkzrb376T2h38kNTA"},
+		{"ari:cloud:ecosystem::installation/" + strings.ToUpper(u), "a", "weavy/u/" + strings.ToUpper(u) + "/" + a},
 		// Anything but an installation ARI with a UUID keeps its whole id, escaped.
-		{u, "a", "weavy/t/~" + u + "/a"},
-		{"ari:cloud:ecosystem::installation/1c2d", "a", "weavy/t/~ari:cloud:ecosystem::installation%2F1c2d/a"},
-		{"ari:cloud:ecosystem::installation/" + u + "/x", "a", "weavy/t/~ari:cloud:ecosystem::installation%2F" + u + "%2Fx/a"},
-		{"~" + u, "a/b", "weavy/t/~~" + u + "/a%2Fb"},
+		{u, "a", "weavy/u/~" + u + "/" + a},
+		{"ari:cloud:ecosystem::installation/1c2d", "a", "weavy/u/~ari:cloud:ecosystem::installation%2F1c2d/" + a},
+		{"ari:cloud:ecosystem::installation/" + u + "/x", "a", "weavy/u/~ari:cloud:ecosystem::installation%2F" + u + "%2Fx/" + a},
+		{"~" + u, "a/b", "weavy/u/~~" + u + "/" + uidSegment("a/b")},
 	} {
 		if got := storeKey(userKey{tt.inst, tt.uid}); got != tt.want {
 			t.Errorf("storeKey(%q, %q) = %q, want %q", tt.inst, tt.uid, got, tt.want)
@@ -34,6 +40,12 @@ func TestStoreKey(t *testing.T) {
 		if got := storeKey(userKey{tt.inst, tt.uid}); !strings.HasPrefix(got, installationPrefix(tt.inst)) {
 			t.Errorf("storeKey(%q, %q) = %q is not under %q", tt.inst, tt.uid, got, installationPrefix(tt.inst))
 		}
+	}
+	if k := storeKey(userKey{"ari:cloud:ecosystem::installation/" + u, "712020:5b10ac8d-82e0-4b22-8c7d-1e0f9a8b7c6d"}); len(k) != 67 {
+		t.Errorf("key of an accountId: %d bytes (%q), want 67", len(k), k)
+	}
+	if uidSegment("a") == uidSegment("b") || uidSegment("") == uidSegment("a") {
+		t.Error("uids share a segment")
 	}
 	// One to one: no installation's prefix starts another's.
 	insts := []string{u, "~" + u, "ari:cloud:ecosystem::installation/" + u, "ari:cloud:ecosystem::installation/" + u + "/x",
@@ -94,6 +106,39 @@ func TestNanosClamps(t *testing.T) {
 	}
 	if _, _, _, ok := decodeRecord(encodeRecord(e)); !ok {
 		t.Fatal("clamped record does not read back")
+	}
+}
+
+// A token stored by the previous version, under its key, is served without
+// a mint, and purged with the installation; the next mint goes under the key.
+func TestBrokerReadsPreviousKey(t *testing.T) {
+	e := newBrokerEnv(t, BrokerOptions{})
+	now := e.clk.Now()
+	prev := encodeRecord(newEntry(Token{AccessToken: "wyu_previous", ExpiresAt: now.Add(time.Hour)}, now, time.Minute, false))
+	for _, inst := range []string{inst1, inst2} {
+		if err := e.kv.Put(t.Context(), previousStoreKey(userKey{inst, alice}), prev, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := e.token(t, inst1, alice, false); got.AccessToken != "wyu_previous" || e.mints() != 0 {
+		t.Fatalf("got %q after %d mints, want the previous key's token", got.AccessToken, e.mints())
+	}
+	if err := e.b.PurgeInstallation(t.Context(), inst1); err != nil {
+		t.Fatal(err)
+	}
+	if keys := e.kv.keys(); len(keys) != 1 || keys[0] != previousStoreKey(userKey{inst2, alice}) {
+		t.Fatalf("keys after purge: %q", keys)
+	}
+	e.clk.Advance(56 * time.Minute)
+	tok := e.token(t, inst2, alice, false)
+	if tok.AccessToken == "wyu_previous" || e.mints() != 1 {
+		t.Fatalf("got %q after %d mints, want a new token", tok.AccessToken, e.mints())
+	}
+	if keys := e.kv.keys(); !slices.Contains(keys, storeKey(userKey{inst2, alice})) {
+		t.Fatalf("keys after the mint: %q", keys)
+	}
+	if got, err := NewBroker(e.c, e.kv, e.opts).Token(t.Context(), inst2, alice, false); err != nil || got.AccessToken != tok.AccessToken {
+		t.Fatalf("after restart: %v, %v; want %q", got, err, tok.AccessToken)
 	}
 }
 
