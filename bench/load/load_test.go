@@ -200,3 +200,30 @@ func TestBuildLikeTheImage(t *testing.T) {
 		t.Errorf("Dockerfile builds with %q, bench/load with %q", got, want)
 	}
 }
+
+// TestMemoryTarget: a run at the target's size judges its peak RSS against
+// 10⁸ bytes; a smaller run says it did not measure it.
+func TestMemoryTarget(t *testing.T) {
+	judge := func(users, installs int, peakMiB float64) (target, bool) {
+		rep := &report{
+			Config: runConfig{Users: users, Installs: installs},
+			Runs:   []runResult{{Name: "forge-remote", Requests: 1, PeakRSSMiB: peakMiB}},
+		}
+		rep.finish()
+		for _, tg := range rep.Targets {
+			if tg.Goal == memoryGoal {
+				return tg, true
+			}
+		}
+		return target{}, false
+	}
+	if tg, ok := judge(100_000, 10_000, 95.3); !ok || !tg.Met || tg.Value != "99.9 MB (95.3 MiB) peak" {
+		t.Errorf("95.3 MiB: %+v %v", tg, ok)
+	}
+	if tg, ok := judge(100_000, 10_000, 95.5); !ok || tg.Met {
+		t.Errorf("95.5 MiB (100.1 MB): %+v %v", tg, ok)
+	}
+	if tg, ok := judge(300, 4, 50); ok {
+		t.Errorf("a 300-user run judged the memory target: %+v", tg)
+	}
+}
