@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
@@ -167,7 +169,16 @@ func TestAppTokenLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tok := range []string{later, earlier, newest} {
-		if strings.Contains(string(raw), tok) || strings.Contains(string(raw), strings.Split(tok, ".")[1]) {
+		// Records hold a JWT's segments decoded (forge/apptoken_record.go),
+		// so look for those bytes as well as the text.
+		segs := strings.Split(tok, ".")
+		payload, err1 := base64.RawURLEncoding.DecodeString(segs[1])
+		sig, err2 := base64.RawURLEncoding.DecodeString(segs[2])
+		if err1 != nil || err2 != nil || len(sig) < 16 {
+			t.Fatalf("app token %d segments: %v %v", len(segs), err1, err2)
+		}
+		if strings.Contains(string(raw), tok) || strings.Contains(string(raw), segs[1]) ||
+			bytes.Contains(raw, payload) || bytes.Contains(raw, sig) {
 			t.Fatalf("database file holds an app token in clear text")
 		}
 	}
