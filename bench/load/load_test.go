@@ -204,9 +204,9 @@ func TestBuildLikeTheImage(t *testing.T) {
 // TestMemoryTarget: a run at the target's size judges its peak RSS against
 // 10⁸ bytes; a smaller run says it did not measure it.
 func TestMemoryTarget(t *testing.T) {
-	judge := func(users, installs int, peakMiB float64) (target, bool) {
+	judgeWith := func(c runConfig, peakMiB float64) (target, bool) {
 		rep := &report{
-			Config: runConfig{Users: users, Installs: installs},
+			Config: c,
 			Runs:   []runResult{{Name: "forge-remote", Requests: 1, PeakRSSMiB: peakMiB}},
 		}
 		rep.finish()
@@ -217,6 +217,9 @@ func TestMemoryTarget(t *testing.T) {
 		}
 		return target{}, false
 	}
+	judge := func(users, installs int, peakMiB float64) (target, bool) {
+		return judgeWith(runConfig{Users: users, Installs: installs, AppToken: true}, peakMiB)
+	}
 	if tg, ok := judge(100_000, 10_000, 95.3); !ok || !tg.Met || tg.Value != "99.9 MB (95.3 MiB) peak" {
 		t.Errorf("95.3 MiB: %+v %v", tg, ok)
 	}
@@ -225,5 +228,11 @@ func TestMemoryTarget(t *testing.T) {
 	}
 	if tg, ok := judge(300, 4, 50); ok {
 		t.Errorf("a 300-user run judged the memory target: %+v", tg)
+	}
+	// Without app tokens the installations hold nothing; a smoke is a smoke.
+	for _, c := range []runConfig{{Users: 100_000, Installs: 10_000}, {Users: 100_000, Installs: 10_000, AppToken: true, Smoke: true}} {
+		if tg, ok := judgeWith(c, 50); ok {
+			t.Errorf("%+v judged the memory target: %+v", c, tg)
+		}
 	}
 }
