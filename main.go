@@ -94,8 +94,9 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, on
 
 // gcMinGoal is the least heap goal: 32 MiB cut GC and stack-growth CPU under
 // bench/load by about a tenth. gcAbove is GOGC once the live heap is past
-// about 21 MiB (100,000 cached users hold 20): 50 keeps a third less heap
-// than Go's 100 for about 2% more CPU per request (README, "Performance").
+// about 21 MiB (100,000 cached users hold 20): 50 costs a few percent more
+// CPU per request than Go's 100 for 3-10 MiB less RSS at that size (README,
+// "Performance").
 const (
 	gcMinGoal = 32 << 20
 	gcAbove   = 50

@@ -12,12 +12,12 @@
 // a fixed minimum (a larger version of the runtime's own 4 MiB) and, beyond
 // it, the live heap plus a set share of it ("above", a GOGC). With a
 // minimum of 32 MiB and above=50, a server of a few hundred users collects
-// rarely, and one holding 100,000 users (20 MiB live) keeps 32 MiB of heap
-// where GOGC=100 kept 40: the garbage of a request is small next to what
-// such a server holds, so more frequent collections cost it little (about
-// 2% of its CPU per request, measured under bench/load) while its memory
-// costs a share of every page. This is a simple form of the "GC tuner" that
-// large Go fleets run.
+// rarely, and one holding 100,000 users (20 MiB live) has a heap goal of
+// 32 MiB where GOGC=100 set 40: the garbage of a request is small next to
+// what such a server holds, so more frequent collections cost it little
+// (2-5% more CPU per request in the runs measured under bench/load) for
+// 3-10 MiB less RSS. This is a simple form of the "GC tuner" that large Go
+// fleets run.
 package gctune
 
 import (
