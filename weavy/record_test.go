@@ -109,66 +109,51 @@ func TestNanosClamps(t *testing.T) {
 	}
 }
 
-// A token stored by the previous version, under its key, is served without
-// a mint, and purged with the installation; the next mint goes under the key.
-func TestBrokerReadsPreviousKey(t *testing.T) {
-	e := newBrokerEnv(t, BrokerOptions{})
-	now := e.clk.Now()
-	prev := encodeRecord(newEntry(Token{AccessToken: "wyu_previous", ExpiresAt: now.Add(time.Hour)}, now, time.Minute, false))
-	for _, inst := range []string{inst1, inst2} {
-		if err := e.kv.Put(t.Context(), previousStoreKey(userKey{inst, alice}), prev, time.Hour); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if got := e.token(t, inst1, alice, false); got.AccessToken != "wyu_previous" || e.mints() != 0 {
-		t.Fatalf("got %q after %d mints, want the previous key's token", got.AccessToken, e.mints())
-	}
-	if err := e.b.PurgeInstallation(t.Context(), inst1); err != nil {
-		t.Fatal(err)
-	}
-	if keys := e.kv.keys(); len(keys) != 1 || keys[0] != previousStoreKey(userKey{inst2, alice}) {
-		t.Fatalf("keys after purge: %q", keys)
-	}
-	e.clk.Advance(56 * time.Minute)
-	tok := e.token(t, inst2, alice, false)
-	if tok.AccessToken == "wyu_previous" || e.mints() != 1 {
-		t.Fatalf("got %q after %d mints, want a new token", tok.AccessToken, e.mints())
-	}
-	if keys := e.kv.keys(); !slices.Contains(keys, storeKey(userKey{inst2, alice})) {
-		t.Fatalf("keys after the mint: %q", keys)
-	}
-	if got, err := NewBroker(e.c, e.kv, e.opts).Token(t.Context(), inst2, alice, false); err != nil || got.AccessToken != tok.AccessToken {
-		t.Fatalf("after restart: %v, %v; want %q", got, err, tok.AccessToken)
-	}
-}
-
-// A token stored by an earlier version, under its key and in JSON, is served
-// without a mint, and purged with the installation.
-func TestBrokerReadsLegacyRecord(t *testing.T) {
-	e := newBrokerEnv(t, BrokerOptions{})
-	old, _ := json.Marshal(record{Token: "wyu_legacy", ExpiresAt: e.clk.Now().Add(time.Hour), MintedAt: e.clk.Now()})
-	for _, inst := range []string{inst1, inst2} {
-		if err := e.kv.Put(t.Context(), legacyStoreKey(userKey{inst, alice}), old, time.Hour); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if got := e.token(t, inst1, alice, false); got.AccessToken != "wyu_legacy" || e.mints() != 0 {
-		t.Fatalf("got %q after %d mints, want the legacy record's token", got.AccessToken, e.mints())
-	}
-	if err := e.b.PurgeInstallation(t.Context(), inst1); err != nil {
-		t.Fatal(err)
-	}
-	if keys := e.kv.keys(); len(keys) != 1 || keys[0] != legacyStoreKey(userKey{inst2, alice}) {
-		t.Fatalf("keys after purge: %q", keys)
-	}
-	// A new mint is stored under the new key, which is read first.
-	e.clk.Advance(56 * time.Minute)
-	tok := e.token(t, inst2, alice, false)
-	if tok.AccessToken == "wyu_legacy" || e.mints() != 1 {
-		t.Fatalf("got %q after %d mints, want a new token", tok.AccessToken, e.mints())
-	}
-	if got, err := NewBroker(e.c, e.kv, e.opts).Token(t.Context(), inst2, alice, false); err != nil || got.AccessToken != tok.AccessToken {
-		t.Fatalf("after restart: %v, %v; want %q", got, err, tok.AccessToken)
+// A token stored by an earlier version, under its key and in its form, is
+// served without a mint and purged with the installation; the next mint is
+// stored under the key, which is read first.
+func TestBrokerReadsOlderKeys(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		keyOf func(userKey) string
+		rec   func(now time.Time) []byte
+	}{
+		{"previous key, binary", previousStoreKey, func(now time.Time) []byte {
+			return encodeRecord(newEntry(Token{AccessToken: "wyu_older", ExpiresAt: now.Add(time.Hour)}, now, time.Minute, false))
+		}},
+		{"legacy key, JSON", legacyStoreKey, func(now time.Time) []byte {
+			b, _ := json.Marshal(record{Token: "wyu_older", ExpiresAt: now.Add(time.Hour), MintedAt: now})
+			return b
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newBrokerEnv(t, BrokerOptions{})
+			for _, inst := range []string{inst1, inst2} {
+				if err := e.kv.Put(t.Context(), tt.keyOf(userKey{inst, alice}), tt.rec(e.clk.Now()), time.Hour); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := e.token(t, inst1, alice, false); got.AccessToken != "wyu_older" || e.mints() != 0 {
+				t.Fatalf("got %q after %d mints, want the stored token", got.AccessToken, e.mints())
+			}
+			if err := e.b.PurgeInstallation(t.Context(), inst1); err != nil {
+				t.Fatal(err)
+			}
+			if keys := e.kv.keys(); len(keys) != 1 || keys[0] != tt.keyOf(userKey{inst2, alice}) {
+				t.Fatalf("keys after purge: %q", keys)
+			}
+			e.clk.Advance(56 * time.Minute)
+			tok := e.token(t, inst2, alice, false)
+			if tok.AccessToken == "wyu_older" || e.mints() != 1 {
+				t.Fatalf("got %q after %d mints, want a new token", tok.AccessToken, e.mints())
+			}
+			if keys := e.kv.keys(); !slices.Contains(keys, storeKey(userKey{inst2, alice})) {
+				t.Fatalf("keys after the mint: %q", keys)
+			}
+			if got, err := NewBroker(e.c, e.kv, e.opts).Token(t.Context(), inst2, alice, false); err != nil || got.AccessToken != tok.AccessToken {
+				t.Fatalf("after restart: %v, %v; want %q", got, err, tok.AccessToken)
+			}
+		})
 	}
 }
 

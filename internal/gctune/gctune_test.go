@@ -38,14 +38,7 @@ func TestTunerRaisesAndRestores(t *testing.T) {
 	defer debug.SetGCPercent(orig)
 
 	tu := Start(256<<20, 100) // far above this test binary's live heap
-	deadline := time.Now().Add(10 * time.Second)
-	for Percent() <= 100 {
-		if time.Now().After(deadline) {
-			t.Fatalf("GOGC still %d after collections", Percent())
-		}
-		runtime.GC()
-		time.Sleep(10 * time.Millisecond) // cleanups run on their own goroutine
-	}
+	collectUntil(t, func(p int) bool { return p > 100 })
 	tu.Stop()
 	if p := Percent(); p != 100 {
 		t.Fatalf("GOGC after Stop = %d, want 100", p)
@@ -118,17 +111,23 @@ func TestTunerLowersForALargeHeap(t *testing.T) {
 	defer debug.SetGCPercent(orig)
 	hold := make([]byte, 8<<20) // live, and far above the minimum of 1 MiB
 	tu := Start(1<<20, 50)
-	deadline := time.Now().Add(10 * time.Second)
-	for Percent() != 50 {
-		if time.Now().After(deadline) {
-			t.Fatalf("GOGC still %d after collections", Percent())
-		}
-		runtime.GC()
-		time.Sleep(10 * time.Millisecond)
-	}
+	collectUntil(t, func(p int) bool { return p == 50 })
 	runtime.KeepAlive(hold)
 	tu.Stop()
 	if p := Percent(); p != 100 {
 		t.Fatalf("GOGC after Stop = %d, want 100", p)
+	}
+}
+
+// collectUntil runs collections until GOGC satisfies ok, for up to 10 s.
+func collectUntil(t *testing.T, ok func(percent int) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok(Percent()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOGC still %d after collections", Percent())
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond) // cleanups run on their own goroutine
 	}
 }
