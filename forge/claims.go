@@ -26,8 +26,11 @@ var (
 	typeKeyNames      = []string{"type", "key"}
 	installationNames = []string{"id", "contexts"}
 	contextNames      = []string{"name", "apiBaseUrl", "cloudId"}
-	licenseNames      = []string{"isActive", "billingPeriod", "ceId", "supportEntitlementNumber", "type"}
-	invocationNames   = []string{"cloudId", "moduleKey", "siteUrl", "localId", "accountId"}
+	licenseNames      = []string{"active", "isActive", "billingPeriod", "ceId", "supportEntitlementNumber", "type"}
+	invocationNames   = []string{"cloudId", "moduleKey", "siteUrl", "localId", "accountId", "extension", "userAccess"}
+	extensionNames    = []string{"type", "content", "space"}
+	idKeyNames        = []string{"id", "key"}
+	userAccessNames   = []string{"enabled", "hasAccess"}
 )
 
 // numericDate decodes a claim of type *jwt.NumericDate as golang-jwt's
@@ -270,8 +273,10 @@ func (r *claimReader) license(l *License) error {
 	}
 	return r.Object(func(k []byte) error {
 		switch jsonread.Canonical(k, licenseNames) {
+		case "active":
+			return r.optionalBool(&l.Active)
 		case "isActive":
-			return r.Bool(&l.IsActive)
+			return r.optionalBool(&l.IsActive)
 		case "billingPeriod":
 			return r.String(&l.BillingPeriod)
 		case "ceId":
@@ -298,9 +303,79 @@ func (r *claimReader) invocationCtx(c *InvocationCtx) error {
 			return r.String(&c.LocalID)
 		case "accountId":
 			return r.UniqueString(&c.AccountID)
+		case "extension":
+			return r.extension(&c.Extension)
+		case "userAccess":
+			if null, err := r.Null(); null || err != nil {
+				c.UserAccess = nil
+				return err
+			}
+			if r.Peek() != '{' {
+				return r.WrongType()
+			}
+			if c.UserAccess == nil {
+				c.UserAccess = new(UserAccess)
+			}
+			ua := c.UserAccess
+			return r.Object(func(k []byte) error {
+				switch jsonread.Canonical(k, userAccessNames) {
+				case "enabled":
+					return r.Bool(&ua.Enabled)
+				case "hasAccess":
+					return r.Bool(&ua.HasAccess)
+				}
+				return r.Skip()
+			})
 		}
 		return r.Skip()
 	})
+}
+
+func (r *claimReader) extension(e *Extension) error {
+	return r.Object(func(k []byte) error {
+		switch jsonread.Canonical(k, extensionNames) {
+		case "type":
+			return r.String(&e.Type)
+		case "content":
+			return r.Object(func(k []byte) error {
+				switch jsonread.Canonical(k, typeIDNames) {
+				case "id":
+					return r.UniqueString(&e.Content.ID)
+				case "type":
+					return r.String(&e.Content.Type)
+				}
+				return r.Skip()
+			})
+		case "space":
+			return r.Object(func(k []byte) error {
+				switch jsonread.Canonical(k, idKeyNames) {
+				case "id":
+					return r.String(&e.Space.ID)
+				case "key":
+					return r.String(&e.Space.Key)
+				}
+				return r.Skip()
+			})
+		}
+		return r.Skip()
+	})
+}
+
+// optionalBool decodes into a *bool as encoding/json does: null sets nil, a
+// boolean allocates (or reuses) the target.
+func (r *claimReader) optionalBool(dst **bool) error {
+	if null, err := r.Null(); null || err != nil {
+		*dst = nil
+		return err
+	}
+	switch r.Peek() {
+	case 't', 'f':
+		if *dst == nil {
+			*dst = new(bool)
+		}
+		return r.Bool(*dst)
+	}
+	return r.WrongType()
 }
 
 // joseHeader is what a FIT's header says that verification uses.

@@ -27,6 +27,15 @@ var claimSeeds = []string{
 	`{"app":{"installation":null}}`, `{"app":{"installation":{"id":"a"},"installation":null}}`,
 	`{"app":{"installation":"x"}}`, `{"app":{"installation":{"id":"a"},"installation":"x"}}`,
 	`{"app":{"license":{"isActive":1}}}`, `{"app":{"license":{"isActive":null}}}`, `{"app":{"license":[]}}`,
+	`{"app":{"license":{"active":false,"isActive":true}}}`, `{"app":{"license":{"active":true,"active":null}}}`,
+	`{"app":{"license":{"active":"true"}}}`, `{"app":{"license":{"active":1}}}`,
+	// The page, the space and user-based billing, as Forge signs them.
+	`{"context":{"extension":{"type":"macro","content":{"id":"98305","type":"page","subtype":null},"space":{"id":"65538","key":"DS"}}}}`,
+	`{"context":{"extension":{"content":{"id":98305}}}}`, `{"context":{"extension":{"space":"DS"}}}`, `{"context":{"extension":null}}`,
+	`{"context":{"extension":{"content":{"id":"1"}},"extension":{"space":{"key":"K"}}}}`, `{"context":{"extension":[]}}`,
+	`{"context":{"userAccess":{"enabled":true,"hasAccess":false}}}`, `{"context":{"userAccess":null}}`,
+	`{"context":{"userAccess":{"enabled":"yes"}}}`, `{"context":{"userAccess":[]}}`, `{"context":{"userAccess":{}},"context":{"userAccess":{"hasAccess":true}}}`,
+	`{"principal":"unidentified","context":{"accountId":"unidentified","accountType":"anonymous"}}`,
 	// Repeated keys merge into the same field.
 	`{"app":{"id":"a","module":{"key":"k"}},"app":{"installationId":"i","module":{"type":"t"}}}`,
 	`{"app":{"installation":{"contexts":[{"name":"a","cloudId":"x"},{"name":"b"},{"name":"c"}]},"installation":{"contexts":[{"name":"d"}]},"installation":{"contexts":[{"apiBaseUrl":"u"},{},{}]}}}`,

@@ -54,8 +54,11 @@ type InstallationContext struct {
 }
 
 // License is `app.license` (absent for free or development installations).
+// Forge renamed `isActive` to `active` and removes the old name after
+// 2026-10-17; both are read so a FIT of either vintage is judged right.
 type License struct {
-	IsActive                 bool   `json:"isActive"`
+	Active                   *bool  `json:"active,omitempty"`
+	IsActive                 *bool  `json:"isActive,omitempty"`
 	BillingPeriod            string `json:"billingPeriod,omitempty"`
 	CEID                     string `json:"ceId,omitempty"`
 	SupportEntitlementNumber string `json:"supportEntitlementNumber,omitempty"`
@@ -64,11 +67,65 @@ type License struct {
 
 // InvocationCtx is the typed part of the `context` claim (UI calls only).
 type InvocationCtx struct {
-	CloudID   string `json:"cloudId"`
-	ModuleKey string `json:"moduleKey"`
-	SiteURL   string `json:"siteUrl"`
-	LocalID   string `json:"localId"`
-	AccountID string `json:"accountId"`
+	CloudID    string      `json:"cloudId"`
+	ModuleKey  string      `json:"moduleKey"`
+	SiteURL    string      `json:"siteUrl"`
+	LocalID    string      `json:"localId"`
+	AccountID  string      `json:"accountId"`
+	Extension  Extension   `json:"extension"`
+	UserAccess *UserAccess `json:"userAccess,omitempty"`
+}
+
+// Extension is `context.extension`: where in Confluence the module runs. It is
+// signed by Forge, so it is the only trustworthy answer to "which page".
+type Extension struct {
+	Type    string     `json:"type"`
+	Content ContentRef `json:"content"`
+	Space   SpaceRef   `json:"space"`
+}
+
+// ContentRef is `context.extension.content` (a page or blog post).
+type ContentRef struct {
+	ID   string `json:"id"`
+	Type string `json:"type"`
+}
+
+// SpaceRef is `context.extension.space`.
+type SpaceRef struct {
+	ID  string `json:"id"`
+	Key string `json:"key"`
+}
+
+// UserAccess is `context.userAccess`, present for apps on user-based billing.
+type UserAccess struct {
+	Enabled   bool `json:"enabled"`
+	HasAccess bool `json:"hasAccess"`
+}
+
+// AnonymousPrincipal is the accountId Forge gives a viewer who is not signed in.
+const AnonymousPrincipal = "unidentified"
+
+// Anonymous reports whether the call comes from a viewer who is not signed in.
+func (i *Invocation) Anonymous() bool { return i.Principal == AnonymousPrincipal }
+
+// LicenseInactive reports whether the FIT says the app's licence is not
+// active. No `app.license` (free apps, development and staging) is not
+// inactive; neither is a licence that states nothing. With user-based
+// billing, a user without access counts as unlicensed too.
+func (i *Invocation) LicenseInactive() bool {
+	if ua := i.Context.UserAccess; ua != nil && ua.Enabled && !ua.HasAccess {
+		return true
+	}
+	l := i.App.License
+	switch {
+	case l == nil:
+		return false
+	case l.Active != nil:
+		return !*l.Active
+	case l.IsActive != nil:
+		return !*l.IsActive
+	}
+	return false
 }
 
 // FromTrigger reports whether the invocation comes from a trigger (scheduled,
