@@ -9,7 +9,10 @@
 //   'self' + the Weavy environment. Any CSP violation fails the test.
 // - The page's real @forge/bridge is kept. What is stubbed is the Forge HOST:
 //   window.__bridge.callBridge, which the bridge calls for getContext and
-//   invokeRemote, is installed before the page loads and answers per scenario.
+//   invokeRemote, is installed before the page loads and answers per scenario
+//   and per resolver (/resolvers/token, /resolvers/chat). It holds the first
+//   token and the chat answers until both calls have arrived, so a page that
+//   made them one after the other would never load (and fail the scenario).
 // - Every request to the Weavy environment (baked into the build through
 //   VITE_WEAVY_URL) is recorded and then aborted: no Weavy runs here (in the
 //   refresh scenario, requests with the first token get a 401 instead). Any
@@ -39,38 +42,82 @@ const CONTEXT = {
   locale: 'en-US',
   extension: { type: 'macro', content: { id: '98307', type: 'page' }, space: { key: 'DEV', id: '65539' } },
 };
-const EXPECTED_UID = `confluence-${CONTEXT.cloudId}-page-98307`;
+// The Weavy app id the fake remote's chat resolver answers; the page must
+// mount <wy-chat uid="4711"> so that the UIKit only GETs /api/apps/4711.
+const APP_ID = 4711;
 
-// What the stubbed Forge host answers to invokeRemote, per scenario.
+// What the stubbed Forge host answers to invokeRemote, in its own format.
+const answer = (status, body) => (status >= 200 && status < 300 ? { success: true, payload: { status, headers: {}, body } } : { success: false, error: { status, headers: {}, body } });
+const refusal = (status, code, message) => answer(status, { error: { code, message } });
+const TOKEN_OK = answer(200, { access_token: 'wyu_test', expires_in: 3600 });
+const CHAT_OK = answer(200, { app_id: APP_ID, uid: 'cf-a436116f-page-98307-3c1d0e9a', name: 'Confluence page 98307' });
+
+// Per scenario: the answers of /resolvers/token and /resolvers/chat.
 const SCENARIOS = [
   {
-    name: 'token ok → <wy-chat> mounts',
+    name: 'token and chat ok → <wy-chat uid="4711"> mounts, the UIKit only GETs the app',
     bridge: true,
-    invoke: { success: true, payload: { status: 200, headers: {}, body: { access_token: 'wyu_test', expires_in: 3600 } } },
+    token: TOKEN_OK,
+    chat: CHAT_OK,
     expect: 'mounted',
   },
   {
     name: 'Weavy answers 401 → the UIKit calls tokenFactory(true) → refresh:true reaches the remote, new token used',
     bridge: true,
-    invoke: { success: true, payload: { status: 200, headers: {}, body: { access_token: 'wyu_test', expires_in: 3600 } } },
+    token: TOKEN_OK,
+    chat: CHAT_OK,
     refreshed: 'wyu_test_refreshed',
     weavy401: true,
     expect: 'mounted',
   },
   {
-    name: 'remote answers 502 weavy_unavailable → readable message',
+    name: 'chat answers 403 anonymous (token too) → plain words, nothing mounted',
     bridge: true,
-    invoke: {
-      success: false,
-      error: { status: 502, headers: {}, body: { error: { code: 'weavy_unavailable', message: 'Weavy answered 500' } } },
-    },
+    token: refusal(403, 'anonymous', 'the invocation has the anonymous principal'),
+    chat: refusal(403, 'anonymous', 'the invocation has the anonymous principal'),
+    expect: 'error',
+    message: 'Chat is unavailable: you are not logged in. Log in to Confluence to use this chat.',
+    detail: 'anonymous — the invocation has the anonymous principal (HTTP 403)',
+  },
+  {
+    name: 'chat answers 403 no_access, the token is fine → plain words, nothing mounted',
+    bridge: true,
+    token: TOKEN_OK,
+    chat: refusal(403, 'no_access', 'you cannot view this page'),
+    expect: 'error',
+    message: 'Chat is unavailable: you do not have permission to view the page or space this chat belongs to.',
+    detail: 'no_access — you cannot view this page (HTTP 403)',
+  },
+  {
+    name: 'both answer 403 license_inactive → plain words, nothing mounted',
+    bridge: true,
+    token: refusal(403, 'license_inactive', 'the app licence is not active'),
+    chat: refusal(403, 'license_inactive', 'the app licence is not active'),
+    expect: 'error',
+    message: "Chat is unavailable: this app's licence is not active on this Confluence site.",
+    detail: 'license_inactive — the app licence is not active (HTTP 403)',
+  },
+  {
+    name: 'chat answers a uid string instead of an app id → refused (the UIKit would upsert it)',
+    bridge: true,
+    token: TOKEN_OK,
+    chat: answer(200, { app_id: 'confluence-a436116f-page-98307', uid: 'confluence-a436116f-page-98307', name: 'x' }),
+    expect: 'error',
+    message: 'Chat is unavailable: invalid_response — the remote did not answer a numeric Weavy app id (app_id: string)',
+  },
+  {
+    name: 'token answers 502 weavy_unavailable → readable message',
+    bridge: true,
+    token: refusal(502, 'weavy_unavailable', 'Weavy answered 500'),
+    chat: CHAT_OK,
     expect: 'error',
     message: 'Chat is unavailable: weavy_unavailable — Weavy answered 500',
   },
   {
     name: 'remote answers an API key (wys_) → refused, never reaches the UIKit',
     bridge: true,
-    invoke: { success: true, payload: { status: 200, headers: {}, body: { access_token: 'wys_leaked_api_key', expires_in: 3600 } } },
+    token: answer(200, { access_token: 'wys_leaked_api_key', expires_in: 3600 }),
+    chat: CHAT_OK,
     expect: 'error',
     message: 'Chat is unavailable: invalid_token — the remote answered a Weavy API key',
   },
@@ -163,27 +210,48 @@ async function run(browser, base, weavyOrigin, sc) {
   });
 
   await page.addInitScript(
-    ({ withBridge, invokeAnswer, refreshed, ctx }) => {
+    ({ withBridge, tokenAnswer, chatAnswer, refreshed, ctx }) => {
       let refreshes = 0;
-      window.__smoke = { bridgeCalls: [], csp: [] };
+      window.__smoke = { bridgeCalls: [], csp: [], parallel: false };
       document.addEventListener('securitypolicyviolation', (e) =>
         window.__smoke.csp.push(`${e.violatedDirective} blocked ${e.blockedURI} (${e.sourceFile}:${e.lineNumber})`),
       );
       if (!withBridge) return;
+      // The first token call and the chat call are answered only once both
+      // have arrived: the page must make them in parallel.
+      const first = new Set();
+      let bothArrived;
+      const both = new Promise((resolve) => (bothArrived = resolve));
+      const arrived = (what) => {
+        first.add(what);
+        if (first.has('token') && first.has('chat')) {
+          window.__smoke.parallel = true;
+          bothArrived();
+        }
+        return both;
+      };
       window.__bridge = {
         callBridge: async (name, payload) => {
           window.__smoke.bridgeCalls.push({ name, payload: payload === undefined ? null : JSON.parse(JSON.stringify(payload)) });
           if (name === 'getContext') return ctx;
-          if (name === 'invoke' && refreshed && payload?.body?.refresh === true) {
+          if (name !== 'invoke') return undefined;
+          if (payload?.path === '/resolvers/token' && payload?.body?.refresh === true && refreshed) {
             refreshes += 1;
             return { success: true, payload: { status: 200, headers: {}, body: { access_token: `${refreshed}_${refreshes}`, expires_in: 3600 } } };
           }
-          if (name === 'invoke') return invokeAnswer;
-          return undefined;
+          if (payload?.path === '/resolvers/token') {
+            if (payload?.body?.refresh === false) await arrived('token');
+            return tokenAnswer;
+          }
+          if (payload?.path === '/resolvers/chat') {
+            await arrived('chat');
+            return chatAnswer;
+          }
+          return { success: false, error: { status: 404, headers: {}, body: { error: { code: 'not_found', message: 'no such resolver' } } } };
         },
       };
     },
-    { withBridge: sc.bridge, invokeAnswer: sc.invoke ?? null, refreshed: sc.refreshed ?? null, ctx: CONTEXT },
+    { withBridge: sc.bridge, tokenAnswer: sc.token ?? null, chatAnswer: sc.chat ?? null, refreshed: sc.refreshed ?? null, ctx: CONTEXT },
   );
 
   const response = await page.goto(`${base}/index.html`);
@@ -194,14 +262,25 @@ async function run(browser, base, weavyOrigin, sc) {
   check(state === sc.expect, `#app reached state "${sc.expect}" (got "${state}")`);
 
   const calls = await page.evaluate(() => window.__smoke.bridgeCalls);
-  const tokenCalls = calls.filter((c) => c.name === 'invoke');
+  const invokes = calls.filter((c) => c.name === 'invoke');
+  const tokenCalls = invokes.filter((c) => c.payload?.path === '/resolvers/token');
+  const chatCalls = invokes.filter((c) => c.payload?.path === '/resolvers/chat');
   if (sc.bridge) {
     check(calls.some((c) => c.name === 'getContext'), 'the bridge was asked for the Forge context');
     const first = tokenCalls[0]?.payload;
     check(
-      first && first.path === '/resolvers/token' && first.method === 'POST' && first.body?.refresh === false && first.invokeType === 'ui-remote-fetch',
+      first && first.method === 'POST' && first.body?.refresh === false && first.invokeType === 'ui-remote-fetch',
       `invokeRemote({path:"/resolvers/token", method:"POST", body:{refresh:false}}) went through the real @forge/bridge (got ${JSON.stringify(first)})`,
     );
+    const chatCall = chatCalls[0]?.payload;
+    check(
+      chatCalls.length === 1 && chatCall.method === 'POST' && JSON.stringify(chatCall.body) === '{}' && chatCall.invokeType === 'ui-remote-fetch',
+      `one invokeRemote({path:"/resolvers/chat", method:"POST", body:{}}) through the real @forge/bridge (got ${chatCalls.length}: ${JSON.stringify(chatCall)})`,
+    );
+    const parallel = await page.evaluate(() => window.__smoke.parallel);
+    check(parallel, 'the first token call and the chat call were both made before either was answered');
+    const other = invokes.filter((c) => !tokenCalls.includes(c) && !chatCalls.includes(c));
+    check(other.length === 0, `no other resolver was called${other.length ? `: ${other.map((c) => c.payload?.path).join(', ')}` : ''}`);
   }
 
   if (sc.expect === 'mounted') {
@@ -216,6 +295,8 @@ async function run(browser, base, weavyOrigin, sc) {
         upgraded: Boolean(chat && chat.constructor !== HTMLElement),
         rendered: Boolean(chat?.shadowRoot?.querySelector('wy-conversation')),
         uid: chat?.getAttribute('uid'),
+        uidProperty: chat?.uid,
+        hasName: chat?.hasAttribute('name') ?? null,
         alert: document.querySelector('[role=alert]')?.textContent ?? null,
         weavyUrl: document.getElementById('app')?.dataset.weavyUrl,
       };
@@ -223,7 +304,9 @@ async function run(browser, base, weavyOrigin, sc) {
     check(dom.defined, 'custom element wy-chat is defined');
     check(dom.inDom && dom.upgraded, '<wy-chat> is in the DOM and upgraded');
     check(dom.rendered, '<wy-chat> rendered its shadow DOM (wy-conversation)');
-    check(dom.uid === EXPECTED_UID, `uid = ${EXPECTED_UID} (got ${dom.uid})`);
+    check(dom.uid === String(APP_ID), `uid attribute = "${APP_ID}", the chat resolver's app_id (got ${JSON.stringify(dom.uid)})`);
+    check(dom.uidProperty === APP_ID, `the UIKit read the uid as the number ${APP_ID} (got ${JSON.stringify(dom.uidProperty)})`);
+    check(dom.hasName === false, 'no name attribute on <wy-chat>');
     check(dom.alert === null, `no error message shown (got ${JSON.stringify(dom.alert)})`);
     check(dom.weavyUrl === weavyOrigin, `page uses the baked Weavy URL ${weavyOrigin}`);
     // The UIKit used the token from the tokenFactory towards Weavy.
@@ -232,6 +315,15 @@ async function run(browser, base, weavyOrigin, sc) {
     check(
       weavyRequests.some((r) => r.authorization === 'Bearer wyu_test'),
       `the UIKit called Weavy with "Authorization: Bearer wyu_test" (${weavyRequests.length} Weavy requests, e.g. ${weavyRequests.map((r) => `${r.method} ${new URL(r.url).pathname}`).slice(0, 3).join(', ')})`,
+    );
+    // With a numeric uid the UIKit reads the app and never creates or updates
+    // one with the user's token.
+    const appPath = `/api/apps/${APP_ID}`;
+    const until = Date.now() + TIMEOUT;
+    while (!weavyRequests.some((r) => r.method === 'GET' && new URL(r.url).pathname === appPath) && Date.now() < until) await page.waitForTimeout(100);
+    check(
+      weavyRequests.some((r) => r.method === 'GET' && new URL(r.url).pathname === appPath),
+      `the UIKit asked Weavy for the app: GET ${appPath}`,
     );
     if (sc.refreshed) {
       const want = `Bearer ${sc.refreshed}_1`;
@@ -244,12 +336,16 @@ async function run(browser, base, weavyOrigin, sc) {
       check(alert === null, `still no error message after the refresh (got ${JSON.stringify(alert)})`);
     }
     await page.waitForTimeout(1000); // let late errors surface
+    const writes = weavyRequests.filter((r) => /^\/api\/apps(\/|$)/.test(new URL(r.url).pathname) && r.method !== 'GET');
+    check(writes.length === 0, `no app was created or updated in Weavy (no PUT/POST/PATCH on /api/apps)${writes.length ? `: ${writes.map((r) => `${r.method} ${new URL(r.url).pathname}`).join(', ')}` : ''}`);
   } else {
     const dom = await page.evaluate(() => ({
       alert: document.querySelector('[role=alert]')?.textContent ?? '',
+      detail: document.querySelector('[role=alert] .detail')?.textContent ?? null,
       chat: Boolean(document.querySelector('wy-chat')),
     }));
     check(dom.alert.startsWith(sc.message), `message shown: ${JSON.stringify(dom.alert)}`);
+    if (sc.detail) check(dom.detail === sc.detail, `the remote's code kept as detail: ${JSON.stringify(dom.detail)}`);
     check(!dom.chat, 'no <wy-chat> mounted');
     check(weavyRequests.length === 0, `no request reached Weavy (${weavyRequests.length})`);
     if (sc.bridge) check(tokenCalls.length === 1, `one token call (${tokenCalls.length})`);

@@ -1,21 +1,22 @@
-// Mounts <wy-chat> for the current Confluence page/space/site. Loaded only
-// once the Forge bridge is known to be present (see main.ts).
+// Mounts <wy-chat> for the chat the remote chose for this page/space/site.
+// Loaded only once the Forge bridge is known to be present (see main.ts).
 import { view } from '@forge/bridge';
 import { fetchWeavyToken } from './token';
-import { chatTarget } from './uid';
-import { alertBox, describe } from './status';
+import { openChat } from './chat';
+import { alertBox } from './status';
 
 /** The Weavy environment, fixed at build time (VITE_WEAVY_URL, see vite.config.ts). */
 export const WEAVY_URL: string = import.meta.env.VITE_WEAVY_URL;
 
 export async function mountChat(root: HTMLElement): Promise<void> {
-  // The UIKit is big: start loading it while the context and the first token arrive.
+  // The UIKit is big: start loading it while the context, the chat and the first token arrive.
   const uikit = import('@weavy/uikit-web/dist/weavy.js');
   uikit.catch(() => undefined); // reported below if it is awaited
 
-  // A first token before anything is mounted: an error answer from the remote
-  // becomes a message on the page, not an empty chat.
-  const [ctx, firstToken] = await Promise.all([view.getContext(), fetchWeavyToken(false)]);
+  // The chat (which app, decided by the remote) and a first token before
+  // anything is mounted: an error answer from the remote becomes a message on
+  // the page, not an empty chat, and nothing reaches Weavy.
+  const [ctx, { token: firstToken, chat: target }] = await Promise.all([view.getContext(), openChat()]);
   const { Weavy } = await uikit;
 
   document.documentElement.classList.add(ctx?.extension?.type === 'macro' ? 'layout-macro' : 'layout-page');
@@ -42,18 +43,19 @@ export async function mountChat(root: HTMLElement): Promise<void> {
       banner.replaceChildren();
       return token;
     } catch (err) {
-      banner.replaceChildren(alertBox(describe(err)));
+      banner.replaceChildren(alertBox(err));
       throw err;
     }
   };
 
-  const target = chatTarget(ctx);
+  // The numeric app id only: with a number the UIKit just GETs the app (see
+  // chat.ts). No `name`: the remote named the app when it provisioned it, and
+  // the page has nothing to change on it with the user's token.
   const chat = document.createElement('wy-chat');
-  chat.setAttribute('uid', target.uid);
-  chat.setAttribute('name', target.name);
+  chat.setAttribute('uid', target.appId);
 
   root.replaceChildren(banner, chat);
   root.dataset.state = 'mounted';
-  root.dataset.uid = target.uid;
+  root.dataset.appId = target.appId;
   root.dataset.weavyUrl = WEAVY_URL;
 }

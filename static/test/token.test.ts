@@ -1,11 +1,11 @@
 import { beforeEach, describe, expect, it, vi } from 'vitest';
 
 // The real @forge/bridge throws on import outside a Forge iframe; the tests
-// replace it, and token.ts uses its invokeRemote by default.
+// replace it, and remote.ts uses its invokeRemote by default.
 vi.mock('@forge/bridge', () => ({ invokeRemote: vi.fn() }));
 
 import { invokeRemote } from '@forge/bridge';
-import { TOKEN_PATH, TokenError, assertUserToken, fetchWeavyToken } from '../src/token';
+import { TOKEN_PATH, RemoteError, assertUserToken, fetchWeavyToken } from '../src/token';
 
 const invoke = vi.mocked(invokeRemote);
 
@@ -52,10 +52,10 @@ describe('fetchWeavyToken', () => {
   it('throws the remote error code and message on a non-2xx answer', async () => {
     invoke.mockResolvedValue(fail(502, 'weavy_unavailable', 'Weavy answered 500') as never);
     const err = await fetchWeavyToken(false).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(TokenError);
-    expect((err as TokenError).message).toBe('weavy_unavailable — Weavy answered 500');
-    expect((err as TokenError).code).toBe('weavy_unavailable');
-    expect((err as TokenError).status).toBe(502);
+    expect(err).toBeInstanceOf(RemoteError);
+    expect((err as RemoteError).message).toBe('weavy_unavailable — Weavy answered 500');
+    expect((err as RemoteError).code).toBe('weavy_unavailable');
+    expect((err as RemoteError).status).toBe(502);
   });
 
   it.each([
@@ -84,8 +84,8 @@ describe('fetchWeavyToken', () => {
 
   it('refuses an API key (wys_) without echoing it', async () => {
     invoke.mockResolvedValue(ok({ access_token: 'wys_SECRETKEY', expires_in: 3600 }) as never);
-    const err = (await fetchWeavyToken(false).catch((e: unknown) => e)) as TokenError;
-    expect(err).toBeInstanceOf(TokenError);
+    const err = (await fetchWeavyToken(false).catch((e: unknown) => e)) as RemoteError;
+    expect(err).toBeInstanceOf(RemoteError);
     expect(err.code).toBe('invalid_token');
     expect(err.message).toContain('API key');
     expect(err.message).not.toContain('SECRETKEY');
@@ -115,8 +115,8 @@ describe('fetchWeavyToken', () => {
 describe('assertUserToken', () => {
   it('passes wyu_ tokens and refuses everything else', () => {
     expect(assertUserToken('wyu_ok')).toBe('wyu_ok');
-    expect(() => assertUserToken('wys_key')).toThrow(TokenError);
-    expect(() => assertUserToken('wyu_has space')).toThrow(TokenError);
-    expect(() => assertUserToken(null)).toThrow(TokenError);
+    expect(() => assertUserToken('wys_key')).toThrow(RemoteError);
+    expect(() => assertUserToken('wyu_has space')).toThrow(RemoteError);
+    expect(() => assertUserToken(null)).toThrow(RemoteError);
   });
 });
