@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
@@ -101,6 +102,41 @@ func TestTokenResolver(t *testing.T) {
 	noUser := f.ts.post(t, "/resolvers/token", forgetest.MintFIT(t, f.key, forgetest.WithPrincipal("")), nil, `{}`)
 	if noUser.Status != http.StatusForbidden || noUser.ErrCode != "no_user" {
 		t.Fatalf("no principal: %d %s", noUser.Status, noUser.Body)
+	}
+	// Forge's anonymous viewer, and a paid installation whose licence lapsed
+	// (either spelling Forge has used, or user-based billing without access),
+	// get 403 without a Weavy call; a FIT that states no licence (free apps,
+	// development) or an active one is served.
+	mintsBefore, reqsBefore := f.wv.Mints(), len(f.wv.Requests())
+	license := func(l map[string]any) forgetest.FITOption {
+		return forgetest.WithClaims(func(c map[string]any) { c["app"].(map[string]any)["license"] = l })
+	}
+	userAccess := forgetest.WithClaims(func(c map[string]any) {
+		c["context"].(map[string]any)["userAccess"] = map[string]any{"enabled": true, "hasAccess": false}
+	})
+	for _, tc := range []struct {
+		name string
+		opts []forgetest.FITOption
+		code string
+	}{
+		{"anonymous", []forgetest.FITOption{forgetest.WithPrincipal(forge.AnonymousPrincipal)}, "anonymous"},
+		{"active false", []forgetest.FITOption{forgetest.WithPrincipal(alice), license(map[string]any{"active": false, "type": "commercial"})}, "license_inactive"},
+		{"isActive false", []forgetest.FITOption{forgetest.WithPrincipal(alice), license(map[string]any{"isActive": false})}, "license_inactive"},
+		{"active wins", []forgetest.FITOption{forgetest.WithPrincipal(alice), license(map[string]any{"active": false, "isActive": true})}, "license_inactive"},
+		{"user-based billing", []forgetest.FITOption{forgetest.WithPrincipal(alice), userAccess}, "license_inactive"},
+	} {
+		r := f.ts.post(t, "/resolvers/token", forgetest.MintFIT(t, f.key, tc.opts...), nil, `{"refresh":true}`)
+		if r.Status != http.StatusForbidden || r.ErrCode != tc.code {
+			t.Fatalf("%s: %d %s, want 403 %s", tc.name, r.Status, r.Body, tc.code)
+		}
+	}
+	if f.wv.Mints() != mintsBefore || len(f.wv.Requests()) != reqsBefore {
+		t.Fatalf("refused calls reached Weavy: %v", f.wv.Requests()[reqsBefore:])
+	}
+	for _, l := range []map[string]any{{"active": true}, {"isActive": true, "supportEntitlementNumber": nil}, {"type": "commercial"}} {
+		if r := f.ts.post(t, "/resolvers/token", forgetest.MintFIT(t, f.key, forgetest.WithPrincipal(alice), license(l)), nil, `{}`); r.Status != http.StatusOK {
+			t.Fatalf("licence %v: %d %s", l, r.Status, r.Body)
+		}
 	}
 	if bad := f.token(t, alice, `{"refresh":"yes"}`, nil); bad.Status != http.StatusBadRequest {
 		t.Fatalf("refresh of the wrong type: %d %s", bad.Status, bad.Body)

@@ -23,7 +23,30 @@ var (
 	// ErrNoUser: the FIT has no principal (a trigger or function call), and the
 	// resolver answers only for a signed-in user.
 	ErrNoUser = errors.New("resolvers: the invocation has no user")
+	// ErrAnonymous: the FIT's principal is Forge's anonymous viewer. Every
+	// anonymous viewer shares that one accountId, so none may have a Weavy
+	// identity.
+	ErrAnonymous = errors.New("resolvers: the viewer is not signed in")
+	// ErrLicenseInactive: the FIT carries the app's licence and it is not
+	// active (or user-based billing gives this user no access).
+	ErrLicenseInactive = errors.New("resolvers: the app's licence is not active")
 )
+
+// RequireUser is the gate of every resolver that acts for a person: a
+// principal that is signed in, on an installation whose licence (when Forge
+// states one) is active. It needs no I/O, so a refused call costs nothing
+// downstream.
+func RequireUser(inv *forge.Invocation) error {
+	switch {
+	case inv.Principal == "":
+		return ErrNoUser
+	case inv.Anonymous():
+		return ErrAnonymous
+	case inv.LicenseInactive():
+		return ErrLicenseInactive
+	}
+	return nil
+}
 
 // BadRequestError is a payload or envelope the resolver cannot use.
 type BadRequestError struct{ Msg string }

@@ -95,8 +95,8 @@ func Token(b TokenBroker, scope weavy.UIDScope, now func() time.Time) Handler {
 		now = time.Now
 	}
 	return func(ctx context.Context, inv *forge.Invocation, payload json.RawMessage) (any, error) {
-		if inv.Principal == "" {
-			return nil, ErrNoUser
+		if err := RequireUser(inv); err != nil {
+			return nil, err
 		}
 		req, err := decodeTokenRequest(payload)
 		if err != nil {

@@ -76,6 +76,10 @@ func classify(err error) (int, string, string) {
 		return http.StatusNotFound, "unknown_resolver", err.Error()
 	case errors.Is(err, resolvers.ErrNoUser):
 		return http.StatusForbidden, "no_user", "this resolver needs a signed-in user; the invocation has no principal"
+	case errors.Is(err, resolvers.ErrAnonymous):
+		return http.StatusForbidden, "anonymous", "sign in to Confluence to use the chat"
+	case errors.Is(err, resolvers.ErrLicenseInactive):
+		return http.StatusForbidden, "license_inactive", "the app's licence for this site is not active"
 	case errors.Is(err, errWeavyNotConfigured):
 		return http.StatusServiceUnavailable, "weavy_not_configured", "WEAVY_URL and WEAVY_API_KEY are not set on the remote"
 	case errors.As(err, &rle):
