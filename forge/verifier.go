@@ -1,6 +1,7 @@
 package forge
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/rsa"
@@ -8,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -109,9 +111,12 @@ type Verifier struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	closed  bool  // no fetch may start once set
-	lastErr error // of the latest fetch; nil after a success
+	mu        sync.Mutex
+	closed    bool          // no fetch may start once set
+	lastErr   error         // of the latest fetch; nil after a success
+	wait      time.Duration // from the latest fetch to the refresh loop's next one
+	nextFetch time.Time     // when the refresh loop fetches next, as the latest fetch set it
+	now       func() time.Time
 }
 
 // publicKey is a verification key and the `alg` its JWK names ("" = none).
@@ -189,6 +194,7 @@ func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
 		limiter:      rate.NewLimiter(rate.Every(orDefault(cfg.MinRefetchInterval, defaultMinRefetchInterval)), 1),
 		refreshEvery: orDefault(cfg.RefreshInterval, defaultRefreshInterval),
 		retryEvery:   orDefault(cfg.RetryInterval, defaultRetryInterval),
+		now:          now,
 	}
 	v.ctx, v.cancel = context.WithCancel(context.Background())
 
@@ -378,19 +384,68 @@ func (v *Verifier) claimsError(inv *Invocation, err error) error {
 	return &VerifyError{Reason: reason, Err: fmt.Errorf("%w: %w", jwt.ErrTokenInvalidClaims, err)}
 }
 
-// Ready is nil once a key set is loaded, else an error wrapping
-// ErrKeysUnavailable and the latest fetch error.
+// KeysError is Ready's answer while no key set was ever loaded: why the
+// latest fetch failed and when the next is due. Its message is meant for
+// /readyz: it says it once, without the wrapping of the packages below.
+type KeysError struct {
+	URL     string
+	Problem string    // the latest fetch's failure, described; "" before any
+	Retry   time.Time // when the next fetch is due
+}
+
+func (e *KeysError) Error() string {
+	msg := "no keys yet"
+	if e.Problem != "" {
+		msg += ": fetching " + e.URL + " failed: " + e.Problem
+	}
+	if !e.Retry.IsZero() {
+		msg += "; retrying at " + e.Retry.UTC().Format(time.RFC3339)
+	}
+	return msg
+}
+
+// Is makes errors.Is(err, ErrKeysUnavailable) true.
+func (e *KeysError) Is(target error) bool { return target == ErrKeysUnavailable }
+
+// Ready is nil once a key set is loaded, else a *KeysError (errors.Is
+// ErrKeysUnavailable).
 func (v *Verifier) Ready() error {
 	if v.keys.Load() != nil {
 		return nil
 	}
 	v.mu.Lock()
-	err := v.lastErr
+	err, next := v.lastErr, v.nextFetch
 	v.mu.Unlock()
-	if err == nil {
-		return ErrKeysUnavailable
+	ke := &KeysError{URL: v.jwksURL, Retry: next}
+	if err != nil {
+		ke.Problem = fetchProblem(err)
 	}
-	return fmt.Errorf("%w: fetching %s: %w", ErrKeysUnavailable, v.jwksURL, err)
+	return ke
+}
+
+// fetchProblem says why a key set fetch failed in a few words: the cause at
+// the bottom, not each layer's prefix (jwk.Fetch, Get "url", …).
+func fetchProblem(err error) string {
+	var dns *net.DNSError
+	var op *net.OpError
+	var ne net.Error
+	switch {
+	case errors.As(err, &dns):
+		return "lookup " + dns.Name + ": " + dns.Err
+	case errors.As(err, &op):
+		return op.Error()
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timed out"
+	}
+	msg := err.Error()
+	for {
+		// jwx's "jwk.Fetch: …", "jwk.Parse: …" layers.
+		i := strings.Index(msg, ": ")
+		if i < 0 || !strings.HasPrefix(msg, "jwk.") {
+			return msg
+		}
+		msg = msg[i+2:]
+	}
 }
 
 // Close stops the background refresh and waits for any fetch in flight. Keys
@@ -410,8 +465,10 @@ func (v *Verifier) Close() {
 // ever loaded, after retryEvery doubling up to maxRetryInterval so a Forge
 // outage at start is retried promptly without a warning every 2 s for hours.
 func (v *Verifier) refreshLoop() {
-	retry := v.retryEvery
-	t := time.NewTimer(v.nextRefresh(retry))
+	v.mu.Lock()
+	wait := v.wait // set by NewVerifier's first load
+	v.mu.Unlock()
+	t := time.NewTimer(cmp.Or(wait, v.retryEvery))
 	defer t.Stop()
 	for {
 		select {
@@ -419,23 +476,31 @@ func (v *Verifier) refreshLoop() {
 			return
 		case <-t.C:
 		}
-		if err := v.refresh(v.ctx, false); err != nil { // recorded by load
-			retry = min(2*retry, max(maxRetryInterval, v.retryEvery))
-		} else {
-			retry = v.retryEvery
-		}
-		t.Reset(v.nextRefresh(retry))
+		_ = v.refresh(v.ctx, false) // recorded by load, with the wait to the next
+		v.mu.Lock()
+		wait = v.wait
+		v.mu.Unlock()
+		t.Reset(cmp.Or(wait, v.retryEvery))
 	}
 }
 
 // maxRetryInterval caps the backoff while no key set was ever loaded.
 const maxRetryInterval = 30 * time.Second
 
-func (v *Verifier) nextRefresh(retry time.Duration) time.Duration {
-	if v.keys.Load() == nil {
-		return retry
+// scheduleNext sets, after a fetch, how long the refresh loop waits before
+// the next: refreshEvery once keys are held, else a backoff from retryEvery
+// doubling up to maxRetryInterval. v.mu is held.
+func (v *Verifier) scheduleNext(failed bool) time.Duration {
+	switch {
+	case v.keys.Load() != nil:
+		v.wait = v.refreshEvery
+	case !failed || v.wait == 0:
+		v.wait = v.retryEvery
+	default:
+		v.wait = min(2*v.wait, max(maxRetryInterval, v.retryEvery))
 	}
-	return v.refreshEvery
+	v.nextFetch = v.now().Add(v.wait)
+	return v.wait
 }
 
 // refresh fetches the key set, or joins the fetch already in flight. With
@@ -471,17 +536,29 @@ func (v *Verifier) refresh(ctx context.Context, limited bool) error {
 // held so far stays.
 func (v *Verifier) load(ctx context.Context) error {
 	keys, err := v.fetch(ctx)
-	v.mu.Lock()
-	v.lastErr = err
-	v.mu.Unlock()
 	if err != nil {
+		v.mu.Lock()
+		v.lastErr = err
+		held := v.keys.Load() != nil
+		wait := v.scheduleNext(true)
+		v.mu.Unlock()
 		v.metrics.fetched("error", 0)
 		if v.ctx.Err() == nil { // a fetch cut short by Close is no news
-			v.log.Warn("jwks fetch failed; keeping the keys held", zap.String("url", v.jwksURL), zap.Error(err))
+			if held {
+				v.log.Warn("jwks fetch failed; keeping the keys held", zap.String("url", v.jwksURL),
+					zap.Error(err), zap.Duration("retry_in", wait))
+			} else {
+				v.log.Warn("jwks fetch failed; no keys yet", zap.String("url", v.jwksURL),
+					zap.Error(err), zap.Duration("retry_in", wait))
+			}
 		}
 		return err
 	}
 	v.keys.Store(&keys)
+	v.mu.Lock()
+	v.lastErr = nil
+	v.scheduleNext(false)
+	v.mu.Unlock()
 	v.metrics.fetched("ok", len(keys))
 	v.log.Debug("jwks loaded", zap.String("url", v.jwksURL), zap.Int("keys", len(keys)))
 	return nil
