@@ -48,6 +48,17 @@ func RequireUser(inv *forge.Invocation) error {
 	return nil
 }
 
+// UnknownResolverError is a call to a function key nothing is registered
+// for; it matches ErrUnknownResolver with errors.Is.
+type UnknownResolverError struct{ FunctionKey string }
+
+func (e *UnknownResolverError) Error() string {
+	return fmt.Sprintf("resolvers: unknown resolver %q", e.FunctionKey)
+}
+
+// Is makes errors.Is(err, ErrUnknownResolver) true.
+func (e *UnknownResolverError) Is(target error) bool { return target == ErrUnknownResolver }
+
 // BadRequestError is a payload or envelope the resolver cannot use.
 type BadRequestError struct{ Msg string }
 
@@ -74,7 +85,7 @@ func (r *Registry) Register(functionKey string, h Handler) {
 func (r *Registry) Invoke(ctx context.Context, functionKey string, inv *forge.Invocation, payload json.RawMessage) (any, error) {
 	h, ok := r.handlers[functionKey]
 	if !ok {
-		return nil, fmt.Errorf("%w %q", ErrUnknownResolver, functionKey)
+		return nil, &UnknownResolverError{FunctionKey: functionKey}
 	}
 	return h(ctx, inv, payload)
 }

@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 	"go.uber.org/zap"
@@ -56,6 +58,7 @@ func classify(err error) (int, string, string) {
 		rle *weavy.RateLimitedError
 		ae  *weavy.APIError
 		se  *forge.StaleError
+		ure *resolvers.UnknownResolverError
 		mbe *http.MaxBytesError
 	)
 	switch {
@@ -72,8 +75,10 @@ func classify(err error) (int, string, string) {
 		return http.StatusBadRequest, "bad_request", bre.Msg
 	case errors.Is(err, scheduler.ErrBadEvent):
 		return http.StatusBadRequest, "bad_event", "the event body is not a JSON object"
+	case errors.As(err, &ure):
+		return http.StatusNotFound, "unknown_resolver", fmt.Sprintf("unknown resolver %q", truncate(ure.FunctionKey, maxEchoed))
 	case errors.Is(err, resolvers.ErrUnknownResolver):
-		return http.StatusNotFound, "unknown_resolver", err.Error()
+		return http.StatusNotFound, "unknown_resolver", "unknown resolver"
 	case errors.Is(err, resolvers.ErrNoUser):
 		return http.StatusForbidden, "no_user", "this resolver needs a signed-in user; the invocation has no principal"
 	case errors.Is(err, resolvers.ErrAnonymous):
@@ -102,7 +107,9 @@ func classify(err error) (int, string, string) {
 	case errors.Is(err, weavy.ErrBadResponse):
 		return http.StatusBadGateway, "weavy_unavailable", "Weavy answered something that is not a user token"
 	case errors.As(err, &se):
-		return http.StatusConflict, "app_token_stale", se.Error()
+		return http.StatusConflict, "app_token_stale", fmt.Sprintf(
+			"the app token held for %s expires at %s, too soon to hand out; Forge's next call to the remote brings a fresh one",
+			se.InstallationID, se.Exp.UTC().Format(time.RFC3339))
 	case errors.Is(err, forge.ErrUnknownInstallation):
 		return http.StatusNotFound, "unknown_installation", "no app token was ever captured for this installation"
 	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrSealed):
@@ -114,6 +121,20 @@ func classify(err error) (int, string, string) {
 	default:
 		return http.StatusInternalServerError, "internal_error", "internal error"
 	}
+}
+
+// maxEchoed bounds what of a caller's input an error message repeats.
+const maxEchoed = 100
+
+// truncate cuts s to at most n bytes, on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // Bounds of the Retry-After passed on from a Weavy 429: the Custom UI should

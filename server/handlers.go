@@ -23,10 +23,11 @@ func (s *Server) handleHealthz(c *gin.Context) {
 // handleReadyz is 200 only when Forge's keys are loaded and the store answers.
 func (s *Server) handleReadyz(c *gin.Context) {
 	checks := map[string]string{"forge_keys": "ok", "store": "ok"}
+	// The message names the failing checks; each check says why, once.
 	var problems []string
 	if err := s.verifier.Ready(); err != nil {
-		checks["forge_keys"] = err.Error()
-		problems = append(problems, "forge keys: "+err.Error())
+		checks["forge_keys"] = err.Error() // a *forge.KeysError: said for /readyz
+		problems = append(problems, "forge_keys")
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 	defer cancel()
@@ -34,12 +35,12 @@ func (s *Server) handleReadyz(c *gin.Context) {
 		// /readyz is public: name the check, keep hosts and paths in the log.
 		logctx.Logger(c.Request.Context(), s.log).Warn("readiness: store unreachable", zap.Error(err))
 		checks["store"] = "unreachable (see the server log)"
-		problems = append(problems, "store unreachable")
+		problems = append(problems, "store")
 	}
 	if len(problems) > 0 {
 		state(c).errCode = "not_ready"
 		c.JSON(http.StatusServiceUnavailable, gin.H{
-			"error":  errorDetail{Code: "not_ready", Message: strings.Join(problems, "; ")},
+			"error":  errorDetail{Code: "not_ready", Message: "not ready: " + strings.Join(problems, ", ") + " (see checks)"},
 			"checks": checks,
 		})
 		return

@@ -11,8 +11,12 @@ import (
 
 // routes lists every route the server answers. Nothing is routed elsewhere.
 func (s *Server) routes(e *gin.Engine) {
+	// HEAD as well: load balancers and uptime checks probe with it, and
+	// net/http sends the GET answer's status and headers without the body.
 	e.GET("/healthz", s.handleHealthz)
+	e.HEAD("/healthz", s.handleHealthz)
 	e.GET("/readyz", s.handleReadyz)
+	e.HEAD("/readyz", s.handleReadyz)
 	e.GET("/metrics", gin.WrapH(promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})))
 
 	forge := e.Group("", s.bodyLimit, s.forgeAuth)
