@@ -4,14 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
@@ -19,18 +21,40 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/forge-remote/forge-remote/devmode"
+	"github.com/forge-remote/forge-remote/devmode/confluencesim"
 	"github.com/forge-remote/forge-remote/server"
 	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
+const devUsage = `usage: forge-remote dev [--account-id ID]
+
+Runs the server on LISTEN_ADDR (default 127.0.0.1:8080, loopback only) with a
+simulated Forge (its own signing key and JWKS), a simulated Confluence (the
+installation's apiBaseUrl) and, unless WEAVY_URL is set, a simulated Weavy.
+Prints ready-to-paste curl commands. Key, state and database are kept in
+FORGE_REMOTE_DEV_DIR (default: the user's cache directory).
+
+flags:
+`
+
+// devStarted is what devCmd tells its caller (tests) once it serves.
+type devStarted struct {
+	addr net.Addr
+	sims *simulators
+}
+
 // devCmd runs the server on loopback with a built-in Forge simulator (its own
-// signing key and JWKS) and, without WEAVY_URL, a Weavy simulator.
-func devCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, onListen func(net.Addr)) error {
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	account := fs.String("account-id", "5b10ac8d82e05b22cc7d4ef5", "accountId used in the printed commands")
-	if err := fs.Parse(args); err != nil {
+// signing key and JWKS), a Confluence simulator serving the installation's
+// apiBaseUrl and, without WEAVY_URL, a Weavy simulator.
+func devCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, onListen func(devStarted)) error {
+	fs := newFlags("dev", devUsage)
+	account := fs.String("account-id", devAccountID, "accountId used in the printed commands")
+	if err := fs.parse(args, stdout, stderr); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		fs.printUsage(stderr)
+		return fmt.Errorf("dev: unexpected argument %q", fs.Arg(0))
 	}
 	listen := getenv("LISTEN_ADDR")
 	if listen == "" {
@@ -44,17 +68,21 @@ func devCmd(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return err
 	}
-	jwks := httptest.NewServer(devmode.JWKSHandler(&key.PublicKey))
-	defer jwks.Close()
+	sims := startSimulators(dir, key, getenv("WEAVY_URL") == "")
+	defer sims.Close()
 
 	internal := make([]byte, 16)
 	_, _ = rand.Read(internal)
 	env := map[string]string{
 		"FORGE_APP_ID":       devmode.AppID,
-		"FORGE_JWKS_URL":     jwks.URL + "/.well-known/jwks.json",
+		"FORGE_JWKS_URL":     sims.jwks.URL + "/.well-known/jwks.json",
 		"STORE_URL":          "bolt://" + filepath.Join(dir, "forge-remote.db"),
 		"LISTEN_ADDR":        listen,
 		"INTERNAL_API_TOKEN": "dev-" + hex.EncodeToString(internal),
+	}
+	if sims.weavy != nil {
+		env["WEAVY_URL"] = sims.weavy.URL
+		env["WEAVY_API_KEY"] = weavytest.APIKey
 	}
 	dev := func(k string) string {
 		if v, ok := env[k]; ok {
@@ -62,43 +90,88 @@ func devCmd(ctx context.Context, args []string, getenv func(string) string, stdo
 		}
 		return getenv(k)
 	}
-	simulated := getenv("WEAVY_URL") == ""
-	if simulated {
-		sim := weavytest.New("")
-		defer sim.Close()
-		env["WEAVY_URL"] = sim.URL
-		env["WEAVY_API_KEY"] = weavytest.APIKey
-	}
 	cfg, err := server.LoadConfig(dev)
 	if err != nil {
 		return err
 	}
-	log := newLogger(stdout, cfg.LogLevel).With(zap.Bool("dev_mode", true))
-	if simulated {
-		// Every line says so: tokens from here are not real Weavy tokens.
-		log = log.With(zap.String("weavy", "SIMULATOR"))
-	}
+	// Every line says what is simulated: tokens from here are not real.
+	log := newLogger(stdout, cfg.LogLevel).With(zap.Bool("dev_mode", true), zap.String("simulated", sims.names()))
 	defer func() { _ = log.Sync() }()
 	srv, err := server.New(ctx, cfg, server.Options{Logger: log})
 	if err != nil {
 		return err
 	}
+	apiBase := sims.confluence.APIBaseURL(devmode.CloudID)
 	return srv.Run(ctx, func(a net.Addr) {
 		base := "http://" + a.String()
-		if err := devmode.SaveState(dir, devmode.State{Addr: a.String(), InternalToken: env["INTERNAL_API_TOKEN"]}); err != nil {
+		st := devmode.State{Addr: a.String(), InternalToken: env["INTERNAL_API_TOKEN"], APIBaseURL: apiBase, ConfluenceAddr: sims.confluenceAddr()}
+		if err := devmode.SaveState(dir, st); err != nil {
 			log.Warn("saving dev state for invoke", zap.Error(err))
 		}
-		cmds, err := devmode.Commands(key, base, *account, env["INTERNAL_API_TOKEN"], time.Now())
+		cmds, err := devmode.Commands(key, base, apiBase, *account, env["INTERNAL_API_TOKEN"], time.Now())
 		if err != nil {
 			log.Error("printing dev commands", zap.Error(err))
 			return
 		}
-		fmt.Fprintf(stderr, "\nforge-remote dev mode on %s (Forge simulated; Weavy %s; data in %s)\n%s",
-			base, map[bool]string{true: "SIMULATED", false: cfg.WeavyURL}[simulated], dir, cmds)
+		weavy := "SIMULATED"
+		if sims.weavy == nil {
+			weavy = cfg.WeavyURL
+		}
+		fmt.Fprintf(stderr, "\nforge-remote dev mode on %s (Forge and Confluence simulated; Weavy %s; data in %s)\n%s",
+			base, weavy, dir, cmds)
 		if onListen != nil {
-			onListen(a)
+			onListen(devStarted{a, sims})
 		}
 	})
+}
+
+// devAccountID is the accountId dev mode and invoke use unless told another.
+const devAccountID = "5b10ac8d82e05b22cc7d4ef5"
+
+// simulators are the services dev mode stands in for. Each is a local
+// server; the ones the developer configured for real are nil.
+type simulators struct {
+	jwks       *httptest.Server      // Forge's signing keys
+	confluence *confluencesim.Server // the installation's apiBaseUrl
+	weavy      *weavytest.Server     // nil when WEAVY_URL is set
+}
+
+// startSimulators starts dev mode's simulators. The Confluence simulator
+// listens where the previous run's did when it can: the apiBaseUrl recorded
+// for the installation then keeps working across restarts.
+func startSimulators(dir string, key *rsa.PrivateKey, weavy bool) *simulators {
+	s := &simulators{jwks: httptest.NewServer(devmode.JWKSHandler(&key.PublicKey))}
+	var ln net.Listener
+	if prev, err := devmode.LoadState(dir); err == nil && prev.ConfluenceAddr != "" && devmode.CheckLoopback(prev.ConfluenceAddr) == nil {
+		ln, _ = net.Listen("tcp", prev.ConfluenceAddr)
+	}
+	s.confluence = confluencesim.New(ln, confluencesim.Options{Tokens: devmode.CheckAppToken(&key.PublicKey), AnyUser: true})
+	s.confluence.SetSiteURL(devmode.SiteURL)
+	if weavy {
+		s.weavy = weavytest.New("")
+	}
+	return s
+}
+
+// names lists what is simulated, for every log line.
+func (s *simulators) names() string {
+	n := "forge,confluence"
+	if s.weavy != nil {
+		n += ",weavy"
+	}
+	return n
+}
+
+func (s *simulators) confluenceAddr() string {
+	return strings.TrimPrefix(s.confluence.URL(), "http://")
+}
+
+func (s *simulators) Close() {
+	if s.weavy != nil {
+		s.weavy.Close()
+	}
+	s.confluence.Close()
+	s.jwks.Close()
 }
 
 // devDir is where dev mode keeps its key, state and database.
@@ -109,39 +182,80 @@ func devDir(getenv func(string) string) string {
 	return devmode.Dir()
 }
 
+const invokeUsage = `usage: forge-remote invoke FUNCTION_KEY [--account-id ID] [--payload JSON]
+       forge-remote invoke token [--account-id ID] [--refresh]
+
+Signs one call to the resolver FUNCTION_KEY with the dev key, as Forge would
+for a user of the simulated site, and sends it to the running ` + "`forge-remote dev`" + `.
+Prints the answer; exits 1 unless it is 200.
+
+flags:
+`
+
 // invokeCmd signs one call with the dev key and sends it to the running dev
-// server: `invoke token --account-id X [--refresh]`.
+// server: `invoke FUNCTION_KEY [--account-id X] [--payload JSON]`, and for the
+// token resolver `--refresh` as a shorthand for --payload '{"refresh":true}'.
 func invokeCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "token" {
-		fmt.Fprintln(stderr, "usage: forge-remote invoke token --account-id ID [--refresh]")
-		return errors.New("invoke: only the token resolver can be invoked")
+	fs := newFlags("invoke", invokeUsage)
+	account := fs.String("account-id", devAccountID, "the Atlassian accountId the FIT names")
+	payload := fs.String("payload", "", "the resolver's payload, a JSON object (default {})")
+	refresh := fs.Bool("refresh", false, `token only: ask for a new token (--payload '{"refresh":true}')`)
+	// The function key comes first (`invoke token --refresh`); flags may
+	// also come before it.
+	var key string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		key, args = args[0], args[1:]
 	}
-	fs := flag.NewFlagSet("invoke token", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	account := fs.String("account-id", "5b10ac8d82e05b22cc7d4ef5", "the Atlassian accountId the FIT names")
-	refresh := fs.Bool("refresh", false, "ask for a new token")
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := fs.parse(args, stdout, stderr); err != nil {
 		return err
+	}
+	if key == "" && fs.NArg() > 0 {
+		key = fs.Arg(0)
+	} else if fs.NArg() > 0 {
+		fs.printUsage(stderr)
+		return fmt.Errorf("invoke: unexpected argument %q", fs.Arg(0))
+	}
+	if key == "" {
+		fs.printUsage(stderr)
+		return errors.New("invoke: a function key is required, e.g. invoke token")
+	}
+	body := *payload
+	switch {
+	case *refresh && (key != "token" || body != ""):
+		return errors.New("invoke: --refresh is for the token resolver, without --payload")
+	case *refresh:
+		body = `{"refresh":true}`
+	case body == "":
+		body = "{}"
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(body), &obj); err != nil {
+		return fmt.Errorf("invoke: --payload must be a JSON object: %w", err)
 	}
 	dir := devDir(getenv)
 	st, err := devmode.LoadState(dir)
 	if err != nil {
 		return err
 	}
-	key, err := devmode.LoadOrCreateKey(dir)
+	sk, err := devmode.LoadOrCreateKey(dir)
 	if err != nil {
 		return err
 	}
-	fit, err := devmode.FIT(key, *account, time.Now())
+	now := time.Now()
+	fit, err := devmode.FIT(sk, *account, st.APIBaseURL, now)
 	if err != nil {
 		return err
 	}
-	body := fmt.Sprintf(`{"refresh":%t}`, *refresh)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+st.Addr+"/resolvers/token", strings.NewReader(body))
+	appTok, err := devmode.AppToken(sk, now.Add(3*time.Hour), now)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+st.Addr+"/resolvers/"+url.PathEscape(key), strings.NewReader(body))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+fit)
+	req.Header.Set("x-forge-oauth-system", appTok) // as Forge sends to appSystemToken endpoints
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {

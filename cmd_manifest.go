@@ -3,7 +3,6 @@ package main
 import (
 	_ "embed"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -23,16 +22,44 @@ const manifestUsage = `usage:
   forge-remote manifest render --app-id ID --base-url URL --weavy-url URL   print a deployment manifest
 `
 
+const manifestCheckUsage = `usage: forge-remote manifest check [file]
+
+Checks a Forge manifest (default: manifest.yml) against Forge's rules and
+against this remote: its endpoints, app system token, triggers and scopes.
+`
+
+const manifestRenderUsage = `usage: forge-remote manifest render --app-id ID --base-url URL --weavy-url URL
+
+Prints the repository's manifest.yml made for one deployment: your app id,
+your remote's https origin and your Weavy environment.
+
+flags:
+`
+
 func manifestCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, manifestUsage)
 		return errors.New("manifest: a subcommand is required")
 	}
 	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, manifestUsage)
+		return nil
 	case "check":
 		file := "manifest.yml"
-		if len(args) > 1 {
+		for _, a := range args[1:] {
+			if a == "-h" || a == "-help" || a == "--help" {
+				fmt.Fprint(stdout, manifestCheckUsage)
+				return nil
+			}
+		}
+		switch len(args) {
+		case 1:
+		case 2:
 			file = args[1]
+		default:
+			fmt.Fprint(stderr, manifestCheckUsage)
+			return fmt.Errorf("manifest check: unexpected argument %q", args[2])
 		}
 		b, err := os.ReadFile(file)
 		if err != nil {
@@ -55,17 +82,26 @@ func manifestCmd(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "%s: ok (agrees with the routes, tokens and scopes this remote needs)\n", file)
 		return nil
 	case "render":
-		fs := flag.NewFlagSet("manifest render", flag.ContinueOnError)
-		fs.SetOutput(stderr)
-		appID := fs.String("app-id", "", "the app id from `forge register` (ARI or uuid)")
-		baseURL := fs.String("base-url", "", "the remote's public https origin")
-		weavyURL := fs.String("weavy-url", "", "the Weavy environment, https")
-		if err := fs.Parse(args[1:]); err != nil {
+		fs := newFlags("manifest render", manifestRenderUsage)
+		appID := fs.String("app-id", "", "the app id from `forge register` (ARI or uuid), required")
+		baseURL := fs.String("base-url", "", "the remote's public https origin, required")
+		weavyURL := fs.String("weavy-url", "", "the Weavy environment, https, required")
+		if err := fs.parse(args[1:], stdout, stderr); err != nil {
 			return err
+		}
+		if fs.NArg() > 0 {
+			fs.printUsage(stderr)
+			return fmt.Errorf("manifest render: unexpected argument %q", fs.Arg(0))
+		}
+		for _, f := range []struct{ name, v string }{{"app-id", *appID}, {"base-url", *baseURL}, {"weavy-url", *weavyURL}} {
+			if f.v == "" {
+				fs.printUsage(stderr)
+				return fmt.Errorf("manifest render: the flag --%s is required", f.name)
+			}
 		}
 		id, err := forge.NormalizeAppID(*appID)
 		if err != nil {
-			return fmt.Errorf("manifest render: --app-id: %w", err)
+			return fmt.Errorf("manifest render: --app-id %q is neither ari:cloud:ecosystem::app/<uuid> nor a bare uuid", *appID)
 		}
 		out, err := manifest.Render(manifestTemplate, manifest.RenderOptions{AppID: id, BaseURL: *baseURL, WeavyURL: *weavyURL})
 		if err != nil {

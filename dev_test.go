@@ -2,51 +2,85 @@ package main
 
 import (
 	"context"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
-// `dev` on a fresh machine prints commands that, pasted into a shell, return a
-// wyu_ token, a 2xx for the triggers and the installation in the operator view.
+// devServer is `dev` run in-process until the test ends.
+type devServer struct {
+	devStarted
+	out, errOut *syncBuffer
+	getenv      func(string) string
+	stop        func()
+}
+
+// startDev runs devCmd with env and waits until it serves. There is no
+// deadline: the test binary's -timeout bounds a start that never comes.
+func startDev(t *testing.T, env map[string]string) *devServer {
+	t.Helper()
+	d := &devServer{out: &syncBuffer{}, errOut: &syncBuffer{}, getenv: func(k string) string { return env[k] }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	started := make(chan devStarted, 1)
+	go func() { done <- devCmd(ctx, nil, d.getenv, d.out, d.errOut, func(s devStarted) { started <- s }) }()
+	select {
+	case d.devStarted = <-started:
+	case err := <-done:
+		cancel()
+		t.Fatalf("dev did not start: %v\n%s", err, d.errOut.String())
+	}
+	var once sync.Once
+	d.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("dev exited with %v", err)
+			}
+		})
+	}
+	t.Cleanup(d.stop)
+	return d
+}
+
+// waitFor polls cond until it holds. It has no deadline of its own, so a slow
+// machine cannot fail it: the test binary's -timeout bounds it.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("%s: done", what)
+}
+
+// `dev` on a fresh machine prints commands that, pasted into a shell in the
+// order printed, record the installation, return a wyu_ token and show the
+// installation in the operator view, with no warning or error logged and no
+// call leaving for a real Atlassian host: the profile sync they cause reads
+// the Confluence simulator.
 func TestDevModeCommandsWork(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl is needed to paste the printed commands")
 	}
-	env := map[string]string{"LISTEN_ADDR": "127.0.0.1:0", "FORGE_REMOTE_DEV_DIR": privateDir(t), "LOG_LEVEL": "warn"}
-	getenv := func(k string) string { return env[k] }
-	ctx, cancel := context.WithCancel(context.Background())
-	var out, errOut syncBuffer
-	done := make(chan error, 1)
-	listening := make(chan net.Addr, 1)
-	go func() { done <- devCmd(ctx, nil, getenv, &out, &errOut, func(a net.Addr) { listening <- a }) }()
-	select {
-	case <-listening:
-	case err := <-done:
-		cancel()
-		t.Fatalf("dev did not start: %v\n%s", err, errOut.String())
-	case <-time.After(15 * time.Second):
-		cancel()
-		t.Fatal("dev did not start")
-	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("dev exited with %v", err)
-		}
-	}()
+	const account = "712020:3a4b5c6d-7e8f-4a0b-9c1d-2e3f4a5b6c7d"
+	d := startDev(t, map[string]string{"LISTEN_ADDR": "127.0.0.1:0", "FORGE_REMOTE_DEV_DIR": privateDir(t)})
 
 	var cmds []string
-	for _, line := range strings.Split(errOut.String(), "\n") {
+	for _, line := range strings.Split(d.errOut.String(), "\n") {
 		if strings.HasPrefix(line, "curl ") {
 			cmds = append(cmds, line)
 		}
 	}
 	if len(cmds) != 4 {
-		t.Fatalf("want 4 commands, got %d:\n%s", len(cmds), errOut.String())
+		t.Fatalf("want 4 commands, got %d:\n%s", len(cmds), d.errOut.String())
+	}
+	for _, c := range cmds {
+		if strings.Contains(c, "atlassian.com") || strings.Contains(c, "dev-install") {
+			t.Errorf("printed command names a real host or a made-up event id: %.200s", c)
+		}
 	}
 	paste := func(cmd string) string {
 		t.Helper()
@@ -56,25 +90,149 @@ func TestDevModeCommandsWork(t *testing.T) {
 		}
 		return string(b)
 	}
-	if got := paste(cmds[0]); !strings.Contains(got, `"access_token":"wyu_`) || !strings.HasSuffix(got, "200") {
+	if got := paste(cmds[0]); !strings.HasSuffix(got, "200") {
+		t.Fatalf("install event answered: %s", got)
+	}
+	if got := paste(cmds[1]); !strings.HasSuffix(got, "202") {
+		t.Fatalf("scheduled trigger answered: %s", got)
+	}
+	if got := paste(cmds[2]); !strings.Contains(got, `"access_token":"wyu_`) || !strings.HasSuffix(got, "200") {
 		t.Fatalf("token command: %s", got)
 	}
-	for _, c := range cmds[1:3] {
-		if got := paste(c); !strings.HasSuffix(got, "200") && !strings.HasSuffix(got, "202") {
-			t.Fatalf("trigger command answered: %s", got)
-		}
-	}
-	if got := paste(cmds[3]); !strings.Contains(got, "installation/00000000-0000-4000-8000-00000000de01") || !strings.Contains(got, `"app_token_fresh":true`) {
+	got := paste(cmds[3])
+	if !strings.Contains(got, "installation/00000000-0000-4000-8000-00000000de01") || !strings.Contains(got, `"app_token_fresh":true`) ||
+		!strings.Contains(got, `"api_base_url":"`+d.sims.confluence.APIBaseURL("00000000-0000-4000-8000-00000000c10d")+`"`) ||
+		!strings.Contains(got, `"installer_account_id":"5b10ac8d82e05b22cc7d4ef5"`) {
 		t.Fatalf("installations command: %s", got)
 	}
-	if !strings.Contains(out.String(), `"weavy":"SIMULATOR"`) {
-		t.Fatalf("log lines do not say the Weavy simulator is in use")
+
+	// The first token queued the user's profile sync: it reads the
+	// Confluence simulator and writes the name into the Weavy simulator.
+	waitFor(t, "the dev user's profile synced", func() bool {
+		p, ok := d.sims.weavy.Profile("5b10ac8d82e05b22cc7d4ef5")
+		return ok && p["name"] == "Dev User 5b10ac8d82e05b22cc7d4ef5"
+	})
+	waitFor(t, "housekeeping", func() bool { return strings.Contains(d.out.String(), `"msg":"housekeeping done"`) })
+	if d.sims.confluence.Calls() == 0 || d.sims.confluence.ExpiredCalls() != 0 {
+		t.Errorf("Confluence simulator: %d calls, %d refused", d.sims.confluence.Calls(), d.sims.confluence.ExpiredCalls())
 	}
 
-	// invoke signs and sends one call to the running dev server.
+	// invoke signs and sends one call to the running dev server; with an
+	// app token the Confluence simulator accepts though another process made it.
 	var invOut syncBuffer
-	if err := invokeCmd(context.Background(), []string{"token", "--account-id", "712020:abc", "--refresh"}, getenv, &invOut, &syncBuffer{}); err != nil || !strings.Contains(invOut.String(), "wyu_") {
+	if err := invokeCmd(context.Background(), []string{"token", "--account-id", account, "--refresh"}, d.getenv, &invOut, &syncBuffer{}); err != nil || !strings.Contains(invOut.String(), "wyu_") {
 		t.Fatalf("invoke: %v %s", err, invOut.String())
+	}
+	waitFor(t, "the invoked user's profile synced", func() bool {
+		p, ok := d.sims.weavy.Profile(account)
+		return ok && p["name"] == "Dev User "+account
+	})
+
+	logs := d.out.String()
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		if strings.Contains(line, `"level":"warn"`) || strings.Contains(line, `"level":"error"`) {
+			t.Errorf("the walk-through logged: %s", line)
+		}
+		if !strings.Contains(line, `"simulated":"forge,confluence,weavy"`) {
+			t.Errorf("a log line does not say what is simulated: %s", line)
+		}
+	}
+	if strings.Contains(logs, "atlassian.com/ex/") {
+		t.Error("the log names a real Atlassian apiBaseUrl")
+	}
+}
+
+// invoke calls any resolver the dev server has: the payload is sent as the
+// body, an unknown key is the server's 404 (its message without Go package
+// names), and bad arguments are refused before anything is sent.
+func TestDevInvokeAnyResolver(t *testing.T) {
+	d := startDev(t, map[string]string{"LISTEN_ADDR": "127.0.0.1:0", "FORGE_REMOTE_DEV_DIR": privateDir(t), "LOG_LEVEL": "warn"})
+	invoke := func(args ...string) (string, string, error) {
+		var out, errOut syncBuffer
+		err := run(context.Background(), append([]string{"forge-remote", "invoke"}, args...), d.getenv, &out, &errOut)
+		return out.String(), errOut.String(), err
+	}
+	mints := d.sims.weavy.Mints()
+	if out, _, err := invoke("token", "--payload", `{"refresh":true}`); err != nil || !strings.Contains(out, `"access_token":"wyu_`) {
+		t.Fatalf("invoke token --payload: %v %s", err, out)
+	}
+	if out, _, err := invoke("--account-id", "712020:flags-first", "token"); err != nil || !strings.Contains(out, "wyu_") {
+		t.Fatalf("flags before the key: %v %s", err, out)
+	}
+	if d.sims.weavy.Mints() != mints+2 {
+		t.Errorf("Weavy mints %d, want %d", d.sims.weavy.Mints(), mints+2)
+	}
+	out, _, err := invoke("nope", "--payload", `{"a":1}`)
+	if err == nil || !strings.Contains(err.Error(), "404") || !strings.Contains(out, `"message":"unknown resolver \"nope\""`) {
+		t.Fatalf("unknown resolver: %v %s", err, out)
+	}
+	requests := len(d.sims.weavy.Requests())
+	for _, bad := range [][]string{
+		{},                            // no key
+		{"token", "--payload", "[1]"}, // not an object
+		{"token", "--payload", "{"},   // not JSON
+		{"chat", "--refresh"},         // --refresh is the token resolver's
+		{"token", "extra"},            // a second key
+		{"token", "--no-such-flag"},   // unknown flag
+	} {
+		if _, _, err := invoke(bad...); err == nil {
+			t.Errorf("invoke %q: no error", bad)
+		}
+	}
+	if len(d.sims.weavy.Requests()) != requests {
+		t.Error("a refused invoke reached Weavy")
+	}
+}
+
+// Every command answers --help with its usage on stdout and exit 0, without
+// doing anything else (serve does not start, healthcheck calls nothing).
+func TestHelpOnEveryCommand(t *testing.T) {
+	for _, args := range [][]string{
+		{"--help"}, {"-h"}, {"help"},
+		{"serve", "--help"}, {"dev", "--help"}, {"dev", "-h"}, {"invoke", "--help"}, {"invoke", "token", "--help"},
+		{"healthcheck", "--help"}, {"manifest", "--help"}, {"manifest", "check", "--help"}, {"manifest", "render", "--help"},
+	} {
+		var out, errOut syncBuffer
+		// No environment at all: serve would fail on FORGE_APP_ID.
+		err := run(context.Background(), append([]string{"forge-remote"}, args...), func(string) string { return "" }, &out, &errOut)
+		if err != nil || !strings.HasPrefix(out.String(), "usage:") || errOut.String() != "" {
+			t.Errorf("%q: err %v, stdout %.40q, stderr %q", args, err, out.String(), errOut.String())
+		}
+	}
+	for _, args := range [][]string{{"nope"}, {"serve", "extra"}, {"dev", "--nope"}, {"healthcheck", "x"}, {"manifest", "nope"}} {
+		var out, errOut syncBuffer
+		err := run(context.Background(), append([]string{"forge-remote"}, args...), func(string) string { return "" }, &out, &errOut)
+		if err == nil || !strings.Contains(errOut.String(), "usage:") {
+			t.Errorf("%q: err %v, stderr %.60q", args, err, errOut.String())
+		}
+	}
+}
+
+// manifest render names each missing flag instead of complaining about an
+// empty app id's format.
+func TestManifestRenderRequiredFlags(t *testing.T) {
+	full := map[string]string{"--app-id": "3f2c9a4e-8b1d-4c7a-9e2f-5d6b7a8c9d0e", "--base-url": "https://remote.example.com", "--weavy-url": "https://acme.weavy.io"}
+	for missing := range full {
+		args := []string{"forge-remote", "manifest", "render"}
+		for f, v := range full {
+			if f != missing {
+				args = append(args, f, v)
+			}
+		}
+		var out, errOut syncBuffer
+		err := run(context.Background(), args, func(string) string { return "" }, &out, &errOut)
+		if err == nil || err.Error() != "manifest render: the flag "+missing+" is required" || out.String() != "" {
+			t.Errorf("without %s: %v (stdout %d bytes)", missing, err, len(out.String()))
+		}
+	}
+	var out syncBuffer
+	args := []string{"forge-remote", "manifest", "render"}
+	for f, v := range full {
+		args = append(args, f, v)
+	}
+	if err := run(context.Background(), args, func(string) string { return "" }, &out, &syncBuffer{}); err != nil ||
+		!strings.Contains(out.String(), "ari:cloud:ecosystem::app/3f2c9a4e-8b1d-4c7a-9e2f-5d6b7a8c9d0e") {
+		t.Fatalf("render with every flag: %v", err)
 	}
 }
 

@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -33,11 +34,25 @@ func main() {
 const usage = `usage: forge-remote [command]
 
 commands:
-  serve      run the server (default); configured by environment variables, see README.md
-  dev        run on loopback with a simulated Forge (and Weavy unless WEAVY_URL is set); prints curl commands
-  invoke     sign and send one call to the dev server: invoke token --account-id ID [--refresh]
+  serve        run the server (default); configured by environment variables, see README.md
+  dev          run on loopback with a simulated Forge and Confluence (and Weavy unless WEAVY_URL is set); prints curl commands
+  invoke       sign and send one resolver call to the dev server: invoke FUNCTION_KEY [--payload JSON] [--account-id ID]
   healthcheck  exit 0 when the local server's /healthz answers 200 (the container HEALTHCHECK)
-  manifest   check or render the Forge manifest (manifest check [file], manifest render --help)
+  manifest     check or render the Forge manifest (manifest check [file], manifest render --app-id ID …)
+
+Every command takes --help.
+`
+
+const serveUsage = `usage: forge-remote [serve]
+
+Runs the server. It takes no flags: configuration is read from environment
+variables (FORGE_APP_ID is required; see README.md, "Configuration").
+`
+
+const healthcheckUsage = `usage: forge-remote healthcheck
+
+Exits 0 when the server on LISTEN_ADDR (default :8080, reached on loopback)
+answers 200 on /healthz; the container's HEALTHCHECK runs it.
 `
 
 // run is the whole program; tests call it to start the real server in-process.
@@ -46,24 +61,88 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) > 1 {
 		cmd = args[1]
 	}
+	var rest []string
+	if len(args) > 2 {
+		rest = args[2:]
+	}
+	var err error
 	switch cmd {
 	case "serve":
-		return serve(ctx, getenv, stdout, nil)
+		if err = noArgs("serve", serveUsage, rest, stdout, stderr); err == nil {
+			err = serve(ctx, getenv, stdout, nil)
+		}
 	case "dev":
-		return devCmd(ctx, args[2:], getenv, stdout, stderr, nil)
+		err = devCmd(ctx, rest, getenv, stdout, stderr, nil)
 	case "invoke":
-		return invokeCmd(ctx, args[2:], getenv, stdout, stderr)
+		err = invokeCmd(ctx, rest, getenv, stdout, stderr)
 	case "healthcheck":
-		return healthcheckCmd(ctx, getenv)
+		if err = noArgs("healthcheck", healthcheckUsage, rest, stdout, stderr); err == nil {
+			err = healthcheckCmd(ctx, getenv)
+		}
 	case "manifest":
-		return manifestCmd(args[2:], stdout, stderr)
-	case "help", "-h", "--help":
+		err = manifestCmd(rest, stdout, stderr)
+	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
-		return nil
 	default:
 		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", cmd)
+		err = fmt.Errorf("unknown command %q", cmd)
 	}
+	if errors.Is(err, flag.ErrHelp) {
+		return nil // the usage asked for is printed
+	}
+	return err
+}
+
+// cmdFlags is a command's flag set and usage. Parse errors are reported by
+// parse, not by the flag package, so that --help goes to stdout.
+type cmdFlags struct {
+	*flag.FlagSet
+	usage string
+}
+
+func newFlags(name, usage string) *cmdFlags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return &cmdFlags{fs, usage}
+}
+
+// parse parses args. --help prints the usage to stdout and returns
+// flag.ErrHelp, which run turns into success; a bad flag prints the usage to
+// stderr and returns the error.
+func (f *cmdFlags) parse(args []string, stdout, stderr io.Writer) error {
+	err := f.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		f.printUsage(stdout)
+		return err
+	case err != nil:
+		f.printUsage(stderr)
+		return fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	return nil
+}
+
+func (f *cmdFlags) printUsage(w io.Writer) {
+	fmt.Fprint(w, f.usage)
+	f.SetOutput(w)
+	f.PrintDefaults()
+	f.SetOutput(io.Discard)
+}
+
+// noArgs is the argument check of a command that takes none.
+func noArgs(name, usage string, args []string, stdout, stderr io.Writer) error {
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" {
+			fmt.Fprint(stdout, usage)
+			return flag.ErrHelp
+		}
+	}
+	if len(args) > 0 {
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%s: unexpected argument %q", name, args[0])
+	}
+	return nil
 }
 
 // serve runs the server until ctx ends. onListen learns the bound address.

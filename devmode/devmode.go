@@ -1,5 +1,5 @@
-// Package devmode runs forge-remote on a laptop with no Forge and no Weavy: a
-// local signing key whose JWKS the process serves, and a Weavy simulator.
+// Package devmode runs forge-remote on a laptop with no Forge, Weavy or
+// Confluence: a local signing key whose JWKS the process serves, and simulators.
 package devmode
 
 import (
@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/forge-remote/forge-remote/devmode/confluencesim"
 )
 
 // Identities of the simulated Forge installation.
@@ -31,6 +33,9 @@ const (
 	CloudID        = "00000000-0000-4000-8000-00000000c10d"
 	SiteURL        = "https://dev-site.atlassian.net"
 	KeyID          = "forge/invocation-token/dev"
+	// AppTokenKeyID names the dev key in the app tokens dev mode makes, which
+	// the Confluence simulator accepts by their signature.
+	AppTokenKeyID = "forge/app-system-token/dev"
 	// FITLifetime: genuine FITs live 25 s; dev FITs live an hour so that
 	// printed commands can be pasted.
 	FITLifetime = time.Hour
@@ -41,6 +46,13 @@ const (
 type State struct {
 	Addr          string `json:"addr"`
 	InternalToken string `json:"internal_token"`
+	// APIBaseURL is the simulated site's apiBaseUrl on the Confluence
+	// simulator, which FITs must name.
+	APIBaseURL string `json:"api_base_url"`
+	// ConfluenceAddr is where the Confluence simulator listened: a restart
+	// listens there again when it can, so that the apiBaseUrl recorded for
+	// the installation keeps working.
+	ConfluenceAddr string `json:"confluence_addr,omitempty"`
 }
 
 // Dir is where dev mode keeps its key, state and database: the user's cache
@@ -139,9 +151,9 @@ func JWKSHandler(key *rsa.PublicKey) http.Handler {
 }
 
 // FIT signs a Forge Invocation Token with the dev key. accountID "" makes a
-// trigger's FIT (no principal, no UI context).
-func FIT(key *rsa.PrivateKey, accountID string, now time.Time) (string, error) {
-	apiBase := "https://api.atlassian.com/ex/confluence/" + CloudID
+// trigger's FIT (no principal, no UI context). apiBase is the site's
+// apiBaseUrl: the Confluence simulator's, never a real Atlassian host.
+func FIT(key *rsa.PrivateKey, accountID, apiBase string, now time.Time) (string, error) {
 	claims := jwt.MapClaims{
 		"iss": "forge/invocation-token", "aud": AppID,
 		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(FITLifetime).Unix(),
@@ -167,13 +179,34 @@ func FIT(key *rsa.PrivateKey, accountID string, now time.Time) (string, error) {
 	return t.SignedString(key)
 }
 
-// AppToken makes an opaque-looking app system token that expires at exp, as
-// Forge's x-forge-oauth-system header carries.
-func AppToken(exp time.Time) string {
-	seg := func(v any) string { b, _ := json.Marshal(v); return base64.RawURLEncoding.EncodeToString(b) }
-	return seg(map[string]any{"alg": "RS256", "typ": "JWT"}) + "." +
-		seg(map[string]any{"iss": "dev-forge", "exp": exp.Unix(), "iat": time.Now().Unix(), "jti": randomHex(8)}) +
-		"." + randomHex(32)
+// AppToken makes an app system token that expires at exp, as Forge's
+// x-forge-oauth-system header carries, signed with the dev key so that the
+// Confluence simulator of any dev process accepts it (see CheckAppToken).
+func AppToken(key *rsa.PrivateKey, exp, now time.Time) (string, error) {
+	t := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{
+		"iss": "dev-forge", "aud": "api.atlassian.com", "iat": now.Unix(), "exp": exp.Unix(), "jti": randomHex(8),
+	})
+	t.Header["kid"] = AppTokenKeyID
+	return t.SignedString(key)
+}
+
+// CheckAppToken accepts the app tokens AppToken signed with key and says when
+// they expire; expiry itself is the simulator's to judge, by its clock.
+func CheckAppToken(key *rsa.PublicKey) confluencesim.TokenCheck {
+	p := jwt.NewParser(jwt.WithValidMethods([]string{"RS256"}), jwt.WithoutClaimsValidation())
+	return func(token string) (time.Time, bool) {
+		var c jwt.RegisteredClaims
+		t, err := p.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
+			if t.Header["kid"] != AppTokenKeyID {
+				return nil, errors.New("not a dev app token")
+			}
+			return key, nil
+		})
+		if err != nil || !t.Valid || c.ExpiresAt == nil {
+			return time.Time{}, false
+		}
+		return c.ExpiresAt.Time, true
+	}
 }
 
 func randomHex(n int) string {
@@ -198,26 +231,34 @@ func LoadState(dir string) (State, error) {
 	return s, json.Unmarshal(b, &s)
 }
 
-// Commands returns ready-to-paste curl commands against base.
-func Commands(key *rsa.PrivateKey, base, accountID, internalToken string, now time.Time) (string, error) {
-	userFIT, err := FIT(key, accountID, now)
+// Commands returns ready-to-paste curl commands against base, in the order
+// Forge would send them: the install event, the hourly trigger, a user's
+// call, then the operator's view. apiBase is the simulated site's apiBaseUrl.
+func Commands(key *rsa.PrivateKey, base, apiBase, accountID, internalToken string, now time.Time) (string, error) {
+	userFIT, err := FIT(key, accountID, apiBase, now)
 	if err != nil {
 		return "", err
 	}
-	trigFIT, err := FIT(key, "", now)
+	trigFIT, err := FIT(key, "", apiBase, now)
 	if err != nil {
 		return "", err
 	}
-	appTok := AppToken(now.Add(3 * time.Hour))
+	// Forge's app tokens live 2-4 h; endpoints with auth.appSystemToken
+	// (every one in manifest.yml) receive one on every call, user calls too.
+	appTok, err := AppToken(key, now.Add(3*time.Hour), now)
+	if err != nil {
+		return "", err
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n# A Weavy token for %s (the Custom UI's token resolver):\n", accountID)
-	fmt.Fprintf(&b, "curl -sS -X POST %s/resolvers/token -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{\"refresh\":false}'\n", base, userFIT)
 	fmt.Fprintf(&b, "\n# The install event Forge sends (records the installation):\n")
-	fmt.Fprintf(&b, "curl -sS -X POST %s/triggers/lifecycle -H 'Authorization: Bearer %s' -H 'x-forge-oauth-system: %s' -H 'Content-Type: application/json' -d '{\"eventType\":\"avi:forge:installed:app\",\"id\":\"dev-install-1\",\"installerAccountId\":\"%s\",\"app\":{\"id\":\"%s\",\"version\":\"1.0.0\"},\"environment\":{\"id\":\"dev\"}}'\n", base, trigFIT, appTok, accountID, AppID)
+	fmt.Fprintf(&b, "curl -sS -X POST %s/triggers/lifecycle -H 'Authorization: Bearer %s' -H 'x-forge-oauth-system: %s' -H 'Content-Type: application/json' -d '{\"eventType\":\"avi:forge:installed:app\",\"id\":\"%s\",\"installerAccountId\":\"%s\",\"app\":{\"id\":\"%s\",\"version\":\"1.0.0\"},\"environment\":{\"id\":\"dev\"}}'\n", base, trigFIT, appTok, InstallationID, accountID, AppID)
 	fmt.Fprintf(&b, "\n# The hourly scheduled trigger (brings a fresh app token):\n")
 	fmt.Fprintf(&b, "curl -sS -X POST %s/triggers/scheduled -H 'Authorization: Bearer %s' -H 'x-forge-oauth-system: %s' -H 'Content-Type: application/json' -d '{}'\n", base, trigFIT, appTok)
+	fmt.Fprintf(&b, "\n# A Weavy token for %s (the Custom UI's token resolver):\n", accountID)
+	fmt.Fprintf(&b, "curl -sS -X POST %s/resolvers/token -H 'Authorization: Bearer %s' -H 'x-forge-oauth-system: %s' -H 'Content-Type: application/json' -d '{\"refresh\":false}'\n", base, userFIT, appTok)
 	fmt.Fprintf(&b, "\n# The operator's view:\n")
 	fmt.Fprintf(&b, "curl -sS %s/internal/installations -H 'Authorization: Bearer %s'\n", base, internalToken)
-	fmt.Fprintf(&b, "\n# Or sign and send one call: go run . invoke token --account-id %s [--refresh]\n\n", accountID)
+	fmt.Fprintf(&b, "\n# Or sign and send one call to any resolver: go run . invoke token --account-id %s [--refresh]\n", accountID)
+	fmt.Fprintf(&b, "#   go run . invoke <functionKey> --payload '{\"key\":\"value\"}'\n\n")
 	return b.String(), nil
 }
