@@ -258,7 +258,7 @@ func Commands(key *rsa.PrivateKey, base, apiBase, accountID, internalToken strin
 	fmt.Fprintf(&b, "curl -sS -X POST %s/resolvers/token -H 'Authorization: Bearer %s' -H 'x-forge-oauth-system: %s' -H 'Content-Type: application/json' -d '{\"refresh\":false}'\n", base, userFIT, appTok)
 	fmt.Fprintf(&b, "\n# The operator's view:\n")
 	fmt.Fprintf(&b, "curl -sS %s/internal/installations -H 'Authorization: Bearer %s'\n", base, internalToken)
-	fmt.Fprintf(&b, "\n# Or sign and send one call to any resolver: go run . invoke token --account-id %s [--refresh]\n", accountID)
-	fmt.Fprintf(&b, "#   go run . invoke <functionKey> --payload '{\"key\":\"value\"}'\n\n")
+	fmt.Fprintf(&b, "\n# Or sign and send one call: go run . invoke token --account-id %s --refresh\n", accountID)
+	fmt.Fprintf(&b, "# (any resolver by its function key, with a payload: go run . invoke token --payload '{\"refresh\":true}')\n\n")
 	return b.String(), nil
 }
