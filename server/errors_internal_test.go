@@ -29,6 +29,8 @@ func TestClientMessagesHaveNoPackagePrefix(t *testing.T) {
 		"unknown, wrapped":   fmt.Errorf("dispatch: %w", unknown),
 		"unknown sentinel":   resolvers.ErrUnknownResolver,
 		"no user":            resolvers.ErrNoUser,
+		"anonymous":          resolvers.ErrAnonymous,
+		"license inactive":   resolvers.ErrLicenseInactive,
 		"bad request":        &resolvers.BadRequestError{Msg: "malformed payload: invalid JSON at offset 3"},
 		"verify":             &forge.VerifyError{Reason: "expired", Err: errors.New("token is expired")},
 		"keys":               forge.ErrKeysUnavailable,
