@@ -237,8 +237,11 @@ func TestHostileMethods(t *testing.T) {
 			check(m, path, http.MethodPost)
 		}
 	}
-	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/internal/app-token", "/internal/installations"} {
+	for _, path := range []string{"/metrics", "/internal/app-token", "/internal/installations"} {
 		check(http.MethodPost, path, http.MethodGet)
+	}
+	for _, path := range []string{"/healthz", "/readyz"} { // probes answer HEAD too
+		check(http.MethodPost, path, "GET, HEAD")
 	}
 	// Nothing was done on the way: no installation recorded, no token minted.
 	if f.wv.Mints() != 0 {
