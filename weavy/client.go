@@ -204,6 +204,9 @@ type Profile struct {
 	Email     string `json:"email,omitempty"`
 	Picture   string `json:"picture,omitempty"`
 	Directory string `json:"directory,omitempty"`
+	// Directories is Weavy ≥ 32's list of every directory the user is in
+	// (it replaces the whole list); nil leaves it unchanged.
+	Directories []string `json:"directories,omitempty"`
 }
 
 // APIError is a non-2xx answer from Weavy. JSON bodies are read as RFC 7807

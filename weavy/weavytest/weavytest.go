@@ -53,6 +53,9 @@ type Server struct {
 	lastTok  map[string]string
 	tokenUID map[string]string
 	requests []string
+	admin    int // requests made with the API key
+
+	world // apps, members, directories, messages (apps.go)
 }
 
 // New starts a fake Weavy accepting apiKey ("" → APIKey). It is closed with
@@ -67,6 +70,7 @@ func New(apiKey string) *Server {
 		profiles: make(map[string]map[string]any),
 		lastTok:  make(map[string]string),
 		tokenUID: make(map[string]string),
+		world:    newWorld(),
 	}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s
@@ -111,7 +115,11 @@ func (s *Server) UIDOf(token string) string {
 func (s *Server) Requests() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]string(nil), s.requests...)
+	out := make([]string, len(s.requests))
+	for i, r := range s.requests {
+		out[i] = strings.TrimPrefix(r, "admin ")
+	}
+	return out
 }
 
 func problem(w http.ResponseWriter, status int, title string) {
@@ -122,15 +130,54 @@ func problem(w http.ResponseWriter, status int, title string) {
 	})
 }
 
-func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+// AdminCalls is how many requests came with the API key (the server's
+// calls; a user token's are not counted).
+func (s *Server) AdminCalls() int {
 	s.mu.Lock()
-	s.requests = append(s.requests, r.Method+" "+r.URL.EscapedPath())
+	defer s.mu.Unlock()
+	return s.admin
+}
+
+// AdminRequests lists "METHOD path" of the requests made with the API key
+// from the n-th on.
+func (s *Server) AdminRequests(from int) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, r := range s.requests {
+		if rest, ok := strings.CutPrefix(r, "admin "); ok {
+			if from--; from < 0 {
+				out = append(out, rest)
+			}
+		}
+	}
+	return out
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	authz := r.Header.Get("Authorization")
+	isAdmin := authz == "Bearer "+s.apiKey
+	s.mu.Lock()
+	line := r.Method + " " + r.URL.EscapedPath()
+	if isAdmin {
+		s.admin++
+		line = "admin " + line
+	}
+	s.requests = append(s.requests, line)
+	caller := s.tokenUID[strings.TrimPrefix(authz, "Bearer ")]
 	s.mu.Unlock()
-	if r.Header.Get("Authorization") != "Bearer "+s.apiKey {
+	if !isAdmin && (caller == "" || !strings.HasPrefix(authz, "Bearer wyu_")) {
 		problem(w, http.StatusUnauthorized, "Unauthorized")
 		return
 	}
 	path := r.URL.EscapedPath()
+	if !isAdmin {
+		s.serveUser(w, r, caller)
+		return
+	}
+	if s.serveAdmin(w, r) {
+		return
+	}
 	rest, ok := strings.CutPrefix(path, "/api/users/")
 	if !ok {
 		problem(w, http.StatusNotFound, "Not Found")
@@ -165,33 +212,45 @@ func allDigits(s string) bool {
 }
 
 func (s *Server) issue(w http.ResponseWriter, r *http.Request, uid string) {
+	if s.fault(w, r) {
+		return
+	}
+	s.issueOK(w, r, uid)
+}
+
+// fault answers r as the current Mode says, if it is a fault mode.
+func (s *Server) fault(w http.ResponseWriter, r *http.Request) bool {
 	switch Mode(s.mode.Load()) {
 	case Fail500:
 		problem(w, http.StatusInternalServerError, "Internal Server Error")
-		return
+		return true
 	case HTML502:
 		w.Header().Set("Content-Type", "text/html")
 		w.WriteHeader(http.StatusBadGateway)
 		fmt.Fprint(w, "<html><body><h1>502 Bad Gateway</h1></body></html>")
-		return
+		return true
 	case Hang:
 		select {
 		case <-r.Context().Done():
 		case <-s.hangDone:
 		}
-		return
+		return true
 	case Reset:
 		if hj, ok := w.(http.Hijacker); ok {
 			if c, _, err := hj.Hijack(); err == nil {
 				_ = c.Close()
 			}
 		}
-		return
+		return true
 	case Limited429:
 		w.Header().Set("Retry-After", "7")
 		problem(w, http.StatusTooManyRequests, "Too Many Requests")
-		return
+		return true
 	}
+	return false
+}
+
+func (s *Server) issueOK(w http.ResponseWriter, r *http.Request, uid string) {
 	// The documented schema: an optional object with only expires_in.
 	var body struct {
 		ExpiresIn *int64 `json:"expires_in"`
@@ -250,6 +309,13 @@ func (s *Server) upsert(w http.ResponseWriter, r *http.Request, uid string) {
 		}
 	}
 	s.mu.Lock()
+	if dirs, ok, bad := directoriesOf(p); bad || !s.knownDirs(dirs) {
+		s.mu.Unlock()
+		problem(w, http.StatusBadRequest, "Invalid or unknown directory")
+		return
+	} else if ok {
+		s.userDirs[uid] = dirs
+	}
 	_, existed := s.profiles[uid]
 	s.profiles[uid] = p
 	s.mu.Unlock()
@@ -261,4 +327,43 @@ func (s *Server) upsert(w http.ResponseWriter, r *http.Request, uid string) {
 	}
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]any{"uid": uid, "name": p["name"]})
+}
+
+// directoriesOf reads a user upsert's directories (v32) or directory
+// (older): ok when one was given, bad when malformed.
+func directoriesOf(p map[string]any) (dirs []string, ok, bad bool) {
+	if v, has := p["directories"]; has {
+		list, isList := v.([]any)
+		if !isList {
+			return nil, false, true
+		}
+		for _, d := range list {
+			name, isStr := d.(string)
+			if !isStr || name == "" {
+				return nil, false, true
+			}
+			dirs = append(dirs, name)
+		}
+		return dirs, true, false
+	}
+	if v, has := p["directory"]; has {
+		name, isStr := v.(string)
+		if !isStr {
+			return nil, false, true
+		}
+		if name == "" {
+			return []string{}, true, false
+		}
+		return []string{name}, true, false
+	}
+	return nil, false, false
+}
+
+func (s *Server) knownDirs(dirs []string) bool {
+	for _, d := range dirs {
+		if !s.dirs[d] {
+			return false
+		}
+	}
+	return true
 }
