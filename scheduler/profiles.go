@@ -221,9 +221,24 @@ func (s *Service) syncUsers(ctx context.Context, inst string, users []userRecord
 			Email:   cu.Email,
 			Picture: avatarURL(cu.ProfilePicture.Path, cmp.Or(siteURL, siteOf(rec.SiteURL)), rec.APIBaseURL),
 		}
+		// Minted for this site: in its directory, and in those of the other
+		// sites the same Weavy user is on (the list replaces Weavy's).
+		if s.dirs != nil && rec.CloudID != "" {
+			dirs, err := s.dirs.UserDirectories(ctx, inst, rec.CloudID, u.UID)
+			if err != nil {
+				failed = append(failed, err)
+				continue
+			}
+			p.Directories = dirs
+		}
 		if err := s.weavy.UpsertUser(ctx, u.UID, p); err != nil {
 			failed = append(failed, err)
 			continue
+		}
+		if p.Directories != nil {
+			if err := s.dirs.DirectoryAssigned(ctx, inst, u.UID); err != nil {
+				failed = append(failed, err)
+			}
 		}
 		s.markSynced(ctx, inst, u.UID)
 	}

@@ -34,6 +34,13 @@ type Purger interface {
 	PurgeInstallation(ctx context.Context, installationID string) error
 }
 
+// Directories knows the Weavy directories a user belongs in; *chat.Service
+// is one.
+type Directories interface {
+	UserDirectories(ctx context.Context, inst, cloudID, uid string) ([]string, error)
+	DirectoryAssigned(ctx context.Context, inst, uid string) error
+}
+
 // Job is background work for one installation, queued by every scheduled
 // trigger and by the initial sync after an install or upgrade.
 type Job struct {
@@ -49,6 +56,9 @@ type Options struct {
 	Products *forge.Client
 	// Weavy receives synced profiles; nil disables the profile sync.
 	Weavy ProfileUpserter
+	// Directories, if set, gives each synced user's Weavy directories (the
+	// site's own among them); nil leaves directories alone.
+	Directories Directories
 	// Purger forgets Weavy tokens on uninstall; nil: nothing to purge.
 	Purger   Purger
 	UIDScope weavy.UIDScope // how uids were made from accountIds ("" = account)
@@ -183,6 +193,7 @@ type Service struct {
 	products *forge.Client
 	weavy    ProfileUpserter
 	purger   Purger
+	dirs     Directories
 	scope    weavy.UIDScope
 	now      func() time.Time
 	log      *zap.Logger
@@ -205,6 +216,7 @@ func New(o Options) *Service {
 		products: o.Products,
 		weavy:    o.Weavy,
 		purger:   o.Purger,
+		dirs:     o.Directories,
 		scope:    cmp.Or(o.UIDScope, weavy.ScopeAccount),
 		now:      o.Now,
 		log:      o.Logger,

@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
+	"github.com/forge-remote/forge-remote/chat"
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/store"
 	"github.com/forge-remote/forge-remote/weavy"
@@ -30,6 +31,7 @@ type Config struct {
 	WeavyTokenTTL    time.Duration
 	WeavyUIDScope    weavy.UIDScope
 	WeavyTimeout     time.Duration
+	ChatLease        time.Duration // how long an open keeps a page chat membership
 	StoreURL         string
 	StoreKey         []byte // nil: the backend decides (bolt creates a key file)
 	ListenAddr       string
@@ -120,6 +122,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 	c.WeavyTokenTTL = dur("WEAVY_TOKEN_TTL", time.Hour, time.Minute, 30*24*time.Hour)
 	c.WeavyTimeout = dur("WEAVY_TIMEOUT", 10*time.Second, 100*time.Millisecond, 20*time.Second)
+	// At least an hour: the prune runs hourly, so a shorter lease would only
+	// cost users re-joins; at most 30 days, the bound README promises.
+	c.ChatLease = dur("CHAT_LEASE", chat.DefaultLease, time.Hour, 30*24*time.Hour)
 	scope, err := weavy.ParseUIDScope(get("WEAVY_UID_SCOPE", string(weavy.ScopeAccount)))
 	if err != nil {
 		bad("WEAVY_UID_SCOPE", "must be account or site")

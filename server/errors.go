@@ -105,7 +105,7 @@ func classify(err error) (int, string, string) {
 	case errors.Is(err, weavy.ErrUnreachable):
 		return http.StatusBadGateway, "weavy_unavailable", "could not reach Weavy (connection failed)"
 	case errors.Is(err, weavy.ErrBadResponse):
-		return http.StatusBadGateway, "weavy_unavailable", "Weavy answered something that is not a user token"
+		return http.StatusBadGateway, "weavy_unavailable", "Weavy answered something this server cannot use"
 	case errors.As(err, &se):
 		return http.StatusConflict, "app_token_stale", fmt.Sprintf(
 			"the app token held for %s expires at %s, too soon to hand out; Forge's next call to the remote brings a fresh one",

@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/forge-remote/forge-remote/chat"
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/store"
 	"github.com/forge-remote/forge-remote/weavy"
@@ -40,14 +41,15 @@ type fleet struct {
 	log       *zap.Logger
 	appTokens *forge.AppTokens
 	broker    *weavy.Broker // nil without Weavy
+	chat      *chat.Service // nil without Weavy
 	stop      func()
 	done      chan struct{}
 	jobs      atomic.Pointer[jobForgetter]
 }
 
 // startFleet subscribes to invalidations; Close stops it.
-func startFleet(r *store.Redis, log *zap.Logger, appTokens *forge.AppTokens, broker *weavy.Broker) *fleet {
-	f := &fleet{redis: r, log: log, appTokens: appTokens, broker: broker, done: make(chan struct{})}
+func startFleet(r *store.Redis, log *zap.Logger, appTokens *forge.AppTokens, broker *weavy.Broker, ch *chat.Service) *fleet {
+	f := &fleet{redis: r, log: log, appTokens: appTokens, broker: broker, chat: ch, done: make(chan struct{})}
 	var msgs <-chan []byte
 	msgs, f.stop = r.SubscribeWithGaps(context.Background(), invalidateChannel, f.forgetAll)
 	go f.listen(msgs)
@@ -69,6 +71,9 @@ func (f *fleet) listen(msgs <-chan []byte) {
 		if f.broker != nil {
 			f.broker.ForgetInstallation(inst)
 		}
+		if f.chat != nil {
+			f.chat.ForgetInstallation(inst)
+		}
 		if j := f.jobs.Load(); j != nil {
 			(*j).Forget(inst) // its queued and running jobs stop here too
 		}
@@ -81,17 +86,23 @@ func (f *fleet) forgetAll() {
 	if f.broker != nil {
 		f.broker.ForgetAll()
 	}
+	if f.chat != nil {
+		f.chat.ForgetAll()
+	}
 	f.log.Warn("invalidations may have been missed (Redis subscription restored): dropped the tokens held in memory")
 }
 
 // PurgeInstallation is the scheduler's Purger: the Weavy tokens go from the
 // store and this replica's memory, then every replica is told to drop its own.
 func (f *fleet) PurgeInstallation(ctx context.Context, installationID string) error {
-	var err error
-	if f.broker != nil {
-		err = f.broker.PurgeInstallation(ctx, installationID)
+	var errs []error
+	if f.chat != nil {
+		errs = append(errs, f.chat.PurgeInstallation(ctx, installationID))
 	}
-	return errors.Join(err, f.redis.Publish(ctx, invalidateChannel, []byte(installationID)))
+	if f.broker != nil {
+		errs = append(errs, f.broker.PurgeInstallation(ctx, installationID))
+	}
+	return errors.Join(append(errs, f.redis.Publish(ctx, invalidateChannel, []byte(installationID)))...)
 }
 
 // Close ends the subscription and waits for its goroutine.

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/forge-remote/forge-remote/chat"
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/internal/httplimits"
 	"github.com/forge-remote/forge-remote/resolvers"
@@ -68,6 +69,7 @@ type Server struct {
 	appTokens *forge.AppTokens
 	broker    *weavy.Broker // nil when Weavy is not configured
 	weavy     *weavy.Client // nil when Weavy is not configured
+	chat      *chat.Service // nil when Weavy is not configured
 	scheduler *scheduler.Service
 	fleet     *fleet // nil unless replicas share a Redis
 	resolvers *resolvers.Registry
@@ -133,7 +135,7 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Server, err error) {
 		return nil, err
 	}
 	if r := sharedRedis(s.kv); r != nil {
-		s.fleet = startFleet(r, o.Logger.Named("fleet"), s.appTokens, s.broker)
+		s.fleet = startFleet(r, o.Logger.Named("fleet"), s.appTokens, s.broker, s.chat)
 	}
 	s.setupScheduler()
 

@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 
+	"github.com/forge-remote/forge-remote/chat"
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/resolvers"
 	"github.com/forge-remote/forge-remote/scheduler"
@@ -15,10 +17,12 @@ import (
 // else answering a clear 503 that names the missing variables.
 func (s *Server) setupWeavy() error {
 	if s.cfg.WeavyURL == "" {
-		s.resolvers.Register(resolvers.TokenKey, func(context.Context, *forge.Invocation, json.RawMessage) (any, error) {
+		notConfigured := func(context.Context, *forge.Invocation, json.RawMessage) (any, error) {
 			return nil, errWeavyNotConfigured
-		})
-		s.log.Warn("WEAVY_URL is not set: the token resolver answers 503 weavy_not_configured")
+		}
+		s.resolvers.Register(resolvers.TokenKey, notConfigured)
+		s.resolvers.Register(resolvers.ChatKey, notConfigured)
+		s.log.Warn("WEAVY_URL is not set: the token and chat resolvers answer 503 weavy_not_configured")
 		return nil
 	}
 	client, err := weavy.NewClient(s.cfg.WeavyURL, string(s.cfg.WeavyAPIKey), weavy.ClientOptions{
@@ -48,6 +52,10 @@ func (s *Server) setupWeavy() error {
 		OnMint: func(inst, uid string) { s.scheduler.UserMinted(inst, uid) },
 	})
 	s.resolvers.Register(resolvers.TokenKey, resolvers.Token(s.broker, s.cfg.WeavyUIDScope, s.now))
+	s.chat = chat.New(client, s.kv, chat.Options{
+		Lease: s.cfg.ChatLease, Now: s.now, Logger: s.log.Named("chat"), Registerer: s.registry,
+	})
+	s.resolvers.Register(resolvers.ChatKey, resolvers.Chat(s.chat, s.cfg.WeavyUIDScope))
 	return nil
 }
 
@@ -69,13 +77,28 @@ func (s *Server) setupScheduler() {
 	}
 	if s.weavy != nil {
 		o.Weavy = s.weavy
-		o.Purger = s.broker
+		o.Directories = s.chat
+		// Memberships past their lease go with each installation's hourly jobs.
+		o.Jobs = append(o.Jobs, scheduler.Job{Name: "chat_leases", Run: s.chat.PruneLeases})
+		o.Purger = purgers{s.chat, s.broker}
 	}
 	if s.fleet != nil {
-		o.Purger = s.fleet // purges the broker too, then tells the other replicas
+		// The fleet purges the broker and chat too, then tells the other replicas.
+		o.Purger = s.fleet
 	}
 	s.scheduler = scheduler.New(o)
 	if s.fleet != nil {
 		s.fleet.setJobs(s.scheduler)
 	}
+}
+
+// purgers runs every purge of an uninstall, all of them whatever fails.
+type purgers []scheduler.Purger
+
+func (p purgers) PurgeInstallation(ctx context.Context, inst string) error {
+	var errs []error
+	for _, x := range p {
+		errs = append(errs, x.PurgeInstallation(ctx, inst))
+	}
+	return errors.Join(errs...)
 }

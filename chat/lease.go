@@ -1,0 +1,109 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/weavy"
+)
+
+// PruneLeases removes, for one installation, every membership whose lease
+// expired: the user has not opened the chat (which needs Confluence to show
+// them the page) for Lease. It is the hourly job of each installation, so a
+// membership outlives the right to it by at most Lease plus an hour.
+//
+// Each removal marks the lease revoking before the Weavy call and deletes
+// it after, both only if nobody renewed it meanwhile; a renewal that raced
+// with the removal gets its membership back. A failed removal is retried by
+// the next run.
+func (s *Service) PruneLeases(ctx context.Context, inst string) error {
+	now := s.now()
+	var expired []string
+	err := s.kv.Scan(ctx, leasesOf(inst), func(key string, v []byte) error {
+		if l, ok := decodeLease(v); !ok || l.expired(now, s.lease) {
+			expired = append(expired, key)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("chat: listing leases: %w", err)
+	}
+	var errs []error
+	removed := 0
+	for _, key := range expired {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
+		ok, err := s.revoke(ctx, key, now, "lease_expired")
+		if err != nil {
+			errs = append(errs, err)
+		} else if ok {
+			removed++
+		}
+	}
+	if removed > 0 {
+		s.log.Info("chat memberships past their lease removed", zap.String("installation_id", inst), zap.Int("removed", removed))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("chat: pruning leases: %d failed, first: %w", len(errs), errs[0])
+	}
+	return nil
+}
+
+// revoke removes the membership of the lease under key if it is still
+// expired at now; removed is false when it was renewed first.
+func (s *Service) revoke(ctx context.Context, key string, now time.Time, reason string) (removed bool, err error) {
+	var l lease
+	var valid bool
+	err = s.kv.Update(ctx, key, func(old []byte, exists bool) ([]byte, time.Duration, error) {
+		l, valid = decodeLease(old)
+		switch {
+		case !exists:
+			return nil, 0, store.Keep
+		case !valid:
+			return nil, 0, store.Remove // unreadable: nothing to remove in Weavy
+		case !l.expired(now, s.lease):
+			return nil, 0, store.Keep
+		}
+		l.State = stateRevoking
+		return l.encode(), 0, nil
+	})
+	if err != nil || !valid || l.State != stateRevoking {
+		return false, err
+	}
+	if err := s.w.DeleteMember(ctx, l.AppID, l.User); err != nil {
+		return false, err
+	}
+	var renewed bool
+	err = s.kv.Update(ctx, key, func(old []byte, exists bool) ([]byte, time.Duration, error) {
+		cur, ok := decodeLease(old)
+		renewed = exists && ok && cur.State != stateRevoking
+		if renewed || !exists {
+			return nil, 0, store.Keep
+		}
+		return nil, 0, store.Remove
+	})
+	if err != nil {
+		return true, err
+	}
+	if renewed {
+		// An open renewed the lease while the member was being removed: it
+		// counted on the membership, so it gets it back.
+		return false, s.w.PutMember(ctx, l.AppID, l.User, weavy.AccessWrite)
+	}
+	// No process serves this membership from memory any more: memory is
+	// trusted for Lease/4 after a renewal, and this lease is older than Lease.
+	s.removed.WithLabelValues(reason).Inc()
+	return true, nil
+}
+
+// errNotFound reports a store miss (or a record sealed under another key).
+func errNotFound(err error) bool {
+	return errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrSealed)
+}

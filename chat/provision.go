@@ -1,0 +1,230 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/forge-remote/forge-remote/internal/logctx"
+	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/weavy"
+)
+
+// memberPage is how many members one list call asks for.
+const memberPage = 100
+
+// ensureApp returns r's app id: from memory, else the store, else
+// provisioned (cold is then true). One provisioning per app in this process;
+// replicas provisioning the same app at once send the same idempotent PUTs.
+func (s *Service) ensureApp(ctx context.Context, r Request) (id int64, cold bool, err error) {
+	ak := appMemKey{r.InstallationID, r.Target.Kind, r.Target.ID}
+	s.mu.RLock()
+	id = s.apps[ak]
+	s.mu.RUnlock()
+	if id > 0 {
+		return id, false, nil
+	}
+	uid := AppUID(r.CloudID, r.Target)
+	v, err, _ := s.appFlights.Do(r.InstallationID+"\x00"+uid, func() (any, error) {
+		b, err := s.kv.Get(ctx, appKey(r.InstallationID, uid))
+		if err == nil {
+			if rec, ok := decodeApp(b); ok {
+				return rec.ID, nil
+			}
+		}
+		if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrSealed) {
+			return int64(0), fmt.Errorf("chat: reading the app record: %w", err)
+		}
+		cold = true
+		return s.provision(ctx, r, uid)
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	id = v.(int64)
+	s.mu.Lock()
+	s.apps[ak] = id
+	s.mu.Unlock()
+	return id, cold, nil
+}
+
+// spec is the app as this server wants it: closed to all but its members,
+// or, for the site-wide chat, open to the site's directory only.
+func spec(cloudID string, t Target) weavy.AppSpec {
+	access := weavy.AccessNone
+	if t.Kind == KindSite {
+		access = weavy.AccessWrite
+	}
+	return weavy.AppSpec{Type: "chat", Name: Name(t), Access: access, Directory: DirectoryName(cloudID)}
+}
+
+// provision is the first provisioning of an app by this server: the PUT
+// (re)asserts access and directory whoever created the app before (a user
+// token upsert of the guessable uid creates an open app), and every member
+// without a current lease is removed: a squatter, or everyone who opened the
+// chat when the browser created it.
+func (s *Service) provision(ctx context.Context, r Request, uid string) (int64, error) {
+	if err := s.ensureDirectory(ctx, r.CloudID); err != nil {
+		return 0, err
+	}
+	if err := s.recordSite(ctx, r.InstallationID, r.CloudID); err != nil {
+		return 0, err
+	}
+	app, err := s.w.UpsertApp(ctx, uid, spec(r.CloudID, r.Target))
+	if err != nil {
+		return 0, err
+	}
+	if _, err := s.removeUnleased(ctx, r.InstallationID, uid, app.ID, "squatter", nil); err != nil {
+		return 0, err
+	}
+	if err := s.kv.Put(ctx, appKey(r.InstallationID, uid), appRecord{ID: app.ID, UID: uid}.encode(), 0); err != nil {
+		return 0, fmt.Errorf("chat: storing the app record: %w", err)
+	}
+	logctx.Logger(ctx, s.log).Info("chat app provisioned", zap.String("installation_id", r.InstallationID),
+		zap.String("app_uid", uid), zap.Int64("app_id", app.ID))
+	return app.ID, nil
+}
+
+// removeUnleased removes from app appID every member with no current lease
+// in the store. Members are listed before leases are read, and an open
+// writes its lease before adding the member: a member added meanwhile is
+// seen with its lease. report, if set, learns each removal.
+func (s *Service) removeUnleased(ctx context.Context, inst, uid string, appID int64, reason string,
+	report func(user string)) (int, error) {
+	var members []weavy.Member
+	for skip := 0; ; skip += memberPage {
+		page, err := s.w.ListMembers(ctx, appID, skip, memberPage)
+		if err != nil {
+			return 0, err
+		}
+		members = append(members, page.Data...)
+		if len(page.Data) < memberPage || skip+len(page.Data) >= page.Count {
+			break
+		}
+	}
+	now, removed := s.now(), 0
+	for _, m := range members {
+		if m.UID == "" {
+			continue // not one of ours: only users with a uid are made by this server
+		}
+		if inst != "" {
+			b, err := s.kv.Get(ctx, leaseKey(inst, uid, m.UID))
+			if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrSealed) {
+				return removed, fmt.Errorf("chat: reading a lease: %w", err)
+			}
+			if l, ok := decodeLease(b); err == nil && ok && !l.expired(now, s.lease) {
+				continue
+			}
+		}
+		if err := s.w.DeleteMember(ctx, appID, m.UID); err != nil {
+			return removed, err
+		}
+		removed++
+		s.removed.WithLabelValues(reason).Inc()
+		if report != nil {
+			report(m.UID)
+		}
+	}
+	return removed, nil
+}
+
+// ensureDirectory creates the site's Weavy directory once (409: it exists).
+func (s *Service) ensureDirectory(ctx context.Context, cloudID string) error {
+	s.mu.RLock()
+	known := s.dirs[cloudID]
+	s.mu.RUnlock()
+	if known {
+		return nil
+	}
+	_, err, _ := s.dirFlights.Do(cloudID, func() (any, error) {
+		_, err := s.kv.Get(ctx, dirKey(cloudID))
+		switch {
+		case err == nil:
+			return nil, nil
+		case !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrSealed):
+			return nil, fmt.Errorf("chat: reading the directory record: %w", err)
+		}
+		if err := s.w.CreateDirectory(ctx, DirectoryName(cloudID)); err != nil {
+			return nil, err
+		}
+		if err := s.kv.Put(ctx, dirKey(cloudID), []byte{1}, 0); err != nil {
+			return nil, fmt.Errorf("chat: storing the directory record: %w", err)
+		}
+		return nil, nil
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.dirs[cloudID] = true
+	s.mu.Unlock()
+	return nil
+}
+
+// recordSite remembers the installation's site, for its uninstall.
+func (s *Service) recordSite(ctx context.Context, inst, cloudID string) error {
+	s.mu.RLock()
+	known := s.sites[inst]
+	s.mu.RUnlock()
+	if known {
+		return nil
+	}
+	if err := s.kv.Put(ctx, siteKey(inst), []byte(cloudID), 0); err != nil {
+		return fmt.Errorf("chat: storing the site record: %w", err)
+	}
+	s.mu.Lock()
+	s.sites[inst] = true
+	s.mu.Unlock()
+	return nil
+}
+
+// renew extends the user's lease on the app, writing the store only when the
+// renewal held is older than Lease/4. A membership is added in Weavy when
+// the store holds none that is live (added is then true). It returns the
+// renewal now in force.
+func (s *Service) renew(ctx context.Context, r Request, appID int64, now time.Time) (renewed time.Time, added bool, err error) {
+	uid := AppUID(r.CloudID, r.Target)
+	key := leaseKey(r.InstallationID, uid, r.User)
+	var prev lease
+	var had, kept bool
+	err = s.kv.Update(ctx, key, func(old []byte, exists bool) ([]byte, time.Duration, error) {
+		prev, had = decodeLease(old)
+		had, kept = had && exists, false
+		switch {
+		case had && prev.State == stateActive && prev.AppID == appID && now.Sub(prev.Renewed) < s.lease/renewFraction:
+			kept = true
+			return nil, 0, store.Keep
+		case had && prev.State == stateActive && prev.AppID == appID:
+			return lease{State: stateActive, Renewed: now, AppID: appID, AppUID: uid, User: r.User}.encode(), 0, nil
+		}
+		// No live membership known: pending until Weavy has it.
+		return lease{State: statePending, Renewed: now, AppID: appID, AppUID: uid, User: r.User}.encode(), 0, nil
+	})
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("chat: renewing the lease: %w", err)
+	}
+	switch {
+	case kept:
+		return prev.Renewed, false, nil
+	case had && prev.State == stateActive && prev.AppID == appID:
+		return now, false, nil
+	}
+	if err := s.w.PutMember(ctx, appID, r.User, weavy.AccessWrite); err != nil {
+		return time.Time{}, false, err
+	}
+	err = s.kv.Update(ctx, key, func(old []byte, exists bool) ([]byte, time.Duration, error) {
+		l, ok := decodeLease(old)
+		if !exists || !ok || l.State != statePending {
+			return nil, 0, store.Keep // pruned or renewed meanwhile
+		}
+		l.State = stateActive
+		return l.encode(), 0, nil
+	})
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("chat: recording the membership: %w", err)
+	}
+	return now, true, nil
+}

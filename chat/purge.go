@@ -1,0 +1,200 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/forge-remote/forge-remote/weavy"
+)
+
+// purgeParallel bounds the Weavy calls an uninstall makes at once.
+const purgeParallel = 8
+
+// PurgeInstallation undoes everything this server did in Weavy and the store
+// for an uninstalled installation: every membership it added is removed, the
+// site-wide chat is closed, its users leave the site's directory (the
+// directory is deleted unless another installation on the same site, such as
+// another Forge environment, still uses it), and its records go. What fails
+// is kept and reported, so a retried uninstall, or `forge-remote weavy
+// lockdown --apply`, finishes it.
+func (s *Service) PurgeInstallation(ctx context.Context, inst string) error {
+	if inst == "" {
+		return errors.New("chat: purge: empty installation id")
+	}
+	s.ForgetInstallation(inst)
+	cloudID, err := s.kv.Get(ctx, siteKey(inst))
+	if errNotFound(err) {
+		return nil // this installation never opened a chat
+	}
+	if err != nil {
+		return fmt.Errorf("chat: purge: reading the site: %w", err)
+	}
+	dir := DirectoryName(string(cloudID))
+	errs := []error{s.purgeLeases(ctx, inst)}
+	errs = append(errs, s.purgeApps(ctx, inst, string(cloudID))...)
+	errs = append(errs, s.purgeDirectory(ctx, inst, string(cloudID), dir)...)
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("chat: purge: %w", err)
+	}
+	if err := s.kv.Delete(ctx, siteKey(inst)); err != nil && !errNotFound(err) {
+		return fmt.Errorf("chat: purge: %w", err)
+	}
+	s.ForgetInstallation(inst)
+	s.log.Info("chat: installation's memberships and directory removed", zap.String("installation_id", inst))
+	return nil
+}
+
+// scanKeys lists the keys and values under prefix.
+func (s *Service) scanKeys(ctx context.Context, prefix string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	err := s.kv.Scan(ctx, prefix, func(k string, v []byte) error {
+		out[k] = append([]byte(nil), v...)
+		return nil
+	})
+	return out, err
+}
+
+// purgeLeases removes every membership the installation's leases record,
+// purgeParallel at a time (Forge gives the uninstall a few seconds).
+func (s *Service) purgeLeases(ctx context.Context, inst string) error {
+	leases, err := s.scanKeys(ctx, leasesOf(inst))
+	if err != nil {
+		return fmt.Errorf("listing leases: %w", err)
+	}
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, purgeParallel)
+	)
+	for key, v := range leases {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			err := func() error {
+				if l, ok := decodeLease(v); ok {
+					if err := s.w.DeleteMember(ctx, l.AppID, l.User); err != nil {
+						return err
+					}
+					s.removed.WithLabelValues("uninstall").Inc()
+				}
+				return s.kv.Delete(ctx, key)
+			}()
+			if err != nil && !errNotFound(err) {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// purgeApps closes the site-wide chat (open to a directory about to go) and
+// forgets the installation's apps.
+func (s *Service) purgeApps(ctx context.Context, inst, cloudID string) []error {
+	apps, err := s.scanKeys(ctx, appsOf(inst))
+	if err != nil {
+		return []error{fmt.Errorf("listing apps: %w", err)}
+	}
+	var errs []error
+	for key, v := range apps {
+		rec, ok := decodeApp(v)
+		if _, t, parsed := parseAppUID(rec.UID); ok && parsed && t.Kind == KindSite {
+			closed := weavy.AppSpec{Type: "chat", Name: Name(t), Access: weavy.AccessNone}
+			if _, err := s.w.UpsertApp(ctx, rec.UID, closed); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if err := s.kv.Delete(ctx, key); err != nil && !errNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// purgeDirectory takes the installation's users out of the site's directory
+// and deletes it when no other installation is on the same site.
+func (s *Service) purgeDirectory(ctx context.Context, inst, cloudID, dir string) []error {
+	users, err := s.scanKeys(ctx, inDirsOf(inst))
+	if err != nil {
+		return []error{fmt.Errorf("listing directory users: %w", err)}
+	}
+	shared := false
+	err = s.kv.Scan(ctx, sitePrefix, func(k string, v []byte) error {
+		shared = shared || (k != siteKey(inst) && string(v) == cloudID)
+		return nil
+	})
+	if err != nil {
+		return []error{fmt.Errorf("listing sites: %w", err)}
+	}
+	var errs []error
+	for key, uid := range users {
+		if !shared {
+			if err := s.removeUserDirectory(ctx, string(uid), dir); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if err := s.kv.Delete(ctx, key); err != nil && !errNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	if shared || len(errs) > 0 {
+		return errs
+	}
+	// Deleting the directory takes every user out of it in Weavy.
+	if err := s.w.DeleteDirectory(ctx, dir); err != nil {
+		return []error{err}
+	}
+	if err := s.kv.Delete(ctx, dirKey(cloudID)); err != nil && !errNotFound(err) {
+		return []error{err}
+	}
+	s.mu.Lock()
+	delete(s.dirs, cloudID)
+	s.mu.Unlock()
+	return nil
+}
+
+// ForgetInstallation drops what this process holds in memory for inst
+// (another replica purged it).
+func (s *Service) ForgetInstallation(inst string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.members {
+		if k.inst == inst {
+			delete(s.members, k)
+		}
+	}
+	for k := range s.apps {
+		if k.inst == inst {
+			delete(s.apps, k)
+		}
+	}
+	for k := range s.inDir {
+		if k.inst == inst {
+			delete(s.inDir, k)
+		}
+	}
+	delete(s.sites, inst)
+	// The site's directory may have gone with it: read the store again.
+	clear(s.dirs)
+}
+
+// ForgetAll drops everything held in memory (a replica that may have missed
+// another's purge). Directories are dropped too: one may have been deleted.
+func (s *Service) ForgetAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.members)
+	clear(s.apps)
+	clear(s.inDir)
+	clear(s.sites)
+	clear(s.dirs)
+}

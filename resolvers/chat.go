@@ -1,0 +1,83 @@
+package resolvers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/forge-remote/forge-remote/chat"
+	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/weavy"
+)
+
+// ChatKey is the function key of the chat resolver.
+const ChatKey = "chat"
+
+// ChatOpener opens a chat for a user (chat.Service).
+type ChatOpener interface {
+	Open(ctx context.Context, r chat.Request) (chat.Chat, error)
+}
+
+// ChatAnswer is what the Custom UI mounts: <wy-chat uid="<app_id>">.
+type ChatAnswer struct {
+	AppID int64  `json:"app_id"`
+	UID   string `json:"uid"`
+	Name  string `json:"name"`
+}
+
+// AppendJSON writes a's JSON as encoding/json would, without reflection.
+func (a ChatAnswer) AppendJSON(b []byte) []byte {
+	b = append(b, `{"app_id":`...)
+	b = strconv.AppendInt(b, a.AppID, 10)
+	b = append(b, `,"uid":`...)
+	b = appendJSONString(b, a.UID)
+	b = append(b, `,"name":`...)
+	b = appendJSONString(b, a.Name)
+	return append(b, '}')
+}
+
+// TargetOf is the chat the verified FIT names: the content (page or blog
+// post) the module runs in, else its space, else the site. It is the only
+// input that picks a chat: Forge signs context.extension, so a user cannot
+// name a page they were not shown.
+func TargetOf(inv *forge.Invocation) chat.Target {
+	ext := inv.Context.Extension
+	switch {
+	case ext.Content.ID != "":
+		return chat.Target{Kind: chat.KindPage, ID: ext.Content.ID}
+	case ext.Space.Key != "":
+		return chat.Target{Kind: chat.KindSpace, ID: ext.Space.Key}
+	case ext.Space.ID != "":
+		return chat.Target{Kind: chat.KindSpaceID, ID: ext.Space.ID}
+	}
+	return chat.Target{Kind: chat.KindSite}
+}
+
+// Chat answers the `chat` resolver. The payload is ignored: neither its
+// fields nor any header choose the chat or the user.
+func Chat(o ChatOpener, scope weavy.UIDScope) Handler {
+	return func(ctx context.Context, inv *forge.Invocation, _ json.RawMessage) (any, error) {
+		if err := RequireUser(inv); err != nil {
+			return nil, err
+		}
+		user, err := weavy.UID(scope, inv.CloudID(), inv.Principal)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrNoUser, err)
+		}
+		c, err := o.Open(ctx, chat.Request{
+			InstallationID: inv.InstallationID(),
+			CloudID:        inv.CloudID(),
+			User:           user,
+			Target:         TargetOf(inv),
+		})
+		if errors.Is(err, chat.ErrBadTarget) {
+			return nil, &BadRequestError{Msg: "the page, space or site of this invocation cannot name a chat"}
+		}
+		if err != nil {
+			return nil, err
+		}
+		return ChatAnswer{AppID: c.AppID, UID: c.UID, Name: c.Name}, nil
+	}
+}
