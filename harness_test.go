@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/server"
 )
 
 // syncBuffer collects the server's log lines while it runs.
@@ -59,12 +60,18 @@ const internalToken = "internal-secret-0123456789abcdef"
 // it listens.
 func startServer(t *testing.T, env map[string]string) *testServer {
 	t.Helper()
+	return startServerWith(t, env, server.Options{})
+}
+
+// startServerWith is startServer with injected dependencies (a clock).
+func startServerWith(t *testing.T, env map[string]string, o server.Options) *testServer {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ts := &testServer{Logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	addr := make(chan net.Addr, 1)
 	getenv := func(k string) string { return env[k] }
 	go func() {
-		ts.done <- serve(ctx, getenv, ts.Logs, func(a net.Addr) { addr <- a })
+		ts.done <- serveWith(ctx, getenv, ts.Logs, func(a net.Addr) { addr <- a }, o)
 	}()
 	select {
 	case a := <-addr:

@@ -147,6 +147,11 @@ func noArgs(name, usage string, args []string, stdout, stderr io.Writer) error {
 
 // serve runs the server until ctx ends. onListen learns the bound address.
 func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, onListen func(net.Addr)) error {
+	return serveWith(ctx, getenv, stdout, onListen, server.Options{})
+}
+
+// serveWith is serve with injected dependencies (tests: a clock).
+func serveWith(ctx context.Context, getenv func(string) string, stdout io.Writer, onListen func(net.Addr), o server.Options) error {
 	cfg, err := server.LoadConfig(getenv)
 	if err != nil {
 		return err
@@ -156,7 +161,8 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, on
 	// go-redis reports dial failures through a process-wide logger that
 	// writes plain text to stderr; keep every line JSON.
 	redis.SetLogger(redisLogger{log.Named("redis")})
-	srv, err := server.New(ctx, cfg, server.Options{Logger: log})
+	o.Logger = log
+	srv, err := server.New(ctx, cfg, o)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,359 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/server"
+	"github.com/forge-remote/forge-remote/weavy/weavytest"
+)
+
+// Site S is forgetest's default installation; site T another customer's.
+const (
+	instT  = "ari:cloud:ecosystem::installation/11111111-2222-4333-8444-555555555555"
+	cloudT = "c0ffee00-1111-4222-8333-444455556666"
+	// pageP is the content id forgetest's FITs carry.
+	pageP = "98305"
+)
+
+var dirS = "cf-" + forgetest.CloudID
+
+type chatFixture struct {
+	*tokenFixture
+	offset atomic.Int64 // the server's clock: wall time plus this
+}
+
+func (f *chatFixture) now() time.Time { return time.Now().Add(time.Duration(f.offset.Load())) }
+
+func newChatFixture(t *testing.T, env map[string]string) *chatFixture {
+	key := forgetest.NewKey(t, "k1")
+	jwks := forgetest.NewJWKSServer(t, key)
+	wv := weavytest.New("")
+	t.Cleanup(wv.Close)
+	f := &chatFixture{}
+	e := tokenEnv(t, jwks, wv)
+	for k, v := range env {
+		e[k] = v
+	}
+	ts := startServerWith(t, e, server.Options{Now: f.now})
+	ts.waitReady(t)
+	f.tokenFixture = &tokenFixture{key: key, wv: wv, ts: ts, env: e}
+	return f
+}
+
+// fit is a user's FIT on a site, naming a page (or, with page "", the
+// space or nothing: see target).
+func (f *chatFixture) fit(t *testing.T, account string, opts ...forgetest.FITOption) string {
+	return forgetest.MintFIT(t, f.key, append([]forgetest.FITOption{forgetest.WithNow(f.now), forgetest.WithPrincipal(account)}, opts...)...)
+}
+
+// onSiteT puts the FIT on the other customer's site.
+var onSiteT = forgetest.WithInstallation(instT, cloudT)
+
+// extension sets context.extension (nil: none, the site-wide chat).
+func extension(ext map[string]any) forgetest.FITOption {
+	return forgetest.WithClaims(func(c map[string]any) {
+		if ext == nil {
+			delete(c["context"].(map[string]any), "extension")
+			return
+		}
+		c["context"].(map[string]any)["extension"] = ext
+	})
+}
+
+func onPage(id string) forgetest.FITOption {
+	return extension(map[string]any{"type": "macro", "content": map[string]any{"id": id, "type": "page"}, "space": map[string]any{"key": "ENG"}})
+}
+
+func (f *chatFixture) open(t *testing.T, fit, body string) reply {
+	t.Helper()
+	return f.ts.post(t, "/resolvers/chat", fit, nil, body)
+}
+
+// openOK opens and returns the app id, failing the test otherwise.
+func (f *chatFixture) openOK(t *testing.T, fit string) int64 {
+	t.Helper()
+	r := f.open(t, fit, `{}`)
+	id, _ := r.JSON["app_id"].(float64)
+	if r.Status != http.StatusOK || id <= 0 || id != float64(int64(id)) {
+		t.Fatalf("chat: %d %s", r.Status, r.Body)
+	}
+	return int64(id)
+}
+
+// userToken is a real wyu_ token for the user of fit, from the token resolver.
+func (f *chatFixture) userToken(t *testing.T, fit string) string {
+	t.Helper()
+	r := f.ts.post(t, "/resolvers/token", fit, nil, `{}`)
+	if r.Status != http.StatusOK {
+		t.Fatalf("token: %d %s", r.Status, r.Body)
+	}
+	return r.str("access_token")
+}
+
+// asUser calls Weavy directly with a user's token, as an attacker would
+// from devtools, and returns the status and body.
+func (f *chatFixture) asUser(t *testing.T, token, method, path, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, f.wv.URL+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func pageUID(cloud, id string) string { return "confluence-" + cloud + "-page-" + id }
+
+// The whole story on one site and its neighbour: A opens page P; B on the
+// same site, holding a valid token, cannot read, post or upsert P; a user
+// of site T reaches none of S's apps and sees none of S's users.
+func TestChatPageAccess(t *testing.T) {
+	f := newChatFixture(t, nil)
+	alice, bob, carol := forgetest.AccountID, "5b10ac8d82e05b22cc7d4ef5", "6c21bd9e93f16c33dd8e5f06"
+
+	before := f.wv.AdminCalls()
+	r := f.open(t, f.fit(t, alice, onPage(pageP)), `{}`)
+	cold := f.wv.AdminCalls() - before
+	if r.Status != http.StatusOK || r.str("uid") != pageUID(forgetest.CloudID, pageP) || r.str("name") != "Confluence page "+pageP {
+		t.Fatalf("open: %d %s", r.Status, r.Body)
+	}
+	appID := int64(r.JSON["app_id"].(float64))
+	app, ok := f.wv.App(pageUID(forgetest.CloudID, pageP))
+	if !ok || app.ID != appID || app.Access != "none" || app.Directory != dirS || app.Members[alice] != "write" || len(app.Members) != 1 {
+		t.Fatalf("app in Weavy: %+v", app)
+	}
+	// The first open on a site: directory, app, its members (squatters),
+	// the user's directories, the membership.
+	t.Logf("cold open of the first chat on a site: %d Weavy calls: %v", cold, f.wv.AdminRequests(before))
+	if cold != 5 {
+		t.Fatalf("cold open made %d Weavy calls, want 5: %v", cold, f.wv.AdminRequests(before))
+	}
+	if dirs := f.wv.UserDirectories(alice); !slices.Equal(dirs, []string{dirS}) {
+		t.Fatalf("alice's directories %v", dirs)
+	}
+
+	// Warm: no Weavy call, the same answer.
+	before = f.wv.AdminCalls()
+	for range 5 {
+		if id := f.openOK(t, f.fit(t, alice, onPage(pageP))); id != appID {
+			t.Fatalf("warm open answered app %d, want %d", id, appID)
+		}
+	}
+	if n := f.wv.AdminCalls() - before; n != 0 {
+		t.Fatalf("warm opens made %d Weavy calls: %v", n, f.wv.AdminRequests(before))
+	}
+
+	// A reads and posts with her own token.
+	aTok := f.userToken(t, f.fit(t, alice))
+	msgs := fmt.Sprintf("/api/apps/%d/messages", appID)
+	if st, b := f.asUser(t, aTok, "POST", msgs, `{"text":"secret roadmap"}`); st != http.StatusCreated {
+		t.Fatalf("A posting: %d %s", st, b)
+	}
+	if st, b := f.asUser(t, aTok, "GET", fmt.Sprintf("/api/apps/%d", appID), ""); st != http.StatusOK {
+		t.Fatalf("A reading her app: %d %s", st, b)
+	}
+
+	// B: same site, valid token, never opened P.
+	bTok := f.userToken(t, f.fit(t, bob))
+	// C: site T, in T's directory after opening T's site-wide chat.
+	cTok := f.userToken(t, f.fit(t, carol, onSiteT))
+	f.openOK(t, f.fit(t, carol, onSiteT, extension(nil)))
+	// S's site-wide chat exists too, open to S's directory.
+	siteS := f.openOK(t, f.fit(t, alice, extension(nil)))
+	for _, who := range []struct{ name, tok string }{{"B (site S)", bTok}, {"C (site T)", cTok}} {
+		for _, c := range []struct{ method, path, body string }{
+			{"GET", msgs, ""},
+			{"POST", msgs, `{"text":"let me in"}`},
+			{"GET", fmt.Sprintf("/api/apps/%d", appID), ""},
+			{"GET", "/api/apps/" + pageUID(forgetest.CloudID, pageP), ""},
+			{"PUT", "/api/apps/" + pageUID(forgetest.CloudID, pageP), `{"type":"chat"}`},
+			{"PUT", "/api/apps/" + pageUID(forgetest.CloudID, pageP), `{"type":"chat","access":"write"}`},
+			{"PUT", fmt.Sprintf("/api/apps/%d/members/%s", appID, "attacker"), `{"access":"write"}`},
+		} {
+			if st, b := f.asUser(t, who.tok, c.method, c.path, c.body); st < 400 {
+				t.Errorf("%s: %s %s answered %d %s", who.name, c.method, c.path, st, b)
+			}
+		}
+	}
+	// T's user cannot reach S's site-wide chat either, whatever uid or id.
+	for _, path := range []string{fmt.Sprintf("/api/apps/%d/messages", siteS), "/api/apps/confluence-" + forgetest.CloudID + "-global"} {
+		if st, _ := f.asUser(t, cTok, "GET", path, ""); st != http.StatusForbidden {
+			t.Errorf("C read S's site chat at %s: %d", path, st)
+		}
+	}
+	app, _ = f.wv.App(pageUID(forgetest.CloudID, pageP))
+	if len(app.Members) != 1 || app.Access != "none" || app.Messages != 1 {
+		t.Fatalf("P after the attempts: %+v", app)
+	}
+	// No app of S, and no user of S, is visible to C.
+	_, list := f.asUser(t, cTok, "GET", "/api/apps", "")
+	if strings.Contains(list, forgetest.CloudID) {
+		t.Errorf("C lists S's apps: %s", list)
+	}
+	_, users := f.asUser(t, cTok, "GET", "/api/users", "")
+	if strings.Contains(users, alice) || strings.Contains(users, bob) || !strings.Contains(users, carol) {
+		t.Errorf("C's user search: %s", users)
+	}
+}
+
+// An attacker creating P's app with their own token before anyone opens
+// it (today's Weavy makes it open, the attacker a member) is no member once
+// A has opened it, and can no longer read it.
+func TestChatSquatter(t *testing.T) {
+	f := newChatFixture(t, nil)
+	alice, mallory := forgetest.AccountID, "7d32ce0fa4027d44ee9f6017"
+	mTok := f.userToken(t, f.fit(t, mallory, onSiteT))
+	uid := pageUID(forgetest.CloudID, "555")
+	st, body := f.asUser(t, mTok, "PUT", "/api/apps/"+uid, `{"type":"chat"}`)
+	var squat struct {
+		ID     int64  `json:"id"`
+		Access string `json:"access"`
+	}
+	_ = json.Unmarshal([]byte(body), &squat)
+	if st != http.StatusCreated || squat.Access != "write" {
+		t.Fatalf("the fake must let a user create an open app, as Weavy does: %d %s", st, body)
+	}
+	msgs := fmt.Sprintf("/api/apps/%d/messages", squat.ID)
+	if st, _ := f.asUser(t, mTok, "POST", msgs, `{"text":"planted"}`); st != http.StatusCreated {
+		t.Fatalf("squatter posting before: %d", st)
+	}
+
+	if id := f.openOK(t, f.fit(t, alice, onPage("555"))); id != squat.ID {
+		t.Fatalf("A got app %d, the squatted app is %d", id, squat.ID)
+	}
+	app, _ := f.wv.App(uid)
+	if _, still := app.Members[mallory]; still || app.Access != "none" || app.Directory != dirS || app.Members[alice] != "write" {
+		t.Fatalf("after A's open: %+v", app)
+	}
+	for _, c := range []struct{ method, path, body string }{
+		{"GET", msgs, ""}, {"POST", msgs, `{"text":"still here?"}`}, {"PUT", "/api/apps/" + uid, `{"type":"chat"}`},
+	} {
+		if st, _ := f.asUser(t, mTok, c.method, c.path, c.body); st != http.StatusForbidden {
+			t.Errorf("squatter %s %s after A's open: %d", c.method, c.path, st)
+		}
+	}
+}
+
+// Whatever the body or the envelope says, the chat is the FIT's: a FIT
+// naming P never yields another page's membership.
+func TestChatTargetOnlyFromFIT(t *testing.T) {
+	f := newChatFixture(t, nil)
+	alice := forgetest.AccountID
+	other := pageUID(forgetest.CloudID, "777")
+	for _, body := range []string{
+		`{"contentId":"777"}`,
+		`{"uid":"` + other + `","app_id":1,"space":{"key":"X"},"cloudId":"` + cloudT + `"}`,
+		`{"contentId":777,"extension":{"content":{"id":"777"}}}`,
+	} {
+		r := f.open(t, f.fit(t, alice, onPage(pageP)), body)
+		if r.Status != http.StatusOK || r.str("uid") != pageUID(forgetest.CloudID, pageP) {
+			t.Fatalf("body %s: %d %s", body, r.Status, r.Body)
+		}
+	}
+	env := f.ts.post(t, "/resolvers", f.fit(t, alice, onPage(pageP)), nil,
+		`{"call":{"functionKey":"chat","payload":{"contentId":"777"}},"context":{"extension":{"content":{"id":"777"}},"cloudId":"`+cloudT+`"}}`)
+	if env.Status != http.StatusOK || env.str("uid") != pageUID(forgetest.CloudID, pageP) {
+		t.Fatalf("envelope: %d %s", env.Status, env.Body)
+	}
+	if _, made := f.wv.App(other); made || f.wv.Apps() != 1 {
+		t.Fatalf("another app was made: %d apps", f.wv.Apps())
+	}
+
+	// A space page without content, a blog post, and no extension at all.
+	space := f.open(t, f.fit(t, alice, extension(map[string]any{"space": map[string]any{"key": "ENG", "id": "65537"}})), `{}`)
+	blog := f.open(t, f.fit(t, alice, extension(map[string]any{"content": map[string]any{"id": "4242", "type": "blogpost"}})), `{}`)
+	site := f.open(t, f.fit(t, alice, extension(nil)), `{}`)
+	for _, c := range []struct {
+		r           reply
+		uid, access string
+		members     int
+	}{
+		{space, "confluence-" + forgetest.CloudID + "-space-ENG", "none", 1},
+		{blog, pageUID(forgetest.CloudID, "4242"), "none", 1},
+		{site, "confluence-" + forgetest.CloudID + "-global", "write", 0},
+	} {
+		app, ok := f.wv.App(c.uid)
+		if c.r.Status != http.StatusOK || c.r.str("uid") != c.uid || !ok || app.Access != c.access || app.Directory != dirS || len(app.Members) != c.members {
+			t.Errorf("%s: %d %s; app %+v", c.uid, c.r.Status, c.r.Body, app)
+		}
+	}
+	// A FIT naming something that is no Confluence id is refused, and
+	// nothing is made.
+	apps := f.wv.Apps()
+	if r := f.open(t, f.fit(t, alice, onPage("12 OR 1=1")), `{}`); r.Status != http.StatusBadRequest || f.wv.Apps() != apps {
+		t.Fatalf("bad content id: %d %s", r.Status, r.Body)
+	}
+}
+
+// Anonymous viewers, lapsed licences and FITs without a user are refused
+// before any Weavy call.
+func TestChatRefusals(t *testing.T) {
+	f := newChatFixture(t, nil)
+	license := forgetest.WithClaims(func(c map[string]any) {
+		c["app"].(map[string]any)["license"] = map[string]any{"active": false}
+	})
+	for _, c := range []struct {
+		name string
+		fit  string
+		code string
+	}{
+		{"anonymous", f.fit(t, forge.AnonymousPrincipal), "anonymous"},
+		{"licence inactive", f.fit(t, forgetest.AccountID, license), "license_inactive"},
+		{"no user", forgetest.MintFIT(t, f.key, forgetest.WithPrincipal("")), "no_user"},
+	} {
+		r := f.open(t, c.fit, `{}`)
+		if r.Status != http.StatusForbidden || r.ErrCode != c.code {
+			t.Errorf("%s: %d %s", c.name, r.Status, r.Body)
+		}
+	}
+	if n := len(f.wv.Requests()); n != 0 {
+		t.Fatalf("refused opens reached Weavy: %v", f.wv.Requests())
+	}
+}
+
+// Many first opens of one page at once, by different users: one app
+// provisioning, every user a member.
+func TestChatConcurrentFirstOpens(t *testing.T) {
+	f := newChatFixture(t, nil)
+	const n = 20
+	ids := make([]int64, n)
+	fits := make([]string, n)
+	for i := range n {
+		fits[i] = f.fit(t, fmt.Sprintf("acc-%02d", i), onPage("31337"))
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { ids[i] = f.openOK(t, fits[i]) })
+	}
+	wg.Wait()
+	puts := 0
+	for _, r := range f.wv.AdminRequests(0) {
+		if strings.HasPrefix(r, "PUT /api/apps/confluence-") {
+			puts++
+		}
+	}
+	app, _ := f.wv.App(pageUID(forgetest.CloudID, "31337"))
+	if puts != 1 || len(app.Members) != n {
+		t.Fatalf("%d app upserts, %d members; want 1 and %d", puts, len(app.Members), n)
+	}
+	for _, id := range ids {
+		if id != app.ID {
+			t.Fatalf("answers name different apps: %v", ids)
+		}
+	}
+}
