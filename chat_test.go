@@ -45,7 +45,7 @@ func newChatFixture(t *testing.T, env map[string]string) *chatFixture {
 	for k, v := range env {
 		e[k] = v
 	}
-	ts := startServerWith(t, e, server.Options{Now: f.now})
+	ts := startServerWith(t, e, serverOptions(f.now))
 	ts.waitReady(t)
 	f.tokenFixture = &tokenFixture{key: key, wv: wv, ts: ts, env: e}
 	return f
@@ -357,3 +357,5 @@ func TestChatConcurrentFirstOpens(t *testing.T) {
 		}
 	}
 }
+
+func serverOptions(now func() time.Time) server.Options { return server.Options{Now: now} }

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/forge-remote/forge-remote/chat"
+	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/store/redistest"
+	"github.com/forge-remote/forge-remote/weavy/weavytest"
+)
+
+// advance moves the server's clock (and the FITs minted after) forward.
+func (f *chatFixture) advance(d time.Duration) { f.offset.Add(int64(d)) }
+
+// trigger sends the hourly scheduled trigger of a site (opts: onSiteT).
+func (f *chatFixture) trigger(t *testing.T, opts ...forgetest.FITOption) {
+	t.Helper()
+	fit := forgetest.MintFIT(t, f.key, append([]forgetest.FITOption{forgetest.WithNow(f.now), forgetest.WithPrincipal("")}, opts...)...)
+	if r := f.ts.post(t, "/triggers/scheduled", fit, nil, `{}`); r.Status != http.StatusAccepted {
+		t.Fatalf("scheduled: %d %s", r.Status, r.Body)
+	}
+}
+
+// waitFor polls cond: the hourly jobs run off the request path.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	if !eventually(10*time.Second, cond) {
+		t.Fatalf("never: %s", what)
+	}
+}
+
+func (f *chatFixture) member(uid, user string) bool {
+	app, _ := f.wv.App(uid)
+	_, ok := app.Members[user]
+	return ok
+}
+
+// Membership does not outlive the right to it: each open renews a lease,
+// and the hourly job removes memberships whose lease ran out. Measured on
+// the server's injected clock.
+func TestChatLeaseExpires(t *testing.T) {
+	const lease = 12 * time.Hour
+	f := newChatFixture(t, map[string]string{"CHAT_LEASE": "12h"})
+	alice, bob := forgetest.AccountID, "5b10ac8d82e05b22cc7d4ef5"
+	uid := pageUID(forgetest.CloudID, pageP)
+	f.openOK(t, f.fit(t, alice, onPage(pageP)))
+	f.openOK(t, f.fit(t, bob, onPage(pageP)))
+
+	// Alice still sees the page four hours later: her open renews the lease
+	// in the store (older than a quarter of it), with no Weavy call.
+	f.advance(4 * time.Hour)
+	before := f.wv.AdminCalls()
+	f.openOK(t, f.fit(t, alice, onPage(pageP)))
+	if n := f.wv.AdminCalls() - before; n != 0 {
+		t.Fatalf("a renewal made %d Weavy calls", n)
+	}
+
+	// Bob lost access (he never opens P again): gone once his lease is
+	// over; alice, renewed, stays.
+	f.advance(lease - 4*time.Hour + time.Minute) // bob's lease + 1 min
+	f.trigger(t)
+	waitFor(t, "bob removed after his lease", func() bool { return !f.member(uid, bob) })
+	if !f.member(uid, alice) {
+		t.Fatal("alice was removed with a live lease")
+	}
+	// Just before alice's lease ends she is still a member; just after the
+	// next hourly run she is not: the bound is the lease plus the hour.
+	f.advance(4*time.Hour - 2*time.Minute) // alice's renewal + lease - 1 min
+	f.trigger(t)
+	time.Sleep(200 * time.Millisecond) // let the run finish: it must remove nobody
+	if !f.member(uid, alice) {
+		t.Fatal("alice was removed before her lease ended")
+	}
+	f.advance(time.Hour)
+	f.trigger(t)
+	waitFor(t, "alice removed an hour after her lease", func() bool { return !f.member(uid, alice) })
+	if _, m := f.ts.get(t, "/metrics", ""); !strings.Contains(string(m.Body), `chat_memberships_removed_total{reason="lease_expired"} 2`) {
+		t.Errorf("metrics do not count the removals")
+	}
+
+	// Opening the page again (Confluence shows it to her) brings her back.
+	f.openOK(t, f.fit(t, alice, onPage(pageP)))
+	if !f.member(uid, alice) {
+		t.Fatal("alice's new open did not make her a member again")
+	}
+}
+
+// Weavy down: a known chat still opens, from memory and, after a restart,
+// from the store; an unknown one gets the token resolver's 502/504.
+func TestChatWeavyDown(t *testing.T) {
+	f := newChatFixture(t, nil)
+	alice := forgetest.AccountID
+	appID := f.openOK(t, f.fit(t, alice, onPage(pageP)))
+	for _, c := range []struct {
+		mode   weavytest.Mode
+		status int
+		code   string
+	}{
+		{weavytest.Fail500, http.StatusBadGateway, "weavy_unavailable"},
+		{weavytest.HTML502, http.StatusBadGateway, "weavy_unavailable"},
+		{weavytest.Reset, http.StatusBadGateway, "weavy_unavailable"},
+		{weavytest.Hang, http.StatusGatewayTimeout, "weavy_timeout"},
+	} {
+		f.wv.SetMode(c.mode)
+		if id := f.openOK(t, f.fit(t, alice, onPage(pageP))); id != appID {
+			t.Fatalf("known chat during the outage: app %d", id)
+		}
+		for _, fit := range []string{
+			f.fit(t, alice, onPage("4711")),         // an unknown app
+			f.fit(t, "acc-new-user", onPage(pageP)), // a known app, a new member
+		} {
+			if r := f.open(t, fit, `{}`); r.Status != c.status || r.ErrCode != c.code {
+				t.Errorf("mode %d: %d %s, want %d %s", c.mode, r.Status, r.Body, c.status, c.code)
+			}
+		}
+		f.wv.SetMode(weavytest.OK)
+	}
+	// A new process on the same store, Weavy still down.
+	f.ts.Stop(t)
+	f.wv.SetMode(weavytest.Fail500)
+	f.ts = startServerWith(t, f.env, serverOptions(f.now))
+	f.ts.waitReady(t)
+	if id := f.openOK(t, f.fit(t, alice, onPage(pageP))); id != appID {
+		t.Fatalf("known chat after a restart, Weavy down: app %d", id)
+	}
+	f.wv.SetMode(weavytest.OK)
+}
+
+// The store down: a cold open answers 503 store_unavailable; a warm one
+// needs no store.
+func TestChatStoreDown(t *testing.T) {
+	rs := redistest.Start(t)
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	f := newChatFixture(t, map[string]string{"STORE_URL": rs.URL(), "STORE_KEY": base64.StdEncoding.EncodeToString(raw)})
+	f.openOK(t, f.fit(t, forgetest.AccountID, onPage(pageP)))
+	rs.Pause()
+	defer rs.Resume()
+	f.openOK(t, f.fit(t, forgetest.AccountID, onPage(pageP)))
+	if r := f.open(t, f.fit(t, "acc-cold", onPage("5150")), `{}`); r.Status != http.StatusServiceUnavailable || r.ErrCode != "store_unavailable" {
+		t.Fatalf("cold open, store down: %d %s", r.Status, r.Body)
+	}
+}
+
+// A person on two sites (WEAVY_UID_SCOPE=account: one Weavy user) is in both
+// sites' directories; uninstalling one site removes its memberships, closes
+// its site-wide chat and deletes its directory, and leaves the other alone.
+func TestChatUninstall(t *testing.T) {
+	f := newChatFixture(t, nil)
+	alice, bob := forgetest.AccountID, "5b10ac8d82e05b22cc7d4ef5"
+	f.openOK(t, f.fit(t, alice, onPage(pageP)))
+	f.openOK(t, f.fit(t, bob, onPage(pageP)))
+	f.openOK(t, f.fit(t, alice, extension(nil)))
+	f.openOK(t, f.fit(t, alice, onSiteT, onPage("1234")))
+	dirT := chat.DirectoryName(cloudT)
+	if dirs := f.wv.UserDirectories(alice); !slices.Equal(dirs, []string{dirS, dirT}) {
+		t.Fatalf("alice on two sites is in %v", dirs)
+	}
+
+	fit := forgetest.MintFIT(t, f.key, forgetest.WithNow(f.now), forgetest.WithPrincipal(""))
+	if r := f.ts.post(t, "/triggers/uninstall", fit, nil, `{}`); r.Status != http.StatusOK {
+		t.Fatalf("uninstall: %d %s", r.Status, r.Body)
+	}
+	p, _ := f.wv.App(pageUID(forgetest.CloudID, pageP))
+	site, _ := f.wv.App("confluence-" + forgetest.CloudID + "-global")
+	if len(p.Members) != 0 || site.Access != "none" || f.wv.Directory(dirS) {
+		t.Fatalf("after uninstall: page %+v, site chat %+v, directory kept %v", p, site, f.wv.Directory(dirS))
+	}
+	if dirs := f.wv.UserDirectories(alice); !slices.Equal(dirs, []string{dirT}) || !f.member(pageUID(cloudT, "1234"), alice) {
+		t.Fatalf("site T was touched: alice in %v", dirs)
+	}
+	// A user of S with a token left can read nothing of S.
+	tok := f.userToken(t, f.fit(t, alice, onSiteT))
+	if st, _ := f.asUser(t, tok, "GET", "/api/apps/"+pageUID(forgetest.CloudID, pageP), ""); st != http.StatusForbidden {
+		t.Fatalf("after uninstall alice reads P: %d", st)
+	}
+}
