@@ -39,6 +39,7 @@ commands:
   invoke       sign and send one resolver call to the dev server: invoke FUNCTION_KEY [--payload JSON] [--account-id ID]
   healthcheck  exit 0 when the local server's /healthz answers 200 (the container HEALTHCHECK)
   manifest     check or render the Forge manifest (manifest check [file], manifest render --app-id ID …)
+  weavy        weavy lockdown [--apply]: close every chat app the Custom UI created, remove members without a lease
 
 Every command takes --help.
 `
@@ -79,6 +80,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err = noArgs("healthcheck", healthcheckUsage, rest, stdout, stderr); err == nil {
 			err = healthcheckCmd(ctx, getenv)
 		}
+	case "weavy":
+		err = weavyCmd(ctx, rest, getenv, stdout, stderr)
 	case "manifest":
 		err = manifestCmd(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":

@@ -82,9 +82,8 @@ func (s *Service) Lockdown(ctx context.Context, l Lister, out io.Writer, apply b
 			return rep, err
 		}
 	}
-	fmt.Fprintf(out, "%d chat apps: %d %s be closed, %d members %s be removed\n", rep.Apps, rep.Closed,
-		map[bool]string{true: "were", false: "would"}[apply], rep.MembersRemoved,
-		map[bool]string{true: "were", false: "would"}[apply])
+	done := map[bool]string{true: "were", false: "would be"}[apply]
+	fmt.Fprintf(out, "%d chat apps: %d %s closed, %d members %s removed\n", rep.Apps, rep.Closed, done, rep.MembersRemoved, done)
 	return rep, nil
 }
 
