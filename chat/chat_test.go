@@ -1,0 +1,85 @@
+package chat
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/weavy"
+	"github.com/forge-remote/forge-remote/weavy/weavytest"
+)
+
+var _ Weavy = (*weavy.Client)(nil)
+var _ Lister = (*weavy.Client)(nil)
+
+const cloud = "b7e5c1d4-2f3a-4e6b-9c8d-7a6f5e4d3c2b"
+
+func TestAppUIDRoundTrip(t *testing.T) {
+	for _, tt := range []Target{{KindPage, "98305"}, {KindSpace, "~712020_ab-c"}, {KindSpaceID, "65537"}, {Kind: KindSite}} {
+		uid := AppUID(cloud, tt)
+		c, got, ok := parseAppUID(uid)
+		if !ok || c != cloud || got != tt || tt.check() != nil {
+			t.Errorf("%+v → %q → %v %+v %v", tt, uid, c, got, ok)
+		}
+	}
+	for _, uid := range []string{"confluence-page-1", "confluence-nope-page-1", "other-" + cloud + "-page-1", "confluence-" + cloud + "-blog-1"} {
+		if _, _, ok := parseAppUID(uid); ok {
+			t.Errorf("%q parsed", uid)
+		}
+	}
+	for _, bad := range []Target{{KindPage, ""}, {KindPage, "1 2"}, {KindPage, "12a"}, {KindSpace, "A B"}, {KindSpace, "a/b"}, {'x', "1"}} {
+		if bad.check() == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}
+
+func TestLeaseRecord(t *testing.T) {
+	l := lease{State: stateActive, Renewed: time.Unix(0, 1_700_000_000_123_456_789), AppID: 1001, AppUID: AppUID(cloud, Target{KindPage, "1"}), User: "712020:abc"}
+	got, ok := decodeLease(l.encode())
+	if !ok || got != l {
+		t.Fatalf("round trip: %+v %v", got, ok)
+	}
+	for _, bad := range [][]byte{nil, {9}, l.encode()[:17], append([]byte{4}, l.encode()[1:]...)} {
+		if _, ok := decodeLease(bad); ok {
+			t.Errorf("%x decoded", bad)
+		}
+	}
+	if l.expired(l.Renewed.Add(time.Hour), 2*time.Hour) || !l.expired(l.Renewed.Add(2*time.Hour), 2*time.Hour) {
+		t.Error("expiry")
+	}
+}
+
+// The warm path: a membership renewed within a quarter of the lease costs
+// no store and no Weavy call.
+func BenchmarkOpenWarm(b *testing.B) {
+	wv := weavytest.New("")
+	defer wv.Close()
+	c, err := weavy.NewClient(wv.URL, weavytest.APIKey, weavy.ClientOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	kv, err := store.Open(context.Background(), store.Options{URL: "memory://"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := New(c, kv, Options{})
+	r := Request{InstallationID: "ari:cloud:ecosystem::installation/9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
+		CloudID: cloud, User: "712020:1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f", Target: Target{KindPage, "98305"}}
+	if _, err := s.Open(context.Background(), r); err != nil {
+		b.Fatal(err)
+	}
+	calls := wv.AdminCalls()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Open(context.Background(), r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	if wv.AdminCalls() != calls {
+		b.Fatalf("warm opens called Weavy")
+	}
+}
