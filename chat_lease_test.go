@@ -27,14 +27,6 @@ func (f *chatFixture) trigger(t *testing.T, opts ...forgetest.FITOption) {
 	}
 }
 
-// waitFor polls cond: the hourly jobs run off the request path.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	if !eventually(10*time.Second, cond) {
-		t.Fatalf("never: %s", what)
-	}
-}
-
 func (f *chatFixture) member(uid, user string) bool {
 	app, _ := f.wv.App(uid)
 	_, ok := app.Members[user]

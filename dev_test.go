@@ -191,6 +191,7 @@ func TestHelpOnEveryCommand(t *testing.T) {
 		{"--help"}, {"-h"}, {"help"},
 		{"serve", "--help"}, {"dev", "--help"}, {"dev", "-h"}, {"invoke", "--help"}, {"invoke", "token", "--help"},
 		{"healthcheck", "--help"}, {"manifest", "--help"}, {"manifest", "check", "--help"}, {"manifest", "render", "--help"},
+		{"weavy", "--help"}, {"weavy", "lockdown", "--help"},
 	} {
 		var out, errOut syncBuffer
 		// No environment at all: serve would fail on FORGE_APP_ID.
@@ -199,7 +200,7 @@ func TestHelpOnEveryCommand(t *testing.T) {
 			t.Errorf("%q: err %v, stdout %.40q, stderr %q", args, err, out.String(), errOut.String())
 		}
 	}
-	for _, args := range [][]string{{"nope"}, {"serve", "extra"}, {"dev", "--nope"}, {"healthcheck", "x"}, {"manifest", "nope"}} {
+	for _, args := range [][]string{{"nope"}, {"serve", "extra"}, {"dev", "--nope"}, {"healthcheck", "x"}, {"manifest", "nope"}, {"weavy"}, {"weavy", "lockdown", "--nope"}} {
 		var out, errOut syncBuffer
 		err := run(context.Background(), append([]string{"forge-remote"}, args...), func(string) string { return "" }, &out, &errOut)
 		if err == nil || !strings.Contains(errOut.String(), "usage:") {
