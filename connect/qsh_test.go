@@ -8,7 +8,7 @@ import "testing"
 // the cross-checked table of ../shared/docs/CONNECT.md §1.4.
 func TestQueryStringHashGolden(t *testing.T) {
 	cases := []struct {
-		name                     string
+		name                      string
 		method, path, query, base string
 		canonical, qsh            string
 	}{
