@@ -210,7 +210,7 @@ func TestConnectClientKeyFromAppProperty(t *testing.T) {
 		}
 		return n
 	}
-	// The jobs run off the request path: wait for both (generously).
+	// The jobs run off the request path: wait for both (waitFor, dev_test.go, has no deadline of its own).
 	waitFor(t, "both installations' capture jobs", func() bool { return connectJobRuns(t, ts) >= 2 })
 
 	v := ts.connectKeys(t)
@@ -254,18 +254,6 @@ func connectJobRuns(t *testing.T, ts *testServer) int {
 		}
 	}
 	return n
-}
-
-// waitFor polls cond; the bound is far beyond what a loaded machine needs.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // The bridge off: its routes do not exist, clientKey lookups say why.
