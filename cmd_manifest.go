@@ -19,7 +19,7 @@ var manifestTemplate []byte
 
 const manifestUsage = `usage:
   forge-remote manifest check [file]     check a manifest against this remote (default: manifest.yml)
-  forge-remote manifest render --app-id ID --base-url URL --weavy-url URL   print a deployment manifest
+  forge-remote manifest render --app-id ID --base-url URL --weavy-url URL [--connect-key KEY]   print a deployment manifest
 `
 
 const manifestCheckUsage = `usage: forge-remote manifest check [file]
@@ -28,10 +28,12 @@ Checks a Forge manifest (default: manifest.yml) against Forge's rules and
 against this remote: its endpoints, app system token, triggers and scopes.
 `
 
-const manifestRenderUsage = `usage: forge-remote manifest render --app-id ID --base-url URL --weavy-url URL
+const manifestRenderUsage = `usage: forge-remote manifest render --app-id ID --base-url URL --weavy-url URL [--connect-key KEY]
 
 Prints the repository's manifest.yml made for one deployment: your app id,
-your remote's https origin and your Weavy environment.
+your remote's https origin and your Weavy environment; with --connect-key,
+app.connect.key of the Connect app it replaces (README, "Moving a Connect
+app to Forge").
 
 flags:
 `
@@ -86,6 +88,7 @@ func manifestCmd(args []string, stdout, stderr io.Writer) error {
 		appID := fs.String("app-id", "", "the app id from `forge register` (ARI or uuid), required")
 		baseURL := fs.String("base-url", "", "the remote's public https origin, required")
 		weavyURL := fs.String("weavy-url", "", "the Weavy environment, https, required")
+		connectKey := fs.String("connect-key", "", "the Connect app key this app replaces (app.connect.key); empty: none")
 		if err := fs.parse(args[1:], stdout, stderr); err != nil {
 			return err
 		}
@@ -103,7 +106,7 @@ func manifestCmd(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("manifest render: --app-id %q is neither ari:cloud:ecosystem::app/<uuid> nor a bare uuid", *appID)
 		}
-		out, err := manifest.Render(manifestTemplate, manifest.RenderOptions{AppID: id, BaseURL: *baseURL, WeavyURL: *weavyURL})
+		out, err := manifest.Render(manifestTemplate, manifest.RenderOptions{AppID: id, BaseURL: *baseURL, WeavyURL: *weavyURL, ConnectKey: *connectKey})
 		if err != nil {
 			return err
 		}

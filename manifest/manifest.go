@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -20,6 +21,12 @@ type Manifest struct {
 		Runtime struct {
 			Name string `yaml:"name"`
 		} `yaml:"runtime"`
+		// Connect is set for an app moving from Connect: its key is what the
+		// reserved clientKey property is read under (CONNECT_APP_KEY).
+		Connect *struct {
+			Key    string `yaml:"key"`
+			Remote string `yaml:"remote"`
+		} `yaml:"connect"`
 	} `yaml:"app"`
 	Modules     Modules     `yaml:"modules"`
 	Remotes     []Remote    `yaml:"remotes"`
@@ -137,6 +144,13 @@ var RequiredScopes = []string{"read:app-system-token", "read:confluence-user"}
 
 // RequiredEvents are the lifecycle events the remote records.
 var RequiredEvents = []string{"avi:forge:installed:app", "avi:forge:upgraded:app"}
+
+// ConnectScope is what reading the reserved Connect app property needs
+// (Confluence's app properties API, OAuth 2.0 scope).
+const ConnectScope = "read:app-data:confluence"
+
+// connectKeyPattern is @forge/manifest's rule for app.connect.key.
+var connectKeyPattern = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,90}$`)
 
 // Served answers whether the remote serves method+path (the real router).
 type Served func(method, path string) bool
@@ -275,6 +289,18 @@ func (m *Manifest) Validate(served Served) error {
 			add("permissions.scopes", "missing %s", s)
 		}
 	}
+	if c := m.App.Connect; c != nil {
+		if !connectKeyPattern.MatchString(c.Key) {
+			add("app.connect.key", "must be the Connect app key (letters, digits, '.', '_', '-'; at most 90), got %q", c.Key)
+		}
+		if _, ok := remotes[c.Remote]; !ok {
+			// Forge warns otherwise; Connect's lifecycle calls go to this remote.
+			add("app.connect.remote", "must name a declared remote (the one serving /connect/*), got %q", c.Remote)
+		}
+		if !slices.Contains(m.Permissions.Scopes, ConnectScope) {
+			add("permissions.scopes", "missing %s: the Connect clientKey property cannot be read without it", ConnectScope)
+		}
+	}
 	if len(ps) > 0 {
 		return &ValidationError{Problems: ps}
 	}
@@ -293,6 +319,9 @@ type RenderOptions struct {
 	AppID    string // normalised ARI
 	BaseURL  string // the remote's public https origin
 	WeavyURL string // the Weavy environment, https
+	// ConnectKey, when set, writes app.connect.key (the remote as
+	// app.connect.remote) and the scope reading the clientKey property needs.
+	ConnectKey string
 }
 
 // Render writes a deployment manifest from the template: the app id, the
@@ -312,6 +341,9 @@ func Render(template []byte, o RenderOptions) ([]byte, error) {
 	if o.AppID == "" {
 		errs = append(errs, errors.New("--app-id: required"))
 	}
+	if o.ConnectKey != "" && !connectKeyPattern.MatchString(o.ConnectKey) {
+		errs = append(errs, fmt.Errorf("--connect-key: want a Connect app key (letters, digits, '.', '_', '-'; at most 90), got %q", o.ConnectKey))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
@@ -324,6 +356,12 @@ func Render(template []byte, o RenderOptions) ([]byte, error) {
 	out = bytes.ReplaceAll(out, []byte(TemplateBaseURL), []byte(base))
 	out = bytes.ReplaceAll(out, []byte(TemplateWeavyURL), []byte(weavy))
 	out = bytes.ReplaceAll(out, []byte("wss://"+strings.TrimPrefix(TemplateWeavyURL, "https://")), []byte("wss://"+strings.TrimPrefix(weavy, "https://")))
+	if o.ConnectKey != "" {
+		var err error
+		if out, err = addConnect(out, o.ConnectKey); err != nil {
+			return nil, err
+		}
+	}
 
 	m, err := Parse(out)
 	if err != nil {
@@ -331,6 +369,9 @@ func Render(template []byte, o RenderOptions) ([]byte, error) {
 	}
 	if m.App.ID != o.AppID || len(m.Remotes) == 0 || m.Remotes[0].BaseURL != base {
 		return nil, errors.New("manifest: rendering did not produce the requested values")
+	}
+	if o.ConnectKey != "" && (m.App.Connect == nil || m.App.Connect.Key != o.ConnectKey || !slices.Contains(m.Permissions.Scopes, ConnectScope)) {
+		return nil, errors.New("manifest: rendering did not produce the requested app.connect.key")
 	}
 	return out, nil
 }
@@ -343,4 +384,30 @@ func origin(s, scheme string) (string, error) {
 		return "", fmt.Errorf("want an %s origin like %s://host.example.com, got %q", scheme, scheme, s)
 	}
 	return u.String(), nil
+}
+
+// addConnect inserts app.connect (the key, and the template's first remote
+// as its remote) after app.id, and the clientKey property's scope first in
+// permissions.scopes: text edits, so the template's comments survive.
+func addConnect(out []byte, key string) ([]byte, error) {
+	m, err := Parse(out)
+	if err != nil {
+		return nil, err
+	}
+	if m.App.Connect != nil {
+		return nil, errors.New("manifest: the template already has app.connect")
+	}
+	if len(m.Remotes) == 0 {
+		return nil, errors.New("manifest: the template declares no remote for app.connect.remote")
+	}
+	idLine := []byte("\n  id: " + m.App.ID + "\n")
+	scopes := []byte("\n  scopes:\n")
+	if !bytes.Contains(out, idLine) || !bytes.Contains(out, scopes) {
+		return nil, errors.New("manifest: template lacks app.id or permissions.scopes where expected")
+	}
+	out = bytes.Replace(out, idLine, []byte(string(idLine)+
+		"  connect:\n    key: "+key+" # the Connect app this Forge app replaces (CONNECT_APP_KEY)\n    remote: "+m.Remotes[0].Key+"\n"), 1)
+	out = bytes.Replace(out, scopes, []byte(string(scopes)+
+		"    - "+ConnectScope+" # the Connect clientKey app property, read once per installation\n"), 1)
+	return out, nil
 }

@@ -102,3 +102,53 @@ func TestRender(t *testing.T) {
 		}
 	}
 }
+
+// --connect-key writes app.connect.key with the remote and the scope the
+// clientKey property needs; check knows each of them.
+func TestRenderConnectKey(t *testing.T) {
+	out, err := manifest.Render(repoManifest(t), manifest.RenderOptions{
+		AppID: "ari:cloud:ecosystem::app/11111111-2222-4333-8444-555555555555", BaseURL: "https://remote.example.org",
+		WeavyURL: "https://acme.weavy.io", ConnectKey: "com.example.weavy-chat",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := manifest.Parse(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.App.Connect == nil || m.App.Connect.Key != "com.example.weavy-chat" || m.App.Connect.Remote != "forge-remote" {
+		t.Fatalf("app.connect: %+v", m.App.Connect)
+	}
+	if err := m.Validate(server.Serves); err != nil {
+		t.Fatal(err)
+	}
+	plain, _ := manifest.Parse(repoManifest(t))
+	if plain.App.Connect != nil {
+		t.Fatal("the template has app.connect: only --connect-key should add it")
+	}
+
+	for _, tc := range []struct{ name, from, to, want string }{
+		{"bad key", "key: com.example.weavy-chat", `key: "com example"`, "app.connect.key"},
+		{"no remote", "    remote: forge-remote\n", "", "app.connect.remote"},
+		{"no scope", "    - read:app-data:confluence", "    # none", "read:app-data:confluence"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := string(out)
+			if !strings.Contains(src, tc.from) {
+				t.Fatalf("test setup: rendered manifest lacks %q", tc.from)
+			}
+			m, err := manifest.Parse([]byte(strings.Replace(src, tc.from, tc.to, 1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Validate(server.Serves); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want one naming %s", err, tc.want)
+			}
+		})
+	}
+	if _, err := manifest.Render(repoManifest(t), manifest.RenderOptions{AppID: "ari:cloud:ecosystem::app/x",
+		BaseURL: "https://r.example.org", WeavyURL: "https://a.weavy.io", ConnectKey: "bad key/.."}); err == nil {
+		t.Fatal("a malformed --connect-key rendered")
+	}
+}

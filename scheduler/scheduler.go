@@ -183,6 +183,9 @@ type Installation struct {
 	Stale     bool      `json:"stale"`
 	FirstSeen time.Time `json:"first_seen,omitzero"`
 	LastSeen  time.Time `json:"last_seen,omitzero"`
+	// ConnectClientKey is the installation's Connect clientKey, once the
+	// Connect bridge captured it (set by the server, never the secret).
+	ConnectClientKey string `json:"connect_client_key,omitempty"`
 }
 
 // Service holds the trigger handlers and the job runner. It starts its

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -38,7 +39,15 @@ type Config struct {
 	InternalAPIToken Secret
 	LogLevel         zapcore.Level
 	JobConcurrency   int // background jobs running at once
+
+	// The Connect/Forge bridge: off unless ConnectAppKey is set.
+	ConnectAppKey  string
+	ConnectBaseURL string // the Connect descriptor's baseUrl: `aud` of signed installs
+	ConnectKeysURL string // overrides the install key servers; "" = Atlassian's
 }
+
+// connectKeyPattern is what Forge's manifest schema allows in app.connect.key.
+var connectKeyPattern = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,90}$`)
 
 // Secret is a configuration value that must never be printed.
 type Secret string
@@ -166,11 +175,62 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 	}
 
+	loadConnect(&c, get, bad)
+
 	if err := c.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL", "info"))); err != nil ||
 		c.LogLevel < zapcore.DebugLevel || c.LogLevel > zapcore.ErrorLevel {
 		bad("LOG_LEVEL", "must be debug, info, warn or error")
 	}
 	return c, errors.Join(errs...)
+}
+
+// loadConnect reads CONNECT_*: the key turns the bridge on and needs the base
+// URL; the other two without the key are a mistake worth stopping for.
+func loadConnect(c *Config, get func(v, def string) string, bad func(v, format string, args ...any)) {
+	c.ConnectAppKey = get("CONNECT_APP_KEY", "")
+	base := get("CONNECT_BASE_URL", "")
+	keys := get("CONNECT_KEYS_URL", "")
+	if c.ConnectAppKey == "" {
+		for _, v := range []struct{ name, val string }{{"CONNECT_BASE_URL", base}, {"CONNECT_KEYS_URL", keys}} {
+			if v.val != "" {
+				bad("CONNECT_APP_KEY", "is required when %s is set", v.name)
+			}
+		}
+		return
+	}
+	if !connectKeyPattern.MatchString(c.ConnectAppKey) {
+		bad("CONNECT_APP_KEY", "must be the Connect app key of manifest.yml's app.connect.key (letters, digits, '.', '_', '-'; at most 90)")
+	}
+	switch u, err := url.Parse(base); {
+	case base == "":
+		bad("CONNECT_BASE_URL", "is required with CONNECT_APP_KEY: the Connect descriptor's baseUrl, e.g. https://remote.example.com")
+	case err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" ||
+		(u.Scheme != "https" && !(u.Scheme == "http" && loopback(u.Hostname()))):
+		bad("CONNECT_BASE_URL", "must be an https URL without credentials, query or fragment, got %q", base)
+	case strings.TrimRight(u.Path, "/") != "" && strings.TrimRight(u.Path, "/") != "/connect":
+		// Atlassian calls <baseUrl><lifecycle path>; the remote serves /connect/installed.
+		bad("CONNECT_BASE_URL", "path must be empty (lifecycle paths /connect/installed, /connect/uninstalled) or /connect (paths /installed, /uninstalled), got %q", u.Path)
+	default:
+		c.ConnectBaseURL = strings.TrimRight(base, "/")
+	}
+	if keys != "" {
+		u, err := url.Parse(keys)
+		if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" ||
+			(u.Scheme != "https" && !(u.Scheme == "http" && loopback(u.Hostname()))) {
+			bad("CONNECT_KEYS_URL", "must be an https URL (http only on loopback) without credentials or query, got %q", keys)
+		} else {
+			c.ConnectKeysURL = strings.TrimRight(keys, "/")
+		}
+	}
+}
+
+// loopback reports whether host is this machine (tests and dev fakes).
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func checkHTTPURL(s string) error {

@@ -12,6 +12,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"go.uber.org/zap"
 
+	"github.com/forge-remote/forge-remote/connect"
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/resolvers"
 	"github.com/forge-remote/forge-remote/scheduler"
@@ -54,6 +55,7 @@ func classify(err error) (int, string, string) {
 	var (
 		he  *httpError
 		ve  *forge.VerifyError
+		cve *connect.VerifyError
 		bre *resolvers.BadRequestError
 		rle *weavy.RateLimitedError
 		ae  *weavy.APIError
@@ -69,6 +71,9 @@ func classify(err error) (int, string, string) {
 	case errors.As(err, &ve):
 		// 401 is reserved for exactly this: Forge reads it as "FIT failed".
 		return http.StatusUnauthorized, "invalid_invocation_token", "Forge invocation token rejected: " + ve.Reason
+	case errors.As(err, &cve):
+		// A Connect callback that does not verify: Connect reads 401 alike.
+		return http.StatusUnauthorized, "invalid_connect_token", "Connect install token rejected: " + cve.Reason
 	case errors.Is(err, forge.ErrKeysUnavailable):
 		return http.StatusServiceUnavailable, "keys_unavailable", "Forge signing keys are not loaded yet; retry shortly"
 	case errors.As(err, &bre):

@@ -145,12 +145,24 @@ type appTokenAnswer struct {
 	ExpiresAt   time.Time `json:"expires_at"`
 }
 
-// handleAppToken hands an installation's app token to the vendor's own services.
+// handleAppToken hands an installation's app token to the vendor's own
+// services, by installationId or, with the Connect bridge, by the
+// installation's Connect clientKey (the same answer either way).
 func (s *Server) handleAppToken(c *gin.Context) {
-	inst := c.Query("installationId")
-	if inst == "" {
-		s.fail(c, &resolvers.BadRequestError{Msg: "query parameter installationId is required"})
+	inst, clientKey := c.Query("installationId"), c.Query("clientKey")
+	switch {
+	case inst != "" && clientKey != "":
+		s.fail(c, &resolvers.BadRequestError{Msg: "give installationId or clientKey, not both"})
 		return
+	case inst == "" && clientKey == "":
+		s.fail(c, &resolvers.BadRequestError{Msg: "query parameter installationId (or clientKey) is required"})
+		return
+	case clientKey != "":
+		var err error
+		if inst, err = s.installationByClientKey(c.Request.Context(), clientKey); err != nil {
+			s.fail(c, err)
+			return
+		}
 	}
 	t, err := s.appTokens.Usable(c.Request.Context(), inst)
 	if err != nil {
@@ -165,6 +177,9 @@ func (s *Server) handleAppToken(c *gin.Context) {
 // site, app version, token freshness (never the token) and trigger health.
 func (s *Server) handleInstallations(c *gin.Context) {
 	list, err := s.scheduler.Installations(c.Request.Context())
+	if err == nil {
+		err = s.addConnectKeys(c.Request.Context(), list)
+	}
 	if err != nil {
 		s.fail(c, err)
 		return

@@ -29,12 +29,23 @@ func (s *Server) routes(e *gin.Engine) {
 	triggers.POST("/lifecycle", s.handleLifecycle)
 	triggers.POST("/uninstall", s.handleUninstall)
 
+	// Connect's signed install callbacks: only with CONNECT_APP_KEY. They
+	// carry a Connect JWT, not a FIT: the handlers verify it themselves.
+	if s.connect != nil {
+		connect := e.Group("/connect", s.bodyLimit)
+		connect.POST("/installed", s.handleConnectInstalled)
+		connect.POST("/uninstalled", s.handleConnectUninstalled)
+	}
+
 	// Without INTERNAL_API_TOKEN these routes do not exist at all (404 for
 	// every method, not 405).
 	if s.internalTokenSum != nil {
 		internal := e.Group("/internal", s.internalAuth)
 		internal.GET("/app-token", s.handleAppToken)
 		internal.GET("/installations", s.handleInstallations)
+		if s.connect != nil {
+			internal.GET("/connect-keys", s.handleConnectKeys)
+		}
 	}
 
 	e.NoRoute(func(c *gin.Context) { s.fail(c, errNotFound) })
@@ -49,7 +60,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.engine.Se
 var routeTable = sync.OnceValue(func() []gin.RouteInfo {
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
-	(&Server{internalTokenSum: []byte{0}}).routes(e)
+	(&Server{internalTokenSum: []byte{0}, connect: &connectBridge{}}).routes(e)
 	return e.Routes()
 })
 

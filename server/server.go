@@ -71,7 +71,8 @@ type Server struct {
 	weavy     *weavy.Client // nil when Weavy is not configured
 	chat      *chat.Service // nil when Weavy is not configured
 	scheduler *scheduler.Service
-	fleet     *fleet // nil unless replicas share a Redis
+	connect   *connectBridge // nil unless CONNECT_APP_KEY is set
+	fleet     *fleet         // nil unless replicas share a Redis
 	resolvers *resolvers.Registry
 	engine    *gin.Engine
 	ids       *idSource
@@ -137,7 +138,9 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Server, err error) {
 	if r := sharedRedis(s.kv); r != nil {
 		s.fleet = startFleet(r, o.Logger.Named("fleet"), s.appTokens, s.broker, s.chat)
 	}
-	s.setupScheduler()
+	if err := s.setupScheduler(); err != nil {
+		return nil, err
+	}
 
 	gin.SetMode(gin.ReleaseMode)
 	s.engine = gin.New()

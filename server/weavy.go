@@ -60,11 +60,16 @@ func (s *Server) setupWeavy() error {
 }
 
 // setupScheduler builds the trigger handlers and the job runner: profile sync
-// (when Weavy is configured) and housekeeping.
-func (s *Server) setupScheduler() {
+// (when Weavy is configured), housekeeping, and the Connect clientKey capture
+// (when CONNECT_APP_KEY is set).
+func (s *Server) setupScheduler() error {
 	products := forge.NewClient(s.appTokens, forge.ClientOptions{
 		Now: s.now, Logger: s.log.Named("confluence"), Registerer: s.registry,
 	})
+	connectJob, err := s.setupConnect(products)
+	if err != nil {
+		return err
+	}
 	o := scheduler.Options{
 		KV:          s.kv,
 		AppTokens:   s.appTokens,
@@ -86,10 +91,17 @@ func (s *Server) setupScheduler() {
 		// The fleet purges the broker and chat too, then tells the other replicas.
 		o.Purger = s.fleet
 	}
+	if s.connect != nil {
+		// Install/upgrade events and the hourly trigger queue every job: the
+		// capture rides on them, and a Forge uninstall purges its mapping.
+		o.Jobs = append(o.Jobs, *connectJob)
+		o.Purger = purgers{o.Purger, s.connect.store}
+	}
 	s.scheduler = scheduler.New(o)
 	if s.fleet != nil {
 		s.fleet.setJobs(s.scheduler)
 	}
+	return nil
 }
 
 // purgers runs every purge of an uninstall, all of them whatever fails.

@@ -52,7 +52,20 @@ type Server struct {
 	siteURL  string
 	failures []failure
 	requests []string
+	// The reserved Connect clientKey property, per site (cloudId).
+	connectKeys map[string]connectKey
 }
+
+// connectKey is a site's Connect installation as the app properties API sees it.
+type connectKey struct {
+	appKey, clientKey string
+	deniedUntil       time.Time // before it, the property answers deniedStatus
+	deniedStatus      int
+}
+
+// ConnectClientKeyProperty is the reserved app property that holds a
+// tenant's Connect clientKey.
+const ConnectClientKeyProperty = "connect_client_key_019cdff3-8bfb-71fe-9628-875b700aebb8"
 
 type failure struct {
 	status     int
@@ -67,6 +80,8 @@ func New(ln net.Listener, opts Options) *Server {
 		now:     opts.Now,
 		tokens:  make(map[string]time.Time),
 		users:   make(map[string]User),
+
+		connectKeys: make(map[string]connectKey),
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -193,6 +208,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Method == http.MethodGet && apiPath == "wiki/rest/api/user":
 		s.user(w, r, siteURL)
+	case r.Method == http.MethodGet && strings.HasPrefix(apiPath, "wiki/rest/atlassian-connect/1/addons/"):
+		s.appProperty(w, r, cloudID, strings.TrimPrefix(apiPath, "wiki/rest/atlassian-connect/1/addons/"))
 	default:
 		apiError(w, http.StatusNotFound, "No API at "+r.Method+" /"+apiPath)
 	}
@@ -233,4 +250,56 @@ func (s *Server) user(w http.ResponseWriter, r *http.Request, siteURL string) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(answer)
+}
+
+// SetConnectClientKey makes the site cloudID answer clientKey for the
+// reserved property of the Connect app appKey; any other app key (or a site
+// never set) gets 404, as Confluence answers for another app's data.
+func (s *Server) SetConnectClientKey(cloudID, appKey, clientKey string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := s.connectKeys[cloudID]
+	k.appKey, k.clientKey = appKey, clientKey
+	s.connectKeys[cloudID] = k
+}
+
+// DenyConnectPropertyUntil makes the site's property answer status (401 or
+// 403, what a fresh install's app token gets while its grants propagate)
+// until until by the simulator's clock.
+func (s *Server) DenyConnectPropertyUntil(cloudID string, until time.Time, status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := s.connectKeys[cloudID]
+	k.deniedUntil, k.deniedStatus = until, status
+	s.connectKeys[cloudID] = k
+}
+
+// appProperty answers GET /wiki/rest/atlassian-connect/1/addons/{appKey}/properties/{key}
+// for the reserved clientKey property only (other properties: 404), in the
+// shape of Confluence's app properties API.
+func (s *Server) appProperty(w http.ResponseWriter, r *http.Request, cloudID, rest string) {
+	appKey, prop, ok := strings.Cut(rest, "/properties/")
+	if !ok || appKey == "" || strings.Contains(prop, "/") {
+		apiError(w, http.StatusNotFound, "Not Found")
+		return
+	}
+	s.mu.Lock()
+	k, known := s.connectKeys[cloudID]
+	now := s.now()
+	s.mu.Unlock()
+	if known && now.Before(k.deniedUntil) {
+		apiError(w, k.deniedStatus, http.StatusText(k.deniedStatus))
+		return
+	}
+	if !known || k.clientKey == "" || k.appKey != appKey || prop != ConnectClientKeyProperty {
+		// Another app's data, or a property that does not exist: 404 alike.
+		apiError(w, http.StatusNotFound, "Property with key not found")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"key":   prop,
+		"value": k.clientKey,
+		"self":  s.srv.URL + r.URL.Path,
+	})
 }

@@ -1,0 +1,211 @@
+package connect_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/forge-remote/forge-remote/connect"
+	"github.com/forge-remote/forge-remote/connect/connecttest"
+	"github.com/forge-remote/forge-remote/forge/forgetest"
+)
+
+const (
+	baseURL = "https://remote.example.com/connect"
+	siteURL = "https://acme.atlassian.net/wiki"
+)
+
+func newVerifier(t *testing.T, keysURL string, now func() time.Time) *connect.Verifier {
+	t.Helper()
+	v, err := connect.NewVerifier(connect.VerifierConfig{
+		AppKey: appKey, BaseURL: baseURL, Now: now,
+		Keys: connect.NewKeySource(connect.KeySourceOptions{Override: keysURL}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func install() connecttest.Install {
+	return connecttest.Install{
+		AppKey: appKey, ClientKey: "client-key-1", SharedSecret: "s3cr3t-shared-0123456789abcdef", BaseURL: siteURL,
+		InstallationID: "ari:cloud:ecosystem::installation/1111", Event: connect.EventInstalled,
+		Aud: baseURL, Path: "/installed",
+	}
+}
+
+func verify(t *testing.T, v *connect.Verifier, in connecttest.Install, key *forgetest.Key, path string) (*connect.Lifecycle, error) {
+	t.Helper()
+	return v.Verify(context.Background(), connect.Request{
+		Method: "POST", EscapedPath: path, Authorization: "JWT " + in.Token(t, key), Body: []byte(in.Body()),
+	}, in.Event)
+}
+
+// Each way a signed install can be wrong is refused, named, and those that
+// can be refused without a key never reach the key server.
+func TestVerifyRefusals(t *testing.T) {
+	key := forgetest.NewKey(t, "kid-1")
+	other := forgetest.NewKey(t, "kid-1") // same kid, another key: a forgery
+	ks := connecttest.NewKeyServer(t, key)
+	v := newVerifier(t, ks.URL(), time.Now)
+
+	if lc, err := verify(t, v, install(), key, "/connect/installed"); err != nil || lc.ClientKey != "client-key-1" ||
+		lc.InstallationID != "ari:cloud:ecosystem::installation/1111" || string(lc.SharedSecret) != "s3cr3t-shared-0123456789abcdef" {
+		t.Fatalf("a correct install: %+v %v", lc, err)
+	}
+	in := install()
+	in.Aud = baseURL + "/"
+	if _, err := verify(t, v, in, key, "/connect/installed"); err != nil {
+		t.Fatalf("aud with a trailing slash: %v", err)
+	}
+
+	cases := []struct {
+		name, reason string
+		edit         func(*connecttest.Install)
+		key          *forgetest.Key
+		path         string
+		noFetch      bool
+	}{
+		{name: "wrong aud", reason: "bad_audience", edit: func(i *connecttest.Install) { i.Aud = "https://evil.example.com/connect" }},
+		{name: "no aud", reason: "missing_claim", edit: func(i *connecttest.Install) {
+			i.Edit = func(_, c map[string]any) { delete(c, "aud") }
+		}},
+		{name: "unknown kid", reason: "unknown_kid", edit: func(i *connecttest.Install) {
+			i.Edit = func(h, _ map[string]any) { h["kid"] = "kid-unknown" }
+		}},
+		{name: "kid aiming elsewhere", reason: "unknown_kid", noFetch: true, edit: func(i *connecttest.Install) {
+			i.Edit = func(h, _ map[string]any) { h["kid"] = "../admin?x=1" }
+		}},
+		{name: "no kid", reason: "missing_kid", noFetch: true, edit: func(i *connecttest.Install) {
+			i.Edit = func(h, _ map[string]any) { delete(h, "kid") }
+		}},
+		{name: "HS256 with the public key as secret", reason: "bad_algorithm", noFetch: true, edit: func(i *connecttest.Install) {
+			i.Edit = func(h, _ map[string]any) { h["alg"] = "HS256" }
+		}},
+		{name: "alg none", reason: "bad_algorithm", noFetch: true, edit: func(i *connecttest.Install) {
+			i.Edit = func(h, _ map[string]any) { h["alg"] = "none" }
+		}},
+		{name: "forged signature", reason: "bad_signature", key: other},
+		{name: "iss is not the body's clientKey", reason: "issuer_mismatch", edit: func(i *connecttest.Install) { i.Iss = "another-client" }},
+		{name: "wrong qsh", reason: "bad_qsh", edit: func(i *connecttest.Install) { i.QSH = connect.QueryStringHash("POST", "/uninstalled", "", "") }},
+		{name: "qsh of the full path", reason: "bad_qsh", edit: func(i *connecttest.Install) { i.Path = "/connect/installed" }},
+		{name: "no qsh", reason: "bad_qsh", edit: func(i *connecttest.Install) {
+			i.Edit = func(_, c map[string]any) { delete(c, "qsh") }
+		}},
+		{name: "expired", reason: "expired", edit: func(i *connecttest.Install) { i.Now = time.Now().Add(-10 * time.Minute) }},
+		{name: "no exp", reason: "missing_claim", edit: func(i *connecttest.Install) {
+			i.Edit = func(_, c map[string]any) { delete(c, "exp") }
+		}},
+		{name: "baseUrl outside Atlassian", reason: "not_atlassian_site", noFetch: true, edit: func(i *connecttest.Install) { i.BaseURL = "https://acme.evil.example/wiki" }},
+		{name: "baseUrl that only ends like Atlassian", reason: "not_atlassian_site", noFetch: true, edit: func(i *connecttest.Install) { i.BaseURL = "https://evilatlassian.net/wiki" }},
+		{name: "http baseUrl", reason: "not_atlassian_site", noFetch: true, edit: func(i *connecttest.Install) { i.BaseURL = "http://acme.atlassian.net/wiki" }},
+		{name: "another app's install", reason: "wrong_app", edit: func(i *connecttest.Install) { i.AppKey = "com.other.app" }},
+		{name: "uninstalled body at installed", reason: "wrong_event", edit: func(i *connecttest.Install) { i.Event = connect.EventUninstalled }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in := install()
+			if tc.edit != nil {
+				tc.edit(&in)
+			}
+			k := key
+			if tc.key != nil {
+				k = tc.key
+			}
+			hits := ks.Hits()
+			lc, err := v.Verify(context.Background(), connect.Request{
+				Method: "POST", EscapedPath: "/connect/installed", Authorization: "JWT " + in.Token(t, k), Body: []byte(in.Body()),
+			}, connect.EventInstalled)
+			var ve *connect.VerifyError
+			if !errors.As(err, &ve) || ve.Reason != tc.reason || lc != nil {
+				t.Fatalf("got %+v, %v; want refusal %s", lc, err, tc.reason)
+			}
+			if tc.noFetch && ks.Hits() != hits {
+				t.Fatalf("the key server was asked %d times", ks.Hits()-hits)
+			}
+		})
+	}
+
+	for _, tc := range []struct{ name, auth, body string }{
+		{"no Authorization", "", install().Body()},
+		{"Bearer instead of JWT", "Bearer " + install().Token(t, key), install().Body()},
+		{"body not JSON", "JWT " + install().Token(t, key), "not json"},
+		{"body without clientKey", "JWT " + install().Token(t, key), `{"baseUrl":"` + siteURL + `"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := v.Verify(context.Background(), connect.Request{Method: "POST", EscapedPath: "/connect/installed",
+				Authorization: tc.auth, Body: []byte(tc.body)}, connect.EventInstalled)
+			var ve *connect.VerifyError
+			if !errors.As(err, &ve) {
+				t.Fatalf("not refused: %v", err)
+			}
+		})
+	}
+}
+
+// A kid's key is fetched once however many installs name it, concurrently
+// or later; unknown kids are rate limited.
+func TestKeySourceCachesAndLimits(t *testing.T) {
+	key := forgetest.NewKey(t, "kid-1")
+	ks := connecttest.NewKeyServer(t, key)
+	v := newVerifier(t, ks.URL(), time.Now)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if _, err := verify(t, v, install(), key, "/connect/installed"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if _, err := verify(t, v, install(), key, "/connect/installed"); err != nil {
+		t.Fatal(err)
+	}
+	if ks.Hits() != 1 {
+		t.Fatalf("%d fetches for one kid, want 1", ks.Hits())
+	}
+
+	src := connect.NewKeySource(connect.KeySourceOptions{Override: ks.URL(), Limit: rate.Every(time.Hour), Burst: 3})
+	ctx := context.Background()
+	hits := ks.Hits()
+	limited := 0
+	for i := range 10 {
+		_, err := src.Key(ctx, "acme.atlassian.net", "kid-random-"+string(rune('a'+i)))
+		if errors.Is(err, connect.ErrKeyFetchLimited) {
+			limited++
+		}
+	}
+	if ks.Hits()-hits != 3 || limited != 7 {
+		t.Fatalf("%d fetches and %d refusals for 10 unknown kids with a burst of 3", ks.Hits()-hits, limited)
+	}
+}
+
+func TestSiteHost(t *testing.T) {
+	for raw, ok := range map[string]bool{
+		"https://acme.atlassian.net/wiki":         true,
+		"https://ACME.atlassian.net":              true,
+		"https://acme.jira.com":                   true,
+		"https://acme.jira-dev.com":               true,
+		"https://acme.atlassian-us-gov-mod.net":   true,
+		"https://acme.atlassian-stg-fedm.net":     true,
+		"https://atlassian.net":                   false,
+		"https://acme.atlassian.net.evil.com":     false,
+		"https://acme.atlassian.net:8443":         false,
+		"https://user@acme.atlassian.net":         false,
+		"http://acme.atlassian.net":               false,
+		"https://acme.atlassian-fex.net":          false,
+		"javascript:alert(1)//acme.atlassian.net": false,
+	} {
+		if _, err := connect.SiteHost(raw); (err == nil) != ok {
+			t.Errorf("SiteHost(%q) = %v, want ok %v", raw, err, ok)
+		}
+	}
+	if s := connect.DefaultServers("acme.atlassian.net"); len(s) == 0 || s[0] != "https://connect-install-keys.atlassian.com" {
+		t.Errorf("servers for atlassian.net: %v", s)
+	}
+}
