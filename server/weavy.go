@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"time"
 
 	"github.com/forge-remote/forge-remote/chat"
@@ -102,15 +101,4 @@ func (s *Server) setupScheduler() error {
 		s.fleet.setJobs(s.scheduler)
 	}
 	return nil
-}
-
-// purgers runs every purge of an uninstall, all of them whatever fails.
-type purgers []scheduler.Purger
-
-func (p purgers) PurgeInstallation(ctx context.Context, inst string) error {
-	var errs []error
-	for _, x := range p {
-		errs = append(errs, x.PurgeInstallation(ctx, inst))
-	}
-	return errors.Join(errs...)
 }
