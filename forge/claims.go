@@ -20,13 +20,13 @@ import (
 type claimReader struct{ jsonread.Reader }
 
 var (
-	claimNames        = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "app", "context", "principal", "icLabel"}
-	appNames          = []string{"id", "installationId", "apiBaseUrl", "appVersion", "environment", "module", "installation", "license"}
+	claimNames        = []string{"iss", "aud", "exp", "nbf", "iat", "app", "context", "principal"}
+	appNames          = []string{"installationId", "apiBaseUrl", "appVersion", "environment", "module", "installation", "license"}
 	typeIDNames       = []string{"type", "id"}
-	typeKeyNames      = []string{"type", "key"}
-	installationNames = []string{"id", "contexts"}
-	contextNames      = []string{"name", "apiBaseUrl", "cloudId"}
-	licenseNames      = []string{"active", "isActive", "billingPeriod", "ceId", "supportEntitlementNumber", "type"}
+	keyNames          = []string{"key"}
+	installationNames = []string{"contexts"}
+	contextNames      = []string{"cloudId"}
+	licenseNames      = []string{"active", "isActive"}
 	invocationNames   = []string{"cloudId", "moduleKey", "siteUrl", "localId", "accountId", "extension", "userAccess"}
 	extensionNames    = []string{"type", "content", "space"}
 	idKeyNames        = []string{"id", "key"}
@@ -120,8 +120,6 @@ func decodeClaims(data []byte, inv *Invocation, in *jsonread.Interner) error {
 		switch jsonread.Canonical(k, claimNames) {
 		case "iss":
 			return r.String(&inv.Issuer)
-		case "sub":
-			return r.String(&inv.Subject)
 		case "aud":
 			return r.audience(&inv.Audience)
 		case "exp":
@@ -130,16 +128,12 @@ func decodeClaims(data []byte, inv *Invocation, in *jsonread.Interner) error {
 			return r.numericDate(&inv.NotBefore)
 		case "iat":
 			return r.numericDate(&inv.IssuedAt)
-		case "jti":
-			return r.UniqueString(&inv.ID)
 		case "app":
 			return r.app(&inv.App)
 		case "context":
 			return r.invocationCtx(&inv.Context)
 		case "principal":
 			return r.UniqueString(&inv.Principal)
-		case "icLabel":
-			return r.String(&inv.ICLabel)
 		}
 		return r.Skip()
 	})
@@ -152,8 +146,6 @@ func decodeClaims(data []byte, inv *Invocation, in *jsonread.Interner) error {
 func (r *claimReader) app(a *App) error {
 	return r.Object(func(k []byte) error {
 		switch jsonread.Canonical(k, appNames) {
-		case "id":
-			return r.String(&a.ID)
 		case "installationId":
 			return r.String(&a.InstallationID)
 		case "apiBaseUrl":
@@ -172,9 +164,7 @@ func (r *claimReader) app(a *App) error {
 			})
 		case "module":
 			return r.Object(func(k []byte) error {
-				switch jsonread.Canonical(k, typeKeyNames) {
-				case "type":
-					return r.String(&a.Module.Type)
+				switch jsonread.Canonical(k, keyNames) {
 				case "key":
 					return r.String(&a.Module.Key)
 				}
@@ -209,8 +199,6 @@ func (r *claimReader) installation(in *Installation) error {
 	}
 	return r.Object(func(k []byte) error {
 		switch jsonread.Canonical(k, installationNames) {
-		case "id":
-			return r.String(&in.ID)
 		case "contexts":
 			return r.contexts(&in.Contexts)
 		}
@@ -244,10 +232,6 @@ func (r *claimReader) contexts(dst *[]InstallationContext) error {
 		i++
 		return r.Object(func(k []byte) error {
 			switch jsonread.Canonical(k, contextNames) {
-			case "name":
-				return r.String(&c.Name)
-			case "apiBaseUrl":
-				return r.String(&c.APIBaseURL)
 			case "cloudId":
 				return r.String(&c.CloudID)
 			}
@@ -277,14 +261,6 @@ func (r *claimReader) license(l *License) error {
 			return r.optionalBool(&l.Active)
 		case "isActive":
 			return r.optionalBool(&l.IsActive)
-		case "billingPeriod":
-			return r.String(&l.BillingPeriod)
-		case "ceId":
-			return r.String(&l.CEID)
-		case "supportEntitlementNumber":
-			return r.String(&l.SupportEntitlementNumber)
-		case "type":
-			return r.String(&l.Type)
 		}
 		return r.Skip()
 	})

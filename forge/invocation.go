@@ -8,17 +8,51 @@ import "github.com/golang-jwt/jwt/v5"
 const Issuer = "forge/invocation-token"
 
 // Invocation is the verified content of a FIT: the only source of identity.
+//
+// It holds only the claims something reads. Forge adds claims and changes the
+// types of ones it deprecates (app.license.supportEntitlementNumber is now
+// always null); a claim decoded here with the wrong type refuses the token
+// with a 401, so a claim nothing reads is not decoded at all. Skipped,
+// whatever their type: sub, jti, icLabel, app.id, app.version (deprecated),
+// app.module.type, app.installation.id, the installation contexts' name and
+// apiBaseUrl, every licence field but active and isActive, and whatever Forge
+// adds.
 type Invocation struct {
-	jwt.RegisteredClaims
+	// The registered claims the verifier checks (iss, aud, exp, nbf, iat).
+	Issuer    string           `json:"iss,omitempty"`
+	Audience  jwt.ClaimStrings `json:"aud,omitempty"`
+	ExpiresAt *jwt.NumericDate `json:"exp,omitempty"`
+	NotBefore *jwt.NumericDate `json:"nbf,omitempty"`
+	IssuedAt  *jwt.NumericDate `json:"iat,omitempty"`
+
 	App       App           `json:"app"`
 	Context   InvocationCtx `json:"context"`
 	Principal string        `json:"principal,omitempty"`
-	ICLabel   string        `json:"icLabel,omitempty"`
 }
+
+// Invocation is a jwt.Claims, so golang-jwt's Validator checks it.
+var _ jwt.Claims = (*Invocation)(nil)
+
+// GetExpirationTime implements jwt.Claims.
+func (i *Invocation) GetExpirationTime() (*jwt.NumericDate, error) { return i.ExpiresAt, nil }
+
+// GetIssuedAt implements jwt.Claims.
+func (i *Invocation) GetIssuedAt() (*jwt.NumericDate, error) { return i.IssuedAt, nil }
+
+// GetNotBefore implements jwt.Claims.
+func (i *Invocation) GetNotBefore() (*jwt.NumericDate, error) { return i.NotBefore, nil }
+
+// GetIssuer implements jwt.Claims.
+func (i *Invocation) GetIssuer() (string, error) { return i.Issuer, nil }
+
+// GetSubject implements jwt.Claims: a FIT's `sub` is not read.
+func (i *Invocation) GetSubject() (string, error) { return "", nil }
+
+// GetAudience implements jwt.Claims.
+func (i *Invocation) GetAudience() (jwt.ClaimStrings, error) { return i.Audience, nil }
 
 // App is the `app` claim.
 type App struct {
-	ID             string        `json:"id"`
 	InstallationID string        `json:"installationId"`
 	APIBaseURL     string        `json:"apiBaseUrl"`
 	AppVersion     string        `json:"appVersion"`
@@ -34,38 +68,34 @@ type Environment struct {
 	ID   string `json:"id"`
 }
 
-// Module is `app.module`: which manifest module caused the call.
+// Module is `app.module`: which manifest module caused the call (its key is
+// logged).
 type Module struct {
-	Type string `json:"type"`
-	Key  string `json:"key"`
+	Key string `json:"key"`
 }
 
-// Installation is `app.installation`.
+// Installation is `app.installation`: its contexts name the site of a
+// trigger's call, which has no `context` claim.
 type Installation struct {
-	ID       string                `json:"id"`
 	Contexts []InstallationContext `json:"contexts"`
 }
 
 // InstallationContext is one entry of `app.installation.contexts`.
 type InstallationContext struct {
-	Name       string `json:"name"`
-	APIBaseURL string `json:"apiBaseUrl"`
-	CloudID    string `json:"cloudId"`
+	CloudID string `json:"cloudId"`
 }
 
 // License is `app.license` (absent for free or development installations).
 // Forge renamed `isActive` to `active` and removes the old name after
 // 2026-10-17; both are read so a FIT of either vintage is judged right.
 type License struct {
-	Active                   *bool  `json:"active,omitempty"`
-	IsActive                 *bool  `json:"isActive,omitempty"`
-	BillingPeriod            string `json:"billingPeriod,omitempty"`
-	CEID                     string `json:"ceId,omitempty"`
-	SupportEntitlementNumber string `json:"supportEntitlementNumber,omitempty"`
-	Type                     string `json:"type,omitempty"`
+	Active   *bool `json:"active,omitempty"`
+	IsActive *bool `json:"isActive,omitempty"`
 }
 
 // InvocationCtx is the typed part of the `context` claim (UI calls only).
+// moduleKey, localId and accountId are read by nothing but FromTrigger: with
+// the rest they tell a UI call from a trigger's.
 type InvocationCtx struct {
 	CloudID    string      `json:"cloudId"`
 	ModuleKey  string      `json:"moduleKey"`

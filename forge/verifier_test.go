@@ -190,8 +190,8 @@ func TestVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 		if inv.Principal != forgetest.AccountID || inv.Context.AccountID != forgetest.AccountID ||
-			inv.App.ID != forgetest.AppID || inv.App.Module.Type != "xen:macro" || inv.App.Environment.Type != "DEVELOPMENT" ||
-			inv.Issuer != forge.Issuer || inv.ExpiresAt.Sub(inv.IssuedAt.Time) != forgetest.FITLifetime || inv.ID == "" {
+			inv.App.Module.Key != forgetest.ModuleKey || inv.App.Environment.Type != "DEVELOPMENT" ||
+			inv.Issuer != forge.Issuer || inv.ExpiresAt.Sub(inv.IssuedAt.Time) != forgetest.FITLifetime {
 			t.Errorf("unexpected claims: %+v", inv)
 		}
 	})

@@ -90,14 +90,11 @@ func newEnv(t *testing.T, edit func(*Options)) *env {
 func (e *env) inv(inst, cloud string) *forge.Invocation {
 	base := e.conf.APIBaseURL(cloud)
 	return &forge.Invocation{App: forge.App{
-		ID:             forgetest.AppID,
 		InstallationID: inst,
 		APIBaseURL:     base,
 		AppVersion:     "2.14.0",
 		Environment:    forge.Environment{Type: "PRODUCTION", ID: "env-1"},
-		Installation: &forge.Installation{ID: inst, Contexts: []forge.InstallationContext{
-			{Name: "ari:cloud:confluence::site/" + cloud, APIBaseURL: base, CloudID: cloud},
-		}},
+		Installation:   &forge.Installation{Contexts: []forge.InstallationContext{{CloudID: cloud}}},
 	}}
 }
 
