@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -34,7 +35,7 @@ const eventTTL = 7 * 24 * time.Hour
 func (s *Service) Scheduled(ctx context.Context, inv *forge.Invocation) error {
 	inst := inv.InstallationID()
 	if inst == "" {
-		return fmt.Errorf("%w: the invocation names no installation", ErrBadEvent)
+		return errNoInstallation
 	}
 	if gone, err := s.uninstalled(ctx, inst); err != nil || gone {
 		if gone {
@@ -71,94 +72,279 @@ func (s *Service) Scheduled(ctx context.Context, inv *forge.Invocation) error {
 	return nil
 }
 
-// RetryContext is what Forge adds to a redelivered event.
-type RetryContext struct {
-	RetryCount  int             `json:"retryCount"`
-	RetryReason string          `json:"retryReason"`
-	RetryData   json.RawMessage `json:"retryData,omitempty"`
+// BadEventError is a trigger whose body or invocation cannot be acted on: the
+// server answers 400 bad_event with Msg, which names the field and what was
+// expected but never repeats a value. It matches ErrBadEvent.
+type BadEventError struct{ Msg string }
+
+func (e *BadEventError) Error() string { return "scheduler: " + e.Msg }
+
+// Is makes errors.Is(err, ErrBadEvent) true.
+func (e *BadEventError) Is(target error) bool { return target == ErrBadEvent }
+
+func badEvent(format string, a ...any) error {
+	return &BadEventError{Msg: fmt.Sprintf(format, a...)}
 }
 
-// lifecycleEvent is the body of a lifecycle trigger, top-level or in "payload".
+var errNoInstallation = &BadEventError{Msg: "the invocation names no installation"}
+
+// rawEvent holds the members of a lifecycle event this server may read, each
+// still undecoded: a json.RawMessage takes a value of any type, so decoding
+// into rawEvent fails only on invalid JSON, and a member read by nothing (the
+// app's name, the new permissions, whatever Forge adds) is never looked at.
+type rawEvent struct {
+	EventType          json.RawMessage `json:"eventType"`
+	ID                 json.RawMessage `json:"id"`
+	InstallerAccountID json.RawMessage `json:"installerAccountId"`
+	UpgraderAccountID  json.RawMessage `json:"upgraderAccountId"`
+	App                json.RawMessage `json:"app"`
+	Environment        json.RawMessage `json:"environment"`
+	Context            json.RawMessage `json:"context"`
+	RetryContext       json.RawMessage `json:"retryContext"`
+	Payload            json.RawMessage `json:"payload"`
+}
+
+// lifecycleEvent is what this server reads of a lifecycle event. Only the
+// event type is read of an event it does not act on.
 type lifecycleEvent struct {
-	EventType          string `json:"eventType"`
-	ID                 string `json:"id"`
-	InstallerAccountID string `json:"installerAccountId"`
-	UpgraderAccountID  string `json:"upgraderAccountId"`
-	App                struct {
-		ID      string          `json:"id"`
-		Version json.RawMessage `json:"version"` // documented as a string; a number is tolerated
-	} `json:"app"`
-	Environment struct {
-		ID string `json:"id"`
-	} `json:"environment"`
-	Context struct {
-		CloudID string `json:"cloudId"`
-	} `json:"context"`
-	RetryContext *RetryContext   `json:"retryContext"`
-	Payload      json.RawMessage `json:"payload"`
+	EventType string
+	ID        string // the installation, an ARI (deployed remotes) or a bare uuid (the docs)
+	AccountID string // installerAccountId of an install, upgraderAccountId of an upgrade
+	Version   string // app.version
+	EnvID     string // environment.id
+	CloudID   string // from context: a site ARI string (deployed remotes) or {cloudId} (the docs)
+	Retries   int    // retryContext.retryCount
 }
 
-func (e *lifecycleEvent) version() string {
-	v := bytes.TrimSpace(e.App.Version)
+// parseLifecycle reads both shapes Forge uses: the event at the top level
+// (what deployed remotes see) or wrapped in "payload" (what the docs show),
+// its retryContext inside the event or beside the wrapper. A member it reads
+// with a type it cannot use is a *BadEventError naming it; every other member
+// is ignored, whatever its type.
+func parseLifecycle(body []byte) (*lifecycleEvent, error) {
+	top, err := rawObject(body)
+	if err != nil {
+		return nil, err
+	}
+	raw, prefix := top, ""
+	if isAbsent(top.EventType) && !isAbsent(top.Payload) {
+		if kind := jsonKind(top.Payload); kind != "an object" {
+			return nil, badEvent("field %q must be an object, not %s", "payload", kind)
+		}
+		raw, prefix = new(rawEvent), "payload."
+		if err := json.Unmarshal(top.Payload, raw); err != nil {
+			return nil, badEvent("field %q is not valid JSON", "payload") // unreachable: top was valid
+		}
+	}
+	f := fieldReader{prefix: prefix}
+	ev := &lifecycleEvent{EventType: f.str("eventType", raw.EventType)}
+	if f.err != nil || (ev.EventType != EventInstalled && ev.EventType != EventUpgraded) {
+		return ev, f.err
+	}
+	ev.ID = f.str("id", raw.ID)
+	if ev.EventType == EventInstalled {
+		ev.AccountID = f.str("installerAccountId", raw.InstallerAccountID)
+	} else {
+		ev.AccountID = f.str("upgraderAccountId", raw.UpgraderAccountID)
+	}
+	var app struct {
+		Version json.RawMessage `json:"version"`
+	}
+	if f.object("app", raw.App, &app) {
+		ev.Version = f.version("app.version", app.Version)
+	}
+	var env struct {
+		ID json.RawMessage `json:"id"`
+	}
+	if f.object("environment", raw.Environment, &env) {
+		ev.EnvID = f.str("environment.id", env.ID)
+	}
+	ev.CloudID = f.siteContext("context", raw.Context)
+	// The docs put retryContext inside the event; beside the wrapper is read too.
+	retryRaw := raw.RetryContext
+	if prefix != "" && isAbsent(retryRaw) {
+		retryRaw, f.prefix = top.RetryContext, ""
+	}
+	var retry struct {
+		RetryCount json.RawMessage `json:"retryCount"`
+	}
+	if f.object("retryContext", retryRaw, &retry) {
+		ev.Retries = f.count("retryContext.retryCount", retry.RetryCount)
+	}
+	return ev, f.err
+}
+
+// rawObject decodes a body that must be a JSON object.
+func rawObject(body []byte) (*rawEvent, error) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return nil, badEvent("the event body is empty; a JSON object is expected")
+	}
+	if body[0] != '{' {
+		if !json.Valid(body) {
+			return nil, badEvent("the event body is not JSON; a JSON object is expected")
+		}
+		return nil, badEvent("the event body is %s; a JSON object is expected", jsonKind(body))
+	}
+	var raw rawEvent
+	if err := json.Unmarshal(body, &raw); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return nil, badEvent("the event body is not valid JSON (at byte %d)", se.Offset)
+		}
+		return nil, badEvent("the event body is not valid JSON")
+	}
+	return &raw, nil
+}
+
+// isAbsent: a member left out or null, which this server reads as absent.
+func isAbsent(raw json.RawMessage) bool {
+	return len(raw) == 0 || string(raw) == "null"
+}
+
+// jsonKind names the type of a valid JSON value, for error messages.
+func jsonKind(raw json.RawMessage) string {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return "nothing"
+	}
+	switch raw[0] {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "a number"
+}
+
+// fieldReader decodes members by their expected type and keeps the first
+// mismatch; prefix locates them in the body ("payload." when wrapped).
+type fieldReader struct {
+	prefix string
+	err    error
+}
+
+func (f *fieldReader) wrong(field, want string, raw json.RawMessage) {
+	if f.err == nil {
+		f.err = badEvent("field %q must be %s, not %s", f.prefix+field, want, jsonKind(raw))
+	}
+}
+
+// str decodes a string member; absent or null is "".
+func (f *fieldReader) str(field string, raw json.RawMessage) string {
 	var s string
-	if json.Unmarshal(v, &s) == nil {
-		return s
+	if isAbsent(raw) {
+		return ""
 	}
-	if len(v) > 0 && v[0] != 'n' && v[0] != '{' && v[0] != '[' { // a number
-		return string(v)
+	if json.Unmarshal(raw, &s) != nil {
+		f.wrong(field, "a string", raw)
 	}
+	return s
+}
+
+// object decodes an object member into dst and reports whether it was one.
+func (f *fieldReader) object(field string, raw json.RawMessage, dst any) bool {
+	if isAbsent(raw) {
+		return false
+	}
+	if jsonKind(raw) != "an object" || json.Unmarshal(raw, dst) != nil {
+		f.wrong(field, "an object", raw)
+		return false
+	}
+	return true
+}
+
+// version decodes app.version: documented as a string; a number is taken as
+// written.
+func (f *fieldReader) version(field string, raw json.RawMessage) string {
+	if jsonKind(raw) == "a number" {
+		return string(bytes.TrimSpace(raw))
+	}
+	return f.str(field, raw)
+}
+
+// count decodes a non-negative count; a fraction is cut.
+func (f *fieldReader) count(field string, raw json.RawMessage) int {
+	if isAbsent(raw) {
+		return 0
+	}
+	var n float64
+	if jsonKind(raw) != "a number" || json.Unmarshal(raw, &n) != nil {
+		f.wrong(field, "a number", raw)
+		return 0
+	}
+	return int(min(max(n, 0), 1e6))
+}
+
+// siteContext reads the event's context: deployed remotes receive the site's
+// ARI, "ari:cloud:confluence::site/<cloudId>"; the docs show an object with
+// cloudId. Either gives the cloudId; a string that is no site ARI gives "".
+func (f *fieldReader) siteContext(field string, raw json.RawMessage) string {
+	switch jsonKind(raw) {
+	case "a string":
+		return cloudIDOfSiteARI(f.str(field, raw))
+	case "an object":
+		var c struct {
+			CloudID json.RawMessage `json:"cloudId"`
+		}
+		if f.object(field, raw, &c) {
+			return f.str(field+".cloudId", c.CloudID)
+		}
+		return ""
+	case "null", "nothing":
+		return ""
+	}
+	f.wrong(field, "a site ARI string or an object", raw)
 	return ""
 }
 
-// parseLifecycle reads both shapes Forge uses: the event at the top level (what
-// deployed remotes see) or wrapped in "payload" (what the docs show).
-func parseLifecycle(body []byte) (*lifecycleEvent, error) {
-	body = bytes.TrimSpace(body)
-	if len(body) == 0 || body[0] != '{' {
-		return nil, fmt.Errorf("%w: the body is not a JSON object", ErrBadEvent)
+// cloudIDOfSiteARI is the cloudId in "ari:cloud:<product>::site/<cloudId>",
+// or "".
+func cloudIDOfSiteARI(ari string) string {
+	if !strings.HasPrefix(ari, "ari:cloud:") {
+		return ""
 	}
-	var ev lifecycleEvent
-	if err := json.Unmarshal(body, &ev); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadEvent, err)
+	_, id, ok := strings.Cut(ari, "::site/")
+	if !ok || id == "" || strings.ContainsAny(id, "/:") {
+		return ""
 	}
-	if p := bytes.TrimSpace(ev.Payload); ev.EventType == "" && len(p) > 0 && p[0] == '{' {
-		var inner lifecycleEvent
-		if err := json.Unmarshal(p, &inner); err != nil {
-			return nil, fmt.Errorf("%w: payload: %w", ErrBadEvent, err)
-		}
-		if inner.RetryContext == nil {
-			inner.RetryContext = ev.RetryContext
-		}
-		return &inner, nil
-	}
-	return &ev, nil
+	return id
+}
+
+// sameInstallation compares an event's installation id with the FIT's: the
+// docs show a bare uuid, deployed remotes receive the ARI.
+func sameInstallation(eventID, inst string) bool {
+	const prefix = "ari:cloud:ecosystem::installation/"
+	return strings.TrimPrefix(eventID, prefix) == strings.TrimPrefix(inst, prefix)
 }
 
 // Lifecycle handles a lifecycle trigger. Installed and upgraded events record
 // the installation (its identity from the FIT, never from the body) and queue
 // an initial sync once per event, however often Forge retries it; other event
-// types are logged and acknowledged. A body that is not a JSON object is an
-// error wrapping ErrBadEvent.
+// types are logged and acknowledged. A body that is not a JSON object, or a
+// member read with a type it cannot have, is a *BadEventError.
 func (s *Service) Lifecycle(ctx context.Context, inv *forge.Invocation, body []byte) error {
 	ev, err := parseLifecycle(body)
 	if err != nil {
 		return err
 	}
-	retries := 0
-	if ev.RetryContext != nil {
-		retries = ev.RetryContext.RetryCount
-	}
 	inst := inv.InstallationID()
 	log := s.log.With(zap.String("installation_id", inst), zap.String("event_type", ev.EventType),
-		zap.Int("retry_count", retries))
+		zap.Int("retry_count", ev.Retries))
 	if ev.EventType != EventInstalled && ev.EventType != EventUpgraded {
 		log.Info("lifecycle event acknowledged, nothing to do")
 		return nil
 	}
 	if inst == "" {
-		return fmt.Errorf("%w: the invocation names no installation", ErrBadEvent)
+		return errNoInstallation
 	}
-	if ev.ID != "" && ev.ID != inst {
+	if ev.ID != "" && !sameInstallation(ev.ID, inst) {
 		log.Warn("lifecycle event names another installation than its FIT; the FIT's is used",
 			zap.String("event_id", ev.ID))
 	}
@@ -170,19 +356,19 @@ func (s *Service) Lifecycle(ctx context.Context, inv *forge.Invocation, body []b
 	}
 
 	now := s.now()
-	version := ev.version()
+	version := ev.Version
 	err = s.kv.Update(ctx, installationKey(inst), func(old []byte, exists bool) ([]byte, time.Duration, error) {
 		r := decodeRecord(old, exists)
 		r.observe(inv, now)
 		setIf(&r.AppVersion, version)
-		setIf(&r.EnvironmentID, ev.Environment.ID)
-		if r.CloudID == "" {
-			r.CloudID = ev.Context.CloudID
+		setIf(&r.EnvironmentID, ev.EnvID)
+		if r.CloudID == "" { // the FIT's, when it names one, is what counts
+			r.CloudID = ev.CloudID
 		}
 		if ev.EventType == EventInstalled {
-			setIf(&r.InstallerAccountID, ev.InstallerAccountID)
+			setIf(&r.InstallerAccountID, ev.AccountID)
 		} else {
-			setIf(&r.UpgraderAccountID, ev.UpgraderAccountID)
+			setIf(&r.UpgraderAccountID, ev.AccountID)
 		}
 		b, err := json.Marshal(r)
 		return b, 0, err
@@ -242,7 +428,7 @@ func (s *Service) undoIfUninstalled(ctx context.Context, inst string) bool {
 func (s *Service) Uninstall(ctx context.Context, inv *forge.Invocation) error {
 	inst := inv.InstallationID()
 	if inst == "" {
-		return fmt.Errorf("%w: the invocation names no installation", ErrBadEvent)
+		return errNoInstallation
 	}
 	ctx, cancel := context.WithTimeout(ctx, uninstallBudget)
 	defer cancel()

@@ -61,6 +61,7 @@ func classify(err error) (int, string, string) {
 		ae  *weavy.APIError
 		se  *forge.StaleError
 		ure *resolvers.UnknownResolverError
+		bee *scheduler.BadEventError
 		mbe *http.MaxBytesError
 	)
 	switch {
@@ -78,8 +79,10 @@ func classify(err error) (int, string, string) {
 		return http.StatusServiceUnavailable, "keys_unavailable", "Forge signing keys are not loaded yet; retry shortly"
 	case errors.As(err, &bre):
 		return http.StatusBadRequest, "bad_request", bre.Msg
+	case errors.As(err, &bee):
+		return http.StatusBadRequest, "bad_event", bee.Msg
 	case errors.Is(err, scheduler.ErrBadEvent):
-		return http.StatusBadRequest, "bad_event", "the event body is not a JSON object"
+		return http.StatusBadRequest, "bad_event", "the event cannot be used"
 	case errors.As(err, &ure):
 		return http.StatusNotFound, "unknown_resolver", fmt.Sprintf("unknown resolver %q", truncate(ure.FunctionKey, maxEchoed))
 	case errors.Is(err, resolvers.ErrUnknownResolver):
