@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"strings"
 
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/internal/jsonread"
@@ -91,13 +93,14 @@ func (r *Registry) Invoke(ctx context.Context, functionKey string, inv *forge.In
 }
 
 // Envelope is what @forge/resolver functions receive; POST /resolvers accepts it
-// so code written for invoke('token', …) can be pointed at the remote. Its
-// context is ignored: the context that counts is inside the verified FIT.
+// so code written for invoke('token', …) can be pointed at the remote. Only
+// call.functionKey and call.payload are read: the envelope's context (the
+// context that counts is inside the verified FIT), call.jobId and whatever
+// else it holds are ignored, whatever their type.
 type Envelope struct {
 	Call struct {
 		FunctionKey string          `json:"functionKey"`
 		Payload     json.RawMessage `json:"payload"`
-		JobID       string          `json:"jobId,omitempty"`
 	} `json:"call"`
 }
 
@@ -127,8 +130,12 @@ func checkObject(body []byte, emptyOK bool) error {
 		}
 		return &BadRequestError{Msg: "empty body"}
 	}
-	if trimmed[0] != '{' || !valid(trimmed) {
+	if trimmed[0] != '{' {
 		return &BadRequestError{Msg: "body is not a JSON object"}
+	}
+	if !valid(trimmed) {
+		var v json.RawMessage // only for the error's offset
+		return &BadRequestError{Msg: "malformed body: " + jsonProblem(json.Unmarshal(trimmed, &v))}
 	}
 	return nil
 }
@@ -155,11 +162,51 @@ func DecodePayload(payload json.RawMessage, v any) error {
 func jsonProblem(err error) string {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		return fmt.Sprintf("field %q must be %s", te.Field, te.Type)
+		if te.Field == "" {
+			return fmt.Sprintf("it must be %s, not %s", jsonType(te.Type), article(te.Value))
+		}
+		return fmt.Sprintf("field %q must be %s, not %s", te.Field, jsonType(te.Type), article(te.Value))
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
 		return fmt.Sprintf("invalid JSON at offset %d", se.Offset)
 	}
 	return "invalid JSON"
+}
+
+// jsonType names the JSON type a Go type decodes from.
+func jsonType(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Pointer:
+		return jsonType(t.Elem())
+	}
+	return "another type"
+}
+
+// article turns encoding/json's description of the value it met ("string",
+// "number", "number 1.5", "array", "object", "bool") into words.
+func article(v string) string {
+	v, _, _ = strings.Cut(v, " ")
+	switch v {
+	case "array", "object":
+		return "an " + v
+	case "bool":
+		return "a boolean"
+	case "string", "number":
+		return "a " + v
+	}
+	return v
 }

@@ -25,6 +25,10 @@ func TestEnvelopeAndPayload(t *testing.T) {
 		{"truncated", `{"call":`, "", "", true},
 		{"empty", ``, "", "", true},
 		{"wrong type", `{"call":{"functionKey":5}}`, "", "", true},
+		// Members not read never refuse the envelope, whatever their type.
+		{"jobId a number", `{"call":{"functionKey":"token","payload":{},"jobId":7}}`, "token", `{}`, false},
+		{"context a string", `{"call":{"functionKey":"token"},"context":"ari:cloud:confluence::site/c"}`, "token", ``, false},
+		{"context of any shape", `{"call":{"functionKey":"token","invokeType":null,"method":["x"]},"context":{"extension":{"content":{"id":1}},"accountId":null,"license":[]}}`, "token", ``, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -41,6 +45,38 @@ func TestEnvelopeAndPayload(t *testing.T) {
 	for body, ok := range map[string]bool{``: true, `  `: true, `{}`: true, `{"a":1}`: true, `null`: false, `"x"`: false, `{`: false} {
 		if err := resolvers.CheckPayload([]byte(body)); (err == nil) != ok {
 			t.Errorf("CheckPayload(%q) = %v", body, err)
+		}
+	}
+}
+
+// A member read with the wrong type is named, with the type expected and
+// the type met, never the value.
+func TestEnvelopeErrorsNameTheField(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"call":{"functionKey":5}}`:      `malformed envelope: field "call.functionKey" must be a string, not a number`,
+		`{"call":{"functionKey":1.5e9}}`:  `malformed envelope: field "call.functionKey" must be a string, not a number`,
+		`{"call":"token"}`:                `malformed envelope: field "call" must be an object, not a string`,
+		`{"call":[{"functionKey":"x"}]}`:  `malformed envelope: field "call" must be an object, not an array`,
+		`{"call":{"functionKey":"token"}`: `malformed body: invalid JSON at offset 31`,
+	} {
+		_, _, err := resolvers.ParseEnvelope([]byte(body))
+		var bre *resolvers.BadRequestError
+		if !errors.As(err, &bre) || bre.Msg != want {
+			t.Errorf("%s:\n got %v\nwant %s", body, err, want)
+		}
+	}
+	var req struct {
+		Refresh bool `json:"refresh"`
+	}
+	for payload, want := range map[string]string{
+		`{"refresh":"yes"}`: `malformed payload: field "refresh" must be a boolean, not a string`,
+		`{"refresh":12345}`: `malformed payload: field "refresh" must be a boolean, not a number`,
+		`"x"`:               `malformed payload: it must be an object, not a string`,
+	} {
+		err := resolvers.DecodePayload(json.RawMessage(payload), &req)
+		var bre *resolvers.BadRequestError
+		if !errors.As(err, &bre) || bre.Msg != want {
+			t.Errorf("%s:\n got %v\nwant %s", payload, err, want)
 		}
 	}
 }
