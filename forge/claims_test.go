@@ -2,6 +2,8 @@ package forge
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -72,6 +74,9 @@ func FuzzDecodeClaims(f *testing.F) {
 	for _, s := range claimSeeds {
 		f.Add([]byte(s))
 	}
+	for _, b := range fitCorpus(f) {
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var got Invocation
 		gotErr := decodeClaims(data, &got, fuzzIntern)
@@ -87,6 +92,54 @@ func FuzzDecodeClaims(f *testing.F) {
 			t.Fatalf("decodeClaims(%q):\n got %+v\nwant %+v", data, got, want)
 		}
 	})
+}
+
+// fitCorpus is the FIT claims of testdata/forge/fit (at the module's root):
+// what Forge signs, per its docs.
+func fitCorpus(tb testing.TB) [][]byte {
+	tb.Helper()
+	names, err := filepath.Glob(filepath.Join("..", "testdata", "forge", "fit", "*.json"))
+	if err != nil || len(names) == 0 {
+		tb.Fatalf("no FIT claims in testdata/forge/fit: %v", err)
+	}
+	var out [][]byte
+	for _, name := range names {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// Claims nothing reads never refuse a FIT, whatever their type; the ones
+// read keep their meaning.
+func TestDecodeClaimsIgnoresUnreadClaims(t *testing.T) {
+	unread := []string{
+		`"sub":%s`, `"jti":%s`, `"icLabel":%s`, `"somethingNew":%s`,
+		`"app":{"installationId":"i","id":%s,"version":%s,"module":{"key":"k","type":%s},"license":{"active":false,"isActive":true,` +
+			`"billingPeriod":%s,"ceId":%s,"supportEntitlementNumber":%s,"type":%s,"modes":%s,"capabilitySet":%s,"isEvaluation":%s,"trialEndDate":%s},` +
+			`"installation":{"id":%s,"contexts":[{"name":%s,"apiBaseUrl":%s,"cloudId":"c1"}]}}`,
+		`"context":{"cloudId":"c1","workspaceId":%s,"accountType":%s,"userAccess":{"enabled":true,"hasAccess":true,"x":%s}}`,
+	}
+	for _, v := range []string{`null`, `5`, `-1.5e300`, `true`, `"s"`, `{}`, `{"a":[1,null]}`, `[]`, `[{"b":"c"}]`} {
+		for _, member := range unread {
+			data := `{"iss":"forge/invocation-token",` + strings.ReplaceAll(member, "%s", v) + `,"principal":"p"}`
+			var inv Invocation
+			if err := decodeClaims([]byte(data), &inv, nil); err != nil {
+				t.Errorf("%s: %v", data, err)
+				continue
+			}
+			if inv.Issuer != "forge/invocation-token" || inv.Principal != "p" {
+				t.Errorf("%s: decoded %+v", data, inv)
+			}
+			if strings.HasPrefix(member, `"app"`) && (inv.App.InstallationID != "i" || inv.App.Module.Key != "k" ||
+				!inv.LicenseInactive() || inv.CloudID() != "c1") {
+				t.Errorf("%s: app decoded as %+v", data, inv.App)
+			}
+		}
+	}
 }
 
 var headerSeeds = []string{

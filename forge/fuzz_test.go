@@ -6,7 +6,10 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -119,6 +122,21 @@ func FuzzVerifyMatchesGolangJWT(f *testing.F) {
 	f.Add(hdr, []byte(`{"ISS":"forge/invocation-token","Aud":["x","`+forgetest.AppID+`"],"exp":"`+strconv.FormatInt(now.Unix()+60, 10)+`","iat":1e9,"app":{"installationId":"i"},"app":{"id":"a"}}`))
 	f.Add(hdr, []byte(`{"iss":"forge/invocation-token","aud":"`+forgetest.AppID+`","exp":`+strconv.FormatInt(now.Unix()+60, 10)+`}`))
 	f.Add(hdr, []byte(`null`))
+	for _, name := range corpusNames(f) {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		// The corpus as Forge would sign it for this app, now.
+		var c map[string]any
+		if err := json.Unmarshal(b, &c); err != nil {
+			f.Fatal(err)
+		}
+		c["aud"], c["iat"], c["nbf"], c["exp"] = forgetest.AppID, now.Unix(), now.Unix(), now.Unix()+25
+		fresh, _ := json.Marshal(c)
+		f.Add(hdr, b)
+		f.Add(hdr, fresh)
+	}
 	f.Fuzz(func(t *testing.T, header, claims []byte) {
 		signing := base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(claims)
 		sum := sha256.Sum256([]byte(signing))
@@ -146,4 +164,14 @@ func FuzzVerifyMatchesGolangJWT(f *testing.F) {
 			t.Fatalf("header %s claims %s:\nVerify     %+v\ngolang-jwt %+v", header, claims, *got, want)
 		}
 	})
+}
+
+// corpusNames are the FIT claims of testdata/forge/fit (at the module's root).
+func corpusNames(tb testing.TB) []string {
+	tb.Helper()
+	names, err := filepath.Glob(filepath.Join("..", "testdata", "forge", "fit", "*.json"))
+	if err != nil || len(names) == 0 {
+		tb.Fatalf("no FIT claims in testdata/forge/fit: %v", err)
+	}
+	return names
 }

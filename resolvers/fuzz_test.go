@@ -2,6 +2,8 @@ package resolvers_test
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/forge-remote/forge-remote/resolvers"
@@ -17,6 +19,17 @@ func FuzzEnvelope(f *testing.F) {
 		`{"call":{"functionKey":"\u0000"}}`, "\xff\xfe",
 	} {
 		f.Add([]byte(s))
+	}
+	names, err := filepath.Glob(filepath.Join("..", "testdata", "forge", "resolver", "*.json"))
+	if err != nil || len(names) == 0 {
+		f.Fatalf("no corpus in testdata/forge/resolver: %v", err)
+	}
+	for _, name := range names {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		key, _, err := resolvers.ParseEnvelope(body)

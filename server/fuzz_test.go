@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,9 +19,27 @@ func FuzzForgeRoutes(f *testing.F) {
 	key := forgetest.NewKey(f, "k1")
 	srv, _ := newServer(f, key)
 	fit := "Bearer " + forgetest.MintFIT(f, key, forgetest.WithTimes(time.Now(), time.Now().Add(time.Hour)))
-	routes := []string{"/resolvers/token", "/resolvers", "/triggers/lifecycle", "/triggers/scheduled", "/resolvers/other"}
+	routes := []string{"/resolvers/token", "/resolvers", "/triggers/lifecycle", "/triggers/scheduled", "/resolvers/other", "/triggers/uninstall"}
 	for i, s := range []string{`{"refresh":true}`, `{"call":{"functionKey":"token","payload":{}}}`, `{"payload":{"eventType":"avi:forge:installed:app"}}`, `{}`, `[[[[`, `{"refresh":"x"}`, "\x00"} {
 		f.Add(uint8(i), []byte(s))
+	}
+	// What Forge really sends, each to its own route.
+	for dir, route := range map[string]int{"resolver": 0, "lifecycle": 2, "scheduled": 3, "uninstall": 5} {
+		names, err := filepath.Glob(filepath.Join("..", "testdata", "forge", dir, "*.json"))
+		if err != nil || len(names) == 0 {
+			f.Fatalf("no corpus in testdata/forge/%s: %v", dir, err)
+		}
+		for _, name := range names {
+			b, err := os.ReadFile(name)
+			if err != nil {
+				f.Fatal(err)
+			}
+			if strings.Contains(name, "envelope") {
+				f.Add(uint8(1), b)
+				continue
+			}
+			f.Add(uint8(route), b)
+		}
 	}
 	f.Fuzz(func(t *testing.T, route uint8, body []byte) {
 		path := routes[int(route)%len(routes)]
