@@ -301,3 +301,32 @@ func TestForgeCorpus(t *testing.T) {
 		}
 	}
 }
+
+// A lifecycle event the server cannot use is a 400 bad_event that says why:
+// the member and the type expected, or that the body is no JSON object, never
+// a value from the body. Nothing is recorded.
+func TestLifecycleRefusalsSayWhy(t *testing.T) {
+	key := forgetest.NewKey(t, "k1")
+	jwks := forgetest.NewJWKSServer(t, key)
+	ts := startServer(t, baseEnv(t, jwks))
+	ts.waitReady(t)
+	fit := forgetest.MintFIT(t, key, forgetest.WithPrincipal(""), forgetest.WithTimes(time.Now(), time.Now().Add(10*time.Minute)))
+	for body, want := range map[string]string{
+		`{"eventType":"avi:forge:installed:app","installerAccountId":557058}`:       `field "installerAccountId" must be a string, not a number`,
+		`{"payload":{"eventType":"avi:forge:installed:app","app":"secret-app-id"}}`: `field "payload.app" must be an object, not a string`,
+		`{"eventType":"avi:forge:installed:app","context":["ari:cloud:x"]}`:         `field "context" must be a site ARI string or an object, not an array`,
+		`[{"eventType":"avi:forge:installed:app"}]`:                                 `the event body is an array; a JSON object is expected`,
+		`eventType=avi:forge:installed:app`:                                         `the event body is not JSON; a JSON object is expected`,
+		`{"eventType":"avi:forge:installed:app",}`:                                  `the event body is not valid JSON (at byte 40)`,
+	} {
+		r := ts.post(t, "/triggers/lifecycle", fit, nil, body)
+		e, _ := r.JSON["error"].(map[string]any)
+		msg, _ := e["message"].(string)
+		if r.Status != http.StatusBadRequest || r.ErrCode != "bad_event" || msg != want {
+			t.Errorf("%s: %d %s, want 400 bad_event %q", body, r.Status, r.Body, want)
+		}
+	}
+	if list := ts.installations(t); len(list) != 0 {
+		t.Fatalf("refused events recorded %v", list)
+	}
+}
