@@ -69,7 +69,7 @@ func newCaptureEnv(t *testing.T) *captureEnv {
 func (e *captureEnv) install(t *testing.T, inst, cloud string) {
 	t.Helper()
 	inv := &forge.Invocation{App: forge.App{InstallationID: inst, APIBaseURL: e.conf.APIBaseURL(cloud),
-		Installation: &forge.Installation{ID: inst, Contexts: []forge.InstallationContext{{CloudID: cloud}}}}}
+		Installation: &forge.Installation{Contexts: []forge.InstallationContext{{CloudID: cloud}}}}}
 	if err := e.tokens.Capture(context.Background(), inv, e.conf.IssueAppToken(t, e.clk.Now().Add(4*time.Hour))); err != nil {
 		t.Fatal(err)
 	}
