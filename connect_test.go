@@ -239,13 +239,17 @@ func TestConnectClientKeyFromAppProperty(t *testing.T) {
 	}
 }
 
-// connectJobRuns sums scheduler_job_runs_total for the capture job.
-func connectJobRuns(t *testing.T, ts *testServer) int {
+// connectJobRuns counts the capture job's finished runs.
+func connectJobRuns(t *testing.T, ts *testServer) int { return jobRuns(t, ts, "connect_client_key") }
+
+// jobRuns sums scheduler_job_runs_total for one job, whatever the result: a
+// test waits on it to know a run finished instead of sleeping.
+func jobRuns(t *testing.T, ts *testServer, job string) int {
 	t.Helper()
 	_, r := ts.get(t, "/metrics", "")
 	n := 0
 	for _, line := range strings.Split(string(r.Body), "\n") {
-		if strings.HasPrefix(line, `scheduler_job_runs_total{job="connect_client_key"`) {
+		if strings.HasPrefix(line, `scheduler_job_runs_total{job="`+job+`"`) {
 			var v float64
 			if f := strings.Fields(line); len(f) == 2 {
 				_ = json.Unmarshal([]byte(f[1]), &v)
