@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/forge-remote/forge-remote/chat"
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/server"
@@ -359,3 +360,38 @@ func TestChatConcurrentFirstOpens(t *testing.T) {
 }
 
 func serverOptions(now func() time.Time) server.Options { return server.Options{Now: now} }
+
+// A FIT whose context.cloudId is not its installation's site (Forge signs
+// both, so only a Forge bug or a stolen key could make one) must not open,
+// create or join any chat of the site it names: the uid, the directory and
+// the user's identity all follow the cloudId.
+func TestChatSiteMismatch(t *testing.T) {
+	f := newChatFixture(t, nil)
+	alice := forgetest.AccountID
+	otherCloud := forgetest.WithClaims(func(c map[string]any) { c["context"].(map[string]any)["cloudId"] = cloudT })
+	noInstallationClaim := forgetest.WithClaims(func(c map[string]any) { delete(c["app"].(map[string]any), "installation") })
+	refused := func(name string, fit string) {
+		t.Helper()
+		before := f.wv.AdminCalls()
+		if r := f.open(t, fit, `{}`); r.Status != http.StatusBadRequest || r.ErrCode == "" || !strings.Contains(string(r.Body), "site") {
+			t.Fatalf("%s: %d %s", name, r.Status, r.Body)
+		}
+		if n := f.wv.AdminCalls() - before; n != 0 {
+			t.Fatalf("%s: %d Weavy calls: %v", name, n, f.wv.AdminRequests(before))
+		}
+		if _, made := f.wv.App(pageUID(cloudT, pageP)); made || f.wv.Directory(chat.DirectoryName(cloudT)) {
+			t.Fatalf("%s: site T's app or directory was made", name)
+		}
+	}
+	// The first call of the installation: the installation claim lists S only.
+	refused("cloudId not among the installation's contexts", f.fit(t, alice, onPage(pageP), otherCloud))
+
+	// Once the installation has opened a chat on S, it stays S's, even for a
+	// FIT without the installation claim, on the warm path too.
+	f.openOK(t, f.fit(t, alice, onPage(pageP)))
+	refused("installation pinned to its first site", f.fit(t, alice, onPage(pageP), otherCloud, noInstallationClaim))
+	refused("site-wide chat of another site", f.fit(t, alice, extension(nil), otherCloud, noInstallationClaim))
+	if dirs := f.wv.UserDirectories(alice); !slices.Equal(dirs, []string{dirS}) {
+		t.Fatalf("alice is in %v", dirs)
+	}
+}

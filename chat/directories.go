@@ -62,7 +62,7 @@ func (s *Service) UserDirectories(ctx context.Context, inst, cloudID, user strin
 	if err := s.ensureDirectory(ctx, cloudID); err != nil {
 		return nil, err
 	}
-	if err := s.recordSite(ctx, inst, cloudID); err != nil {
+	if err := s.checkSite(ctx, inst, cloudID); err != nil {
 		return nil, err
 	}
 	dir := DirectoryName(cloudID)

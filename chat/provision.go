@@ -20,7 +20,7 @@ const memberPage = 100
 // provisioned (cold is then true). One provisioning per app in this process;
 // replicas provisioning the same app at once send the same idempotent PUTs.
 func (s *Service) ensureApp(ctx context.Context, r Request) (id int64, cold bool, err error) {
-	ak := appMemKey{r.InstallationID, r.Target.Kind, r.Target.ID}
+	ak := appMemKey{r.InstallationID, r.CloudID, r.Target.Kind, r.Target.ID}
 	s.mu.RLock()
 	id = s.apps[ak]
 	s.mu.RUnlock()
@@ -68,9 +68,6 @@ func spec(cloudID string, t Target) weavy.AppSpec {
 // chat when the browser created it.
 func (s *Service) provision(ctx context.Context, r Request, uid string) (int64, error) {
 	if err := s.ensureDirectory(ctx, r.CloudID); err != nil {
-		return 0, err
-	}
-	if err := s.recordSite(ctx, r.InstallationID, r.CloudID); err != nil {
 		return 0, err
 	}
 	app, err := s.w.UpsertApp(ctx, uid, spec(r.CloudID, r.Target))
@@ -164,19 +161,43 @@ func (s *Service) ensureDirectory(ctx context.Context, cloudID string) error {
 	return nil
 }
 
-// recordSite remembers the installation's site, for its uninstall.
-func (s *Service) recordSite(ctx context.Context, inst, cloudID string) error {
+// ErrSiteMismatch is wrapped when a FIT's site is not the one its
+// installation was first seen on. Forge signs both, so this should never
+// happen; if it did, the chat would be another customer's, so it is refused.
+var ErrSiteMismatch = fmt.Errorf("%w: the invocation's site is not its installation's", ErrBadTarget)
+
+// checkSite pins an installation to the site it was first seen on (recorded
+// for its uninstall too) and refuses any other: the app uid, the directory
+// and the user's identity all follow the cloudId, so a FIT pairing one
+// site's installation with another site's cloudId would otherwise reach that
+// site's chats.
+func (s *Service) checkSite(ctx context.Context, inst, cloudID string) error {
 	s.mu.RLock()
 	known := s.sites[inst]
 	s.mu.RUnlock()
-	if known {
+	if known == cloudID {
 		return nil
 	}
-	if err := s.kv.Put(ctx, siteKey(inst), []byte(cloudID), 0); err != nil {
+	if known != "" {
+		return ErrSiteMismatch
+	}
+	var recorded string
+	err := s.kv.Update(ctx, siteKey(inst), func(old []byte, exists bool) ([]byte, time.Duration, error) {
+		if exists {
+			recorded = string(old)
+			return nil, 0, store.Keep
+		}
+		recorded = cloudID
+		return []byte(cloudID), 0, nil
+	})
+	if err != nil {
 		return fmt.Errorf("chat: storing the site record: %w", err)
 	}
+	if recorded != cloudID {
+		return ErrSiteMismatch
+	}
 	s.mu.Lock()
-	s.sites[inst] = true
+	s.sites[inst] = cloudID
 	s.mu.Unlock()
 	return nil
 }

@@ -74,7 +74,7 @@ type Service struct {
 	apps    map[appMemKey]int64       // provisioned apps
 	dirs    map[string]bool           // cloudID → the site's directory exists
 	inDir   map[userMemKey]bool       // user put in the site's directory
-	sites   map[string]bool           // installation → its site recorded
+	sites   map[string]string         // installation → its site, as recorded
 
 	lastSweep int64 // unix ns
 
@@ -84,10 +84,14 @@ type Service struct {
 	memberFlights, appFlights, dirFlights singleflight.Group
 }
 
+// appMemKey names an app in memory. The site is part of it: an
+// installation is pinned to one site (checkSite), and a warm open must never
+// answer one site's app for a FIT naming another.
 type appMemKey struct {
-	inst string
-	kind Kind
-	id   string
+	inst  string
+	cloud string
+	kind  Kind
+	id    string
 }
 
 type memberKey struct {
@@ -110,7 +114,7 @@ func New(w Weavy, kv store.KV, o Options) *Service {
 		apps:    make(map[appMemKey]int64),
 		dirs:    make(map[string]bool),
 		inDir:   make(map[userMemKey]bool),
-		sites:   make(map[string]bool),
+		sites:   make(map[string]string),
 	}
 	if s.lease <= 0 {
 		s.lease = DefaultLease
@@ -136,7 +140,7 @@ func (s *Service) Open(ctx context.Context, r Request) (Chat, error) {
 		s.opens.WithLabelValues("refused").Inc()
 		return Chat{}, err
 	}
-	k := memberKey{appMemKey{r.InstallationID, r.Target.Kind, r.Target.ID}, r.User}
+	k := memberKey{appMemKey{r.InstallationID, r.CloudID, r.Target.Kind, r.Target.ID}, r.User}
 	s.mu.RLock()
 	e, ok := s.members[k]
 	s.mu.RUnlock()
@@ -144,7 +148,7 @@ func (s *Service) Open(ctx context.Context, r Request) (Chat, error) {
 		s.opens.WithLabelValues("warm").Inc()
 		return s.answer(r, e.appID), nil
 	}
-	ch := s.memberFlights.DoChan(r.InstallationID+"\x00"+string(r.Target.Kind)+r.Target.ID+"\x00"+r.User, func() (any, error) {
+	ch := s.memberFlights.DoChan(r.InstallationID+"\x00"+r.CloudID+"\x00"+string(r.Target.Kind)+r.Target.ID+"\x00"+r.User, func() (any, error) {
 		// Detached: the callers that joined still wait for it.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
@@ -181,6 +185,9 @@ func (s *Service) answer(r Request, appID int64) Chat {
 // in Weavy only when the store does not hold a live one).
 func (s *Service) open(ctx context.Context, r Request, k memberKey) (int64, error) {
 	now := s.now()
+	if err := s.checkSite(ctx, r.InstallationID, r.CloudID); err != nil {
+		return 0, err
+	}
 	appID, cold, err := s.ensureApp(ctx, r)
 	if err != nil {
 		return 0, err

@@ -62,6 +62,9 @@ func Chat(o ChatOpener, scope weavy.UIDScope) Handler {
 		if err := RequireUser(inv); err != nil {
 			return nil, err
 		}
+		if !siteMatchesInstallation(inv) {
+			return nil, &BadRequestError{Msg: "the invocation's site is not its installation's"}
+		}
 		user, err := weavy.UID(scope, inv.CloudID(), inv.Principal)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrNoUser, err)
@@ -72,6 +75,9 @@ func Chat(o ChatOpener, scope weavy.UIDScope) Handler {
 			User:           user,
 			Target:         TargetOf(inv),
 		})
+		if errors.Is(err, chat.ErrSiteMismatch) {
+			return nil, &BadRequestError{Msg: "the invocation's site is not its installation's"}
+		}
 		if errors.Is(err, chat.ErrBadTarget) {
 			return nil, &BadRequestError{Msg: "the page, space or site of this invocation cannot name a chat"}
 		}
@@ -80,4 +86,25 @@ func Chat(o ChatOpener, scope weavy.UIDScope) Handler {
 		}
 		return ChatAnswer{AppID: c.AppID, UID: c.UID, Name: c.Name}, nil
 	}
+}
+
+// siteMatchesInstallation reports whether the site of a UI call
+// (context.cloudId) is one the installation claim lists, when it lists any.
+// Both are signed by Forge; the chat follows the cloudId, so a pairing of one
+// site's installation with another's cloudId must not open that site's chats.
+func siteMatchesInstallation(inv *forge.Invocation) bool {
+	if inv.App.Installation == nil || inv.Context.CloudID == "" {
+		return true
+	}
+	listed := false
+	for _, c := range inv.App.Installation.Contexts {
+		if c.CloudID == "" {
+			continue
+		}
+		listed = true
+		if c.CloudID == inv.Context.CloudID {
+			return true
+		}
+	}
+	return !listed
 }
