@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/rand"
+	"fmt"
 	"encoding/base64"
 	"net/http"
 	"slices"
@@ -178,5 +179,55 @@ func TestChatUninstall(t *testing.T) {
 	tok := f.userToken(t, f.fit(t, alice, onSiteT))
 	if st, _ := f.asUser(t, tok, "GET", "/api/apps/"+pageUID(forgetest.CloudID, pageP), ""); st != http.StatusForbidden {
 		t.Fatalf("after uninstall alice reads P: %d", st)
+	}
+}
+
+// Two installations on one site (say the production and staging Forge
+// environments) share the site's apps and directory: one's first
+// provisioning of a page keeps the other's members, and one's uninstall
+// leaves the other's members, site-wide chat and directory alone.
+func TestChatTwoInstallationsOneSite(t *testing.T) {
+	f := newChatFixture(t, nil)
+	const instS2 = "ari:cloud:ecosystem::installation/22222222-3333-4444-8555-666666666666"
+	onS2 := forgetest.WithInstallation(instS2, forgetest.CloudID)
+	alice, bob := forgetest.AccountID, "5b10ac8d82e05b22cc7d4ef5"
+	uid := pageUID(forgetest.CloudID, pageP)
+	f.openOK(t, f.fit(t, alice, onPage(pageP)))
+	f.openOK(t, f.fit(t, alice, extension(nil)))
+	if id := f.openOK(t, f.fit(t, bob, onS2, onPage(pageP))); !f.member(uid, bob) || !f.member(uid, alice) {
+		t.Fatalf("after S2's first open (app %d): alice member %v, bob member %v", id, f.member(uid, alice), f.member(uid, bob))
+	}
+
+	fit := forgetest.MintFIT(t, f.key, forgetest.WithNow(f.now), forgetest.WithPrincipal(""), onS2)
+	if r := f.ts.post(t, "/triggers/uninstall", fit, nil, `{}`); r.Status != http.StatusOK {
+		t.Fatalf("uninstall of S2: %d %s", r.Status, r.Body)
+	}
+	site, _ := f.wv.App("confluence-" + forgetest.CloudID + "-global")
+	if f.member(uid, bob) || !f.member(uid, alice) || site.Access != "write" || !f.wv.Directory(dirS) {
+		t.Fatalf("after S2's uninstall: bob %v, alice %v, site chat %+v, directory %v",
+			f.member(uid, bob), f.member(uid, alice), site, f.wv.Directory(dirS))
+	}
+	// Alice, still on S, keeps reading and posting.
+	tok := f.userToken(t, f.fit(t, alice))
+	if st, b := f.asUser(t, tok, "POST", fmt.Sprintf("/api/apps/%d/messages", site.ID), `{"text":"still here"}`); st != http.StatusCreated {
+		t.Fatalf("alice posting in S's site chat: %d %s", st, b)
+	}
+}
+
+// A lease past its end vouches for nothing, even before the hourly prune
+// has run: whatever removed the member meanwhile (another installation's
+// provisioning or prune, an operator), the next open adds it again.
+func TestChatExpiredLeaseReadds(t *testing.T) {
+	f := newChatFixture(t, nil)
+	alice := forgetest.AccountID
+	uid := pageUID(forgetest.CloudID, pageP)
+	appID := f.openOK(t, f.fit(t, alice, onPage(pageP)))
+	f.advance(chat.DefaultLease + time.Minute)
+	if st, b := f.asUser(t, weavytest.APIKey, "DELETE", fmt.Sprintf("/api/apps/%d/members/%s", appID, alice), ""); st != http.StatusNoContent {
+		t.Fatalf("removing alice: %d %s", st, b)
+	}
+	f.openOK(t, f.fit(t, alice, onPage(pageP)))
+	if !f.member(uid, alice) {
+		t.Fatal("an open after the lease ended trusted the expired lease and did not add alice back")
 	}
 }

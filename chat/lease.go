@@ -40,7 +40,7 @@ func (s *Service) PruneLeases(ctx context.Context, inst string) error {
 			errs = append(errs, err)
 			break
 		}
-		ok, err := s.revoke(ctx, key, now, "lease_expired")
+		ok, err := s.revoke(ctx, inst, key, now, "lease_expired")
 		if err != nil {
 			errs = append(errs, err)
 		} else if ok {
@@ -58,7 +58,7 @@ func (s *Service) PruneLeases(ctx context.Context, inst string) error {
 
 // revoke removes the membership of the lease under key if it is still
 // expired at now; removed is false when it was renewed first.
-func (s *Service) revoke(ctx context.Context, key string, now time.Time, reason string) (removed bool, err error) {
+func (s *Service) revoke(ctx context.Context, inst, key string, now time.Time, reason string) (removed bool, err error) {
 	var l lease
 	var valid bool
 	err = s.kv.Update(ctx, key, func(old []byte, exists bool) ([]byte, time.Duration, error) {
@@ -77,8 +77,14 @@ func (s *Service) revoke(ctx context.Context, key string, now time.Time, reason 
 	if err != nil || !valid || l.State != stateRevoking {
 		return false, err
 	}
-	if err := s.w.DeleteMember(ctx, l.AppID, l.User); err != nil {
+	elsewhere, err := s.heldElsewhere(ctx, inst, l.AppUID, l.User, now)
+	if err != nil {
 		return false, err
+	}
+	if !elsewhere {
+		if err := s.w.DeleteMember(ctx, l.AppID, l.User); err != nil {
+			return false, err
+		}
 	}
 	var renewed bool
 	err = s.kv.Update(ctx, key, func(old []byte, exists bool) ([]byte, time.Duration, error) {
@@ -91,6 +97,9 @@ func (s *Service) revoke(ctx context.Context, key string, now time.Time, reason 
 	})
 	if err != nil {
 		return true, err
+	}
+	if elsewhere {
+		return false, nil // the lease went; the membership is another installation's
 	}
 	if renewed {
 		// An open renewed the lease while the member was being removed: it

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -74,7 +75,7 @@ func (s *Service) provision(ctx context.Context, r Request, uid string) (int64, 
 	if err != nil {
 		return 0, err
 	}
-	if _, err := s.removeUnleased(ctx, r.InstallationID, uid, app.ID, "squatter", nil); err != nil {
+	if _, err := s.removeUnleased(ctx, r.CloudID, uid, app.ID, "squatter", nil); err != nil {
 		return 0, err
 	}
 	if err := s.kv.Put(ctx, appKey(r.InstallationID, uid), appRecord{ID: app.ID, UID: uid}.encode(), 0); err != nil {
@@ -86,11 +87,18 @@ func (s *Service) provision(ctx context.Context, r Request, uid string) (int64, 
 }
 
 // removeUnleased removes from app appID every member with no current lease
-// in the store. Members are listed before leases are read, and an open
-// writes its lease before adding the member: a member added meanwhile is
-// seen with its lease. report, if set, learns each removal.
-func (s *Service) removeUnleased(ctx context.Context, inst, uid string, appID int64, reason string,
+// in the store, under any installation on the site cloudID: two Forge
+// environments installed on one site share its apps (the uid names the
+// site, not the installation), and one's first provisioning must not drop
+// the other's members. Members are listed before leases are read, and an
+// open writes its lease before adding the member: a member added meanwhile
+// is seen with its lease. report, if set, learns each removal.
+func (s *Service) removeUnleased(ctx context.Context, cloudID, uid string, appID int64, reason string,
 	report func(user string)) (int, error) {
+	insts, err := s.installationsOn(ctx, cloudID)
+	if err != nil {
+		return 0, err
+	}
 	var members []weavy.Member
 	for skip := 0; ; skip += memberPage {
 		page, err := s.w.ListMembers(ctx, appID, skip, memberPage)
@@ -107,14 +115,12 @@ func (s *Service) removeUnleased(ctx context.Context, inst, uid string, appID in
 		if m.UID == "" {
 			continue // not one of ours: only users with a uid are made by this server
 		}
-		if inst != "" {
-			b, err := s.kv.Get(ctx, leaseKey(inst, uid, m.UID))
-			if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrSealed) {
-				return removed, fmt.Errorf("chat: reading a lease: %w", err)
-			}
-			if l, ok := decodeLease(b); err == nil && ok && !l.expired(now, s.lease) {
-				continue
-			}
+		live, err := s.leasedOnAny(ctx, insts, uid, m.UID, now)
+		if err != nil {
+			return removed, err
+		}
+		if live {
+			continue
 		}
 		if err := s.w.DeleteMember(ctx, appID, m.UID); err != nil {
 			return removed, err
@@ -126,6 +132,53 @@ func (s *Service) removeUnleased(ctx context.Context, inst, uid string, appID in
 		}
 	}
 	return removed, nil
+}
+
+// installationsOn lists the installations recorded on the site cloudID.
+func (s *Service) installationsOn(ctx context.Context, cloudID string) ([]string, error) {
+	var insts []string
+	err := s.kv.Scan(ctx, onSiteOf(cloudID), func(_ string, v []byte) error {
+		insts = append(insts, string(v))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("chat: listing the site's installations: %w", err)
+	}
+	return insts, nil
+}
+
+// leasedOnAny reports whether user holds a current lease on the app uid
+// under any of insts.
+func (s *Service) leasedOnAny(ctx context.Context, insts []string, uid, user string, now time.Time) (bool, error) {
+	for _, inst := range insts {
+		b, err := s.kv.Get(ctx, leaseKey(inst, uid, user))
+		if errNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("chat: reading a lease: %w", err)
+		}
+		if l, ok := decodeLease(b); ok && !l.expired(now, s.lease) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// heldElsewhere reports whether user holds a current lease on the app uid
+// under another installation on the same site, whose membership a removal
+// for inst must leave alone.
+func (s *Service) heldElsewhere(ctx context.Context, inst, uid, user string, now time.Time) (bool, error) {
+	cloudID, _, ok := parseAppUID(uid)
+	if !ok {
+		return false, nil
+	}
+	insts, err := s.installationsOn(ctx, cloudID)
+	if err != nil {
+		return false, err
+	}
+	insts = slices.DeleteFunc(insts, func(i string) bool { return i == inst })
+	return s.leasedOnAny(ctx, insts, uid, user, now)
 }
 
 // ensureDirectory creates the site's Weavy directory once (409: it exists).
@@ -196,6 +249,9 @@ func (s *Service) checkSite(ctx context.Context, inst, cloudID string) error {
 	if recorded != cloudID {
 		return ErrSiteMismatch
 	}
+	if err := s.kv.Put(ctx, onSiteKey(cloudID, inst), []byte(inst), 0); err != nil {
+		return fmt.Errorf("chat: storing the site record: %w", err)
+	}
 	s.mu.Lock()
 	s.sites[inst] = cloudID
 	s.mu.Unlock()
@@ -213,7 +269,10 @@ func (s *Service) renew(ctx context.Context, r Request, appID int64, now time.Ti
 	var had, kept bool
 	err = s.kv.Update(ctx, key, func(old []byte, exists bool) ([]byte, time.Duration, error) {
 		prev, had = decodeLease(old)
-		had, kept = had && exists, false
+		// An expired lease vouches for nothing: its member may have been
+		// removed by a provisioning or another installation's prune, so it
+		// is added again rather than assumed.
+		had, kept = had && exists && !prev.expired(now, s.lease), false
 		switch {
 		case had && prev.State == stateActive && prev.AppID == appID && now.Sub(prev.Renewed) < s.lease/renewFraction:
 			kept = true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"go.uber.org/zap"
@@ -34,14 +35,23 @@ func (s *Service) PurgeInstallation(ctx context.Context, inst string) error {
 		return fmt.Errorf("chat: purge: reading the site: %w", err)
 	}
 	dir := DirectoryName(string(cloudID))
+	insts, err := s.installationsOn(ctx, string(cloudID))
+	if err != nil {
+		return fmt.Errorf("chat: purge: %w", err)
+	}
+	// Another installation on the same site (another Forge environment)
+	// shares its apps and directory: they stay as they are for it.
+	shared := slices.ContainsFunc(insts, func(i string) bool { return i != inst })
 	errs := []error{s.purgeLeases(ctx, inst)}
-	errs = append(errs, s.purgeApps(ctx, inst, string(cloudID))...)
-	errs = append(errs, s.purgeDirectory(ctx, inst, string(cloudID), dir)...)
+	errs = append(errs, s.purgeApps(ctx, inst, shared)...)
+	errs = append(errs, s.purgeDirectory(ctx, inst, string(cloudID), dir, shared)...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("chat: purge: %w", err)
 	}
-	if err := s.kv.Delete(ctx, siteKey(inst)); err != nil && !errNotFound(err) {
-		return fmt.Errorf("chat: purge: %w", err)
+	for _, k := range []string{onSiteKey(string(cloudID), inst), siteKey(inst)} {
+		if err := s.kv.Delete(ctx, k); err != nil && !errNotFound(err) {
+			return fmt.Errorf("chat: purge: %w", err)
+		}
 	}
 	s.ForgetInstallation(inst)
 	s.log.Info("chat: installation's memberships and directory removed", zap.String("installation_id", inst))
@@ -77,6 +87,13 @@ func (s *Service) purgeLeases(ctx context.Context, inst string) error {
 			defer func() { <-sem }()
 			err := func() error {
 				if l, ok := decodeLease(v); ok {
+					elsewhere, err := s.heldElsewhere(ctx, inst, l.AppUID, l.User, s.now())
+					if err != nil {
+						return err
+					}
+					if elsewhere {
+						return s.kv.Delete(ctx, key) // another installation on the site still gives it
+					}
 					if err := s.w.DeleteMember(ctx, l.AppID, l.User); err != nil {
 						return err
 					}
@@ -95,9 +112,10 @@ func (s *Service) purgeLeases(ctx context.Context, inst string) error {
 	return errors.Join(errs...)
 }
 
-// purgeApps closes the site-wide chat (open to a directory about to go) and
-// forgets the installation's apps.
-func (s *Service) purgeApps(ctx context.Context, inst, cloudID string) []error {
+// purgeApps closes the site-wide chat (open to a directory about to go)
+// unless another installation on the site still serves it, and forgets the
+// installation's apps.
+func (s *Service) purgeApps(ctx context.Context, inst string, shared bool) []error {
 	apps, err := s.scanKeys(ctx, appsOf(inst))
 	if err != nil {
 		return []error{fmt.Errorf("listing apps: %w", err)}
@@ -105,7 +123,7 @@ func (s *Service) purgeApps(ctx context.Context, inst, cloudID string) []error {
 	var errs []error
 	for key, v := range apps {
 		rec, ok := decodeApp(v)
-		if _, t, parsed := parseAppUID(rec.UID); ok && parsed && t.Kind == KindSite {
+		if _, t, parsed := parseAppUID(rec.UID); ok && parsed && t.Kind == KindSite && !shared {
 			closed := weavy.AppSpec{Type: "chat", Name: Name(t), Access: weavy.AccessNone}
 			if _, err := s.w.UpsertApp(ctx, rec.UID, closed); err != nil {
 				errs = append(errs, err)
@@ -121,18 +139,10 @@ func (s *Service) purgeApps(ctx context.Context, inst, cloudID string) []error {
 
 // purgeDirectory takes the installation's users out of the site's directory
 // and deletes it when no other installation is on the same site.
-func (s *Service) purgeDirectory(ctx context.Context, inst, cloudID, dir string) []error {
+func (s *Service) purgeDirectory(ctx context.Context, inst, cloudID, dir string, shared bool) []error {
 	users, err := s.scanKeys(ctx, inDirsOf(inst))
 	if err != nil {
 		return []error{fmt.Errorf("listing directory users: %w", err)}
-	}
-	shared := false
-	err = s.kv.Scan(ctx, sitePrefix, func(k string, v []byte) error {
-		shared = shared || (k != siteKey(inst) && string(v) == cloudID)
-		return nil
-	})
-	if err != nil {
-		return []error{fmt.Errorf("listing sites: %w", err)}
 	}
 	var errs []error
 	for key, uid := range users {

@@ -17,6 +17,7 @@ const (
 	leasePrefix    = "chat/lease/"    // + inst / appUID / userHash → lease
 	dirPrefix      = "chat/dir/"      // + cloudID: the site's directory exists in Weavy
 	sitePrefix     = "chat/site/"     // + inst → cloudID, for the uninstall
+	onSitePrefix   = "chat/onsite/"   // + cloudID / inst: the installations on a site (Forge environments)
 	inDirPrefix    = "chat/indir/"    // + inst / userHash → uid: put in the site's directory
 	userDirsPrefix = "chat/userdirs/" // + userHash → JSON list of the user's directories (all sites)
 )
@@ -30,8 +31,12 @@ func leasesOfApp(inst, appUID string) string { return leasesOf(inst) + esc(appUI
 func leaseKey(inst, appUID, user string) string {
 	return leasesOfApp(inst, appUID) + userHash(user)
 }
-func dirKey(cloudID string) string      { return dirPrefix + esc(cloudID) }
-func siteKey(inst string) string        { return sitePrefix + esc(inst) }
+func dirKey(cloudID string) string   { return dirPrefix + esc(cloudID) }
+func siteKey(inst string) string     { return sitePrefix + esc(inst) }
+func onSiteOf(cloudID string) string { return onSitePrefix + esc(cloudID) + "/" }
+func onSiteKey(cloudID, inst string) string {
+	return onSiteOf(cloudID) + esc(inst)
+}
 func inDirsOf(inst string) string       { return inDirPrefix + esc(inst) + "/" }
 func inDirKey(inst, user string) string { return inDirsOf(inst) + userHash(user) }
 func userDirsKey(user string) string    { return userDirsPrefix + userHash(user) }
