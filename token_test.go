@@ -7,9 +7,11 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/forge-remote/forge-remote/chat"
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/weavy/weavytest"
@@ -257,14 +259,16 @@ func TestNoSecretsInLogs(t *testing.T) {
 	env := tokenEnv(t, jwks, wv)
 	storeKey := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
 	env["STORE_KEY"] = storeKey
-	ts := startServer(t, env)
+	var offset atomic.Int64 // the server's clock runs ahead of the wall by this
+	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	ts := startServerWith(t, env, serverOptions(now))
 	ts.waitReady(t)
 
 	var secrets []string
 	appTok := forgetest.MintAppToken(t, time.Now().Add(3*time.Hour))
 	secrets = append(secrets, appTok, weavytest.APIKey, storeKey, internalToken)
 	call := func(path, body string, opts ...forgetest.FITOption) reply {
-		fit := forgetest.MintFIT(t, key, opts...)
+		fit := forgetest.MintFIT(t, key, append([]forgetest.FITOption{forgetest.WithNow(now)}, opts...)...)
 		secrets = append(secrets, fit)
 		return ts.post(t, path, fit, map[string]string{"x-forge-oauth-system": appTok, "x-b3-traceid": "463ac35c9f6413ad48485a3953bb6124"}, body)
 	}
@@ -281,9 +285,65 @@ func TestNoSecretsInLogs(t *testing.T) {
 	ts.post(t, "/triggers/scheduled", "garbage."+appTok, nil, "{}")
 	ts.internal(t, "/internal/app-token?installationId="+forgetest.InstallationID)
 	ts.get(t, "/internal/installations", "wrong-"+internalToken)
+
+	// The chat resolver: cold, warm, a squatted app, a bad target, Weavy down.
+	chatApps := map[string]int64{}
+	for _, page := range []string{pageP, "555"} {
+		r := call("/resolvers/chat", `{}`, onPage(page))
+		if r.Status != http.StatusOK {
+			t.Fatalf("chat: %d %s", r.Status, r.Body)
+		}
+		chatApps[page] = int64(r.JSON["app_id"].(float64))
+	}
+	call("/resolvers/chat", `{}`, onPage(pageP))
+	call("/resolvers/chat", `{}`, extension(nil))
+	call("/resolvers/chat", `{}`, onPage("1 OR 1"))
+	squatTok := call("/resolvers/token", `{}`, forgetest.WithPrincipal("acc-squatter")).str("access_token")
+	secrets = append(secrets, squatTok)
+	if st := putAsUser(t, wv.URL, squatTok, pageUID(forgetest.CloudID, "666")); st != http.StatusCreated {
+		t.Fatalf("squatting: %d", st)
+	}
+	call("/resolvers/chat", `{}`, onPage("666"), forgetest.WithPrincipal("acc-other"))
+	wv.SetMode(weavytest.Fail500)
+	call("/resolvers/chat", `{}`, onPage("4711"))
+	wv.SetMode(weavytest.OK)
+	// The hourly prune of leases past their end (one failing, one removing).
+	offset.Add(int64(chat.DefaultLease + time.Hour))
+	wv.SetMode(weavytest.Fail500)
+	call("/triggers/scheduled", `{}`, forgetest.WithPrincipal(""))
+	failed := regexp.MustCompile(`"job failed"[^\n]*"job":"chat_leases"`)
+	waitFor(t, "the failing prune logged", func() bool { return failed.MatchString(ts.Logs.String()) })
+	wv.SetMode(weavytest.OK)
+	offset.Add(int64(time.Hour))
+	call("/triggers/scheduled", `{}`, forgetest.WithPrincipal(""))
+	waitFor(t, "the prune removed the members", func() bool {
+		app, _ := wv.App(pageUID(forgetest.CloudID, pageP))
+		return len(app.Members) == 0
+	})
 	ts.Stop(t)
 
-	logs := ts.Logs.String()
+	// The operator's lockdown, dry run and applied, and one against Weavy down.
+	var lockOut syncBuffer
+	for _, args := range [][]string{{}, {"--apply"}} {
+		if err := run(t.Context(), append([]string{"forge-remote", "weavy", "lockdown"}, args...),
+			func(k string) string { return env[k] }, &lockOut, &lockOut); err != nil {
+			t.Fatalf("lockdown %v: %v\n%s", args, err, lockOut.String())
+		}
+	}
+	wv.SetMode(weavytest.Fail500)
+	if err := run(t.Context(), []string{"forge-remote", "weavy", "lockdown"}, func(k string) string { return env[k] }, &lockOut, &lockOut); err == nil {
+		t.Fatal("lockdown against a failing Weavy succeeded")
+	} else {
+		lockOut.Write([]byte(err.Error()))
+	}
+	wv.SetMode(weavytest.OK)
+
+	logs := ts.Logs.String() + lockOut.String()
+	for _, want := range []string{"chat app provisioned", "chat memberships past their lease removed", "app_id"} {
+		if !strings.Contains(logs, want) {
+			t.Fatalf("the chat paths under test did not log %q:\n%s", want, logs)
+		}
+	}
 	if !strings.Contains(logs, `"level":"debug"`) || !strings.Contains(logs, "463ac35c9f6413ad48485a3953bb6124") {
 		t.Fatalf("expected debug lines carrying the trace id; logs:\n%s", logs)
 	}
@@ -292,7 +352,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 			t.Fatal("a secret under test is empty")
 		}
 		if strings.Contains(logs, s) {
-			t.Fatalf("a secret appears in the logs: %.12s…", s)
+			t.Fatalf("a secret appears in the logs or the lockdown's output: %.12s…", s)
 		}
 		// Also no recognisable piece: the JWT payload segment.
 		if parts := strings.Split(s, "."); len(parts) == 3 && strings.Contains(logs, parts[1]) {
@@ -312,4 +372,19 @@ func TestNoSecretsInLogs(t *testing.T) {
 	if strings.Contains(logs, "wyu_") || strings.Contains(logs, "wys_") {
 		t.Fatalf("a Weavy token or key prefix appears in the logs")
 	}
+}
+
+// putAsUser upserts app uid with a user's token, as the UIKit (or an
+// attacker) does, and returns the status.
+func putAsUser(t *testing.T, weavyURL, token, uid string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, weavyURL+"/api/apps/"+uid, strings.NewReader(`{"type":"chat"}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
