@@ -184,10 +184,15 @@ func devDir(getenv func(string) string) string {
 
 const invokeUsage = `usage: forge-remote invoke FUNCTION_KEY [--account-id ID] [--payload JSON]
        forge-remote invoke token [--account-id ID] [--refresh]
+       forge-remote invoke chat [--account-id ID] [--content-id ID | --space-key KEY]
 
 Signs one call to the resolver FUNCTION_KEY with the dev key, as Forge would
 for a user of the simulated site, and sends it to the running ` + "`forge-remote dev`" + `.
-Prints the answer; exits 1 unless it is 200.
+Prints the answer; exits 1 unless it is 200. --content-id and --space-key
+put the page or space in the FIT's context.extension, as Forge does for a
+module on that page: the chat resolver opens that page's (or space's) chat,
+and without them the site-wide one. The answer's app_id is the Weavy app
+(kept with its members by the simulated Weavy), uid its Weavy uid.
 
 flags:
 `
@@ -200,6 +205,9 @@ func invokeCmd(ctx context.Context, args []string, getenv func(string) string, s
 	account := fs.String("account-id", devAccountID, "the Atlassian accountId the FIT names")
 	payload := fs.String("payload", "", "the resolver's payload, a JSON object (default {})")
 	refresh := fs.Bool("refresh", false, `token only: ask for a new token (--payload '{"refresh":true}')`)
+	var where devmode.Where
+	fs.StringVar(&where.ContentID, "content-id", "", "the page (content id) the call comes from, in the FIT's context.extension")
+	fs.StringVar(&where.SpaceKey, "space-key", "", "the space the call comes from, in the FIT's context.extension")
 	// The function key comes first (`invoke token --refresh`); flags may
 	// also come before it.
 	var key string
@@ -242,7 +250,7 @@ func invokeCmd(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	now := time.Now()
-	fit, err := devmode.FIT(sk, *account, st.APIBaseURL, now)
+	fit, err := devmode.FITIn(sk, *account, st.APIBaseURL, where, now)
 	if err != nil {
 		return err
 	}

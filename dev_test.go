@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/forge-remote/forge-remote/devmode"
 )
 
 // devServer is `dev` run in-process until the test ends.
@@ -269,5 +272,54 @@ func TestDevModeRefusesSharedDir(t *testing.T) {
 	err := devCmd(context.Background(), nil, func(k string) string { return env[k] }, &syncBuffer{}, &syncBuffer{}, nil)
 	if err == nil || !strings.Contains(err.Error(), "chmod 700") {
 		t.Fatalf("shared dev dir: %v", err)
+	}
+}
+
+// `invoke chat --content-id` opens that page's chat as the dev user: the
+// answer names the Weavy app, and the simulated Weavy keeps it closed with
+// the user a member; --space-key opens the space's, neither the site's. A
+// content id that is no Confluence id is the server's 400 and makes nothing.
+func TestDevInvokeChat(t *testing.T) {
+	d := startDev(t, map[string]string{"LISTEN_ADDR": "127.0.0.1:0", "FORGE_REMOTE_DEV_DIR": privateDir(t), "LOG_LEVEL": "warn"})
+	invoke := func(args ...string) (map[string]any, string, error) {
+		t.Helper()
+		var out, errOut syncBuffer
+		err := run(context.Background(), append([]string{"forge-remote", "invoke", "chat"}, args...), d.getenv, &out, &errOut)
+		var ans map[string]any
+		_ = json.Unmarshal([]byte(out.String()), &ans)
+		return ans, out.String(), err
+	}
+	page := "confluence-" + devmode.CloudID + "-page-98305"
+	ans, out, err := invoke("--content-id", "98305")
+	if err != nil || ans["uid"] != page || ans["app_id"] == nil {
+		t.Fatalf("invoke chat --content-id: %v %s", err, out)
+	}
+	app, ok := d.sims.weavy.App(page)
+	if !ok || float64(app.ID) != ans["app_id"] || app.Access != "none" || len(app.Members) != 1 {
+		t.Fatalf("the simulated Weavy's app: %+v (answer %s)", app, out)
+	}
+	if _, _, err := invoke("--content-id", "98305", "--account-id", "712020:second-user"); err != nil {
+		t.Fatal(err)
+	}
+	if app, _ := d.sims.weavy.App(page); len(app.Members) != 2 {
+		t.Fatalf("a second user's open: members %v", app.Members)
+	}
+	for _, c := range []struct {
+		args   []string
+		uid    string
+		access string
+	}{
+		{[]string{"--space-key", "DEV"}, "confluence-" + devmode.CloudID + "-space-DEV", "none"},
+		{nil, "confluence-" + devmode.CloudID + "-global", "write"},
+	} {
+		ans, out, err := invoke(c.args...)
+		app, _ := d.sims.weavy.App(c.uid)
+		if err != nil || ans["uid"] != c.uid || float64(app.ID) != ans["app_id"] || app.Access != c.access {
+			t.Errorf("invoke chat %v: %v %s; app %+v", c.args, err, out, app)
+		}
+	}
+	apps := d.sims.weavy.Apps()
+	if _, out, err := invoke("--content-id", "../1"); err == nil || !strings.Contains(err.Error(), "400") || d.sims.weavy.Apps() != apps {
+		t.Fatalf("a content id that is no id: %v %s", err, out)
 	}
 }

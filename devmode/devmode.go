@@ -154,6 +154,31 @@ func JWKSHandler(key *rsa.PublicKey) http.Handler {
 // trigger's FIT (no principal, no UI context). apiBase is the site's
 // apiBaseUrl: the Confluence simulator's, never a real Atlassian host.
 func FIT(key *rsa.PrivateKey, accountID, apiBase string, now time.Time) (string, error) {
+	return FITIn(key, accountID, apiBase, Where{}, now)
+}
+
+// Where is the Confluence place a dev FIT's context.extension names, as
+// Forge signs it for a module on a page or in a space: ContentID (a page),
+// SpaceKey, both, or neither (the site).
+type Where struct {
+	ContentID string
+	SpaceKey  string
+}
+
+func (w Where) extension() map[string]any {
+	ext := map[string]any{"type": "macro"}
+	if w.ContentID != "" {
+		ext["content"] = map[string]any{"id": w.ContentID, "type": "page"}
+	}
+	if w.SpaceKey != "" {
+		ext["space"] = map[string]any{"key": w.SpaceKey}
+	}
+	return ext
+}
+
+// FITIn is FIT for a user's call from the page or space w names, which is
+// what picks the chat the chat resolver opens.
+func FITIn(key *rsa.PrivateKey, accountID, apiBase string, w Where, now time.Time) (string, error) {
 	claims := jwt.MapClaims{
 		"iss": "forge/invocation-token", "aud": AppID,
 		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(FITLifetime).Unix(),
@@ -172,6 +197,9 @@ func FIT(key *rsa.PrivateKey, accountID, apiBase string, now time.Time) (string,
 		claims["context"] = map[string]any{
 			"cloudId": CloudID, "moduleKey": "weavy-chat-macro", "siteUrl": SiteURL,
 			"localId": "dev-local", "accountId": accountID,
+		}
+		if w != (Where{}) {
+			claims["context"].(map[string]any)["extension"] = w.extension()
 		}
 	}
 	t := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
