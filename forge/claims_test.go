@@ -2,14 +2,13 @@ package forge
 
 import (
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/forge-remote/forge-remote/internal/corpus"
 	"github.com/forge-remote/forge-remote/internal/jsonread"
 )
 
@@ -74,8 +73,8 @@ func FuzzDecodeClaims(f *testing.F) {
 	for _, s := range claimSeeds {
 		f.Add([]byte(s))
 	}
-	for _, b := range fitCorpus(f) {
-		f.Add(b)
+	for _, c := range corpus.Read(f, "fit") {
+		f.Add(c.Data)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var got Invocation
@@ -92,25 +91,6 @@ func FuzzDecodeClaims(f *testing.F) {
 			t.Fatalf("decodeClaims(%q):\n got %+v\nwant %+v", data, got, want)
 		}
 	})
-}
-
-// fitCorpus is the FIT claims of testdata/forge/fit (at the module's root):
-// what Forge signs, per its docs.
-func fitCorpus(tb testing.TB) [][]byte {
-	tb.Helper()
-	names, err := filepath.Glob(filepath.Join("..", "testdata", "forge", "fit", "*.json"))
-	if err != nil || len(names) == 0 {
-		tb.Fatalf("no FIT claims in testdata/forge/fit: %v", err)
-	}
-	var out [][]byte
-	for _, name := range names {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		out = append(out, b)
-	}
-	return out
 }
 
 // Claims nothing reads never refuse a FIT, whatever their type; the ones

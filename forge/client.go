@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/forge-remote/forge-remote/internal/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -139,7 +140,7 @@ func NewClient(tokens *AppTokens, o ClientOptions) *Client {
 	}, []string{"method", "status"})
 	if o.Registerer != nil {
 		var err error
-		if c.requests, err = register(o.Registerer, c.requests); err != nil {
+		if c.requests, err = metrics.Register(o.Registerer, c.requests); err != nil {
 			panic(err)
 		}
 	}

@@ -8,8 +8,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/internal/corpus"
 )
 
 // FuzzVerify feeds arbitrary tokens to the verifier: it must never panic, and
@@ -122,11 +121,8 @@ func FuzzVerifyMatchesGolangJWT(f *testing.F) {
 	f.Add(hdr, []byte(`{"ISS":"forge/invocation-token","Aud":["x","`+forgetest.AppID+`"],"exp":"`+strconv.FormatInt(now.Unix()+60, 10)+`","iat":1e9,"app":{"installationId":"i"},"app":{"id":"a"}}`))
 	f.Add(hdr, []byte(`{"iss":"forge/invocation-token","aud":"`+forgetest.AppID+`","exp":`+strconv.FormatInt(now.Unix()+60, 10)+`}`))
 	f.Add(hdr, []byte(`null`))
-	for _, name := range corpusNames(f) {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, file := range corpus.Read(f, "fit") {
+		b := file.Data
 		// The corpus as Forge would sign it for this app, now.
 		var c map[string]any
 		if err := json.Unmarshal(b, &c); err != nil {
@@ -164,14 +160,4 @@ func FuzzVerifyMatchesGolangJWT(f *testing.F) {
 			t.Fatalf("header %s claims %s:\nVerify     %+v\ngolang-jwt %+v", header, claims, *got, want)
 		}
 	})
-}
-
-// corpusNames are the FIT claims of testdata/forge/fit (at the module's root).
-func corpusNames(tb testing.TB) []string {
-	tb.Helper()
-	names, err := filepath.Glob(filepath.Join("..", "testdata", "forge", "fit", "*.json"))
-	if err != nil || len(names) == 0 {
-		tb.Fatalf("no FIT claims in testdata/forge/fit: %v", err)
-	}
-	return names
 }

@@ -28,6 +28,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/internal/jsonread"
 	"github.com/forge-remote/forge-remote/internal/logctx"
+	"github.com/forge-remote/forge-remote/internal/metrics"
 )
 
 // ErrKeysUnavailable is returned by Verify while no key set was ever loaded:
@@ -627,31 +628,16 @@ func newVerifierMetrics(r prometheus.Registerer) (*verifierMetrics, error) {
 		}),
 	}
 	var err error
-	if m.rejections, err = register(r, m.rejections); err != nil {
+	if m.rejections, err = metrics.Register(r, m.rejections); err != nil {
 		return nil, err
 	}
-	if m.fetches, err = register(r, m.fetches); err != nil {
+	if m.fetches, err = metrics.Register(r, m.fetches); err != nil {
 		return nil, err
 	}
-	if m.keys, err = register(r, m.keys); err != nil {
+	if m.keys, err = metrics.Register(r, m.keys); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or reuses the same collector registered before (two
-// verifiers on one registry share their metrics).
-func register[C prometheus.Collector](r prometheus.Registerer, c C) (C, error) {
-	if err := r.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("forge: register metrics: %w", err)
-	}
-	return c, nil
 }
 
 func (m *verifierMetrics) rejected(reason string) {

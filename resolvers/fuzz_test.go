@@ -2,10 +2,9 @@ package resolvers_test
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 
+	"github.com/forge-remote/forge-remote/internal/corpus"
 	"github.com/forge-remote/forge-remote/resolvers"
 )
 
@@ -20,16 +19,8 @@ func FuzzEnvelope(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	names, err := filepath.Glob(filepath.Join("..", "testdata", "forge", "resolver", "*.json"))
-	if err != nil || len(names) == 0 {
-		f.Fatalf("no corpus in testdata/forge/resolver: %v", err)
-	}
-	for _, name := range names {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
+	for _, c := range corpus.Read(f, "resolver") {
+		f.Add(c.Data)
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		key, _, err := resolvers.ParseEnvelope(body)

@@ -4,11 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
-	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/internal/corpus"
 	"github.com/forge-remote/forge-remote/scheduler"
 	"github.com/forge-remote/forge-remote/store"
 )
@@ -26,8 +26,8 @@ func FuzzLifecycle(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	for _, b := range corpus(f, "lifecycle", "scheduled", "uninstall") {
-		f.Add(b)
+	for _, b := range slices.Concat(corpus.Read(f, "lifecycle"), corpus.Read(f, "scheduled"), corpus.Read(f, "uninstall")) {
+		f.Add(b.Data)
 	}
 	kv := store.NewMemory(nil)
 	svc := scheduler.New(scheduler.Options{KV: kv, AppTokens: forge.NewAppTokens(kv, forge.AppTokensOptions{})})
@@ -65,25 +65,4 @@ func FuzzLifecycle(f *testing.F) {
 			}
 		}
 	})
-}
-
-// corpus reads the bodies of testdata/forge's dirs (at the module's root),
-// to seed the fuzz targets with what Forge really sends.
-func corpus(f *testing.F, dirs ...string) [][]byte {
-	f.Helper()
-	var out [][]byte
-	for _, dir := range dirs {
-		names, err := filepath.Glob(filepath.Join("..", "testdata", "forge", dir, "*.json"))
-		if err != nil || len(names) == 0 {
-			f.Fatalf("no corpus in testdata/forge/%s: %v", dir, err)
-		}
-		for _, name := range names {
-			b, err := os.ReadFile(name)
-			if err != nil {
-				f.Fatal(err)
-			}
-			out = append(out, b)
-		}
-	}
-	return out
 }

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/internal/metrics"
 )
 
 // task is one queued run of a job for an installation.
@@ -68,16 +69,16 @@ func newRunner(o runnerOptions) *runner {
 		queues:   make(map[string][]task),
 		running:  make(map[string]context.CancelFunc),
 		keys:     make(map[string]struct{}),
-		runs: mustRegister(o.reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		runs: metrics.MustRegister(o.reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "scheduler_job_runs_total",
 			Help: "Background job runs by job and result (ok, error, stale, timeout, canceled).",
 		}, []string{"job", "result"})),
-		duration: mustRegister(o.reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		duration: metrics.MustRegister(o.reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "scheduler_job_duration_seconds",
 			Help:    "Duration of background job runs by job.",
 			Buckets: []float64{.01, .05, .1, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"job"})),
-		dropped: mustRegister(o.reg, prometheus.NewCounter(prometheus.CounterOpts{
+		dropped: metrics.MustRegister(o.reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "scheduler_queue_dropped_total",
 			Help: "Jobs dropped because the queue was full.",
 		})),

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/internal/metrics"
 	"github.com/forge-remote/forge-remote/store"
 	"github.com/forge-remote/forge-remote/weavy"
 )
@@ -232,7 +233,7 @@ func New(o Options) *Service {
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
-	s.duplicates = mustRegister(o.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
+	s.duplicates = metrics.MustRegister(o.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "scheduler_duplicate_triggers_total",
 		Help: "Scheduled triggers ignored as a duplicate delivery.",
 	}))
@@ -384,21 +385,4 @@ func (s *Service) Installations(ctx context.Context) ([]Installation, error) {
 	}
 	slices.SortFunc(list, func(a, b Installation) int { return cmp.Compare(a.InstallationID, b.InstallationID) })
 	return list, nil
-}
-
-// mustRegister registers c with r (nil: none), sharing a collector already
-// registered under the same description (several Services on one registry).
-func mustRegister[C prometheus.Collector](r prometheus.Registerer, c C) C {
-	if r == nil {
-		return c
-	}
-	if err := r.Register(c); err != nil {
-		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(fmt.Sprintf("scheduler: registering metrics: %v", err))
-	}
-	return c
 }

@@ -4,13 +4,12 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/internal/corpus"
 )
 
 // FuzzForgeRoutes sends arbitrary bodies with a valid FIT to every Forge
@@ -25,20 +24,12 @@ func FuzzForgeRoutes(f *testing.F) {
 	}
 	// What Forge really sends, each to its own route.
 	for dir, route := range map[string]int{"resolver": 0, "lifecycle": 2, "scheduled": 3, "uninstall": 5} {
-		names, err := filepath.Glob(filepath.Join("..", "testdata", "forge", dir, "*.json"))
-		if err != nil || len(names) == 0 {
-			f.Fatalf("no corpus in testdata/forge/%s: %v", dir, err)
-		}
-		for _, name := range names {
-			b, err := os.ReadFile(name)
-			if err != nil {
-				f.Fatal(err)
-			}
-			if strings.Contains(name, "envelope") {
-				f.Add(uint8(1), b)
+		for _, c := range corpus.Read(f, dir) {
+			if strings.Contains(c.Path, "envelope") {
+				f.Add(uint8(1), c.Data)
 				continue
 			}
-			f.Add(uint8(route), b)
+			f.Add(uint8(route), c.Data)
 		}
 	}
 	f.Fuzz(func(t *testing.T, route uint8, body []byte) {

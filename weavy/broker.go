@@ -24,6 +24,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/internal/ids"
 	"github.com/forge-remote/forge-remote/internal/logctx"
+	"github.com/forge-remote/forge-remote/internal/metrics"
 	"github.com/forge-remote/forge-remote/store"
 )
 
@@ -310,7 +311,7 @@ func NewBroker(iss Issuer, kv store.KV, o BrokerOptions) *Broker {
 	b.limSwept = b.now()
 
 	counter := func(name, help string) prometheus.Counter {
-		c, err := register(o.Registerer, prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help}))
+		c, err := metrics.Register(o.Registerer, prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help}))
 		if err != nil {
 			panic(fmt.Sprintf("weavy: registering %s: %v", name, err))
 		}

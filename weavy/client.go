@@ -20,6 +20,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/forge-remote/forge-remote/internal/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zapcore"
 )
@@ -123,7 +124,7 @@ func NewClient(baseURL, apiKey string, o ClientOptions) (*Client, error) {
 		c.now = time.Now
 	}
 
-	c.duration, err = register(o.Registerer, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	c.duration, err = metrics.Register(o.Registerer, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "weavy_request_duration_seconds",
 		Help:    "Duration of calls to Weavy's API by operation.",
 		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
@@ -131,7 +132,7 @@ func NewClient(baseURL, apiKey string, o ClientOptions) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("weavy: registering metrics: %w", err)
 	}
-	c.errs, err = register(o.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+	c.errs, err = metrics.Register(o.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "weavy_errors_total",
 		Help: "Failed calls to Weavy's API by operation and HTTP status (or timeout, canceled, transport, bad_response).",
 	}, []string{"op", "status"}))
