@@ -77,8 +77,8 @@ func TestDevModeCommandsWork(t *testing.T) {
 			cmds = append(cmds, line)
 		}
 	}
-	if len(cmds) != 4 {
-		t.Fatalf("want 4 commands, got %d:\n%s", len(cmds), d.errOut.String())
+	if len(cmds) != 5 {
+		t.Fatalf("want 5 commands, got %d:\n%s", len(cmds), d.errOut.String())
 	}
 	for _, c := range cmds {
 		if strings.Contains(c, "atlassian.com") || strings.Contains(c, "dev-install") {
@@ -102,7 +102,15 @@ func TestDevModeCommandsWork(t *testing.T) {
 	if got := paste(cmds[2]); !strings.Contains(got, `"access_token":"wyu_`) || !strings.HasSuffix(got, "200") {
 		t.Fatalf("token command: %s", got)
 	}
-	got := paste(cmds[3])
+	// The page chat: opened closed, with the dev user its only member.
+	if got := paste(cmds[3]); !strings.Contains(got, `"app_id":`) || !strings.HasSuffix(got, "200") {
+		t.Fatalf("chat command: %s", got)
+	}
+	pageApp, ok := d.sims.weavy.App("confluence-00000000-0000-4000-8000-00000000c10d-page-98305")
+	if !ok || pageApp.Access != "none" || len(pageApp.Members) != 1 {
+		t.Fatalf("the page chat in the Weavy simulator: %+v (found %v)", pageApp, ok)
+	}
+	got := paste(cmds[4])
 	if !strings.Contains(got, "installation/00000000-0000-4000-8000-00000000de01") || !strings.Contains(got, `"app_token_fresh":true`) ||
 		!strings.Contains(got, `"api_base_url":"`+d.sims.confluence.APIBaseURL("00000000-0000-4000-8000-00000000c10d")+`"`) ||
 		!strings.Contains(got, `"installer_account_id":"5b10ac8d82e05b22cc7d4ef5"`) {

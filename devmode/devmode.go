@@ -271,6 +271,10 @@ func Commands(key *rsa.PrivateKey, base, apiBase, accountID, internalToken strin
 	if err != nil {
 		return "", err
 	}
+	pageFIT, err := FITIn(key, accountID, apiBase, Where{ContentID: "98305"}, now)
+	if err != nil {
+		return "", err
+	}
 	// Forge's app tokens live 2-4 h; endpoints with auth.appSystemToken
 	// (every one in manifest.yml) receive one on every call, user calls too.
 	appTok, err := AppToken(key, now.Add(3*time.Hour), now)
@@ -279,11 +283,13 @@ func Commands(key *rsa.PrivateKey, base, apiBase, accountID, internalToken strin
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n# The install event Forge sends (records the installation):\n")
-	fmt.Fprintf(&b, "curl -sS -X POST %s/triggers/lifecycle -H 'Authorization: Bearer %s' -H 'x-forge-oauth-system: %s' -H 'Content-Type: application/json' -d '{\"eventType\":\"avi:forge:installed:app\",\"id\":\"%s\",\"installerAccountId\":\"%s\",\"app\":{\"id\":\"%s\",\"version\":\"1.0.0\"},\"environment\":{\"id\":\"dev\"}}'\n", base, trigFIT, appTok, InstallationID, accountID, AppID)
+	fmt.Fprintf(&b, "curl -sS -X POST %s/triggers/lifecycle -H 'Authorization: Bearer %s' -H 'x-forge-oauth-system: %s' -H 'Content-Type: application/json' -d '{\"eventType\":\"avi:forge:installed:app\",\"id\":\"%s\",\"context\":\"ari:cloud:confluence::site/%s\",\"installerAccountId\":\"%s\",\"app\":{\"id\":\"%s\",\"version\":\"1.0.0\"},\"environment\":{\"id\":\"dev\"}}'\n", base, trigFIT, appTok, InstallationID, CloudID, accountID, AppID)
 	fmt.Fprintf(&b, "\n# The hourly scheduled trigger (brings a fresh app token):\n")
 	fmt.Fprintf(&b, "curl -sS -X POST %s/triggers/scheduled -H 'Authorization: Bearer %s' -H 'x-forge-oauth-system: %s' -H 'Content-Type: application/json' -d '{}'\n", base, trigFIT, appTok)
 	fmt.Fprintf(&b, "\n# A Weavy token for %s (the Custom UI's token resolver):\n", accountID)
 	fmt.Fprintf(&b, "curl -sS -X POST %s/resolvers/token -H 'Authorization: Bearer %s' -H 'x-forge-oauth-system: %s' -H 'Content-Type: application/json' -d '{\"refresh\":false}'\n", base, userFIT, appTok)
+	fmt.Fprintf(&b, "\n# The chat of page 98305 for %s (the chat resolver: the page comes from the signed FIT only):\n", accountID)
+	fmt.Fprintf(&b, "curl -sS -X POST %s/resolvers/chat -H 'Authorization: Bearer %s' -H 'x-forge-oauth-system: %s' -H 'Content-Type: application/json' -d '{}'\n", base, pageFIT, appTok)
 	fmt.Fprintf(&b, "\n# The operator's view:\n")
 	fmt.Fprintf(&b, "curl -sS %s/internal/installations -H 'Authorization: Bearer %s'\n", base, internalToken)
 	fmt.Fprintf(&b, "\n# Or sign and send one call: go run . invoke token --account-id %s --refresh\n", accountID)
