@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/forge-remote/forge-remote/internal/testwait"
 	"github.com/forge-remote/forge-remote/store"
 )
 
@@ -487,7 +488,7 @@ func TestBrokerWaiterCancelled(t *testing.T) {
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("cancelled waiter: err = %v", err)
 		}
-	case <-time.After(time.Second):
+	case <-testwait.After(t):
 		t.Fatal("cancelled waiter did not return")
 	}
 
@@ -497,7 +498,7 @@ func TestBrokerWaiterCancelled(t *testing.T) {
 		if tok.AccessToken != "wyu_1" {
 			t.Fatalf("second caller got %q", tok.AccessToken)
 		}
-	case <-time.After(5 * time.Second):
+	case <-testwait.After(t):
 		t.Fatal("second caller never got its token")
 	}
 	if e.mints() != 1 {
