@@ -7,7 +7,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/forge-remote/forge-remote/internal/testwait"
 )
 
 // `dev` on a fresh machine prints commands that, pasted into a shell, return a
@@ -28,7 +29,7 @@ func TestDevModeCommandsWork(t *testing.T) {
 	case err := <-done:
 		cancel()
 		t.Fatalf("dev did not start: %v\n%s", err, errOut.String())
-	case <-time.After(15 * time.Second):
+	case <-testwait.After(t):
 		cancel()
 		t.Fatal("dev did not start")
 	}
