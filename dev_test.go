@@ -8,9 +8,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/forge-remote/forge-remote/devmode"
+	"github.com/forge-remote/forge-remote/internal/testwait"
 )
 
 // devServer is `dev` run in-process until the test ends.
@@ -49,14 +49,10 @@ func startDev(t *testing.T, env map[string]string) *devServer {
 	return d
 }
 
-// waitFor polls cond until it holds. It has no deadline of its own, so a slow
-// machine cannot fail it: the test binary's -timeout bounds it.
+// waitFor polls cond until it holds, for as long as go test allows.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for !cond() {
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Logf("%s: done", what)
+	testwait.For(t, what, cond)
 }
 
 // `dev` on a fresh machine prints commands that, pasted into a shell in the

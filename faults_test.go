@@ -17,13 +17,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"go.etcd.io/bbolt"
 
 	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/internal/testwait"
 	"github.com/forge-remote/forge-remote/store/redistest"
 	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
@@ -99,22 +99,15 @@ func TestFaultJWKS(t *testing.T) {
 			start := time.Now()
 			go func() { first = burst(firstFITs); close(firstDone) }()
 
-			// Known keys keep working while the refetch fails or hangs.
+			// Known keys keep working while the refetch fails or hangs
+			// (that they do not wait on it: forge's TestSlowEndpoint).
 			for range 5 {
-				begin := time.Now()
 				r := ts.post(t, "/resolvers/token", fitKnown(), nil, `{}`)
 				if r.Status != http.StatusOK || r.str("access_token") != held.str("access_token") {
 					t.Fatalf("known key during the fault: %d %s", r.Status, r.Body)
 				}
-				if d := time.Since(begin); d > 5*time.Second {
-					t.Fatalf("known key waited %v on the refetch", d)
-				}
 			}
-			select {
-			case <-firstDone:
-			case <-time.After(20 * time.Second):
-				t.Fatal("unknown-kid calls not answered within 20 s")
-			}
+			testwait.Recv(t, "the unknown-kid calls' answers", firstDone)
 			t.Logf("40 unknown-kid calls answered in %v", time.Since(start).Round(time.Millisecond))
 			second := burst(secondFITs) // within the rate-limit interval: no fetch at all
 			for i, r := range append(first, second...) {
@@ -141,7 +134,10 @@ func TestFaultJWKS(t *testing.T) {
 	}
 }
 
-// Weavy failing: a cold user gets the exact status and code, a 429's
+// fixed is a Retry-After that is always v.
+func fixed(v string) func() string { return func() string { return v } }
+
+// Weavy failing (hanging: TestTokenWeavyTimeout): a cold user gets the exact status and code, a 429's
 // Retry-After is passed on (bounded to 1–60 s, 5 s when absent), a cached user
 // keeps its token, and the cold user is served once Weavy is back.
 func TestFaultWeavy(t *testing.T) {
@@ -162,10 +158,10 @@ func TestFaultWeavy(t *testing.T) {
 	if warm.Status != http.StatusOK {
 		t.Fatalf("warm-up: %d %s", warm.Status, warm.Body)
 	}
-	tooMany := func(retryAfter string) http.HandlerFunc {
+	tooMany := func(retryAfter func() string) http.HandlerFunc {
 		return func(w http.ResponseWriter, _ *http.Request) {
-			if retryAfter != "" {
-				w.Header().Set("Retry-After", retryAfter)
+			if v := retryAfter(); v != "" {
+				w.Header().Set("Retry-After", v)
 			}
 			w.Header().Set("Content-Type", "application/problem+json")
 			w.WriteHeader(http.StatusTooManyRequests)
@@ -181,14 +177,15 @@ func TestFaultWeavy(t *testing.T) {
 		retryAfter [2]int // accepted range of Retry-After seconds; zero: none
 	}{
 		{"connection reset", weavytest.Reset, nil, http.StatusBadGateway, "weavy_unavailable", [2]int{}},
-		{"hanging", weavytest.Hang, nil, http.StatusGatewayTimeout, "weavy_timeout", [2]int{}},
 		{"HTML 502 page", weavytest.HTML502, nil, http.StatusBadGateway, "weavy_unavailable", [2]int{}},
 		{"problem 500", weavytest.Fail500, nil, http.StatusBadGateway, "weavy_unavailable", [2]int{}},
 		{"429 Retry-After 7", weavytest.Limited429, nil, http.StatusServiceUnavailable, "weavy_rate_limited", [2]int{7, 7}},
-		{"429 Retry-After a day", weavytest.OK, tooMany("86400"), http.StatusServiceUnavailable, "weavy_rate_limited", [2]int{60, 60}},
-		{"429 Retry-After a date", weavytest.OK, tooMany(time.Now().Add(30 * time.Second).UTC().Format(http.TimeFormat)), http.StatusServiceUnavailable, "weavy_rate_limited", [2]int{25, 31}},
-		{"429 Retry-After garbage", weavytest.OK, tooMany("soon"), http.StatusServiceUnavailable, "weavy_rate_limited", [2]int{5, 5}},
-		{"429 without Retry-After", weavytest.OK, tooMany(""), http.StatusServiceUnavailable, "weavy_rate_limited", [2]int{5, 5}},
+		{"429 Retry-After a day", weavytest.OK, tooMany(fixed("86400")), http.StatusServiceUnavailable, "weavy_rate_limited", [2]int{60, 60}},
+		// A date read when Weavy answers, far enough ahead that no slowness
+		// brings it under the 60 s bound (TestParseRetryAfter does the sums).
+		{"429 Retry-After a date", weavytest.OK, tooMany(func() string { return time.Now().Add(10 * time.Minute).UTC().Format(http.TimeFormat) }), http.StatusServiceUnavailable, "weavy_rate_limited", [2]int{60, 60}},
+		{"429 Retry-After garbage", weavytest.OK, tooMany(fixed("soon")), http.StatusServiceUnavailable, "weavy_rate_limited", [2]int{5, 5}},
+		{"429 without Retry-After", weavytest.OK, tooMany(fixed("")), http.StatusServiceUnavailable, "weavy_rate_limited", [2]int{5, 5}},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -218,7 +215,7 @@ func TestFaultWeavy(t *testing.T) {
 			wv.SetMode(weavytest.OK)
 			front.setAnswer(nil)
 			var after reply
-			if !eventually(5*time.Second, func() bool { after = token(cold); return after.Status == http.StatusOK }) {
+			if !testwait.Poll(t, func() bool { after = token(cold); return after.Status == http.StatusOK }) {
 				t.Fatalf("cold user once Weavy is back: %d %s", after.Status, after.Body)
 			}
 		})
@@ -252,11 +249,7 @@ func TestFaultBoltLocked(t *testing.T) {
 	go func() {
 		done <- run(context.Background(), []string{"forge-remote"}, func(k string) string { return f.env[k] }, &stdout, &stderr)
 	}()
-	select {
-	case err = <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("run() still waiting on the locked database after 10 s")
-	}
+	err = testwait.Recv(t, "run() to give up on the locked database", done)
 	db.Close()
 	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "locked") {
 		t.Fatalf("run() = %v, want an error naming %s as locked", err, path)
@@ -315,15 +308,15 @@ func TestFaultRedis(t *testing.T) {
 		if r := ts.post(t, "/resolvers/token", fit("acc-held"), nil, `{}`); r.Status != http.StatusOK || r.str("access_token") != held.str("access_token") {
 			t.Errorf("cached user while Redis is paused: %d %s", r.Status, r.Body)
 		}
+		// A paused Redis never answers: any answer shows the store's own
+		// timeout ended the wait.
 		for _, c := range []struct{ path, account string }{{"/resolvers/token", "acc-cold-paused"}, {"/triggers/scheduled", ""}} {
 			start := time.Now()
 			r := ts.post(t, c.path, fit(c.account), appTok(), `{}`)
 			if r.Status != http.StatusServiceUnavailable || r.ErrCode != "store_unavailable" {
 				t.Errorf("%s while Redis is paused: %d %s", c.path, r.Status, r.Body)
 			}
-			if d := time.Since(start); d > 5*time.Second {
-				t.Errorf("%s took %v to fail", c.path, d)
-			}
+			t.Logf("%s failed after %v", c.path, time.Since(start).Round(time.Millisecond))
 		}
 		if st, r := ts.get(t, "/readyz", ""); st != http.StatusServiceUnavailable || !strings.Contains(string(r.Body), "store") {
 			t.Errorf("readyz while Redis is paused: %d %s", st, r.Body)
@@ -383,19 +376,27 @@ func TestFaultRedis(t *testing.T) {
 				}
 			})
 		}
-		time.Sleep(500 * time.Millisecond)
+		// Each phase lasts until the clients have seen it, however slow the
+		// machine: served, then refused while Redis is gone, then served again.
+		seen := func(outcome string, n int) func() bool {
+			return func() bool { mu.Lock(); defer mu.Unlock(); return outcomes[outcome] >= n }
+		}
+		testwait.For(t, "answers before the kill", seen("200 ", 10))
 		rs.Kill()
-		time.Sleep(2 * time.Second)
+		testwait.For(t, "a call to see the outage", seen("503 store_unavailable", 1))
 		rs.Restart()
-		recovered := eventually(10*time.Second, func() bool {
+		mu.Lock()
+		servedBefore := outcomes["200 "]
+		mu.Unlock()
+		recovered := testwait.Poll(t, func() bool {
 			return ts.post(t, "/resolvers/token", fit(fmt.Sprintf("acc-after-%d", time.Now().UnixNano())), nil, `{}`).Status == http.StatusOK
 		})
-		time.Sleep(300 * time.Millisecond)
+		testwait.For(t, "the clients to be served after the restart", seen("200 ", servedBefore+10))
 		stop.Store(true)
 		wg.Wait()
 		t.Logf("answers during the kill and restart: %v", outcomes)
 		if !recovered {
-			t.Fatal("cold users not served within 10 s of Redis' restart")
+			t.Fatal("cold users not served after Redis' restart")
 		}
 		for o := range outcomes {
 			switch o {
@@ -417,107 +418,13 @@ func TestFaultRedis(t *testing.T) {
 	})
 }
 
-// SIGTERM while mints are in flight: they finish with 200, the process exits
-// 0, and the bolt file reopens cleanly with every token in it.
-func TestFaultSIGTERM(t *testing.T) {
-	t.Parallel()
-	key := forgetest.NewKey(t, "k1")
-	jwks := forgetest.NewJWKSServer(t, key)
-	wv := weavytest.New("")
-	t.Cleanup(wv.Close)
-	front := newWeavyFront(t, wv)
-	env := tokenEnv(t, jwks, wv)
-	env["WEAVY_URL"] = front.URL
-	env["WEAVY_TIMEOUT"] = "5s"
-	env["LOG_LEVEL"] = "info"
-	srv := startBinary(t, serverBinary(t), env, nil)
-	srv.waitReady(t)
-	fit := func(account string) string { return forgetest.MintFIT(t, key, forgetest.WithPrincipal(account)) }
-
-	tokens := map[string]string{}
-	warm := srv.post(t, "/resolvers/token", fit("acc-warm"), `{}`)
-	if warm.Status != http.StatusOK {
-		t.Fatalf("warm-up: %d %s", warm.Status, warm.Body)
-	}
-	tokens["acc-warm"] = warm.str("access_token")
-
-	// Five cold users whose mints take 1 s each at Weavy.
-	front.delay.Store(int64(time.Second))
-	const inflight = 5
-	fits := make([]string, inflight)
-	for i := range fits {
-		fits[i] = fit(fmt.Sprintf("acc-inflight-%d", i))
-	}
-	replies := make([]reply, inflight)
-	var wg sync.WaitGroup
-	for i := range fits {
-		wg.Go(func() { replies[i] = postTo(srv.URL, "/resolvers/token", fits[i], `{}`) })
-	}
-	if !eventually(5*time.Second, func() bool { return front.waiting.Load() == inflight }) {
-		t.Fatalf("%d mints reached Weavy, want %d", front.waiting.Load(), inflight)
-	}
-	sigAt := time.Now()
-	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	wg.Wait()
-	for i, r := range replies {
-		if r.Status != http.StatusOK || !strings.HasPrefix(r.str("access_token"), "wyu_") {
-			t.Fatalf("in-flight call %d after SIGTERM: %d %s", i, r.Status, r.Body)
-		}
-		tokens[fmt.Sprintf("acc-inflight-%d", i)] = r.str("access_token")
-	}
-	select {
-	case <-srv.exited:
-	case <-time.After(25 * time.Second):
-		t.Fatal("no exit within 25 s of SIGTERM")
-	}
-	if srv.err != nil {
-		t.Fatalf("exit after SIGTERM: %v\nstderr:\n%s", srv.err, srv.stderr)
-	}
-	t.Logf("exit 0, %v after SIGTERM, %d in-flight calls answered 200", time.Since(sigAt).Round(time.Millisecond), inflight)
-	if logs := srv.Logs.String(); !strings.Contains(logs, `"msg":"stopped"`) || srv.stderr.String() != "" {
-		t.Fatalf("no clean stop in the log, or stderr output:\n%s\nstderr:\n%s", logs, srv.stderr)
-	}
-
-	// The file opens without waiting for a lock and passes bbolt's consistency check.
-	path := strings.TrimPrefix(env["STORE_URL"], "bolt://")
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second, ReadOnly: true})
-	if err != nil {
-		t.Fatalf("reopening the bolt file: %v", err)
-	}
-	err = db.View(func(tx *bbolt.Tx) error {
-		for err := range tx.Check() {
-			return err
-		}
-		return nil
-	})
-	db.Close()
-	if err != nil {
-		t.Fatalf("bolt consistency check: %v", err)
-	}
-
-	// Every token is there: a new server serves them all without a mint.
-	front.delay.Store(0)
-	mints := wv.Mints()
-	ts := startServer(t, env)
-	ts.waitReady(t)
-	for account, tok := range tokens {
-		if r := ts.post(t, "/resolvers/token", fit(account), nil, `{}`); r.str("access_token") != tok {
-			t.Fatalf("%s after the restart: %d %s", account, r.Status, r.Body)
-		}
-	}
-	if wv.Mints() != mints {
-		t.Fatalf("%d tokens re-minted after the restart", wv.Mints()-mints)
-	}
-}
-
-// weavyFront stands before the Weavy fake: it can delay token mints or answer
-// in Weavy's place, and forwards everything else.
+// weavyFront stands before the Weavy fake: it can hold token mints until
+// the test lets them go, or answer in Weavy's place, and forwards everything
+// else.
 type weavyFront struct {
 	*httptest.Server
-	delay   atomic.Int64 // nanoseconds a mint is held before it is forwarded
-	waiting atomic.Int64 // mints being held now
+	gate    atomic.Pointer[chan struct{}] // when set, mints wait for it to close
+	waiting atomic.Int64                  // mints being held now
 
 	mu     sync.Mutex
 	answer http.HandlerFunc
@@ -539,15 +446,29 @@ func newWeavyFront(t *testing.T, wv *weavytest.Server) *weavyFront {
 			answer(w, r)
 			return
 		}
-		if d := time.Duration(f.delay.Load()); d > 0 && strings.HasSuffix(r.URL.Path, "/tokens") {
+		if gate := f.gate.Load(); gate != nil && strings.HasSuffix(r.URL.Path, "/tokens") {
 			f.waiting.Add(1)
-			time.Sleep(d)
+			<-*gate
 			f.waiting.Add(-1)
 		}
 		proxy.ServeHTTP(w, r)
 	}))
 	t.Cleanup(f.Close)
+	t.Cleanup(f.release) // before Close, which waits for the held handlers
 	return f
+}
+
+// hold makes the next mints wait until release.
+func (f *weavyFront) hold() {
+	gate := make(chan struct{})
+	f.gate.Store(&gate)
+}
+
+// release lets the held mints through, and those after them.
+func (f *weavyFront) release() {
+	if gate := f.gate.Swap(nil); gate != nil {
+		close(*gate)
+	}
 }
 
 func (f *weavyFront) setAnswer(h http.HandlerFunc) {

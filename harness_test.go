@@ -10,9 +10,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/internal/testwait"
 	"github.com/forge-remote/forge-remote/server"
 )
 
@@ -79,7 +79,7 @@ func startServerWith(t *testing.T, env map[string]string, o server.Options) *tes
 	case err := <-ts.done:
 		cancel()
 		t.Fatalf("server did not start: %v\nlogs:\n%s", err, ts.Logs)
-	case <-time.After(10 * time.Second):
+	case <-testwait.After(t):
 		cancel()
 		t.Fatalf("server did not start in time\nlogs:\n%s", ts.Logs)
 	}
@@ -100,7 +100,7 @@ func (ts *testServer) Stop(t *testing.T) {
 		if err != nil {
 			t.Errorf("server exited with %v", err)
 		}
-	case <-time.After(25 * time.Second):
+	case <-testwait.After(t):
 		t.Errorf("server did not stop")
 	}
 }
@@ -108,14 +108,9 @@ func (ts *testServer) Stop(t *testing.T) {
 // waitReady polls /readyz until it answers 200.
 func (ts *testServer) waitReady(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if st, _ := ts.get(t, "/readyz", ""); st == http.StatusOK {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !testwait.Poll(t, func() bool { st, _ := ts.get(t, "/readyz", ""); return st == http.StatusOK }) {
+		t.Fatalf("server not ready in time\nlogs:\n%s", ts.Logs)
 	}
-	t.Fatalf("server not ready in time\nlogs:\n%s", ts.Logs)
 }
 
 type reply struct {

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
 	"strings"
@@ -22,7 +23,10 @@ func tokenEnv(t *testing.T, jwks *forgetest.JWKSServer, wv *weavytest.Server) ma
 	env := baseEnv(t, jwks)
 	env["WEAVY_URL"] = wv.URL
 	env["WEAVY_API_KEY"] = weavytest.APIKey
-	env["WEAVY_TIMEOUT"] = "500ms"
+	// The longest WEAVY_TIMEOUT allowed: a mint from the fake on a loaded
+	// machine must not time out. TestTokenWeavyTimeout, whose subject it is,
+	// shortens it.
+	env["WEAVY_TIMEOUT"] = "20s"
 	return env
 }
 
@@ -228,7 +232,6 @@ func TestTokenWeavyFaults(t *testing.T) {
 	}{
 		{weavytest.Fail500, http.StatusBadGateway, "weavy_unavailable"},
 		{weavytest.HTML502, http.StatusBadGateway, "weavy_unavailable"},
-		{weavytest.Hang, http.StatusGatewayTimeout, "weavy_timeout"},
 		{weavytest.Reset, http.StatusBadGateway, "weavy_unavailable"},
 	}
 	for i, tc := range cases {
@@ -246,6 +249,50 @@ func TestTokenWeavyFaults(t *testing.T) {
 				t.Fatalf("cached user during the outage: %d %s", w.Status, w.Body)
 			}
 		})
+	}
+}
+
+// A Weavy that never answers costs a cold user WEAVY_TIMEOUT and a 504,
+// while a cached user keeps its token. The server runs with a short timeout
+// only while Weavy hangs, so no call that should succeed can run into it:
+// the cached user's token was minted before, under the long one, and is read
+// back from the bolt file.
+func TestTokenWeavyTimeout(t *testing.T) {
+	f := newTokenFixture(t)
+	warm := f.token(t, "acc-warm", `{}`, nil)
+	if warm.Status != http.StatusOK {
+		t.Fatalf("warm-up: %d %s", warm.Status, warm.Body)
+	}
+	f.ts.Stop(t)
+	short := maps.Clone(f.env)
+	short["WEAVY_TIMEOUT"] = "1s"
+	f.ts = startServer(t, short)
+	f.ts.waitReady(t)
+	f.wv.SetMode(weavytest.Hang)
+	mints := f.wv.Mints()
+
+	start := time.Now()
+	r := f.token(t, "acc-cold", `{}`, nil)
+	if r.Status != http.StatusGatewayTimeout || r.ErrCode != "weavy_timeout" || r.Header.Get("Retry-After") != "" {
+		t.Fatalf("cold user while Weavy hangs: %d %s (Retry-After %q)", r.Status, r.Body, r.Header.Get("Retry-After"))
+	}
+	if d := time.Since(start); d < time.Second {
+		t.Fatalf("504 after %v, before WEAVY_TIMEOUT", d) // a machine's slowness only lengthens it
+	}
+	if w := f.token(t, "acc-warm", `{}`, nil); w.Status != http.StatusOK || w.str("access_token") != warm.str("access_token") {
+		t.Fatalf("cached user while Weavy hangs: %d %s", w.Status, w.Body)
+	}
+	if f.wv.Mints() != mints {
+		t.Fatalf("a token was minted while Weavy hung")
+	}
+
+	// Weavy back, under the long timeout again: the cold user is served.
+	f.wv.SetMode(weavytest.OK)
+	f.ts.Stop(t)
+	f.ts = startServer(t, f.env)
+	f.ts.waitReady(t)
+	if r := f.token(t, "acc-cold", `{}`, nil); r.Status != http.StatusOK {
+		t.Fatalf("cold user once Weavy is back: %d %s", r.Status, r.Body)
 	}
 }
 

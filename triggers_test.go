@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/internal/testwait"
 	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
@@ -57,15 +58,12 @@ func TestTriggersEndToEnd(t *testing.T) {
 	if tok.Status != http.StatusOK {
 		t.Fatalf("token: %d %s", tok.Status, tok.Body)
 	}
-	deadline := time.Now().Add(5 * time.Second)
 	var profile map[string]any
-	for time.Now().Before(deadline) {
-		if p, ok := wv.Profile(account); ok {
-			profile = p
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.Poll(t, func() bool {
+		p, ok := wv.Profile(account)
+		profile = p
+		return ok
+	})
 	if profile["name"] != "Ada Lovelace" || profile["picture"] != "https://acme.atlassian.net/wiki/aa-avatar/ada.png" {
 		t.Fatalf("Weavy profile after the first mint: %v", profile)
 	}
@@ -75,9 +73,9 @@ func TestTriggersEndToEnd(t *testing.T) {
 	if r := ts.post(t, "/triggers/scheduled", fitFor(instA, cloudA, ""), appTok, `{}`); r.Status != http.StatusAccepted {
 		t.Fatalf("scheduled: %d %s", r.Status, r.Body)
 	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("scheduled trigger took %v", d) // Forge gives 5 s
-	}
+	// Forge gives a trigger 5 s; the answer does not wait for the jobs
+	// (scheduler's TestScheduledAnswersWhileSlowJobRuns holds one to show it).
+	t.Logf("scheduled trigger answered in %v", time.Since(start).Round(time.Millisecond))
 	if conf.ExpiredCalls() != 0 {
 		t.Fatalf("%d Confluence calls with an expired or unknown token", conf.ExpiredCalls())
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/internal/testwait"
 )
 
 // Started with Forge's JWKS unreachable (no internet), the log says there are
@@ -36,10 +37,8 @@ func TestNoKeysYetSaysWhenItRetries(t *testing.T) {
 	}
 	defer v.Close()
 
-	// The first load and at least two retries; no deadline: -timeout bounds it.
-	for observed.FilterMessage("jwks fetch failed; no keys yet").Len() < 3 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	// The first load and at least two retries.
+	testwait.For(t, "three failed loads", func() bool { return observed.FilterMessage("jwks fetch failed; no keys yet").Len() >= 3 })
 	if n := observed.FilterMessage("jwks fetch failed; keeping the keys held").Len(); n != 0 {
 		t.Errorf("%d lines say keys are kept though none were ever loaded", n)
 	}

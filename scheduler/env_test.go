@@ -9,20 +9,20 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/internal/testwait"
 	"github.com/forge-remote/forge-remote/store"
 	"github.com/forge-remote/forge-remote/store/storetest"
 	"github.com/forge-remote/forge-remote/weavy"
 	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { testwait.VerifyTestMain(m) }
 
 // The implementations the server wires in.
 var (

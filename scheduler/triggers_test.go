@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/internal/testwait"
 	"github.com/forge-remote/forge-remote/weavy"
 )
 
@@ -58,20 +59,13 @@ func TestScheduledAnswersWhileSlowJobRuns(t *testing.T) {
 	if err := e.svc.Scheduled(t.Context(), e.inv(instA, cloudA)); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the slow job never started")
-	}
-	// The only worker is busy: each trigger must still be answered at once.
+	testwait.Recv(t, "the slow job to start", started)
+	// The only worker is busy until the test ends: a Scheduled that waited
+	// for it would never return.
 	for _, inst := range []string{instB, instA} {
 		e.clock.Advance(time.Hour)
-		t0 := time.Now()
 		if err := e.svc.Scheduled(t.Context(), e.inv(inst, cloudA)); err != nil {
 			t.Fatal(err)
-		}
-		if d := time.Since(t0); d > 500*time.Millisecond {
-			t.Fatalf("Scheduled took %v while a job ran", d)
 		}
 	}
 }
@@ -319,12 +313,8 @@ func TestUninstallPurgesOnlyThatInstallation(t *testing.T) {
 		}
 	}
 
-	t0 := time.Now()
 	if err := e.svc.Uninstall(ctx, e.inv(instA, cloudA)); err != nil {
 		t.Fatal(err)
-	}
-	if d := time.Since(t0); d > time.Second {
-		t.Errorf("uninstall took %v", d)
 	}
 	after := e.keys(t)
 	// All of A is gone but its uninstall tombstone (which holds no data).

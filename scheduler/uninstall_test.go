@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/forge-remote/forge-remote/internal/testwait"
 	"github.com/forge-remote/forge-remote/store"
 	"github.com/forge-remote/forge-remote/store/storetest"
 )
@@ -148,13 +149,8 @@ func TestForgetCancelsJobsWithoutTouchingStore(t *testing.T) {
 	waitFor(t, started, "the long job")
 	before := e.keys(t)
 	e.svc.Forget(instA)
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("job ended with %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Forget did not cancel the running job")
+	if err := testwait.Recv(t, "Forget to cancel the running job", done); !errors.Is(err, context.Canceled) {
+		t.Fatalf("job ended with %v", err)
 	}
 	e.svc.run.waitIdle()
 	if c.n(instA) != 0 {

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/forge-remote/forge-remote/internal/testwait"
 	"github.com/forge-remote/forge-remote/store"
 )
 
@@ -40,7 +41,9 @@ type brokerEnv struct {
 func newBrokerEnv(t *testing.T, o BrokerOptions) *brokerEnv {
 	t.Helper()
 	e := &brokerEnv{clk: newClock(), f: newFakeWeavy(t), reg: prometheus.NewRegistry()}
-	e.c = e.f.client(t, ClientOptions{Now: e.clk.Now, Timeout: 5 * time.Second})
+	// No test here is about Weavy's timeout (client_test's are): long, so
+	// that the fake answering on a busy machine never runs into it.
+	e.c = e.f.client(t, ClientOptions{Now: e.clk.Now, Timeout: time.Hour})
 	e.kv = newMemKV(e.clk.Now)
 	core, logs := observer.New(zapcore.DebugLevel)
 	e.logs = logs
@@ -487,7 +490,7 @@ func TestBrokerWaiterCancelled(t *testing.T) {
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("cancelled waiter: err = %v", err)
 		}
-	case <-time.After(time.Second):
+	case <-testwait.After(t):
 		t.Fatal("cancelled waiter did not return")
 	}
 
@@ -497,7 +500,7 @@ func TestBrokerWaiterCancelled(t *testing.T) {
 		if tok.AccessToken != "wyu_1" {
 			t.Fatalf("second caller got %q", tok.AccessToken)
 		}
-	case <-time.After(5 * time.Second):
+	case <-testwait.After(t):
 		t.Fatal("second caller never got its token")
 	}
 	if e.mints() != 1 {

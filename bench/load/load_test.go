@@ -2,11 +2,8 @@ package main
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -14,30 +11,6 @@ import (
 	"testing"
 	"time"
 )
-
-// TestSmoke builds forge-remote and runs the load tool's smoke against it, so
-// the tool cannot rot. No timing is asserted: only that the server starts, the
-// warm path answers 2xx with a token, and Weavy is not called on it.
-func TestSmoke(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the load smoke builds and starts the server: skipped with -short")
-	}
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("no go command to build the server with")
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	var out, errOut bytes.Buffer
-	err := run(ctx, []string{"-smoke", "-json", "-duration", "1s", "-cache", t.TempDir()}, &out, &errOut)
-	if err != nil {
-		t.Fatalf("smoke: %v\nstderr:\n%s\nstdout:\n%s", err, &errOut, &out)
-	}
-	for _, want := range []string{`"name": "forge-remote"`, `"weavy_calls": 0`, `"non_2xx": 0`} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("report lacks %s:\n%s", want, &out)
-		}
-	}
-}
 
 func TestHistQuantiles(t *testing.T) {
 	var h hist

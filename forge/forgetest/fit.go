@@ -30,6 +30,12 @@ const Issuer = "forge/invocation-token"
 // FITLifetime is exp - iat of a genuine FIT.
 const FITLifetime = 25 * time.Second
 
+// MintLifetime is exp - iat of a FIT that MintFIT signs without WithTimes:
+// hours, not Forge's 25 s, because a test may mint a FIT and then wait for a
+// parallel slot, a cold build or a busy CPU before sending it. A test whose
+// subject is expiry sets the times itself.
+const MintLifetime = 6 * time.Hour
+
 // APIBaseURL is the product API base of a Confluence site.
 func APIBaseURL(cloudID string) string { return "https://api.atlassian.com/ex/confluence/" + cloudID }
 
@@ -38,7 +44,7 @@ func APIBaseURL(cloudID string) string { return "https://api.atlassian.com/ex/co
 type FIT struct {
 	Now            func() time.Time
 	IssuedAt       time.Time // zero: Now(); nbf is the same
-	ExpiresAt      time.Time // zero: IssuedAt + FITLifetime
+	ExpiresAt      time.Time // zero: IssuedAt + MintLifetime
 	NoExp          bool
 	Issuer         string
 	Audience       string
@@ -154,7 +160,7 @@ func (f *FIT) claims() map[string]any {
 	}
 	exp := f.ExpiresAt
 	if exp.IsZero() {
-		exp = iat.Add(FITLifetime)
+		exp = iat.Add(MintLifetime)
 	}
 	apiBase := f.APIBaseURL
 	if apiBase == "" {

@@ -29,7 +29,7 @@ func TestMintFIT(t *testing.T) {
 	}
 	want := map[string]any{
 		"iss": forgetest.Issuer, "aud": forgetest.AppID, "principal": forgetest.AccountID,
-		"iat": float64(now.Unix()), "nbf": float64(now.Unix()), "exp": float64(now.Add(25 * time.Second).Unix()),
+		"iat": float64(now.Unix()), "nbf": float64(now.Unix()), "exp": float64(now.Add(forgetest.MintLifetime).Unix()),
 	}
 	for k, w := range want {
 		if claims[k] != w {

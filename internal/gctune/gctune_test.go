@@ -5,6 +5,8 @@ import (
 	"runtime/debug"
 	"testing"
 	"time"
+
+	"github.com/forge-remote/forge-remote/internal/testwait"
 )
 
 func TestPercentFor(t *testing.T) {
@@ -119,15 +121,11 @@ func TestTunerLowersForALargeHeap(t *testing.T) {
 	}
 }
 
-// collectUntil runs collections until GOGC satisfies ok, for up to 10 s.
+// collectUntil runs collections until GOGC satisfies ok (cleanups run on
+// their own goroutine, so each collection's may take a moment).
 func collectUntil(t *testing.T, ok func(percent int) bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !ok(Percent()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("GOGC still %d after collections", Percent())
-		}
-		runtime.GC()
-		time.Sleep(10 * time.Millisecond) // cleanups run on their own goroutine
+	if !testwait.Poll(t, func() bool { runtime.GC(); return ok(Percent()) }) {
+		t.Fatalf("GOGC still %d after collections", Percent())
 	}
 }
