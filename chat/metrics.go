@@ -12,7 +12,7 @@ func newMetrics(r prometheus.Registerer) (opens, removed *prometheus.CounterVec)
 	}, []string{"result"}))
 	removed = metrics.MustRegister(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "chat_memberships_removed_total",
-		Help: "Weavy app memberships removed, by reason: lease_expired, squatter (no lease at first provisioning), uninstall.",
+		Help: "Weavy app memberships removed, by reason: lease_expired, squatter (no lease at first provisioning), uninstall, lockdown (weavy lockdown --apply).",
 	}, []string{"reason"}))
 	return opens, removed
 }
