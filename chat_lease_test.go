@@ -97,16 +97,7 @@ func TestChatWeavyDown(t *testing.T) {
 	f := newChatFixture(t, nil)
 	alice := forgetest.AccountID
 	appID := f.openOK(t, f.fit(t, alice, onPage(pageP)))
-	for _, c := range []struct {
-		mode   weavytest.Mode
-		status int
-		code   string
-	}{
-		{weavytest.Fail500, http.StatusBadGateway, "weavy_unavailable"},
-		{weavytest.HTML502, http.StatusBadGateway, "weavy_unavailable"},
-		{weavytest.Reset, http.StatusBadGateway, "weavy_unavailable"},
-		{weavytest.Hang, http.StatusGatewayTimeout, "weavy_timeout"},
-	} {
+	for _, c := range append(weavyOutages, weavyOutage{weavytest.Hang, http.StatusGatewayTimeout, "weavy_timeout"}) {
 		f.wv.SetMode(c.mode)
 		if id := f.openOK(t, f.fit(t, alice, onPage(pageP))); id != appID {
 			t.Fatalf("known chat during the outage: app %d", id)

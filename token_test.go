@@ -219,22 +219,28 @@ func TestTokenExpiryHonoured(t *testing.T) {
 	}
 }
 
+// weavyOutage is one way Weavy fails and the JSON error a caller then gets.
+type weavyOutage struct {
+	mode   weavytest.Mode
+	status int
+	code   string
+}
+
+// weavyOutages are the ways Weavy fails at once (a hang is tested apart: it
+// lasts until the server's WEAVY_TIMEOUT).
+var weavyOutages = []weavyOutage{
+	{weavytest.Fail500, http.StatusBadGateway, "weavy_unavailable"},
+	{weavytest.HTML502, http.StatusBadGateway, "weavy_unavailable"},
+	{weavytest.Reset, http.StatusBadGateway, "weavy_unavailable"},
+}
+
 func TestTokenWeavyFaults(t *testing.T) {
 	f := newTokenFixture(t)
 	warm := f.token(t, "acc-warm", `{}`, nil)
 	if warm.Status != http.StatusOK {
 		t.Fatalf("warm-up: %d %s", warm.Status, warm.Body)
 	}
-	cases := []struct {
-		mode   weavytest.Mode
-		status int
-		code   string
-	}{
-		{weavytest.Fail500, http.StatusBadGateway, "weavy_unavailable"},
-		{weavytest.HTML502, http.StatusBadGateway, "weavy_unavailable"},
-		{weavytest.Reset, http.StatusBadGateway, "weavy_unavailable"},
-	}
-	for i, tc := range cases {
+	for i, tc := range weavyOutages {
 		t.Run(fmt.Sprint(tc.status, tc.code, i), func(t *testing.T) {
 			f.wv.SetMode(tc.mode)
 			defer f.wv.SetMode(weavytest.OK)
