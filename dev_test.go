@@ -46,6 +46,11 @@ func startDev(t *testing.T, env map[string]string) *devServer {
 		})
 	}
 	t.Cleanup(d.stop)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("dev's log:\n%s\ndev's stderr:\n%s", d.out.String(), d.errOut.String())
+		}
+	})
 	return d
 }
 

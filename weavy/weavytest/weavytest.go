@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -316,8 +317,15 @@ func (s *Server) upsert(w http.ResponseWriter, r *http.Request, uid string) {
 	} else if ok {
 		s.userDirs[uid] = dirs
 	}
-	_, existed := s.profiles[uid]
-	s.profiles[uid] = p
+	// An upsert sets the properties it sends and leaves the others as they
+	// were (the client leaves empty fields out on that promise): a chat's
+	// directory assignment must not wipe the name a profile sync wrote.
+	old, existed := s.profiles[uid]
+	merged := make(map[string]any, len(old)+len(p))
+	maps.Copy(merged, old)
+	maps.Copy(merged, p)
+	s.profiles[uid] = merged
+	p = merged
 	s.mu.Unlock()
 	s.upserts.Add(1)
 	w.Header().Set("Content-Type", "application/json")
