@@ -32,9 +32,8 @@ const (
 )
 
 // sweptPrefixes hold records that expire in great numbers and that nothing
-// else scans: Weavy tokens (and those under the keys of earlier versions)
-// and lifecycle marks.
-var sweptPrefixes = []string{weavyTokenPrefix, weavy.PreviousStorePrefix, weavy.LegacyStorePrefix, eventPrefix}
+// else scans: Weavy tokens and lifecycle marks.
+var sweptPrefixes = []string{weavyTokenPrefix, eventPrefix}
 
 // errSweepLimit stops a sweep's scan once it has visited its share.
 var errSweepLimit = errors.New("scheduler: sweep limit reached")

@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -112,15 +111,9 @@ const (
 	lockPrefix = "weavy/lock/"
 )
 
-// Where users' tokens are stored: StorePrefix + installation + "/" + a hash
-// of the uid (see storeKey). Records under PreviousStorePrefix and
-// LegacyStorePrefix, the longer keys of earlier versions, are still read and
-// purged; they expire with their tokens.
-const (
-	StorePrefix         = "weavy/u/"
-	PreviousStorePrefix = "weavy/t/"
-	LegacyStorePrefix   = "weavy/token/"
-)
+// StorePrefix starts the keys of users' stored tokens: StorePrefix +
+// installation + "/" + a hash of the uid (see storeKey).
+const StorePrefix = "weavy/u/"
 
 // Broker hands out Weavy tokens per (installation, user): from memory while
 // they have more than the margin of life left, else from the store (tokens
@@ -226,21 +219,13 @@ func newEntry(tok Token, mintedAt time.Time, margin time.Duration, refreshed boo
 	return e
 }
 
-// record is an entry as it was stored before the binary form (recordV1):
-// JSON. Such records are still read.
-type record struct {
-	Token     string    `json:"token"`
-	ExpiresAt time.Time `json:"expires_at"`
-	MintedAt  time.Time `json:"minted_at"`
-	Refreshed bool      `json:"refreshed,omitempty"` // so that other replicas share a refresh
-}
-
 // recordV1 starts a stored entry in binary form, the store seals it:
 //
 //	recordV1 | flags (bit 0: refreshed) | exp (8 bytes, big-endian unix ns) | exp - minted (varint ns) | token
 //
-// About 45 bytes for a 30-character token, where the JSON took 130. A JSON
-// record starts with '{'.
+// About 45 bytes for a 30-character token. The refreshed flag is stored so
+// that other replicas share a refresh; the mint time, because the margin and
+// the refresh window are measured from it.
 const recordV1 byte = 1
 
 func encodeRecord(e *entry) []byte {
@@ -255,16 +240,8 @@ func encodeRecord(e *entry) []byte {
 	return append(buf, e.tok...)
 }
 
-// decodeRecord reads a stored entry in either form. ok is false for anything
-// malformed.
+// decodeRecord reads a stored entry. ok is false for anything malformed.
 func decodeRecord(data []byte) (tok Token, mintedAt time.Time, refreshed, ok bool) {
-	if len(data) > 0 && data[0] == '{' {
-		var r record
-		if json.Unmarshal(data, &r) != nil || r.MintedAt.After(r.ExpiresAt) {
-			return Token{}, time.Time{}, false, false
-		}
-		return Token{AccessToken: r.Token, ExpiresAt: r.ExpiresAt}, r.MintedAt, r.Refreshed, true
-	}
 	if len(data) < 2+8+1 || data[0] != recordV1 || data[1]&^1 != 0 {
 		return Token{}, time.Time{}, false, false
 	}
@@ -626,11 +603,11 @@ func (b *Broker) install(k userKey, e *entry, force bool) {
 	s.m[ck] = v
 }
 
-// storeKey is where k's token is stored: 67 bytes, where the previous key
-// took 88 for an accountId and the legacy one 128. Keys are in every page of
-// the store, so their length counts as much as the record's: the uid is
-// stored as 128 bits of its SHA-256 (see uidSegment), the installation as
-// itself, so that an installation's users share a prefix.
+// storeKey is where k's token is stored: 67 bytes for an accountId. Keys are
+// in every page of the store, so their length counts as much as the
+// record's: the uid is stored as 128 bits of its SHA-256 (see uidSegment),
+// the installation as itself, so that an installation's users share a prefix
+// (PurgeInstallation scans it).
 func storeKey(k userKey) string {
 	return installationPrefix(k.inst) + uidSegment(k.uid)
 }
@@ -652,15 +629,6 @@ func uidSegment(uid string) string {
 	return base64.RawURLEncoding.EncodeToString(h.Sum(sum[:0])[:16])
 }
 
-// previousStoreKey is where the version before stored k's token.
-func previousStoreKey(k userKey) string {
-	return previousInstallationPrefix(k.inst) + url.PathEscape(k.uid)
-}
-
-func previousInstallationPrefix(inst string) string {
-	return PreviousStorePrefix + instSegment(inst) + "/"
-}
-
 // installationARI is how every installation id Forge sends starts.
 const installationARI = "ari:cloud:ecosystem::installation/"
 
@@ -675,32 +643,14 @@ func instSegment(inst string) string {
 	return "~" + url.PathEscape(inst)
 }
 
-// legacyStoreKey is where earlier versions stored k's token.
-func legacyStoreKey(k userKey) string {
-	return legacyInstallationPrefix(k.inst) + url.PathEscape(k.uid)
-}
-
-func legacyInstallationPrefix(inst string) string {
-	return LegacyStorePrefix + url.PathEscape(inst) + "/"
-}
-
 // lockKey is the key of k's mint lock; like storeKey, it holds no token.
 func lockKey(k userKey) string {
 	return lockPrefix + url.PathEscape(k.inst) + "/" + url.PathEscape(k.uid)
 }
 
 // loadStored returns the stored entry of k, or nil if there is none usable.
-// Records under the keys of earlier versions are read, newest first, when
-// there is none under the key: a token minted before an upgrade is not
-// minted again.
 func (b *Broker) loadStored(ctx context.Context, k userKey) (*entry, error) {
 	data, err := b.kv.Get(ctx, storeKey(k))
-	if errors.Is(err, store.ErrNotFound) {
-		data, err = b.kv.Get(ctx, previousStoreKey(k))
-	}
-	if errors.Is(err, store.ErrNotFound) {
-		data, err = b.kv.Get(ctx, legacyStoreKey(k))
-	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, nil
@@ -793,16 +743,14 @@ func (b *Broker) PurgeInstallation(ctx context.Context, installationID string) e
 	if installationID == "" {
 		return errors.New("weavy: purge: empty installation id")
 	}
+	// Keys are collected first: Scan's callback must not write the store.
 	var keys []string
-	for _, prefix := range []string{installationPrefix(installationID), previousInstallationPrefix(installationID),
-		legacyInstallationPrefix(installationID)} {
-		err := b.kv.Scan(ctx, prefix, func(key string, _ []byte) error {
-			keys = append(keys, key)
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("weavy: purge: listing stored tokens: %w", err)
-		}
+	err := b.kv.Scan(ctx, installationPrefix(installationID), func(key string, _ []byte) error {
+		keys = append(keys, key)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("weavy: purge: listing stored tokens: %w", err)
 	}
 	for _, key := range keys {
 		if err := b.kv.Delete(ctx, key); err != nil && !errors.Is(err, store.ErrNotFound) {

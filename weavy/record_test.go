@@ -3,10 +3,8 @@ package weavy
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"runtime"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -72,16 +70,10 @@ func TestRecordRoundTrip(t *testing.T) {
 			t.Errorf("decodeRecord(encodeRecord) = %v %v %v %v", tok, minted, r, ok)
 		}
 	}
-	// The JSON of earlier versions.
-	old, _ := json.Marshal(record{Token: "wyu_old", ExpiresAt: exp, MintedAt: exp.Add(-time.Hour), Refreshed: true})
-	tok, minted, r, ok := decodeRecord(old)
-	if !ok || tok.AccessToken != "wyu_old" || !tok.ExpiresAt.Equal(exp) || !minted.Equal(exp.Add(-time.Hour)) || !r {
-		t.Errorf("decodeRecord(JSON) = %v %v %v %v", tok, minted, r, ok)
-	}
 	good := encodeRecord(newEntry(Token{AccessToken: "wyu_abc", ExpiresAt: exp}, exp.Add(-time.Hour), time.Minute, false))
 	for name, data := range map[string][]byte{
 		"empty":        nil,
-		"bad json":     []byte(`{"token":`),
+		"json":         []byte(`{"token":"wyu_abc","expires_at":"2026-11-22T21:00:00Z","minted_at":"2026-11-22T20:00:00Z"}`),
 		"unknown form": append([]byte{2}, good[1:]...),
 		"bad flags":    append([]byte{recordV1, 2}, good[2:]...),
 		"truncated":    good[:9],
@@ -106,54 +98,6 @@ func TestNanosClamps(t *testing.T) {
 	}
 	if _, _, _, ok := decodeRecord(encodeRecord(e)); !ok {
 		t.Fatal("clamped record does not read back")
-	}
-}
-
-// A token stored by an earlier version, under its key and in its form, is
-// served without a mint and purged with the installation; the next mint is
-// stored under the key, which is read first.
-func TestBrokerReadsOlderKeys(t *testing.T) {
-	for _, tt := range []struct {
-		name  string
-		keyOf func(userKey) string
-		rec   func(now time.Time) []byte
-	}{
-		{"previous key, binary", previousStoreKey, func(now time.Time) []byte {
-			return encodeRecord(newEntry(Token{AccessToken: "wyu_older", ExpiresAt: now.Add(time.Hour)}, now, time.Minute, false))
-		}},
-		{"legacy key, JSON", legacyStoreKey, func(now time.Time) []byte {
-			b, _ := json.Marshal(record{Token: "wyu_older", ExpiresAt: now.Add(time.Hour), MintedAt: now})
-			return b
-		}},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			e := newBrokerEnv(t, BrokerOptions{})
-			for _, inst := range []string{inst1, inst2} {
-				if err := e.kv.Put(t.Context(), tt.keyOf(userKey{inst, alice}), tt.rec(e.clk.Now()), time.Hour); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if got := e.token(t, inst1, alice, false); got.AccessToken != "wyu_older" || e.mints() != 0 {
-				t.Fatalf("got %q after %d mints, want the stored token", got.AccessToken, e.mints())
-			}
-			if err := e.b.PurgeInstallation(t.Context(), inst1); err != nil {
-				t.Fatal(err)
-			}
-			if keys := e.kv.keys(); len(keys) != 1 || keys[0] != tt.keyOf(userKey{inst2, alice}) {
-				t.Fatalf("keys after purge: %q", keys)
-			}
-			e.clk.Advance(56 * time.Minute)
-			tok := e.token(t, inst2, alice, false)
-			if tok.AccessToken == "wyu_older" || e.mints() != 1 {
-				t.Fatalf("got %q after %d mints, want a new token", tok.AccessToken, e.mints())
-			}
-			if keys := e.kv.keys(); !slices.Contains(keys, storeKey(userKey{inst2, alice})) {
-				t.Fatalf("keys after the mint: %q", keys)
-			}
-			if got, err := NewBroker(e.c, e.kv, e.opts).Token(t.Context(), inst2, alice, false); err != nil || got.AccessToken != tok.AccessToken {
-				t.Fatalf("after restart: %v, %v; want %q", got, err, tok.AccessToken)
-			}
-		})
 	}
 }
 
@@ -229,7 +173,6 @@ func (c *countingKV) Put(context.Context, string, []byte, time.Duration) error {
 func FuzzDecodeRecord(f *testing.F) {
 	exp := time.Date(2026, 11, 22, 21, 0, 0, 0, time.UTC)
 	f.Add(encodeRecord(newEntry(Token{AccessToken: "wyu_abc", ExpiresAt: exp}, exp.Add(-time.Hour), time.Minute, true)))
-	f.Add([]byte(`{"token":"wyu_x","expires_at":"2026-11-22T21:00:00Z","minted_at":"2026-11-22T20:00:00Z"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tok, minted, refreshed, ok := decodeRecord(data)
 		if !ok {
