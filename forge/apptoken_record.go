@@ -3,7 +3,6 @@ package forge
 import (
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"math"
 	"strings"
@@ -21,16 +20,14 @@ import (
 // back to exactly the same string is packed; any other is stored as it is.
 //
 // The installation id is not repeated: it is the record's key (and the store
-// seals the record to its key). About 0.85 KB for Forge's 1 KB tokens, where
-// the JSON form took 1.3 KB: four records fit a 4 KiB page of the embedded
-// store instead of two. A JSON record (earlier versions) starts with '{' and
-// is still read.
+// seals the record to its key). About 0.85 KB for Forge's 1 KB tokens, so
+// that four records fit a 4 KiB page of the embedded store.
 const appTokenV1 byte = 1
 
 var errAppTokenRecord = errors.New("malformed app token record")
 
-// appTokenNanos is t in unix nanoseconds, clamped to what an int64 holds
-// (a legacy JSON record may hold any year).
+// appTokenNanos is t in unix nanoseconds, clamped to what an int64 holds:
+// the zero time of a token without an expiry stays before every real time.
 func appTokenNanos(t time.Time) int64 {
 	switch {
 	case t.Before(time.Unix(0, math.MinInt64)):
@@ -114,18 +111,8 @@ func unpackJWT(b []byte) (string, bool) {
 	return string(b64.AppendEncode(out, b)), true
 }
 
-// decodeAppToken reads the record stored for installation inst in either form.
+// decodeAppToken reads the record stored for installation inst.
 func decodeAppToken(inst string, data []byte) (AppToken, error) {
-	if len(data) > 0 && data[0] == '{' {
-		var t AppToken
-		if err := json.Unmarshal(data, &t); err != nil {
-			return AppToken{}, err
-		}
-		// The key is what the record is for; earlier versions also wrote it
-		// inside, the same by construction.
-		t.InstallationID = inst
-		return t, nil
-	}
 	if len(data) < 2+16 || data[0] != appTokenV1 || data[1]&^(appTokenFromUser|appTokenPacked) != 0 {
 		return AppToken{}, errAppTokenRecord
 	}

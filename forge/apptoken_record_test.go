@@ -1,14 +1,10 @@
 package forge
 
 import (
-	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"testing"
 	"time"
-
-	"github.com/forge-remote/forge-remote/store"
 )
 
 const recordInst = "ari:cloud:ecosystem::installation/9a8b7c6d-5e4f-4a3b-8c2d-000000000001"
@@ -55,19 +51,19 @@ func TestAppTokenRecordRoundTrip(t *testing.T) {
 			t.Fatalf("round trip of %v: %+v, %v", tok, got, err)
 		}
 	}
-	// A time an int64 of nanoseconds cannot hold (a legacy record's zero
-	// time) is clamped: it stays before, or after, every real time.
+	// A time an int64 of nanoseconds cannot hold (the zero time) is clamped:
+	// it stays before, or after, every real time.
 	zero, err := decodeAppToken(recordInst, encodeAppToken(AppToken{}))
 	if err != nil || !zero.Exp.Before(time.Unix(0, 0)) || !zero.UpdatedAt.Before(time.Unix(0, 0)) {
 		t.Fatalf("zero times: %+v %v", zero, err)
 	}
-	// The point of the binary form: smaller than the JSON it replaces, the
-	// JWT a quarter smaller than its base64.
+	// The point of the packing: the JWT a quarter smaller than its base64,
+	// the rest of the record little more than its fields.
 	tok := sampleAppToken()
-	js, _ := json.Marshal(tok)
 	b := encodeAppToken(tok)
-	if b[1]&appTokenPacked == 0 || len(b) > len(js)-len(tok.Token)/4-100 {
-		t.Errorf("binary record %d bytes (flags %b), JSON %d, token %d", len(b), b[1], len(js), len(tok.Token))
+	fields := len(tok.APIBaseURL) + len(tok.CloudID) + len(tok.Token)
+	if b[1]&appTokenPacked == 0 || len(b) > fields-len(tok.Token)/4+2+16+2 {
+		t.Errorf("binary record %d bytes (flags %b), fields %d, token %d", len(b), b[1], fields, len(tok.Token))
 	}
 }
 
@@ -100,33 +96,18 @@ func TestAppTokenRecordUnpackableTokens(t *testing.T) {
 	}
 }
 
-// A record written as JSON by an earlier version is still read, and the
-// installation is the key's, not what the record claims.
-func TestAppTokenRecordLegacyJSON(t *testing.T) {
-	tok := sampleAppToken()
-	js, _ := json.Marshal(tok)
-	got, err := decodeAppToken(recordInst, js)
-	if err != nil || !sameAppToken(got, tok) {
-		t.Fatalf("legacy: %+v, %v", got, err)
-	}
-	if got, err := decodeAppToken("other", js); err != nil || got.InstallationID != "other" {
-		t.Fatalf("legacy under another key: %+v, %v", got, err)
-	}
-}
-
 func TestAppTokenRecordMalformed(t *testing.T) {
 	good := encodeAppToken(sampleAppToken())
 	for name, b := range map[string][]byte{
-		"empty":          nil,
-		"short":          good[:17],
-		"version":        append([]byte{2}, good[1:]...),
-		"flags":          append([]byte{appTokenV1, 4}, good[2:]...),
-		"packed cut":     good[:len(good)-300],
-		"url too long":   append(append([]byte{}, good[:18]...), 0xff, 0x01),
-		"cloud cut":      good[:18+1+len(sampleAppToken().APIBaseURL)+1],
-		"bad varint":     append(append([]byte{}, good[:18]...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01),
-		"broken JSON":    []byte(`{"token":`),
-		"wrong JSON typ": []byte(`{"token":1}`),
+		"empty":        nil,
+		"short":        good[:17],
+		"version":      append([]byte{2}, good[1:]...),
+		"flags":        append([]byte{appTokenV1, 4}, good[2:]...),
+		"packed cut":   good[:len(good)-300],
+		"url too long": append(append([]byte{}, good[:18]...), 0xff, 0x01),
+		"cloud cut":    good[:18+1+len(sampleAppToken().APIBaseURL)+1],
+		"bad varint":   append(append([]byte{}, good[:18]...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01),
+		"json":         []byte(`{"installationId":"x","token":"t","exp":"2026-11-22T15:00:00Z"}`),
 	} {
 		if got, err := decodeAppToken(recordInst, b); err == nil {
 			t.Errorf("%s: decoded %+v", name, got)
@@ -134,64 +115,8 @@ func TestAppTokenRecordMalformed(t *testing.T) {
 	}
 }
 
-// Through AppTokens: a store holding a legacy JSON record is read, compared
-// against and, when replaced, rewritten in the binary form.
-func TestAppTokensUpgradeLegacyRecord(t *testing.T) {
-	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
-	clock := func() time.Time { return now }
-	kv := store.NewMemory(clock)
-	ctx := context.Background()
-	old := sampleAppToken()
-	old.FromUser = false
-	old.Exp = now.Add(time.Hour)
-	js, _ := json.Marshal(old)
-	if err := kv.Put(ctx, appTokenPrefix+recordInst, js, 2*time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	a := NewAppTokens(kv, AppTokensOptions{Now: clock})
-	if got, err := a.Get(ctx, recordInst); err != nil || !sameAppToken(got, old) {
-		t.Fatalf("legacy get: %+v %v", got, err)
-	}
-	var listed int
-	if err := a.List(ctx, func(got AppToken) error {
-		listed++
-		if !sameAppToken(got, old) {
-			t.Errorf("listed %+v", got)
-		}
-		return nil
-	}); err != nil || listed != 1 {
-		t.Fatalf("list: %d %v", listed, err)
-	}
-
-	// An older token does not replace it, so the record stays as it was.
-	inv := &Invocation{App: App{InstallationID: recordInst, APIBaseURL: old.APIBaseURL,
-		Installation: &Installation{Contexts: []InstallationContext{{CloudID: old.CloudID}}}}}
-	older := "h." + jwtPayload(t, now.Add(30*time.Minute)) + ".s"
-	if err := a.Capture(ctx, inv, older); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := kv.Get(ctx, appTokenPrefix+recordInst); !bytes.Equal(b, js) {
-		t.Fatalf("an older token rewrote the legacy record: %q", b)
-	}
-
-	newer := "h." + jwtPayload(t, now.Add(3*time.Hour)) + ".s"
-	a.ForgetAll()
-	if err := a.Capture(ctx, inv, newer); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := kv.Get(ctx, appTokenPrefix+recordInst)
-	if len(b) == 0 || b[0] != appTokenV1 {
-		t.Fatalf("replaced record not binary: %q", b)
-	}
-	if got, err := a.Get(ctx, recordInst); err != nil || got.Token != newer || !got.Exp.Equal(now.Add(3*time.Hour)) {
-		t.Fatalf("after replace: %+v %v", got, err)
-	}
-}
-
 func FuzzDecodeAppToken(f *testing.F) {
 	f.Add(encodeAppToken(sampleAppToken()))
-	js, _ := json.Marshal(sampleAppToken())
-	f.Add(js)
 	f.Add([]byte{appTokenV1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0})
 	f.Add([]byte{appTokenV1, appTokenPacked, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 1, 'a', 0, 'b'})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -201,17 +126,10 @@ func FuzzDecodeAppToken(f *testing.F) {
 		}
 		// Whatever decodes, encodes to a record that decodes the same.
 		again, err := decodeAppToken(recordInst, encodeAppToken(got))
-		if err != nil || !sameAppTokenFuzz(got, again) {
+		if err != nil || !sameAppToken(got, again) {
 			t.Fatalf("%+v re-encoded as %+v (%v)", got, again, err)
 		}
 	})
-}
-
-// sameAppTokenFuzz is sameAppToken where times outside int64 nanoseconds
-// (a legacy JSON record may hold any) are clamped as encodeAppToken does.
-func sameAppTokenFuzz(a, b AppToken) bool {
-	a.Exp, a.UpdatedAt = time.Unix(0, appTokenNanos(a.Exp)), time.Unix(0, appTokenNanos(a.UpdatedAt))
-	return sameAppToken(a, b)
 }
 
 // jwtPayload is a JWT's middle segment holding exp, all TokenExpiry reads.
