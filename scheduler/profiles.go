@@ -39,16 +39,15 @@ const (
 
 // userRecord is one Weavy user of an installation as the profile sync knows it.
 type userRecord struct {
-	UID        string    `json:"uid"`
-	AddedAt    time.Time `json:"addedAt"`
-	LastMintAt time.Time `json:"lastMintAt"`
-	SyncedAt   time.Time `json:"syncedAt,omitzero"`
+	UID        string
+	AddedAt    time.Time
+	LastMintAt time.Time
+	SyncedAt   time.Time
 }
 
 // userRecordV1 starts a user record in binary form: the tag, then AddedAt,
 // LastMintAt and SyncedAt as big-endian unix nanoseconds (noTime for none).
-// 25 bytes, where the JSON took about 140: the key holds the uid. A JSON
-// record, as earlier versions stored them, starts with '{' and is still read.
+// 25 bytes: the key holds the uid.
 const userRecordV1 byte = 1
 
 // noTime stands for the zero time in a binary user record.
@@ -68,11 +67,8 @@ func (u userRecord) encode() []byte {
 }
 
 // decode reads a stored record into u, whose UID the caller set from the
-// key (a JSON record carries its own). It reports whether v was readable.
+// key. It reports whether v was readable.
 func (u *userRecord) decode(v []byte) bool {
-	if len(v) > 0 && v[0] == '{' {
-		return json.Unmarshal(v, u) == nil
-	}
 	if len(v) != 1+3*8 || v[0] != userRecordV1 {
 		return false
 	}

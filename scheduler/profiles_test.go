@@ -288,37 +288,6 @@ func TestProfileSyncHonoursLongRetryAfter(t *testing.T) {
 	e.wantProfile(t, ada, "Ada Lovelace", e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/"+ada, "")
 }
 
-// A user recorded by an earlier version (JSON, with its uid) is still due and
-// synced by the scheduled run, which rewrites it in the binary form.
-func TestProfileSyncReadsJSONUserRecord(t *testing.T) {
-	e := newEnv(t, nil)
-	e.deliverToken(t, instA, cloudA, start.Add(3*time.Hour))
-	e.conf.AddUser(ada, "Ada Lovelace", "", "/wiki/aa-avatar/1")
-	old := fmt.Sprintf(`{"uid":%q,"addedAt":%q,"lastMintAt":%q}`, ada,
-		start.Format(time.RFC3339Nano), start.Format(time.RFC3339Nano))
-	if err := e.kv.Put(t.Context(), userKey(instA, ada), []byte(old), time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	e.scheduled(t, instA, cloudA)
-	e.wantProfile(t, ada, "Ada Lovelace", e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/1", "")
-	v, err := e.kv.Get(t.Context(), userKey(instA, ada))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var u userRecord
-	if len(v) != 1+3*8 || !u.decode(v) || !u.AddedAt.Equal(start) || !u.LastMintAt.Equal(start) || !u.SyncedAt.Equal(e.clock.Now()) {
-		t.Fatalf("record after the sync: %q (%+v)", v, u)
-	}
-	// Synced within the day: not fetched again.
-	calls := e.conf.Calls()
-	e.clock.Advance(time.Hour)
-	e.deliverToken(t, instA, cloudA, e.clock.Now().Add(3*time.Hour))
-	e.scheduled(t, instA, cloudA)
-	if e.conf.Calls() != calls {
-		t.Fatal("a user synced moments ago was fetched again")
-	}
-}
-
 func TestUserRecordDecode(t *testing.T) {
 	u := userRecord{UID: ada, AddedAt: start, LastMintAt: start.Add(time.Nanosecond)}
 	var got userRecord
