@@ -1,18 +1,11 @@
 package weavy
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"math"
-	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,7 +14,6 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/forge-remote/forge-remote/internal/ids"
 	"github.com/forge-remote/forge-remote/internal/logctx"
 	"github.com/forge-remote/forge-remote/internal/metrics"
 	"github.com/forge-remote/forge-remote/store"
@@ -30,13 +22,6 @@ import (
 // Issuer mints Weavy user tokens; *Client is one.
 type Issuer interface {
 	IssueToken(ctx context.Context, uid string, ttl time.Duration) (Token, error)
-}
-
-// Locker takes short locks shared by the replicas; *StoreLocker is one. Lock
-// tries once: held is false when another owner has key. A held lock lasts
-// until release is called or ttl has passed, whichever comes first.
-type Locker interface {
-	Lock(ctx context.Context, key string, ttl time.Duration) (release func(), held bool, err error)
 }
 
 // BrokerOptions configures a Broker. The zero value is usable.
@@ -98,22 +83,13 @@ const (
 	// flightTimeout bounds a detached mint should the Issuer have no timeout of
 	// its own (the Client's, 10 s by default, fires first).
 	flightTimeout = 2 * time.Minute
-	// sweepEvery: how often entries that can no longer be served are dropped.
-	sweepEvery = 5 * time.Minute
 	// defaultLockTTL: three default Weavy timeouts.
 	defaultLockTTL = 30 * time.Second
 	// pollFirst, pollMax: a replica waiting for another's mint looks in the
 	// store after pollFirst, then twice as long each time up to pollMax.
 	pollFirst = 25 * time.Millisecond
 	pollMax   = 250 * time.Millisecond
-
-	shardCount = 64
-	lockPrefix = "weavy/lock/"
 )
-
-// StorePrefix starts the keys of users' stored tokens: StorePrefix +
-// installation + "/" + a hash of the uid (see storeKey).
-const StorePrefix = "weavy/u/"
 
 // Broker hands out Weavy tokens per (installation, user): from memory while
 // they have more than the margin of life left, else from the store (tokens
@@ -149,111 +125,6 @@ type Broker struct {
 }
 
 type userKey struct{ inst, uid string }
-
-// cacheKey is what the memory cache keys a user by: 128 bits of a SHA-256,
-// salted per Broker, of (installation, uid). Holding neither string saves a
-// third of the cache's memory (100,000 users cost about 12 MB); the chance of
-// two users sharing a key is about n²/2¹²⁹, nil for any n a process holds.
-type cacheKey [16]byte
-
-type shard struct {
-	mu sync.RWMutex
-	m  map[cacheKey]entry
-	_  [96]byte // keeps shards on separate cache lines: RLock writes to the mutex
-}
-
-// entry is a cached token, stored by value: 48 bytes. Times are unix
-// nanoseconds (see nanos); keepUntil is derived from exp and minted.
-type entry struct {
-	tok        string
-	exp        int64  // the token's expiry
-	minted     int64  // just before the mint request was sent
-	serveUntil int64  // served from memory before this
-	inst       uint32 // tag of the installation, for ForgetInstallation (see instTag)
-	refreshed  bool   // minted by a refresh (RefreshWindow applies)
-}
-
-// Bounds of the times an entry holds: every difference of two of them fits
-// in an int64 (years 1823 to 2116; a token beyond is taken to expire then).
-const (
-	minNanos = math.MinInt64 / 2
-	maxNanos = math.MaxInt64 / 2
-)
-
-// nanos is t in unix nanoseconds, clamped to [minNanos, maxNanos].
-func nanos(t time.Time) int64 {
-	switch {
-	case t.Before(time.Unix(0, minNanos)):
-		return minNanos
-	case t.After(time.Unix(0, maxNanos)):
-		return maxNanos
-	}
-	return t.UnixNano()
-}
-
-func (e *entry) token() Token {
-	return Token{AccessToken: e.tok, ExpiresAt: time.Unix(0, e.exp)}
-}
-
-// margin is how long before expiry e stops being served from memory: the
-// Broker's margin, at most half the token's lifetime.
-func (e *entry) margin(margin time.Duration) int64 {
-	return min(int64(margin), (e.exp-e.minted)/2)
-}
-
-// keepUntil: when re-minting fails, e is still served before this.
-func (e *entry) keepUntil(margin time.Duration) int64 {
-	return e.exp - min(int64(maxSafety), e.margin(margin)/2)
-}
-
-// sharable reports whether a refresh at now gets e's token: e was minted by
-// a refresh less than the window ago (the UIKit refreshes on every 401/403
-// of every tab, and each tab may reach another replica).
-func (b *Broker) sharable(now int64, e *entry) bool {
-	return e.refreshed && now-e.minted < int64(b.window) && now < e.serveUntil
-}
-
-func newEntry(tok Token, mintedAt time.Time, margin time.Duration, refreshed bool) *entry {
-	e := &entry{tok: tok.AccessToken, exp: nanos(tok.ExpiresAt), minted: nanos(mintedAt), refreshed: refreshed}
-	e.serveUntil = e.exp - e.margin(margin)
-	return e
-}
-
-// recordV1 starts a stored entry in binary form, the store seals it:
-//
-//	recordV1 | flags (bit 0: refreshed) | exp (8 bytes, big-endian unix ns) | exp - minted (varint ns) | token
-//
-// About 45 bytes for a 30-character token. The refreshed flag is stored so
-// that other replicas share a refresh; the mint time, because the margin and
-// the refresh window are measured from it.
-const recordV1 byte = 1
-
-func encodeRecord(e *entry) []byte {
-	buf := make([]byte, 0, 2+8+binary.MaxVarintLen64+len(e.tok))
-	var flags byte
-	if e.refreshed {
-		flags = 1
-	}
-	buf = append(buf, recordV1, flags)
-	buf = binary.BigEndian.AppendUint64(buf, uint64(e.exp))
-	buf = binary.AppendVarint(buf, e.exp-e.minted)
-	return append(buf, e.tok...)
-}
-
-// decodeRecord reads a stored entry. ok is false for anything malformed.
-func decodeRecord(data []byte) (tok Token, mintedAt time.Time, refreshed, ok bool) {
-	if len(data) < 2+8+1 || data[0] != recordV1 || data[1]&^1 != 0 {
-		return Token{}, time.Time{}, false, false
-	}
-	exp := int64(binary.BigEndian.Uint64(data[2:]))
-	life, n := binary.Varint(data[10:])
-	minted := exp - life
-	if n <= 0 || life < 0 || exp < minNanos || exp > maxNanos || minted > exp || minted < minNanos || minted > maxNanos {
-		return Token{}, time.Time{}, false, false // minted after expiry, the subtraction overflowed, or a time is out of range
-	}
-	tok = Token{AccessToken: string(data[10+n:]), ExpiresAt: time.Unix(0, exp)}
-	return tok, time.Unix(0, minted), data[1]&1 != 0, true
-}
 
 // NewBroker returns a Broker minting with iss and persisting in kv. It panics
 // if o.Registerer rejects its metrics (a name clash: a programming error).
@@ -547,107 +418,6 @@ func (b *Broker) mint(ctx context.Context, k userKey, held string, refreshed boo
 	return nil, fmt.Errorf("%w: Weavy returned the held token again instead of a new one", ErrBadResponse)
 }
 
-// key is k's cacheKey. The salt comes first, so that no one who does not
-// know it can look for two users with the same key. The installation ARI's
-// constant start is left out (a flag byte says so): the usual ids then fit
-// in two SHA-256 blocks.
-func (b *Broker) key(k userKey) cacheKey {
-	var buf [128]byte // enough for the usual ids; longer ones cost an allocation
-	p := append(buf[:0], b.salt[:]...)
-	inst, ari := strings.CutPrefix(k.inst, installationARI)
-	if ari {
-		p = append(p, 1)
-	} else {
-		p = append(p, 0)
-	}
-	p = binary.AppendUvarint(p, uint64(len(inst)))
-	p = append(p, inst...)
-	p = append(p, k.uid...)
-	sum := sha256.Sum256(p)
-	return cacheKey(sum[:len(cacheKey{})])
-}
-
-// instTag is the installation's tag in its users' entries: 32 bits of a
-// hash, enough for ForgetInstallation to find them (and, rarely, a few of
-// another installation's, which the next calls read back from the store).
-func (b *Broker) instTag(inst string) uint32 {
-	return uint32(maphash.String(b.seed, inst))
-}
-
-func (b *Broker) shard(ck cacheKey) *shard {
-	return &b.shards[binary.LittleEndian.Uint64(ck[:8])%shardCount]
-}
-
-func (b *Broker) load(k userKey) (entry, bool) {
-	ck := b.key(k)
-	s := b.shard(ck)
-	s.mu.RLock()
-	e, ok := s.m[ck]
-	s.mu.RUnlock()
-	return e, ok
-}
-
-// install puts e in memory unless a newer entry that is still served got there
-// first (a refresh finishing before an older fill); force is for refreshes,
-// whose token must become the cached one.
-func (b *Broker) install(k userKey, e *entry, force bool) {
-	ck := b.key(k)
-	v := *e
-	v.inst = b.instTag(k.inst)
-	s := b.shard(ck)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if old, ok := s.m[ck]; !force && ok && old.minted > v.minted && b.now().UnixNano() < old.serveUntil {
-		return
-	}
-	s.m[ck] = v
-}
-
-// storeKey is where k's token is stored: 67 bytes for an accountId. Keys are
-// in every page of the store, so their length counts as much as the
-// record's: the uid is stored as 128 bits of its SHA-256 (see uidSegment),
-// the installation as itself, so that an installation's users share a prefix
-// (PurgeInstallation scans it).
-func storeKey(k userKey) string {
-	return installationPrefix(k.inst) + uidSegment(k.uid)
-}
-
-// installationPrefix starts the store key of every user of inst.
-func installationPrefix(inst string) string {
-	return StorePrefix + instSegment(inst) + "/"
-}
-
-// uidSegment is uid in a store key: 128 bits of a SHA-256 of it, in
-// base64url (22 characters). The same in every process and replica; two
-// users of one installation sharing it has a chance of about n²/2¹²⁹, nil for
-// any number of users.
-func uidSegment(uid string) string {
-	h := sha256.New()
-	h.Write([]byte("forge-remote/weavy/uid\x00"))
-	h.Write([]byte(uid))
-	var sum [sha256.Size]byte
-	return base64.RawURLEncoding.EncodeToString(h.Sum(sum[:0])[:16])
-}
-
-// installationARI is how every installation id Forge sends starts.
-const installationARI = "ari:cloud:ecosystem::installation/"
-
-// instSegment is inst in a store key, one to one: the bare UUID of an
-// installation ARI, or '~' and the escaped id for anything else (a UUID
-// never starts with '~'; escaping removes '/', so that one installation's
-// prefix never matches another's).
-func instSegment(inst string) string {
-	if u, ok := strings.CutPrefix(inst, installationARI); ok && ids.IsUUID(u) {
-		return u
-	}
-	return "~" + url.PathEscape(inst)
-}
-
-// lockKey is the key of k's mint lock; like storeKey, it holds no token.
-func lockKey(k userKey) string {
-	return lockPrefix + url.PathEscape(k.inst) + "/" + url.PathEscape(k.uid)
-}
-
 // loadStored returns the stored entry of k, or nil if there is none usable.
 func (b *Broker) loadStored(ctx context.Context, k userKey) (*entry, error) {
 	data, err := b.kv.Get(ctx, storeKey(k))
@@ -716,26 +486,6 @@ func (b *Broker) allowRefresh(k userKey, now time.Time) (time.Duration, bool) {
 	return 0, true
 }
 
-// maybeSweep drops, at most every sweepEvery, the entries that can no longer
-// be served, so memory follows the active users rather than all users ever.
-func (b *Broker) maybeSweep() {
-	now := b.now().UnixNano()
-	last := b.lastSweep.Load()
-	if now-last < int64(sweepEvery) || !b.lastSweep.CompareAndSwap(last, now) {
-		return
-	}
-	for i := range b.shards {
-		s := &b.shards[i]
-		s.mu.Lock()
-		for k, e := range s.m {
-			if now >= e.keepUntil(b.margin) {
-				delete(s.m, k)
-			}
-		}
-		s.mu.Unlock()
-	}
-}
-
 // PurgeInstallation forgets every token of installationID, in the store and in
 // memory (the uninstall trigger). A mint in flight at that moment may still
 // store its token; the record expires with the token.
@@ -781,57 +531,4 @@ func (b *Broker) ForgetInstallation(installationID string) {
 // replica that may have missed another's purge.
 func (b *Broker) ForgetAll() {
 	b.forget(func(*entry) bool { return true })
-}
-
-func (b *Broker) forget(match func(*entry) bool) {
-	for i := range b.shards {
-		s := &b.shards[i]
-		s.mu.Lock()
-		for k, e := range s.m {
-			if match(&e) {
-				delete(s.m, k)
-			}
-		}
-		s.mu.Unlock()
-	}
-}
-
-// StoreLocker is a Locker over a store the replicas share. A lock is a record
-// holding a random owner id, written by an atomic Update only when there is
-// none (or it expired), and deleted only by an Update that still finds that
-// owner's id in it. A holder that dies leaves its lock to expire.
-type StoreLocker struct {
-	kv store.KV
-}
-
-// NewStoreLocker returns a StoreLocker keeping its locks in kv.
-func NewStoreLocker(kv store.KV) *StoreLocker { return &StoreLocker{kv: kv} }
-
-// releaseTimeout bounds a release, which runs even if the caller's ctx has ended.
-const releaseTimeout = 2 * time.Second
-
-// Lock tries once to take key for ttl.
-func (l *StoreLocker) Lock(ctx context.Context, key string, ttl time.Duration) (release func(), held bool, err error) {
-	owner := []byte(rand.Text())
-	err = l.kv.Update(ctx, key, func(_ []byte, exists bool) ([]byte, time.Duration, error) {
-		held = !exists
-		if exists {
-			return nil, 0, store.Keep
-		}
-		return owner, ttl, nil
-	})
-	if err != nil || !held {
-		return nil, false, err
-	}
-	return func() {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
-		defer cancel()
-		// A failure is ignored: the lock expires after ttl.
-		_ = l.kv.Update(ctx, key, func(cur []byte, exists bool) ([]byte, time.Duration, error) {
-			if exists && bytes.Equal(cur, owner) {
-				return nil, 0, store.Remove
-			}
-			return nil, 0, store.Keep // expired, and perhaps taken over since
-		})
-	}, true, nil
 }

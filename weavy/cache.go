@@ -1,0 +1,175 @@
+package weavy
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"hash/maphash"
+	"math"
+	"strings"
+	"sync"
+	"time"
+)
+
+// cacheKey is what the memory cache keys a user by: 128 bits of a SHA-256,
+// salted per Broker, of (installation, uid). Holding neither string saves a
+// third of the cache's memory (100,000 users cost about 12 MB); the chance of
+// two users sharing a key is about n²/2¹²⁹, nil for any n a process holds.
+type cacheKey [16]byte
+
+const (
+	shardCount = 64
+	// sweepEvery: how often entries that can no longer be served are dropped.
+	sweepEvery = 5 * time.Minute
+)
+
+type shard struct {
+	mu sync.RWMutex
+	m  map[cacheKey]entry
+	_  [96]byte // keeps shards on separate cache lines: RLock writes to the mutex
+}
+
+// entry is a cached token, stored by value: 48 bytes. Times are unix
+// nanoseconds (see nanos); keepUntil is derived from exp and minted.
+type entry struct {
+	tok        string
+	exp        int64  // the token's expiry
+	minted     int64  // just before the mint request was sent
+	serveUntil int64  // served from memory before this
+	inst       uint32 // tag of the installation, for ForgetInstallation (see instTag)
+	refreshed  bool   // minted by a refresh (RefreshWindow applies)
+}
+
+// Bounds of the times an entry holds: every difference of two of them fits
+// in an int64 (years 1823 to 2116; a token beyond is taken to expire then).
+const (
+	minNanos = math.MinInt64 / 2
+	maxNanos = math.MaxInt64 / 2
+)
+
+// nanos is t in unix nanoseconds, clamped to [minNanos, maxNanos].
+func nanos(t time.Time) int64 {
+	switch {
+	case t.Before(time.Unix(0, minNanos)):
+		return minNanos
+	case t.After(time.Unix(0, maxNanos)):
+		return maxNanos
+	}
+	return t.UnixNano()
+}
+
+func (e *entry) token() Token {
+	return Token{AccessToken: e.tok, ExpiresAt: time.Unix(0, e.exp)}
+}
+
+// margin is how long before expiry e stops being served from memory: the
+// Broker's margin, at most half the token's lifetime.
+func (e *entry) margin(margin time.Duration) int64 {
+	return min(int64(margin), (e.exp-e.minted)/2)
+}
+
+// keepUntil: when re-minting fails, e is still served before this.
+func (e *entry) keepUntil(margin time.Duration) int64 {
+	return e.exp - min(int64(maxSafety), e.margin(margin)/2)
+}
+
+// sharable reports whether a refresh at now gets e's token: e was minted by
+// a refresh less than the window ago (the UIKit refreshes on every 401/403
+// of every tab, and each tab may reach another replica).
+func (b *Broker) sharable(now int64, e *entry) bool {
+	return e.refreshed && now-e.minted < int64(b.window) && now < e.serveUntil
+}
+
+func newEntry(tok Token, mintedAt time.Time, margin time.Duration, refreshed bool) *entry {
+	e := &entry{tok: tok.AccessToken, exp: nanos(tok.ExpiresAt), minted: nanos(mintedAt), refreshed: refreshed}
+	e.serveUntil = e.exp - e.margin(margin)
+	return e
+}
+
+// key is k's cacheKey. The salt comes first, so that no one who does not
+// know it can look for two users with the same key. The installation ARI's
+// constant start is left out (a flag byte says so): the usual ids then fit
+// in two SHA-256 blocks.
+func (b *Broker) key(k userKey) cacheKey {
+	var buf [128]byte // enough for the usual ids; longer ones cost an allocation
+	p := append(buf[:0], b.salt[:]...)
+	inst, ari := strings.CutPrefix(k.inst, installationARI)
+	if ari {
+		p = append(p, 1)
+	} else {
+		p = append(p, 0)
+	}
+	p = binary.AppendUvarint(p, uint64(len(inst)))
+	p = append(p, inst...)
+	p = append(p, k.uid...)
+	sum := sha256.Sum256(p)
+	return cacheKey(sum[:len(cacheKey{})])
+}
+
+// instTag is the installation's tag in its users' entries: 32 bits of a
+// hash, enough for ForgetInstallation to find them (and, rarely, a few of
+// another installation's, which the next calls read back from the store).
+func (b *Broker) instTag(inst string) uint32 {
+	return uint32(maphash.String(b.seed, inst))
+}
+
+func (b *Broker) shard(ck cacheKey) *shard {
+	return &b.shards[binary.LittleEndian.Uint64(ck[:8])%shardCount]
+}
+
+func (b *Broker) load(k userKey) (entry, bool) {
+	ck := b.key(k)
+	s := b.shard(ck)
+	s.mu.RLock()
+	e, ok := s.m[ck]
+	s.mu.RUnlock()
+	return e, ok
+}
+
+// install puts e in memory unless a newer entry that is still served got there
+// first (a refresh finishing before an older fill); force is for refreshes,
+// whose token must become the cached one.
+func (b *Broker) install(k userKey, e *entry, force bool) {
+	ck := b.key(k)
+	v := *e
+	v.inst = b.instTag(k.inst)
+	s := b.shard(ck)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.m[ck]; !force && ok && old.minted > v.minted && b.now().UnixNano() < old.serveUntil {
+		return
+	}
+	s.m[ck] = v
+}
+
+// maybeSweep drops, at most every sweepEvery, the entries that can no longer
+// be served, so memory follows the active users rather than all users ever.
+func (b *Broker) maybeSweep() {
+	now := b.now().UnixNano()
+	last := b.lastSweep.Load()
+	if now-last < int64(sweepEvery) || !b.lastSweep.CompareAndSwap(last, now) {
+		return
+	}
+	for i := range b.shards {
+		s := &b.shards[i]
+		s.mu.Lock()
+		for k, e := range s.m {
+			if now >= e.keepUntil(b.margin) {
+				delete(s.m, k)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (b *Broker) forget(match func(*entry) bool) {
+	for i := range b.shards {
+		s := &b.shards[i]
+		s.mu.Lock()
+		for k, e := range s.m {
+			if match(&e) {
+				delete(s.m, k)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
