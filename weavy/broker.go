@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,8 +33,9 @@ type BrokerOptions struct {
 	// RefreshWindow: refreshes within this long of a refresh's mint get that
 	// mint's token; 0 means 10 s.
 	RefreshWindow time.Duration
-	// RefreshLimit refreshes that mint are allowed per user per RefreshPer;
-	// 0 means 6 per minute.
+	// RefreshLimit refreshes that mint are allowed per user per RefreshPer,
+	// spread evenly (one every RefreshPer/RefreshLimit, no burst); 0 means 6
+	// per minute, one every 10 s.
 	RefreshLimit int
 	RefreshPer   time.Duration
 
@@ -101,8 +101,6 @@ type Broker struct {
 	ttl     time.Duration
 	margin  time.Duration
 	window  time.Duration
-	limit   int
-	per     time.Duration
 	now     func() time.Time
 	log     *zap.Logger
 	onMint  func(installationID, uid string)
@@ -117,9 +115,7 @@ type Broker struct {
 	fills     singleflight.Group // normal misses
 	refreshes singleflight.Group // refresh=true; never shared with a fill, whose token may be the one to replace
 
-	limMu    sync.Mutex
-	limiters map[userKey][]time.Time // per user: times of refresh mints within the last per, oldest first
-	limSwept time.Time
+	limiter *refreshLimiter
 
 	mints, hits, refreshCalls, limited prometheus.Counter
 }
@@ -130,20 +126,17 @@ type userKey struct{ inst, uid string }
 // if o.Registerer rejects its metrics (a name clash: a programming error).
 func NewBroker(iss Issuer, kv store.KV, o BrokerOptions) *Broker {
 	b := &Broker{
-		iss:      iss,
-		kv:       kv,
-		ttl:      cmpOr(o.TTL, defaultTTL),
-		margin:   cmpOr(o.Margin, defaultMargin),
-		window:   cmpOr(o.RefreshWindow, defaultRefreshWindow),
-		limit:    cmpOr(o.RefreshLimit, defaultRefreshLimit),
-		per:      cmpOr(o.RefreshPer, defaultRefreshPer),
-		now:      o.Now,
-		log:      o.Logger,
-		onMint:   o.OnMint,
-		locker:   o.Locker,
-		lockTTL:  cmpOr(o.LockTTL, defaultLockTTL),
-		seed:     maphash.MakeSeed(),
-		limiters: make(map[userKey][]time.Time),
+		iss:     iss,
+		kv:      kv,
+		ttl:     cmpOr(o.TTL, defaultTTL),
+		margin:  cmpOr(o.Margin, defaultMargin),
+		window:  cmpOr(o.RefreshWindow, defaultRefreshWindow),
+		now:     o.Now,
+		log:     o.Logger,
+		onMint:  o.OnMint,
+		locker:  o.Locker,
+		lockTTL: cmpOr(o.LockTTL, defaultLockTTL),
+		seed:    maphash.MakeSeed(),
 	}
 	_, _ = rand.Read(b.salt[:])
 	if b.now == nil {
@@ -156,7 +149,7 @@ func NewBroker(iss Issuer, kv store.KV, o BrokerOptions) *Broker {
 		b.shards[i].m = make(map[cacheKey]entry)
 	}
 	b.lastSweep.Store(b.now().UnixNano())
-	b.limSwept = b.now()
+	b.limiter = newRefreshLimiter(cmpOr(o.RefreshLimit, defaultRefreshLimit), cmpOr(o.RefreshPer, defaultRefreshPer), b.now())
 
 	counter := func(name, help string) prometheus.Counter {
 		c, err := metrics.Register(o.Registerer, prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help}))
@@ -321,7 +314,7 @@ func (b *Broker) refresh(ctx context.Context, k userKey) (Token, error) {
 			return s.token(), nil
 		}
 	}
-	if wait, ok := b.allowRefresh(k, nowT); !ok {
+	if wait, ok := b.limiter.allow(k, nowT); !ok {
 		b.limited.Inc()
 		return Token{}, &RateLimitedError{RetryAfter: wait}
 	}
@@ -454,38 +447,6 @@ func (b *Broker) persist(ctx context.Context, k userKey, e *entry) {
 	}
 }
 
-// allowRefresh counts a refresh mint for k: at most limit within any per.
-// When refused it returns how long until the oldest one ages out.
-func (b *Broker) allowRefresh(k userKey, now time.Time) (time.Duration, bool) {
-	b.limMu.Lock()
-	defer b.limMu.Unlock()
-	cutoff := now.Add(-b.per)
-	if now.Sub(b.limSwept) >= b.per {
-		// Bounds the map by the users who refreshed within the last per.
-		for u, times := range b.limiters {
-			if !times[len(times)-1].After(cutoff) {
-				delete(b.limiters, u)
-			}
-		}
-		b.limSwept = now
-	}
-	times := b.limiters[k]
-	i := 0
-	for i < len(times) && !times[i].After(cutoff) {
-		i++
-	}
-	times = times[i:]
-	if len(times) >= b.limit {
-		wait := times[0].Sub(cutoff)
-		return max(time.Second, (wait + time.Second - 1).Truncate(time.Second)), false
-	}
-	if cap(times) == len(times) {
-		times = append(make([]time.Time, 0, b.limit), times...)
-	}
-	b.limiters[k] = append(times, now)
-	return 0, true
-}
-
 // PurgeInstallation forgets every token of installationID, in the store and in
 // memory (the uninstall trigger). A mint in flight at that moment may still
 // store its token; the record expires with the token.
@@ -518,13 +479,7 @@ func (b *Broker) PurgeInstallation(ctx context.Context, installationID string) e
 func (b *Broker) ForgetInstallation(installationID string) {
 	tag := b.instTag(installationID)
 	b.forget(func(e *entry) bool { return e.inst == tag })
-	b.limMu.Lock()
-	for k := range b.limiters {
-		if k.inst == installationID {
-			delete(b.limiters, k)
-		}
-	}
-	b.limMu.Unlock()
+	b.limiter.forget(installationID)
 }
 
 // ForgetAll drops every token held in memory (not in the store): for a

@@ -206,36 +206,70 @@ func TestBrokerConcurrentRefreshes(t *testing.T) {
 	}
 }
 
+// The default limit, 6 refresh mints per user per minute, spaces them 10 s
+// apart: a refresh sooner (once the 5 s window no longer shares the last
+// one) is refused with the time left, and a refused refresh costs nothing.
 func TestBrokerRefreshRateLimit(t *testing.T) {
 	e := newBrokerEnv(t, BrokerOptions{RefreshWindow: 5 * time.Second})
 	seen := map[string]bool{e.token(t, inst1, alice, false).AccessToken: true}
-	for i := range 6 {
-		tok := e.token(t, inst1, alice, true)
-		if seen[tok.AccessToken] {
-			t.Fatalf("refresh %d returned a token seen before", i+1)
-		}
-		seen[tok.AccessToken] = true
-		e.clk.Advance(6 * time.Second) // beyond the window: each refresh mints
-	}
-	// 7th refresh at 36 s: six mints within the last minute.
+	first := e.token(t, inst1, alice, true)
+	seen[first.AccessToken] = true
+
+	e.clk.Advance(6 * time.Second) // beyond the window, within the limit's 10 s
 	_, err := e.b.Token(t.Context(), inst1, alice, true)
 	rl, ok := errors.AsType[*RateLimitedError](err)
 	if !ok {
-		t.Fatalf("7th refresh: err = %v, want *RateLimitedError", err)
+		t.Fatalf("refresh at 6 s: err = %v, want *RateLimitedError", err)
 	}
-	if rl.RetryAfter != 24*time.Second {
-		t.Errorf("RetryAfter = %v, want 24s (until the first refresh is a minute old)", rl.RetryAfter)
+	if rl.RetryAfter != 4*time.Second {
+		t.Errorf("RetryAfter = %v, want 4s (until 10 s after the first refresh)", rl.RetryAfter)
 	}
 	if v := metricValue(t, e.reg, "weavy_token_refresh_limited_total", nil); v != 1 {
 		t.Errorf("weavy_token_refresh_limited_total = %v", v)
 	}
-	// Other users are not limited; normal calls are served.
+	// Other users are not limited; normal calls are served the last refresh's token.
 	e.token(t, inst1, bob, true)
-	e.token(t, inst1, alice, false)
+	if got := e.token(t, inst1, alice, false); got.AccessToken != first.AccessToken {
+		t.Fatalf("normal call after a refused refresh: %q, want %q", got.AccessToken, first.AccessToken)
+	}
 
 	e.clk.Advance(rl.RetryAfter)
 	if tok := e.token(t, inst1, alice, true); seen[tok.AccessToken] {
 		t.Fatal("refresh after RetryAfter returned an old token")
+	}
+}
+
+// Whatever the pace of a client's refreshes, no minute holds more than the
+// limit's mints.
+func TestBrokerRefreshLimitPerMinute(t *testing.T) {
+	for _, every := range []time.Duration{time.Second, 3 * time.Second, 7 * time.Second} {
+		t.Run(every.String(), func(t *testing.T) {
+			e := newBrokerEnv(t, BrokerOptions{RefreshWindow: time.Millisecond})
+			start := e.clk.Now()
+			var mints []time.Duration // since start
+			for at := time.Duration(0); at < 3*time.Minute; at += every {
+				e.clk.Advance(start.Add(at).Sub(e.clk.Now()))
+				before := e.mints()
+				_, err := e.b.Token(t.Context(), inst1, alice, true)
+				if _, limited := errors.AsType[*RateLimitedError](err); err != nil && !limited {
+					t.Fatal(err)
+				}
+				if e.mints() > before {
+					mints = append(mints, at)
+				}
+			}
+			for i := range mints {
+				if i+6 < len(mints) && mints[i+6]-mints[i] < time.Minute {
+					t.Fatalf("7 mints within a minute: %v", mints[i:i+7])
+				}
+			}
+			// Refused refreshes cost nothing: every refresh at least 10 s
+			// after the last mint mints.
+			spacing := (10*time.Second + every - 1) / every * every
+			if want := int(3 * time.Minute / spacing); len(mints) < want {
+				t.Errorf("%d mints in 3 minutes at one refresh per %v, want at least %d", len(mints), every, want)
+			}
+		})
 	}
 }
 
