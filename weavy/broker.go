@@ -1,6 +1,7 @@
 package weavy
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -23,7 +24,10 @@ type Issuer interface {
 	IssueToken(ctx context.Context, uid string, ttl time.Duration) (Token, error)
 }
 
-// BrokerOptions configures a Broker. The zero value is usable.
+// BrokerOptions configures a Broker. The zero value is usable: a zero
+// duration or count means its default. A negative one is a programming error
+// (the server validates what it reads from the environment), which NewBroker
+// refuses rather than guess what was meant.
 type BrokerOptions struct {
 	// TTL is the lifetime asked of Weavy (WEAVY_TOKEN_TTL); 0 means 1 h.
 	TTL time.Duration
@@ -123,19 +127,23 @@ type Broker struct {
 type userKey struct{ inst, uid string }
 
 // NewBroker returns a Broker minting with iss and persisting in kv. It panics
-// if o.Registerer rejects its metrics (a name clash: a programming error).
+// on a negative option or if o.Registerer rejects its metrics (a name clash):
+// both programming errors.
 func NewBroker(iss Issuer, kv store.KV, o BrokerOptions) *Broker {
+	if err := o.check(); err != nil {
+		panic(err)
+	}
 	b := &Broker{
 		iss:     iss,
 		kv:      kv,
-		ttl:     cmpOr(o.TTL, defaultTTL),
-		margin:  cmpOr(o.Margin, defaultMargin),
-		window:  cmpOr(o.RefreshWindow, defaultRefreshWindow),
+		ttl:     cmp.Or(o.TTL, defaultTTL),
+		margin:  cmp.Or(o.Margin, defaultMargin),
+		window:  cmp.Or(o.RefreshWindow, defaultRefreshWindow),
 		now:     o.Now,
 		log:     o.Logger,
 		onMint:  o.OnMint,
 		locker:  o.Locker,
-		lockTTL: cmpOr(o.LockTTL, defaultLockTTL),
+		lockTTL: cmp.Or(o.LockTTL, defaultLockTTL),
 		seed:    maphash.MakeSeed(),
 	}
 	_, _ = rand.Read(b.salt[:])
@@ -149,7 +157,7 @@ func NewBroker(iss Issuer, kv store.KV, o BrokerOptions) *Broker {
 		b.shards[i].m = make(map[cacheKey]entry)
 	}
 	b.lastSweep.Store(b.now().UnixNano())
-	b.limiter = newRefreshLimiter(cmpOr(o.RefreshLimit, defaultRefreshLimit), cmpOr(o.RefreshPer, defaultRefreshPer), b.now())
+	b.limiter = newRefreshLimiter(cmp.Or(o.RefreshLimit, defaultRefreshLimit), cmp.Or(o.RefreshPer, defaultRefreshPer), b.now())
 
 	counter := func(name, help string) prometheus.Counter {
 		c, err := metrics.Register(o.Registerer, prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help}))
@@ -165,11 +173,26 @@ func NewBroker(iss Issuer, kv store.KV, o BrokerOptions) *Broker {
 	return b
 }
 
-func cmpOr[T int | time.Duration](v, def T) T {
-	if v <= 0 {
-		return def
+// check reports the first negative option.
+func (o BrokerOptions) check() error {
+	var negative string
+	switch {
+	case o.TTL < 0:
+		negative = "TTL"
+	case o.Margin < 0:
+		negative = "Margin"
+	case o.RefreshWindow < 0:
+		negative = "RefreshWindow"
+	case o.RefreshLimit < 0:
+		negative = "RefreshLimit"
+	case o.RefreshPer < 0:
+		negative = "RefreshPer"
+	case o.LockTTL < 0:
+		negative = "LockTTL"
+	default:
+		return nil
 	}
-	return v
+	return fmt.Errorf("weavy: BrokerOptions.%s is negative", negative)
 }
 
 // Token returns a token for user uid of installationID. With refresh, the

@@ -283,6 +283,29 @@ func TestRateLimitRetryAfterAtLeastOneSecond(t *testing.T) {
 	}
 }
 
+// A zero option means its default; a negative one is refused by name
+// rather than taken for the default.
+func TestNewBrokerRejectsNegativeOptions(t *testing.T) {
+	for name, o := range map[string]BrokerOptions{
+		"TTL":           {TTL: -time.Second},
+		"Margin":        {Margin: -1},
+		"RefreshWindow": {RefreshWindow: -time.Second},
+		"RefreshLimit":  {RefreshLimit: -1},
+		"RefreshPer":    {RefreshPer: -time.Minute},
+		"LockTTL":       {LockTTL: -time.Second},
+	} {
+		t.Run(name, func(t *testing.T) {
+			defer func() {
+				err, _ := recover().(error)
+				if want := "weavy: BrokerOptions." + name + " is negative"; err == nil || err.Error() != want {
+					t.Fatalf("NewBroker panicked with %v, want %q", err, want)
+				}
+			}()
+			NewBroker(nil, newMemKV(time.Now), o)
+		})
+	}
+}
+
 func TestBrokerShortLivedToken(t *testing.T) {
 	e := newBrokerEnv(t, BrokerOptions{})
 	e.f.expiresIn.Store(3) // Weavy grants 3 s whatever was asked
