@@ -271,7 +271,7 @@ func TestUninstallPurgesOnlyThatInstallation(t *testing.T) {
 	var e *env
 	var broker *weavy.Broker
 	e = newEnv(t, func(o *Options) {
-		broker = weavy.NewBroker(issuer(o), o.KV, weavy.BrokerOptions{
+		broker = weavy.NewBroker(minter(o), o.KV, weavy.BrokerOptions{
 			Now:    o.Now,
 			OnMint: func(inst, uid string) { e.svc.UserMinted(inst, uid) },
 		})
@@ -339,7 +339,7 @@ func TestUninstallPurgesOnlyThatInstallation(t *testing.T) {
 	}
 }
 
-func issuer(o *Options) weavy.Issuer { return o.Weavy.(*weavy.Client) }
+func minter(o *Options) weavy.Minter { return o.Weavy.(*weavy.Client) }
 
 func TestInstallations(t *testing.T) {
 	e := newEnv(t, nil)

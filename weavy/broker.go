@@ -19,8 +19,8 @@ import (
 	"github.com/forge-remote/forge-remote/store"
 )
 
-// Issuer mints Weavy user tokens; *Client is one.
-type Issuer interface {
+// Minter mints Weavy user tokens; *Client is one.
+type Minter interface {
 	IssueToken(ctx context.Context, uid string, ttl time.Duration) (Token, error)
 }
 
@@ -57,7 +57,7 @@ type BrokerOptions struct {
 	// (a store of this process alone) costs no store write.
 	Locker Locker
 	// LockTTL is how long a replica that dies while minting keeps the others
-	// waiting; it must exceed the Issuer's own timeout. 0 means 30 s.
+	// waiting; it must exceed the Minter's own timeout. 0 means 30 s.
 	LockTTL time.Duration
 }
 
@@ -84,7 +84,7 @@ const (
 	// failBackoff: after a failed re-mint, the held token is served this long
 	// without asking Weavy again, so an outage doesn't cost every call a timeout.
 	failBackoff = 5 * time.Second
-	// flightTimeout bounds a detached mint should the Issuer have no timeout of
+	// flightTimeout bounds a detached mint should the Minter have no timeout of
 	// its own (the Client's, 10 s by default, fires first).
 	flightTimeout = 2 * time.Minute
 	// defaultLockTTL: three default Weavy timeouts.
@@ -100,7 +100,7 @@ const (
 // minted by an earlier process or another replica), else minted, one mint per
 // user at a time. It is safe for concurrent use.
 type Broker struct {
-	iss     Issuer
+	minter  Minter
 	kv      store.KV
 	ttl     time.Duration
 	margin  time.Duration
@@ -126,15 +126,15 @@ type Broker struct {
 
 type userKey struct{ inst, uid string }
 
-// NewBroker returns a Broker minting with iss and persisting in kv. It panics
+// NewBroker returns a Broker minting with minter and persisting in kv. It panics
 // on a negative option or if o.Registerer rejects its metrics (a name clash):
 // both programming errors.
-func NewBroker(iss Issuer, kv store.KV, o BrokerOptions) *Broker {
+func NewBroker(minter Minter, kv store.KV, o BrokerOptions) *Broker {
 	if err := o.check(); err != nil {
 		panic(err)
 	}
 	b := &Broker{
-		iss:     iss,
+		minter:  minter,
 		kv:      kv,
 		ttl:     cmp.Or(o.TTL, defaultTTL),
 		margin:  cmp.Or(o.Margin, defaultMargin),
@@ -198,7 +198,7 @@ func (o BrokerOptions) check() error {
 // Token returns a token for user uid of installationID. With refresh, the
 // held token is replaced by a new, different one (the caller was refused with
 // it); refreshes are deduplicated within RefreshWindow and rate limited
-// (*RateLimitedError). Errors: the Issuer's (ErrTimeout, *APIError …), a
+// (*RateLimitedError). Errors: the Minter's (ErrTimeout, *APIError …), a
 // store failure wrapping store.ErrUnavailable, or the caller's ctx.Err().
 func (b *Broker) Token(ctx context.Context, installationID, uid string, refresh bool) (Token, error) {
 	k := userKey{installationID, uid}
@@ -406,16 +406,16 @@ func (b *Broker) mintShared(ctx context.Context, k userKey, held string, refresh
 	}
 }
 
-// mint asks the Issuer for a token other than held (if set), once more if
+// mint asks the Minter for a token other than held (if set), once more if
 // Weavy hands back the held one.
 func (b *Broker) mint(ctx context.Context, k userKey, held string, refreshed bool) (*entry, error) {
 	for range 2 {
 		mintedAt := b.now()
-		tok, err := b.iss.IssueToken(ctx, k.uid, b.ttl)
+		tok, err := b.minter.IssueToken(ctx, k.uid, b.ttl)
 		if err != nil {
 			return nil, err
 		}
-		// Checked here too: an Issuer other than *Client may not, and a wys_
+		// Checked here too: a Minter other than *Client may not, and a wys_
 		// key must never reach a browser.
 		if !validAccessToken(tok.AccessToken) {
 			return nil, fmt.Errorf("%w: issued token is not a wyu_ user token", ErrBadResponse)

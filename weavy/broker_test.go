@@ -366,10 +366,10 @@ func TestBrokerWeavyDown(t *testing.T) {
 	e.noSecretsLogged(t)
 }
 
-// issuerFunc adapts a function to Issuer.
-type issuerFunc func(ctx context.Context, uid string, ttl time.Duration) (Token, error)
+// minterFunc adapts a function to Minter.
+type minterFunc func(ctx context.Context, uid string, ttl time.Duration) (Token, error)
 
-func (f issuerFunc) IssueToken(ctx context.Context, uid string, ttl time.Duration) (Token, error) {
+func (f minterFunc) IssueToken(ctx context.Context, uid string, ttl time.Duration) (Token, error) {
 	return f(ctx, uid, ttl)
 }
 
@@ -387,7 +387,7 @@ func TestBrokerRefreshGetsSameToken(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := newClock()
 			var calls atomic.Int64
-			iss := issuerFunc(func(_ context.Context, _ string, ttl time.Duration) (Token, error) {
+			minter := minterFunc(func(_ context.Context, _ string, ttl time.Duration) (Token, error) {
 				n := calls.Add(1)
 				tok := "wyu_held"
 				if n > int64(1+tt.sameTimes) {
@@ -395,7 +395,7 @@ func TestBrokerRefreshGetsSameToken(t *testing.T) {
 				}
 				return Token{AccessToken: tok, ExpiresAt: clk.Now().Add(ttl)}, nil
 			})
-			b := NewBroker(iss, newMemKV(clk.Now), BrokerOptions{Now: clk.Now})
+			b := NewBroker(minter, newMemKV(clk.Now), BrokerOptions{Now: clk.Now})
 			b.Token(t.Context(), inst1, alice, false)
 			tok, err := b.Token(t.Context(), inst1, alice, true)
 			if tt.wantErr {
@@ -419,10 +419,10 @@ func TestBrokerRefreshGetsSameToken(t *testing.T) {
 
 func TestBrokerRejectsNonUserTokens(t *testing.T) {
 	clk := newClock()
-	iss := issuerFunc(func(context.Context, string, time.Duration) (Token, error) {
+	minter := minterFunc(func(context.Context, string, time.Duration) (Token, error) {
 		return Token{AccessToken: "wys_apikey", ExpiresAt: clk.Now().Add(time.Hour)}, nil
 	})
-	b := NewBroker(iss, newMemKV(clk.Now), BrokerOptions{Now: clk.Now})
+	b := NewBroker(minter, newMemKV(clk.Now), BrokerOptions{Now: clk.Now})
 	if _, err := b.Token(t.Context(), inst1, alice, false); !errors.Is(err, ErrBadResponse) {
 		t.Fatalf("err = %v, want ErrBadResponse", err)
 	}
@@ -589,10 +589,10 @@ func TestBrokerSweepsExpiredEntries(t *testing.T) {
 
 func BenchmarkBrokerHit(b *testing.B) {
 	var n atomic.Int64
-	iss := issuerFunc(func(_ context.Context, _ string, ttl time.Duration) (Token, error) {
+	minter := minterFunc(func(_ context.Context, _ string, ttl time.Duration) (Token, error) {
 		return Token{AccessToken: fmt.Sprintf("wyu_%d", n.Add(1)), ExpiresAt: time.Now().Add(ttl)}, nil
 	})
-	br := NewBroker(iss, newMemKV(time.Now), BrokerOptions{})
+	br := NewBroker(minter, newMemKV(time.Now), BrokerOptions{})
 	ctx := context.Background()
 	uids := make([]string, 1000)
 	for i := range uids {

@@ -19,7 +19,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-var _ Issuer = (*Client)(nil)
+var _ Minter = (*Client)(nil)
 
 func TestNewClient(t *testing.T) {
 	tests := []struct {

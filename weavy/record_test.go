@@ -122,7 +122,7 @@ func TestCacheLayout(t *testing.T) {
 func BenchmarkBrokerMemory(b *testing.B) {
 	const users = 20000
 	var n atomic.Int64
-	iss := issuerFunc(func(_ context.Context, _ string, ttl time.Duration) (Token, error) {
+	minter := minterFunc(func(_ context.Context, _ string, ttl time.Duration) (Token, error) {
 		return Token{AccessToken: fmt.Sprintf("wyu_%d_%d", time.Now().UnixNano(), n.Add(1)), ExpiresAt: time.Now().Add(ttl)}, nil
 	})
 	ids := make([]userKey, users)
@@ -136,7 +136,7 @@ func BenchmarkBrokerMemory(b *testing.B) {
 		b.StopTimer()
 		kv := &countingKV{}
 		before := heapLive()
-		br := NewBroker(iss, kv, BrokerOptions{})
+		br := NewBroker(minter, kv, BrokerOptions{})
 		b.StartTimer()
 		for _, k := range ids {
 			// Each call decodes its own ids, as a request does.

@@ -15,7 +15,7 @@ import (
 
 var _ Locker = (*StoreLocker)(nil)
 
-// fleet is n Brokers sharing one store and one Issuer, as replicas do.
+// fleet is n Brokers sharing one store and one Minter, as replicas do.
 type fleet struct {
 	brokers []*Broker
 	kv      *memKV
@@ -28,13 +28,13 @@ func newFleet(t *testing.T, n int, o BrokerOptions) *fleet {
 	t.Helper()
 	f := &fleet{clk: newClock()}
 	f.kv = newMemKV(f.clk.Now)
-	iss := issuerFunc(func(ctx context.Context, _ string, ttl time.Duration) (Token, error) {
+	minter := minterFunc(func(ctx context.Context, _ string, ttl time.Duration) (Token, error) {
 		time.Sleep(f.delay)
 		return Token{AccessToken: fmt.Sprintf("wyu_%d", f.mints.Add(1)), ExpiresAt: f.clk.Now().Add(ttl)}, nil
 	})
 	o.Now, o.Locker = f.clk.Now, NewStoreLocker(f.kv)
 	for range n {
-		f.brokers = append(f.brokers, NewBroker(iss, f.kv, o))
+		f.brokers = append(f.brokers, NewBroker(minter, f.kv, o))
 	}
 	return f
 }
@@ -146,7 +146,7 @@ func TestFleetRefresh(t *testing.T) {
 	}
 
 	// A replica that holds nothing shares a stored refresh within its window.
-	cold := NewBroker(issuerFunc(func(context.Context, string, time.Duration) (Token, error) {
+	cold := NewBroker(minterFunc(func(context.Context, string, time.Duration) (Token, error) {
 		return Token{}, fmt.Errorf("cold replica minted")
 	}), f.kv, BrokerOptions{Now: f.clk.Now, Locker: NewStoreLocker(f.kv)})
 	got, err := cold.Token(t.Context(), inst1, alice, true)
