@@ -3,11 +3,8 @@ package weavy
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"hash/maphash"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -111,10 +108,7 @@ type Broker struct {
 	locker  Locker
 	lockTTL time.Duration
 
-	seed      maphash.Seed
-	salt      [16]byte // keys the cache's hash of (installation, uid)
-	shards    [shardCount]shard
-	lastSweep atomic.Int64 // unix nanoseconds
+	cache cache
 
 	fills     singleflight.Group // normal misses
 	refreshes singleflight.Group // refresh=true; never shared with a fill, whose token may be the one to replace
@@ -144,19 +138,14 @@ func NewBroker(minter Minter, kv store.KV, o BrokerOptions) *Broker {
 		onMint:  o.OnMint,
 		locker:  o.Locker,
 		lockTTL: cmp.Or(o.LockTTL, defaultLockTTL),
-		seed:    maphash.MakeSeed(),
 	}
-	_, _ = rand.Read(b.salt[:])
 	if b.now == nil {
 		b.now = time.Now
 	}
 	if b.log == nil {
 		b.log = zap.NewNop()
 	}
-	for i := range b.shards {
-		b.shards[i].m = make(map[cacheKey]entry)
-	}
-	b.lastSweep.Store(b.now().UnixNano())
+	b.cache.init(b.now().UnixNano())
 	b.limiter = newRefreshLimiter(cmp.Or(o.RefreshLimit, defaultRefreshLimit), cmp.Or(o.RefreshPer, defaultRefreshPer), b.now())
 
 	counter := func(name, help string) prometheus.Counter {
@@ -207,7 +196,7 @@ func (b *Broker) Token(ctx context.Context, installationID, uid string, refresh 
 		return b.await(ctx, &b.refreshes, k, b.refresh)
 	}
 	// The hot path: one hash, one read-locked map lookup, no I/O, no allocation.
-	if e, ok := b.load(k); ok && b.now().UnixNano() < e.serveUntil {
+	if e, ok := b.cache.load(k); ok && b.now().UnixNano() < e.serveUntil {
 		b.hits.Inc()
 		return e.token(), nil
 	}
@@ -227,7 +216,7 @@ func (b *Broker) await(ctx context.Context, group *singleflight.Group, k userKey
 	if err := ctx.Err(); err != nil {
 		return Token{}, fmt.Errorf("weavy: token: %w", err)
 	}
-	b.maybeSweep()
+	b.cache.maybeSweep(b.now().UnixNano(), b.margin)
 
 	ch := group.DoChan(k.inst+"\x00"+k.uid, func() (any, error) {
 		// Detached from the first caller's cancellation: the others still wait
@@ -251,7 +240,7 @@ func (b *Broker) await(ctx context.Context, group *singleflight.Group, k userKey
 func (b *Broker) fill(ctx context.Context, k userKey) (Token, error) {
 	now := b.now().UnixNano()
 	var cur *entry
-	if e, ok := b.load(k); ok {
+	if e, ok := b.cache.load(k); ok {
 		if now < e.serveUntil {
 			return e.token(), nil // filled by a flight that ended just before this one began
 		}
@@ -304,13 +293,25 @@ func (b *Broker) fill(ctx context.Context, k userKey) (Token, error) {
 	return e.token(), nil
 }
 
+// sharable reports whether a refresh at now gets e's token: e was minted by
+// a refresh less than the window ago (the UIKit refreshes on every 401/403
+// of every tab, and each tab may reach another replica).
+func (b *Broker) sharable(now int64, e *entry) bool {
+	return e.refreshed && now-e.minted < int64(b.window) && now < e.serveUntil
+}
+
+// install puts e in memory as of now (see cache.install).
+func (b *Broker) install(k userKey, e *entry, force bool) {
+	b.cache.install(k, e, force, b.now().UnixNano())
+}
+
 // refresh answers refresh=true. The held token stays cached for normal calls
 // until a new one replaces it: a failed refresh evicts nothing.
 func (b *Broker) refresh(ctx context.Context, k userKey) (Token, error) {
 	nowT := b.now()
 	now := nowT.UnixNano()
 	var cur *entry
-	e, inMemory := b.load(k)
+	e, inMemory := b.cache.load(k)
 	if inMemory {
 		cur = &e
 	} else {
@@ -500,13 +501,12 @@ func (b *Broker) PurgeInstallation(ctx context.Context, installationID string) e
 // ForgetInstallation drops installationID's tokens from this process's memory
 // only: another replica purged the store. The next calls read the store.
 func (b *Broker) ForgetInstallation(installationID string) {
-	tag := b.instTag(installationID)
-	b.forget(func(e *entry) bool { return e.inst == tag })
+	b.cache.forgetInstallation(installationID)
 	b.limiter.forget(installationID)
 }
 
 // ForgetAll drops every token held in memory (not in the store): for a
 // replica that may have missed another's purge.
 func (b *Broker) ForgetAll() {
-	b.forget(func(*entry) bool { return true })
+	b.cache.forget(func(*entry) bool { return true })
 }

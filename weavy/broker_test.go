@@ -56,7 +56,7 @@ func newBrokerEnv(t *testing.T, o BrokerOptions) *brokerEnv {
 
 // held reports whether the Broker holds a token for uid of inst in memory.
 func (e *brokerEnv) held(inst, uid string) bool {
-	_, ok := e.b.load(userKey{inst, uid})
+	_, ok := e.b.cache.load(userKey{inst, uid})
 	return ok
 }
 

@@ -1,12 +1,14 @@
 package weavy
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"hash/maphash"
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,6 +23,24 @@ const (
 	// sweepEvery: how often entries that can no longer be served are dropped.
 	sweepEvery = 5 * time.Minute
 )
+
+// cache holds users' tokens in memory, sharded so that the hot path (one
+// read-locked map lookup) rarely meets a writer.
+type cache struct {
+	seed      maphash.Seed
+	salt      [16]byte // keys the cache's hash of (installation, uid)
+	shards    [shardCount]shard
+	lastSweep atomic.Int64 // unix nanoseconds
+}
+
+func (c *cache) init(now int64) {
+	c.seed = maphash.MakeSeed()
+	_, _ = rand.Read(c.salt[:])
+	for i := range c.shards {
+		c.shards[i].m = make(map[cacheKey]entry)
+	}
+	c.lastSweep.Store(now)
+}
 
 type shard struct {
 	mu sync.RWMutex
@@ -72,13 +92,6 @@ func (e *entry) keepUntil(margin time.Duration) int64 {
 	return e.exp - min(int64(maxSafety), e.margin(margin)/2)
 }
 
-// sharable reports whether a refresh at now gets e's token: e was minted by
-// a refresh less than the window ago (the UIKit refreshes on every 401/403
-// of every tab, and each tab may reach another replica).
-func (b *Broker) sharable(now int64, e *entry) bool {
-	return e.refreshed && now-e.minted < int64(b.window) && now < e.serveUntil
-}
-
 func newEntry(tok Token, mintedAt time.Time, margin time.Duration, refreshed bool) *entry {
 	e := &entry{tok: tok.AccessToken, exp: nanos(tok.ExpiresAt), minted: nanos(mintedAt), refreshed: refreshed}
 	e.serveUntil = e.exp - e.margin(margin)
@@ -89,9 +102,9 @@ func newEntry(tok Token, mintedAt time.Time, margin time.Duration, refreshed boo
 // know it can look for two users with the same key. The installation ARI's
 // constant start is left out (a flag byte says so): the usual ids then fit
 // in two SHA-256 blocks.
-func (b *Broker) key(k userKey) cacheKey {
+func (c *cache) key(k userKey) cacheKey {
 	var buf [128]byte // enough for the usual ids; longer ones cost an allocation
-	p := append(buf[:0], b.salt[:]...)
+	p := append(buf[:0], c.salt[:]...)
 	inst, ari := strings.CutPrefix(k.inst, installationARI)
 	if ari {
 		p = append(p, 1)
@@ -108,52 +121,52 @@ func (b *Broker) key(k userKey) cacheKey {
 // instTag is the installation's tag in its users' entries: 32 bits of a
 // hash, enough for ForgetInstallation to find them (and, rarely, a few of
 // another installation's, which the next calls read back from the store).
-func (b *Broker) instTag(inst string) uint32 {
-	return uint32(maphash.String(b.seed, inst))
+func (c *cache) instTag(inst string) uint32 {
+	return uint32(maphash.String(c.seed, inst))
 }
 
-func (b *Broker) shard(ck cacheKey) *shard {
-	return &b.shards[binary.LittleEndian.Uint64(ck[:8])%shardCount]
+func (c *cache) shard(ck cacheKey) *shard {
+	return &c.shards[binary.LittleEndian.Uint64(ck[:8])%shardCount]
 }
 
-func (b *Broker) load(k userKey) (entry, bool) {
-	ck := b.key(k)
-	s := b.shard(ck)
+func (c *cache) load(k userKey) (entry, bool) {
+	ck := c.key(k)
+	s := c.shard(ck)
 	s.mu.RLock()
 	e, ok := s.m[ck]
 	s.mu.RUnlock()
 	return e, ok
 }
 
-// install puts e in memory unless a newer entry that is still served got there
-// first (a refresh finishing before an older fill); force is for refreshes,
-// whose token must become the cached one.
-func (b *Broker) install(k userKey, e *entry, force bool) {
-	ck := b.key(k)
+// install puts e in memory unless a newer entry that is still served at now
+// got there first (a refresh finishing before an older fill); force is for
+// refreshes, whose token must become the cached one.
+func (c *cache) install(k userKey, e *entry, force bool, now int64) {
+	ck := c.key(k)
 	v := *e
-	v.inst = b.instTag(k.inst)
-	s := b.shard(ck)
+	v.inst = c.instTag(k.inst)
+	s := c.shard(ck)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.m[ck]; !force && ok && old.minted > v.minted && b.now().UnixNano() < old.serveUntil {
+	if old, ok := s.m[ck]; !force && ok && old.minted > v.minted && now < old.serveUntil {
 		return
 	}
 	s.m[ck] = v
 }
 
 // maybeSweep drops, at most every sweepEvery, the entries that can no longer
-// be served, so memory follows the active users rather than all users ever.
-func (b *Broker) maybeSweep() {
-	now := b.now().UnixNano()
-	last := b.lastSweep.Load()
-	if now-last < int64(sweepEvery) || !b.lastSweep.CompareAndSwap(last, now) {
+// be served at now, so memory follows the active users rather than all users
+// ever.
+func (c *cache) maybeSweep(now int64, margin time.Duration) {
+	last := c.lastSweep.Load()
+	if now-last < int64(sweepEvery) || !c.lastSweep.CompareAndSwap(last, now) {
 		return
 	}
-	for i := range b.shards {
-		s := &b.shards[i]
+	for i := range c.shards {
+		s := &c.shards[i]
 		s.mu.Lock()
 		for k, e := range s.m {
-			if now >= e.keepUntil(b.margin) {
+			if now >= e.keepUntil(margin) {
 				delete(s.m, k)
 			}
 		}
@@ -161,9 +174,16 @@ func (b *Broker) maybeSweep() {
 	}
 }
 
-func (b *Broker) forget(match func(*entry) bool) {
-	for i := range b.shards {
-		s := &b.shards[i]
+// forgetInstallation drops inst's entries (and, rarely, a few of another
+// installation whose tag is the same).
+func (c *cache) forgetInstallation(inst string) {
+	tag := c.instTag(inst)
+	c.forget(func(e *entry) bool { return e.inst == tag })
+}
+
+func (c *cache) forget(match func(*entry) bool) {
+	for i := range c.shards {
+		s := &c.shards[i]
 		s.mu.Lock()
 		for k, e := range s.m {
 			if match(&e) {

@@ -110,7 +110,7 @@ func TestCacheLayout(t *testing.T) {
 	b := NewBroker(nil, newMemKV(time.Now), BrokerOptions{})
 	seen := map[cacheKey]userKey{}
 	for _, k := range []userKey{{inst1, alice}, {inst2, alice}, {inst1, "bob"}, {"a", "bc"}, {"ab", "c"}} {
-		ck := b.key(k)
+		ck := b.cache.key(k)
 		if o, dup := seen[ck]; dup {
 			t.Fatalf("%v and %v share a cache key", k, o)
 		}
