@@ -86,10 +86,6 @@ const (
 	flightTimeout = 2 * time.Minute
 	// defaultLockTTL: three default Weavy timeouts.
 	defaultLockTTL = 30 * time.Second
-	// pollFirst, pollMax: a replica waiting for another's mint looks in the
-	// store after pollFirst, then twice as long each time up to pollMax.
-	pollFirst = 25 * time.Millisecond
-	pollMax   = 250 * time.Millisecond
 )
 
 // Broker hands out Weavy tokens per (installation, user): from memory while
@@ -359,54 +355,6 @@ func (b *Broker) refresh(ctx context.Context, k userKey) (Token, error) {
 	return n.token(), nil
 }
 
-// mintShared mints a token for k (other than held, if set) and stores it.
-// With a Locker, only the replica holding the user's lock mints: it first
-// looks in the store again, where another replica may just have put the
-// token, and stores its own before releasing the lock. The others poll the
-// store until ready accepts what they find there (minted is then false), and
-// take the lock over if it is released or expires without a result. A store
-// that cannot be reached leaves nothing to coordinate with: this replica
-// mints on its own rather than fail a user a mint could serve.
-func (b *Broker) mintShared(ctx context.Context, k userKey, held string, refreshed bool,
-	ready func(now int64, stored *entry) bool) (e *entry, minted bool, err error) {
-	mint := func() (*entry, bool, error) {
-		e, err := b.mint(ctx, k, held, refreshed)
-		if err != nil {
-			return nil, false, err
-		}
-		b.persist(ctx, k, e)
-		return e, true, nil
-	}
-	if b.locker == nil {
-		return mint()
-	}
-	for wait := pollFirst; ; wait = min(2*wait, pollMax) {
-		release, locked, err := b.locker.Lock(ctx, lockKey(k), b.lockTTL)
-		if err != nil {
-			logctx.Logger(ctx, b.log).Warn("weavy: mint lock unavailable, minting without it",
-				zap.String("installation_id", k.inst), zap.String("uid", k.uid), zap.Error(err))
-			return mint()
-		}
-		if locked {
-			defer release()
-			if s, _ := b.loadStored(ctx, k); s != nil && ready(b.now().UnixNano(), s) {
-				return s, false, nil
-			}
-			return mint()
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, false, fmt.Errorf("weavy: waiting for another replica's mint: %w", ctx.Err())
-		}
-		if s, _ := b.loadStored(ctx, k); s != nil && ready(b.now().UnixNano(), s) {
-			return s, false, nil
-		}
-	}
-}
-
 // mint asks the Minter for a token other than held (if set), once more if
 // Weavy hands back the held one.
 func (b *Broker) mint(ctx context.Context, k userKey, held string, refreshed bool) (*entry, error) {
@@ -433,42 +381,6 @@ func (b *Broker) mint(ctx context.Context, k userKey, held string, refreshed boo
 		return newEntry(tok, mintedAt, b.margin, refreshed), nil
 	}
 	return nil, fmt.Errorf("%w: Weavy returned the held token again instead of a new one", ErrBadResponse)
-}
-
-// loadStored returns the stored entry of k, or nil if there is none usable.
-func (b *Broker) loadStored(ctx context.Context, k userKey) (*entry, error) {
-	data, err := b.kv.Get(ctx, storeKey(k))
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return nil, nil
-	case errors.Is(err, store.ErrSealed):
-		// Permanent (STORE_KEY changed): minting over it is the only way out.
-		logctx.Logger(ctx, b.log).Warn("weavy: stored token cannot be opened, minting a new one",
-			zap.String("installation_id", k.inst), zap.String("uid", k.uid), zap.Error(err))
-		return nil, nil
-	case err != nil:
-		return nil, fmt.Errorf("weavy: reading stored token: %w", err)
-	}
-	tok, mintedAt, refreshed, ok := decodeRecord(data)
-	if !ok || !validAccessToken(tok.AccessToken) {
-		logctx.Logger(ctx, b.log).Warn("weavy: stored token record is malformed, minting a new one",
-			zap.String("installation_id", k.inst), zap.String("uid", k.uid))
-		return nil, nil
-	}
-	return newEntry(tok, mintedAt, b.margin, refreshed), nil
-}
-
-// persist writes e to the store, expiring with the token. A failure is logged
-// only: the token is good and stays in memory.
-func (b *Broker) persist(ctx context.Context, k userKey, e *entry) {
-	ttl := time.Duration(e.exp - b.now().UnixNano())
-	if ttl <= 0 {
-		return
-	}
-	if err := b.kv.Put(ctx, storeKey(k), encodeRecord(e), ttl); err != nil {
-		logctx.Logger(ctx, b.log).Warn("weavy: storing token failed, kept in memory only",
-			zap.String("installation_id", k.inst), zap.String("uid", k.uid), zap.Error(err))
-	}
 }
 
 // PurgeInstallation forgets every token of installationID, in the store and in

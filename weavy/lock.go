@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"net/url"
 	"time"
 
+	"github.com/forge-remote/forge-remote/internal/logctx"
 	"github.com/forge-remote/forge-remote/store"
+	"go.uber.org/zap"
 )
 
 // Locker takes short locks shared by the replicas; *StoreLocker is one. Lock
@@ -57,9 +60,63 @@ func (l *StoreLocker) Lock(ctx context.Context, key string, ttl time.Duration) (
 	}, true, nil
 }
 
-const lockPrefix = "weavy/lock/"
+const (
+	lockPrefix = "weavy/lock/"
+	// pollFirst, pollMax: a replica waiting for another's mint looks in the
+	// store after pollFirst, then twice as long each time up to pollMax.
+	pollFirst = 25 * time.Millisecond
+	pollMax   = 250 * time.Millisecond
+)
 
 // lockKey is the key of k's mint lock; like storeKey, it holds no token.
 func lockKey(k userKey) string {
 	return lockPrefix + url.PathEscape(k.inst) + "/" + url.PathEscape(k.uid)
+}
+
+// mintShared mints a token for k (other than held, if set) and stores it.
+// With a Locker, only the replica holding the user's lock mints: it first
+// looks in the store again, where another replica may just have put the
+// token, and stores its own before releasing the lock. The others poll the
+// store until ready accepts what they find there (minted is then false), and
+// take the lock over if it is released or expires without a result. A store
+// that cannot be reached leaves nothing to coordinate with: this replica
+// mints on its own rather than fail a user a mint could serve.
+func (b *Broker) mintShared(ctx context.Context, k userKey, held string, refreshed bool,
+	ready func(now int64, stored *entry) bool) (e *entry, minted bool, err error) {
+	mint := func() (*entry, bool, error) {
+		e, err := b.mint(ctx, k, held, refreshed)
+		if err != nil {
+			return nil, false, err
+		}
+		b.persist(ctx, k, e)
+		return e, true, nil
+	}
+	if b.locker == nil {
+		return mint()
+	}
+	for wait := pollFirst; ; wait = min(2*wait, pollMax) {
+		release, locked, err := b.locker.Lock(ctx, lockKey(k), b.lockTTL)
+		if err != nil {
+			logctx.Logger(ctx, b.log).Warn("weavy: mint lock unavailable, minting without it",
+				zap.String("installation_id", k.inst), zap.String("uid", k.uid), zap.Error(err))
+			return mint()
+		}
+		if locked {
+			defer release()
+			if s, _ := b.loadStored(ctx, k); s != nil && ready(b.now().UnixNano(), s) {
+				return s, false, nil
+			}
+			return mint()
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, false, fmt.Errorf("weavy: waiting for another replica's mint: %w", ctx.Err())
+		}
+		if s, _ := b.loadStored(ctx, k); s != nil && ready(b.now().UnixNano(), s) {
+			return s, false, nil
+		}
+	}
 }

@@ -1,14 +1,20 @@
 package weavy
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/forge-remote/forge-remote/internal/ids"
+	"github.com/forge-remote/forge-remote/internal/logctx"
+	"github.com/forge-remote/forge-remote/store"
+	"go.uber.org/zap"
 )
 
 // StorePrefix starts the keys of users' stored tokens: StorePrefix +
@@ -89,4 +95,40 @@ func instSegment(inst string) string {
 		return u
 	}
 	return "~" + url.PathEscape(inst)
+}
+
+// loadStored returns the stored entry of k, or nil if there is none usable.
+func (b *Broker) loadStored(ctx context.Context, k userKey) (*entry, error) {
+	data, err := b.kv.Get(ctx, storeKey(k))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, nil
+	case errors.Is(err, store.ErrSealed):
+		// Permanent (STORE_KEY changed): minting over it is the only way out.
+		logctx.Logger(ctx, b.log).Warn("weavy: stored token cannot be opened, minting a new one",
+			zap.String("installation_id", k.inst), zap.String("uid", k.uid), zap.Error(err))
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("weavy: reading stored token: %w", err)
+	}
+	tok, mintedAt, refreshed, ok := decodeRecord(data)
+	if !ok || !validAccessToken(tok.AccessToken) {
+		logctx.Logger(ctx, b.log).Warn("weavy: stored token record is malformed, minting a new one",
+			zap.String("installation_id", k.inst), zap.String("uid", k.uid))
+		return nil, nil
+	}
+	return newEntry(tok, mintedAt, b.margin, refreshed), nil
+}
+
+// persist writes e to the store, expiring with the token. A failure is logged
+// only: the token is good and stays in memory.
+func (b *Broker) persist(ctx context.Context, k userKey, e *entry) {
+	ttl := time.Duration(e.exp - b.now().UnixNano())
+	if ttl <= 0 {
+		return
+	}
+	if err := b.kv.Put(ctx, storeKey(k), encodeRecord(e), ttl); err != nil {
+		logctx.Logger(ctx, b.log).Warn("weavy: storing token failed, kept in memory only",
+			zap.String("installation_id", k.inst), zap.String("uid", k.uid), zap.Error(err))
+	}
 }
