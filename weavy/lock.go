@@ -8,9 +8,10 @@ import (
 	"net/url"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/forge-remote/forge-remote/internal/logctx"
 	"github.com/forge-remote/forge-remote/store"
-	"go.uber.org/zap"
 )
 
 // Locker takes short locks shared by the replicas; *StoreLocker is one. Lock

@@ -11,10 +11,11 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/forge-remote/forge-remote/internal/ids"
 	"github.com/forge-remote/forge-remote/internal/logctx"
 	"github.com/forge-remote/forge-remote/store"
-	"go.uber.org/zap"
 )
 
 // StorePrefix starts the keys of users' stored tokens: StorePrefix +
