@@ -266,7 +266,7 @@ func (r *claimReader) license(l *License) error {
 	})
 }
 
-func (r *claimReader) invocationCtx(c *InvocationCtx) error {
+func (r *claimReader) invocationCtx(c *InvocationContext) error {
 	return r.Object(func(k []byte) error {
 		switch jsonread.Canonical(k, invocationNames) {
 		case "cloudId":

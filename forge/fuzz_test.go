@@ -103,7 +103,7 @@ func FuzzVerifyMatchesGolangJWT(f *testing.F) {
 	f.Cleanup(v.Close)
 	parser := jwt.NewParser(
 		jwt.WithValidMethods([]string{"RS256"}),
-		jwt.WithIssuer(forge.Issuer),
+		jwt.WithIssuer(forge.FITIssuer),
 		jwt.WithAudience(forgetest.AppID),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),

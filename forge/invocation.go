@@ -4,8 +4,8 @@ package forge
 
 import "github.com/golang-jwt/jwt/v5"
 
-// Issuer is the only accepted `iss` of a Forge Invocation Token.
-const Issuer = "forge/invocation-token"
+// FITIssuer is the only accepted `iss` of a Forge Invocation Token.
+const FITIssuer = "forge/invocation-token"
 
 // Invocation is the verified content of a FIT: the only source of identity.
 //
@@ -25,9 +25,9 @@ type Invocation struct {
 	NotBefore *jwt.NumericDate `json:"nbf,omitempty"`
 	IssuedAt  *jwt.NumericDate `json:"iat,omitempty"`
 
-	App       App           `json:"app"`
-	Context   InvocationCtx `json:"context"`
-	Principal string        `json:"principal,omitempty"`
+	App       App               `json:"app"`
+	Context   InvocationContext `json:"context"`
+	Principal string            `json:"principal,omitempty"`
 }
 
 // Invocation is a jwt.Claims, so golang-jwt's Validator checks it.
@@ -93,10 +93,10 @@ type License struct {
 	IsActive *bool `json:"isActive,omitempty"`
 }
 
-// InvocationCtx is the typed part of the `context` claim (UI calls only).
+// InvocationContext is the typed part of the `context` claim (UI calls only).
 // moduleKey, localId and accountId are read by nothing but FromTrigger: with
 // the rest they tell a UI call from a trigger's.
-type InvocationCtx struct {
+type InvocationContext struct {
 	CloudID    string      `json:"cloudId"`
 	ModuleKey  string      `json:"moduleKey"`
 	SiteURL    string      `json:"siteUrl"`
@@ -163,7 +163,7 @@ func (i *Invocation) LicenseInactive() bool {
 // principal nor a context claim. It is decided by Forge's signed claims, so a
 // user cannot make their own FIT look like a trigger's.
 func (i *Invocation) FromTrigger() bool {
-	return i.Principal == "" && i.Context == (InvocationCtx{})
+	return i.Principal == "" && i.Context == (InvocationContext{})
 }
 
 // InstallationID is the tenant key.

@@ -187,7 +187,7 @@ func TestVerify(t *testing.T) {
 		}
 		if inv.Principal != forgetest.AccountID || inv.Context.AccountID != forgetest.AccountID ||
 			inv.App.Module.Key != forgetest.ModuleKey || inv.App.Environment.Type != "DEVELOPMENT" ||
-			inv.Issuer != forge.Issuer || inv.ExpiresAt.Sub(inv.IssuedAt.Time) != forgetest.MintLifetime {
+			inv.Issuer != forge.FITIssuer || inv.ExpiresAt.Sub(inv.IssuedAt.Time) != forgetest.MintLifetime {
 			t.Errorf("unexpected claims: %+v", inv)
 		}
 	})

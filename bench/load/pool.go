@@ -181,7 +181,7 @@ func signFIT(s *signer, h poolHeader, user, install int) (string, error) {
 	inst, cloud := installationID(install), cloudID(install)
 	apiBase := apiBasePrefix + cloud
 	claims := jwt.MapClaims{
-		"iss": forgetest.Issuer,
+		"iss": forgetest.FITIssuer,
 		"aud": h.AppID,
 		"iat": h.IssuedAt,
 		"nbf": h.IssuedAt,

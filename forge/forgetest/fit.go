@@ -24,8 +24,8 @@ const (
 	AppVersion     = "2.14.0"
 )
 
-// Issuer is the `iss` of every genuine FIT.
-const Issuer = "forge/invocation-token"
+// FITIssuer is the `iss` of every genuine FIT.
+const FITIssuer = "forge/invocation-token"
 
 // FITLifetime is exp - iat of a genuine FIT.
 const FITLifetime = 25 * time.Second
@@ -121,7 +121,7 @@ func MintFIT(t testing.TB, key *Key, opts ...FITOption) string {
 	t.Helper()
 	f := &FIT{
 		Now:            time.Now,
-		Issuer:         Issuer,
+		Issuer:         FITIssuer,
 		Audience:       AppID,
 		Principal:      AccountID,
 		InstallationID: InstallationID,

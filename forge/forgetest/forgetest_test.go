@@ -28,7 +28,7 @@ func TestMintFIT(t *testing.T) {
 		t.Errorf("kid = %v", parsed.Header["kid"])
 	}
 	want := map[string]any{
-		"iss": forgetest.Issuer, "aud": forgetest.AppID, "principal": forgetest.AccountID,
+		"iss": forgetest.FITIssuer, "aud": forgetest.AppID, "principal": forgetest.AccountID,
 		"iat": float64(now.Unix()), "nbf": float64(now.Unix()), "exp": float64(now.Add(forgetest.MintLifetime).Unix()),
 	}
 	for k, w := range want {

@@ -9,7 +9,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -19,7 +18,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -28,33 +26,16 @@ import (
 
 	"github.com/forge-remote/forge-remote/internal/jsonread"
 	"github.com/forge-remote/forge-remote/internal/logctx"
-	"github.com/forge-remote/forge-remote/internal/metrics"
 )
 
 // ErrKeysUnavailable is returned by Verify while no key set was ever loaded:
 // the token cannot be judged yet (503, not 401).
 var ErrKeysUnavailable = errors.New("forge: signing keys not loaded yet")
 
-var (
-	errClosed         = errors.New("verifier closed")
-	errRefetchLimited = errors.New("key set refetched too recently")
-	errNoUsableKey    = errors.New("no usable RSA signing key in the set")
-)
-
 const (
-	signingAlg = "RS256" // the only algorithm Forge signs FITs with
-
-	defaultHTTPTimeout        = 10 * time.Second
-	defaultLeeway             = 5 * time.Second
-	defaultRefreshInterval    = 15 * time.Minute
-	defaultMinRefetchInterval = 30 * time.Second
-	defaultRetryInterval      = 2 * time.Second
-
-	firstLoadTimeout = 3 * time.Second  // NewVerifier waits no longer than this
-	fetchTimeout     = 10 * time.Second // bounds a fetch even if the client has no timeout
-	maxJWKSBytes     = 1 << 20          // Forge's set is a few KiB
-	maxTokenBytes    = 64 << 10         // FITs with big contexts are a few KiB
-	minRSABits       = 2048
+	signingAlg    = "RS256"         // the only algorithm Forge signs FITs with
+	defaultLeeway = 5 * time.Second // clock skew allowed on exp, nbf, iat
+	maxTokenBytes = 64 << 10        // FITs with big contexts are a few KiB
 )
 
 // VerifyError is a rejected FIT (401). Reason is a short snake_case label,
@@ -120,15 +101,6 @@ type Verifier struct {
 	now       func() time.Time
 }
 
-// publicKey is a verification key and the `alg` its JWK names ("" = none).
-type publicKey struct {
-	key *rsa.PublicKey
-	alg string
-}
-
-// keySet maps kid to key; it is never modified once published.
-type keySet map[string]publicKey
-
 // NewVerifier checks cfg, tries a first load of the key set (bounded by ctx
 // and about 3 s) and starts refreshing it in the background. It fails only on
 // a bad cfg: while the JWKS endpoint fails, loading is retried every
@@ -184,17 +156,17 @@ func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
 		log:          log,
 		metrics:      metrics,
 		validator: jwt.NewValidator(
-			jwt.WithIssuer(Issuer),
+			jwt.WithIssuer(FITIssuer),
 			jwt.WithAudience(cfg.AppID),
 			jwt.WithExpirationRequired(),
 			jwt.WithIssuedAt(),
-			jwt.WithLeeway(orDefault(cfg.Leeway, defaultLeeway)),
+			jwt.WithLeeway(cmp.Or(cfg.Leeway, defaultLeeway)),
 			jwt.WithTimeFunc(now),
 		),
 		intern:       jsonread.NewInterner(),
-		limiter:      rate.NewLimiter(rate.Every(orDefault(cfg.MinRefetchInterval, defaultMinRefetchInterval)), 1),
-		refreshEvery: orDefault(cfg.RefreshInterval, defaultRefreshInterval),
-		retryEvery:   orDefault(cfg.RetryInterval, defaultRetryInterval),
+		limiter:      rate.NewLimiter(rate.Every(cmp.Or(cfg.MinRefetchInterval, defaultMinRefetchInterval)), 1),
+		refreshEvery: cmp.Or(cfg.RefreshInterval, defaultRefreshInterval),
+		retryEvery:   cmp.Or(cfg.RetryInterval, defaultRetryInterval),
 		now:          now,
 	}
 	v.ctx, v.cancel = context.WithCancel(context.Background())
@@ -205,14 +177,6 @@ func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
 
 	v.wg.Go(v.refreshLoop)
 	return v, nil
-}
-
-// orDefault is d, or def when d is zero.
-func orDefault(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
 }
 
 // Verify checks a raw FIT (without "Bearer ") and returns its claims. A
@@ -331,47 +295,13 @@ func putScratch(b *[]byte) {
 	scratchPool.Put(b)
 }
 
-// key finds the key the header names. It runs after the algorithm check and
-// before the signature and claim checks.
-func (v *Verifier) key(ctx context.Context, hdr joseHeader) (*rsa.PublicKey, error) {
-	kid := hdr.kid
-	if kid == "" {
-		return nil, &VerifyError{Reason: "unknown_kid", Err: errors.New("no kid in the header")}
-	}
-	keys := v.keys.Load()
-	if keys == nil {
-		return nil, ErrKeysUnavailable
-	}
-	k, ok := (*keys)[kid]
-	if !ok {
-		// Forge may have rotated its keys: refetch (shared and rate-limited),
-		// then look again whatever that gave, since another caller's refetch
-		// may have brought the key meanwhile.
-		err := v.refresh(ctx, true)
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("forge: waiting for the key set: %w", ctx.Err())
-		}
-		if k, ok = (*v.keys.Load())[kid]; !ok {
-			if err != nil {
-				return nil, &VerifyError{Reason: "unknown_kid", Err: fmt.Errorf("kid not in the key set (refetch: %w)", err)}
-			}
-			return nil, &VerifyError{Reason: "unknown_kid", Err: errors.New("kid not in the key set")}
-		}
-	}
-	// A key published for another algorithm must not verify this one.
-	if k.alg != "" && k.alg != hdr.alg {
-		return nil, &VerifyError{Reason: "key_alg_mismatch", Err: fmt.Errorf("the key is published for %s", k.alg)}
-	}
-	return k.key, nil
-}
-
 // claimsError names what golang-jwt's Validator refused. The signature is
 // good here; the claims themselves say which check failed, since golang-jwt
 // joins every failure and says "required claim missing" without which.
 func (v *Verifier) claimsError(inv *Invocation, err error) error {
 	reason := "invalid"
 	switch {
-	case inv.Issuer != Issuer:
+	case inv.Issuer != FITIssuer:
 		reason = "bad_issuer"
 	case !slices.Contains(inv.Audience, v.appID):
 		reason = "bad_audience"
@@ -383,275 +313,4 @@ func (v *Verifier) claimsError(inv *Invocation, err error) error {
 		reason = "not_yet_valid"
 	}
 	return &VerifyError{Reason: reason, Err: fmt.Errorf("%w: %w", jwt.ErrTokenInvalidClaims, err)}
-}
-
-// KeysError is Ready's answer while no key set was ever loaded: why the
-// latest fetch failed and when the next is due. Its message is meant for
-// /readyz: it says it once, without the wrapping of the packages below.
-type KeysError struct {
-	URL     string
-	Problem string    // the latest fetch's failure, described; "" before any
-	Retry   time.Time // when the next fetch is due
-}
-
-func (e *KeysError) Error() string {
-	msg := "no keys yet"
-	if e.Problem != "" {
-		msg += ": fetching " + e.URL + " failed: " + e.Problem
-	}
-	if !e.Retry.IsZero() {
-		msg += "; retrying at " + e.Retry.UTC().Format(time.RFC3339)
-	}
-	return msg
-}
-
-// Is makes errors.Is(err, ErrKeysUnavailable) true.
-func (e *KeysError) Is(target error) bool { return target == ErrKeysUnavailable }
-
-// Ready is nil once a key set is loaded, else a *KeysError (errors.Is
-// ErrKeysUnavailable).
-func (v *Verifier) Ready() error {
-	if v.keys.Load() != nil {
-		return nil
-	}
-	v.mu.Lock()
-	err, next := v.lastErr, v.nextFetch
-	v.mu.Unlock()
-	ke := &KeysError{URL: v.jwksURL, Retry: next}
-	if err != nil {
-		ke.Problem = fetchProblem(err)
-	}
-	return ke
-}
-
-// fetchProblem says why a key set fetch failed in a few words: the cause at
-// the bottom, not each layer's prefix (jwk.Fetch, Get "url", …).
-func fetchProblem(err error) string {
-	var dns *net.DNSError
-	var op *net.OpError
-	var ne net.Error
-	switch {
-	case errors.As(err, &dns):
-		return "lookup " + dns.Name + ": " + dns.Err
-	case errors.As(err, &op):
-		return op.Error()
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return "timed out"
-	}
-	msg := err.Error()
-	for {
-		// jwx's "jwk.Fetch: …", "jwk.Parse: …" layers.
-		i := strings.Index(msg, ": ")
-		if i < 0 || !strings.HasPrefix(msg, "jwk.") {
-			return msg
-		}
-		msg = msg[i+2:]
-	}
-}
-
-// Close stops the background refresh and waits for any fetch in flight. Keys
-// already loaded keep verifying; nothing is fetched any more.
-func (v *Verifier) Close() {
-	v.mu.Lock()
-	v.closed = true
-	v.mu.Unlock()
-	v.cancel()
-	v.wg.Wait()
-	if v.ownTransport != nil {
-		v.ownTransport.CloseIdleConnections()
-	}
-}
-
-// refreshLoop refetches the key set every refreshEvery or, while none was
-// ever loaded, after retryEvery doubling up to maxRetryInterval so a Forge
-// outage at start is retried promptly without a warning every 2 s for hours.
-func (v *Verifier) refreshLoop() {
-	v.mu.Lock()
-	wait := v.wait // set by NewVerifier's first load
-	v.mu.Unlock()
-	t := time.NewTimer(cmp.Or(wait, v.retryEvery))
-	defer t.Stop()
-	for {
-		select {
-		case <-v.ctx.Done():
-			return
-		case <-t.C:
-		}
-		_ = v.refresh(v.ctx, false) // recorded by load, with the wait to the next
-		v.mu.Lock()
-		wait = v.wait
-		v.mu.Unlock()
-		t.Reset(cmp.Or(wait, v.retryEvery))
-	}
-}
-
-// maxRetryInterval caps the backoff while no key set was ever loaded.
-const maxRetryInterval = 30 * time.Second
-
-// scheduleNext sets, after a fetch, how long the refresh loop waits before
-// the next: refreshEvery once keys are held, else a backoff from retryEvery
-// doubling up to maxRetryInterval. v.mu is held.
-func (v *Verifier) scheduleNext(failed bool) time.Duration {
-	switch {
-	case v.keys.Load() != nil:
-		v.wait = v.refreshEvery
-	case !failed || v.wait == 0:
-		v.wait = v.retryEvery
-	default:
-		v.wait = min(2*v.wait, max(maxRetryInterval, v.retryEvery))
-	}
-	v.nextFetch = v.now().Add(v.wait)
-	return v.wait
-}
-
-// refresh fetches the key set, or joins the fetch already in flight. With
-// limited (an unknown kid) the fetch happens only if the rate limit allows.
-// The caller stops waiting when ctx ends; the fetch goes on for the others.
-func (v *Verifier) refresh(ctx context.Context, limited bool) error {
-	ch := v.flight.DoChan("jwks", func() (any, error) {
-		if limited && !v.limiter.Allow() {
-			return nil, errRefetchLimited
-		}
-		v.mu.Lock()
-		if v.closed {
-			v.mu.Unlock()
-			return nil, errClosed
-		}
-		v.wg.Add(1) // cannot race Close's Wait: closed is still false
-		v.mu.Unlock()
-		defer v.wg.Done()
-
-		fctx, cancel := context.WithTimeout(v.ctx, fetchTimeout)
-		defer cancel()
-		return nil, v.load(fctx)
-	})
-	select {
-	case r := <-ch:
-		return r.Err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// load fetches and parses the key set and publishes it; on failure the set
-// held so far stays.
-func (v *Verifier) load(ctx context.Context) error {
-	keys, err := v.fetch(ctx)
-	if err != nil {
-		v.mu.Lock()
-		v.lastErr = err
-		held := v.keys.Load() != nil
-		wait := v.scheduleNext(true)
-		v.mu.Unlock()
-		v.metrics.fetched("error", 0)
-		if v.ctx.Err() == nil { // a fetch cut short by Close is no news
-			if held {
-				v.log.Warn("jwks fetch failed; keeping the keys held", zap.String("url", v.jwksURL),
-					zap.Error(err), zap.Duration("retry_in", wait))
-			} else {
-				v.log.Warn("jwks fetch failed; no keys yet", zap.String("url", v.jwksURL),
-					zap.Error(err), zap.Duration("retry_in", wait))
-			}
-		}
-		return err
-	}
-	v.keys.Store(&keys)
-	v.mu.Lock()
-	v.lastErr = nil
-	v.scheduleNext(false)
-	v.mu.Unlock()
-	v.metrics.fetched("ok", len(keys))
-	v.log.Debug("jwks loaded", zap.String("url", v.jwksURL), zap.Int("keys", len(keys)))
-	return nil
-}
-
-// fetch downloads the set and keeps the RSA keys meant for signatures.
-func (v *Verifier) fetch(ctx context.Context) (keySet, error) {
-	set, err := jwk.Fetch(ctx, v.jwksURL, jwk.WithHTTPClient(v.client), jwk.WithMaxFetchBodySize(maxJWKSBytes))
-	if err != nil {
-		return nil, err
-	}
-	keys := make(keySet, set.Len())
-	for i := range set.Len() {
-		k, _ := set.Key(i)
-		kid, _ := k.KeyID()
-		if kid == "" || k.KeyType() != jwa.RSA() {
-			continue
-		}
-		if use, ok := k.KeyUsage(); ok && use != "sig" {
-			continue
-		}
-		if _, dup := keys[kid]; dup {
-			continue // the first one wins, as in a lookup by kid
-		}
-		pk, err := k.PublicKey() // a JWK carrying private parts still verifies
-		if err != nil {
-			continue
-		}
-		var pub rsa.PublicKey
-		if err := jwk.Export(pk, &pub); err != nil || pub.N.BitLen() < minRSABits {
-			continue
-		}
-		var alg string
-		if a, ok := k.Algorithm(); ok {
-			alg = a.String()
-		}
-		keys[kid] = publicKey{key: &pub, alg: alg}
-	}
-	if len(keys) == 0 {
-		return nil, errNoUsableKey
-	}
-	return keys, nil
-}
-
-// verifierMetrics are the Verifier's Prometheus metrics; a nil one records
-// nothing.
-type verifierMetrics struct {
-	rejections *prometheus.CounterVec
-	fetches    *prometheus.CounterVec
-	keys       prometheus.Gauge
-}
-
-func newVerifierMetrics(r prometheus.Registerer) (*verifierMetrics, error) {
-	m := &verifierMetrics{
-		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "forge_fit_rejections_total",
-			Help: "Forge invocation tokens rejected, by reason.",
-		}, []string{"reason"}),
-		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "forge_jwks_fetches_total",
-			Help: "Fetches of Forge's signing key set, by result (ok, error).",
-		}, []string{"result"}),
-		keys: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "forge_jwks_keys",
-			Help: "Signing keys in the key set held.",
-		}),
-	}
-	var err error
-	if m.rejections, err = metrics.Register(r, m.rejections); err != nil {
-		return nil, err
-	}
-	if m.fetches, err = metrics.Register(r, m.fetches); err != nil {
-		return nil, err
-	}
-	if m.keys, err = metrics.Register(r, m.keys); err != nil {
-		return nil, err
-	}
-	return m, nil
-}
-
-func (m *verifierMetrics) rejected(reason string) {
-	if m != nil {
-		m.rejections.WithLabelValues(reason).Inc()
-	}
-}
-
-func (m *verifierMetrics) fetched(result string, keys int) {
-	if m == nil {
-		return
-	}
-	m.fetches.WithLabelValues(result).Inc()
-	if result == "ok" {
-		m.keys.Set(float64(keys))
-	}
 }
