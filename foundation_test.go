@@ -91,7 +91,7 @@ func TestFITVerification(t *testing.T) {
 	}
 
 	_, m := ts.get(t, "/metrics", "")
-	for _, want := range []string{`http_fit_rejections_total{reason="missing_token"}`, `http_fit_rejections_total{reason="bad_audience"}`, `forge_jwks_fetches_total`} {
+	for _, want := range []string{`forge_fit_rejections_total{reason="missing_token"}`, `forge_fit_rejections_total{reason="bad_audience"}`, `forge_jwks_fetches_total`} {
 		if !strings.Contains(string(m.Body), want) {
 			t.Errorf("metrics lack %s", want)
 		}

@@ -74,10 +74,24 @@ func (e *ProductError) Error() string {
 	return s
 }
 
+// AppTokenSource gives the Client an installation's app system token, as an
+// oauth2.TokenSource gives an HTTP client its token; *AppTokens is one.
+type AppTokenSource interface {
+	// Usable returns the installation's token when it has enough life left
+	// and is not marked unusable: else a *StaleError (errors.Is
+	// ErrAppTokenStale) or ErrUnknownInstallation.
+	Usable(ctx context.Context, installationID string) (AppToken, error)
+	// MarkUnusable records that Atlassian refused token (HTTP 401), so that
+	// Usable stops handing it out until a newer one arrives.
+	MarkUnusable(ctx context.Context, installationID, token string) error
+}
+
+var _ AppTokenSource = (*AppTokens)(nil)
+
 // Client calls Atlassian product APIs (apiBaseUrl + path) with an
 // installation's app system token. It is safe for concurrent use.
 type Client struct {
-	tokens        *AppTokens
+	tokens        AppTokenSource
 	hc            *http.Client
 	timeout       time.Duration
 	maxBody       int64
@@ -92,7 +106,7 @@ type Client struct {
 
 // NewClient returns a Client taking tokens from tokens. It panics if
 // o.Registerer rejects its metrics (a name clash: a programming error).
-func NewClient(tokens *AppTokens, o ClientOptions) *Client {
+func NewClient(tokens AppTokenSource, o ClientOptions) *Client {
 	c := &Client{
 		tokens:        tokens,
 		hc:            o.HTTPClient,
@@ -188,7 +202,7 @@ func (a *AppClient) GetJSON(ctx context.Context, path string, out any) error {
 // query) with body as JSON ([]byte and json.RawMessage are sent as they are;
 // nil sends none) and decodes a 2xx answer into out (nil discards it).
 //
-// The token is read from AppTokens just before each attempt: when none with
+// The token is read from the AppTokenSource just before each attempt: when none with
 // enough life is held, Do returns the *StaleError (or ErrUnknownInstallation)
 // without sending anything. A non-2xx answer is a *ProductError; a 401 outside
 // the install grace period marks the token unusable.

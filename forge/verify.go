@@ -187,14 +187,19 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Invocation, error
 	if err != nil {
 		var ve *VerifyError
 		if errors.As(err, &ve) {
-			v.metrics.rejected(ve.Reason)
-			if ce := v.log.Check(zap.DebugLevel, "invocation token rejected"); ce != nil {
-				ce.Write(append(logctx.Fields(ctx), zap.String("reason", ve.Reason))...)
-			}
+			v.rejected(ctx, ve)
 		}
 		return nil, err
 	}
 	return inv, nil
+}
+
+// rejected counts and logs a rejected FIT.
+func (v *Verifier) rejected(ctx context.Context, ve *VerifyError) {
+	v.metrics.rejected(ve.Reason)
+	if ce := v.log.Check(zap.DebugLevel, "invocation token rejected"); ce != nil {
+		ce.Write(append(logctx.Fields(ctx), zap.String("reason", ve.Reason))...)
+	}
 }
 
 // verify checks a FIT (a JWS in compact form) reading nothing it has not

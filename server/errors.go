@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/connect"
 	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/internal/logctx"
 	"github.com/forge-remote/forge-remote/resolvers"
 	"github.com/forge-remote/forge-remote/scheduler"
 	"github.com/forge-remote/forge-remote/store"
@@ -45,7 +47,6 @@ var (
 	errBodyRead      = &httpError{http.StatusBadRequest, "bad_request", "the request body could not be read"}
 	errNotFound      = &httpError{http.StatusNotFound, "not_found", "no such route"}
 	errMethod        = &httpError{http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this route"}
-	errNoFIT         = &forge.VerifyError{Reason: "missing_token", Err: errors.New("no Authorization: Bearer header")}
 	errInternalToken = &httpError{http.StatusForbidden, "forbidden", "a valid Authorization: Bearer INTERNAL_API_TOKEN is required"}
 )
 
@@ -169,20 +170,39 @@ func retryAfterSeconds(d time.Duration) int {
 
 // fail answers c with the JSON error for err and stops the chain.
 func (s *Server) fail(c *gin.Context, err error) {
+	c.Abort()
+	s.writeError(c.Writer, c.Request, err)
+}
+
+// writeError answers the JSON error for err: the one place an error becomes
+// an answer, for Gin's handlers (fail) and forge.Middleware alike.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, code, msg := classify(err)
 	var rle *weavy.RateLimitedError
 	var ae *weavy.APIError
 	switch {
 	case errors.As(err, &rle):
-		c.Header("Retry-After", strconv.Itoa(retryAfterSeconds(rle.RetryAfter)))
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(rle.RetryAfter)))
 	case code == "weavy_rate_limited" && errors.As(err, &ae):
-		c.Header("Retry-After", strconv.Itoa(weavyRetryAfterSeconds(ae.RetryAfter)))
+		w.Header().Set("Retry-After", strconv.Itoa(weavyRetryAfterSeconds(ae.RetryAfter)))
 	}
+	fields := logctx.Fields(r.Context())
 	if status >= 500 {
-		s.log.Warn("request failed", append(requestFields(c), zap.String("code", code), zap.Error(err))...)
+		s.log.Warn("request failed", append(fields, zap.String("code", code), zap.Error(err))...)
 	} else {
-		s.log.Debug("request refused", append(requestFields(c), zap.String("code", code), zap.String("reason", msg))...)
+		s.log.Debug("request refused", append(fields, zap.String("code", code), zap.String("reason", msg))...)
 	}
-	state(c).errCode = code
-	c.AbortWithStatusJSON(status, errorBody{Error: errorDetail{Code: code, Message: msg}})
+	setErrCode(r, code)
+	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: msg}})
+}
+
+// writeJSON writes v as gin's c.JSON does: the same header, no newline.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		status, body = http.StatusInternalServerError, []byte(`{"error":{"code":"internal_error","message":"internal error"}}`)
+	}
+	w.Header().Set("Content-Type", jsonContentType)
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
 }

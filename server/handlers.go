@@ -38,7 +38,7 @@ func (s *Server) handleReadyz(c *gin.Context) {
 		problems = append(problems, "store")
 	}
 	if len(problems) > 0 {
-		state(c).errCode = "not_ready"
+		setErrCode(c.Request, "not_ready")
 		c.JSON(http.StatusServiceUnavailable, gin.H{
 			"error":  errorDetail{Code: "not_ready", Message: "not ready: " + strings.Join(problems, ", ") + " (see checks)"},
 			"checks": checks,

@@ -10,9 +10,8 @@ import (
 )
 
 type httpMetrics struct {
-	requests      *prometheus.CounterVec
-	duration      *prometheus.HistogramVec
-	fitRejections *prometheus.CounterVec
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
@@ -26,12 +25,8 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 			Help:    "Time to answer, by route pattern.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"route"}),
-		fitRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "http_fit_rejections_total",
-			Help: "Requests refused with 401 because the Forge invocation token failed verification, by reason.",
-		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.fitRejections,
+	reg.MustRegister(m.requests, m.duration,
 		// The defaults, plus the live heap after the last collection
 		// (go_gc_heap_live_bytes): with the GC tuner's 32 MiB least goal,
 		// heap in use is a sawtooth, and the live heap is what shows a leak.

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -21,40 +20,34 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/internal/bearer"
 	"github.com/forge-remote/forge-remote/internal/logctx"
 )
 
 // MaxBodyBytes is the request body limit (Forge itself caps requests at 500 KB).
 const MaxBodyBytes = 1 << 20
 
-// reqState is what the middleware chain records about one request. It is
-// the request's context: one allocation carries the log ids, the verified FIT
-// and the error code, where context.WithValue and gin's key map cost four.
-type reqState struct {
-	context.Context // the request's own, for cancellation and other values
-	ids             logctx.IDs
-	inv             *forge.Invocation // set by forgeAuth
-	errCode         string            // set by fail: the access log's error_code
+// requestInfo is what the middleware chain records about one request for
+// its access log line, beyond what the request itself says: the log ids (also
+// in the context for logctx) and the error code of a refused request.
+type requestInfo struct {
+	ids     logctx.IDs
+	errCode string // set by writeError: the access log's error_code
 }
 
-type stateKey struct{}
+type requestInfoKey struct{}
 
-func (st *reqState) Value(k any) any {
-	if _, ok := k.(stateKey); ok {
-		return st
-	}
-	if logctx.IsKey(k) {
-		return &st.ids
-	}
-	return st.Context.Value(k)
+// infoOf is the request's requestInfo, or nil before requestIDs ran.
+func infoOf(r *http.Request) *requestInfo {
+	info, _ := r.Context().Value(requestInfoKey{}).(*requestInfo)
+	return info
 }
 
-// state is the request's reqState; a placeholder before requestIDs ran.
-func state(c *gin.Context) *reqState {
-	if st, ok := c.Request.Context().Value(stateKey{}).(*reqState); ok {
-		return st
+// setErrCode records the error code of the request's answer for its access log.
+func setErrCode(r *http.Request, code string) {
+	if info := infoOf(r); info != nil {
+		info.errCode = code
 	}
-	return &reqState{Context: c.Request.Context()}
 }
 
 // recovery turns a panic into a 500 JSON answer and an error log line with the
@@ -68,7 +61,7 @@ func (s *Server) recovery(c *gin.Context) {
 			s.log.Error("panic serving request", append(requestFields(c),
 				zap.String("panic", fmt.Sprint(r)), zap.ByteString("stack", debug.Stack()))...)
 			if !c.Writer.Written() {
-				state(c).errCode = "internal_error"
+				setErrCode(c.Request, "internal_error")
 				c.AbortWithStatusJSON(http.StatusInternalServerError,
 					errorBody{Error: errorDetail{Code: "internal_error", Message: "internal error"}})
 			}
@@ -80,23 +73,24 @@ func (s *Server) recovery(c *gin.Context) {
 // requestIDs assigns the request id (a sane inbound x-request-id is kept) and
 // picks up Forge's b3 trace ids, so every log line about the request names them.
 func (s *Server) requestIDs(c *gin.Context) {
-	st := &reqState{Context: c.Request.Context(), ids: logctx.IDs{
+	info := &requestInfo{ids: logctx.IDs{
 		RequestID: headerID(header(c, hdrRequestID), 64),
 		TraceID:   headerID(header(c, hdrTraceID), 32),
 		SpanID:    headerID(header(c, hdrSpanID), 16),
 	}}
-	if st.ids.RequestID == "" {
-		st.ids.RequestID = s.ids.next()
+	if info.ids.RequestID == "" {
+		info.ids.RequestID = s.ids.next()
 	}
-	c.Writer.Header()[hdrRequestID] = []string{st.ids.RequestID}
-	c.Request = c.Request.WithContext(st)
+	c.Writer.Header()[hdrRequestID] = []string{info.ids.RequestID}
+	ctx := logctx.With(c.Request.Context(), &info.ids)
+	c.Request = c.Request.WithContext(context.WithValue(ctx, requestInfoKey{}, info))
 	c.Next()
 }
 
 // Canonical names of the headers read on every request (TestHeaderNames).
 const (
 	hdrAuthorization = "Authorization"
-	hdrAppToken      = "X-Forge-Oauth-System"
+	hdrAppToken      = forge.AppTokenHeader
 	hdrRequestID     = "X-Request-Id"
 	hdrTraceID       = "X-B3-Traceid"
 	hdrSpanID        = "X-B3-Spanid"
@@ -166,11 +160,10 @@ func (s *Server) accessLog(c *gin.Context) {
 		zap.Duration("duration", elapsed),
 		zap.Int("bytes", c.Writer.Size()),
 	)
-	st := state(c)
-	if st.errCode != "" {
-		fields = append(fields, zap.String("error_code", st.errCode))
+	if info := infoOf(c.Request); info != nil && info.errCode != "" {
+		fields = append(fields, zap.String("error_code", info.errCode))
 	}
-	if inv := st.inv; inv != nil {
+	if inv, ok := forge.InvocationFrom(c.Request.Context()); ok {
 		fields = append(fields, zap.String("installation_id", inv.InstallationID()))
 		if inv.App.Module.Key != "" {
 			fields = append(fields, zap.String("module", inv.App.Module.Key))
@@ -205,30 +198,30 @@ func (s *Server) bodyLimit(c *gin.Context) {
 	c.Next()
 }
 
-// forgeAuth verifies the Forge Invocation Token and captures the app system
-// token the call carries. Nothing downstream runs for an unverified call.
-func (s *Server) forgeAuth(c *gin.Context) {
-	raw, ok := bearer(header(c, hdrAuthorization))
-	if !ok {
-		s.rejectFIT(c, errNoFIT)
-		return
-	}
-	inv, err := s.verifier.Verify(c.Request.Context(), raw)
-	if err != nil {
-		s.rejectFIT(c, err)
-		return
-	}
-	state(c).inv = inv
-	if err := s.appTokens.Capture(c.Request.Context(), inv, header(c, hdrAppToken)); err != nil {
-		// A trigger exists to bring the token: it fails so Forge retries. A
-		// user's call goes on: a cached token needs no store.
-		if inv.FromTrigger() {
-			s.fail(c, err)
-			return
+// forgeAuth runs forge.Middleware in the Gin chain: it verifies the Forge
+// Invocation Token and captures the app system token the call carries;
+// nothing downstream runs for an unverified call. A refusal is answered by
+// writeError, as every other error.
+func (s *Server) forgeAuth() gin.HandlerFunc {
+	return ginMiddleware(forge.Middleware(s.verifier,
+		forge.WithAppTokenCapture(s.appTokens),
+		forge.WithErrorHandler(s.writeError)))
+}
+
+// ginMiddleware adapts a net/http middleware to Gin: the request it passes
+// on (with its new context) goes down the Gin chain; one it answers stops it.
+func ginMiddleware(mw func(http.Handler) http.Handler) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		passed := false
+		mw(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+			passed = true
+			c.Request = r
+			c.Next()
+		})).ServeHTTP(c.Writer, c.Request)
+		if !passed {
+			c.Abort()
 		}
-		logctx.Logger(c.Request.Context(), s.log).Warn("app token not captured", zap.Error(err))
 	}
-	c.Next()
 }
 
 var errNotATrigger = &httpError{http.StatusForbidden, "not_a_trigger", "this route is for Forge triggers; the invocation comes from a user"}
@@ -242,28 +235,10 @@ func (s *Server) triggerOnly(c *gin.Context) {
 	c.Next()
 }
 
-func (s *Server) rejectFIT(c *gin.Context, err error) {
-	var ve *forge.VerifyError
-	if errors.As(err, &ve) {
-		s.metrics.fitRejections.WithLabelValues(ve.Reason).Inc()
-	}
-	s.fail(c, err)
-}
-
-// bearer extracts the credentials of an "Authorization: Bearer …" header; the
-// scheme is matched case-insensitively.
-func bearer(h string) (string, bool) {
-	const scheme = "bearer "
-	if len(h) <= len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
-		return "", false
-	}
-	tok := strings.TrimSpace(h[len(scheme):])
-	return tok, tok != ""
-}
-
 // invocation is the verified FIT of the request, or nil.
 func invocation(c *gin.Context) *forge.Invocation {
-	return state(c).inv
+	inv, _ := forge.InvocationFrom(c.Request.Context())
+	return inv
 }
 
 // internalAuth guards /internal/*: absent configuration hides the routes (404);
@@ -274,7 +249,7 @@ func (s *Server) internalAuth(c *gin.Context) {
 		s.fail(c, errNotFound)
 		return
 	}
-	tok, _ := bearer(c.GetHeader("Authorization"))
+	tok, _ := bearer.Token(header(c, hdrAuthorization))
 	sum := sha256.Sum256([]byte(tok))
 	if subtle.ConstantTimeCompare(sum[:], s.internalTokenSum) != 1 {
 		s.fail(c, errInternalToken)

@@ -19,7 +19,7 @@ func (s *Server) routes(e *gin.Engine) {
 	e.HEAD("/readyz", s.handleReadyz)
 	e.GET("/metrics", gin.WrapH(promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})))
 
-	forge := e.Group("", s.bodyLimit, s.forgeAuth)
+	forge := e.Group("", s.bodyLimit, s.forgeAuth())
 	forge.POST("/resolvers", s.handleResolverEnvelope)
 	forge.POST("/resolvers/:functionKey", s.handleResolver)
 	// Triggers only for trigger FITs: a user could otherwise aim their own

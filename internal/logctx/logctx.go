@@ -23,13 +23,6 @@ func With(ctx context.Context, ids *IDs) context.Context {
 	return context.WithValue(ctx, key{}, ids)
 }
 
-// IsKey reports whether k is the key the ids are looked up by: a context
-// type of the caller's own carries them by answering Value(k) with its *IDs.
-func IsKey(k any) bool {
-	_, ok := k.(key)
-	return ok
-}
-
 // From returns the ids carried by ctx, or nil.
 func From(ctx context.Context) *IDs {
 	ids, _ := ctx.Value(key{}).(*IDs)
