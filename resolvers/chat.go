@@ -2,10 +2,8 @@ package resolvers
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/forge-remote/forge-remote/chat"
 	"github.com/forge-remote/forge-remote/forge"
@@ -27,17 +25,6 @@ type ChatAnswer struct {
 	Name  string `json:"name"`
 }
 
-// AppendJSON writes a's JSON as encoding/json would, without reflection.
-func (a ChatAnswer) AppendJSON(b []byte) []byte {
-	b = append(b, `{"app_id":`...)
-	b = strconv.AppendInt(b, a.AppID, 10)
-	b = append(b, `,"uid":`...)
-	b = appendJSONString(b, a.UID)
-	b = append(b, `,"name":`...)
-	b = appendJSONString(b, a.Name)
-	return append(b, '}')
-}
-
 // TargetOf is the chat the verified FIT names: the content (page or blog
 // post) the module runs in, else its space, else the site. It is the only
 // input that picks a chat: Forge signs context.extension, so a user cannot
@@ -55,10 +42,11 @@ func TargetOf(inv *forge.Invocation) chat.Target {
 	return chat.Target{Kind: chat.KindSite}
 }
 
-// Chat answers the `chat` resolver. The payload is ignored: neither its
-// fields nor any header choose the chat or the user.
+// Chat answers the `chat` resolver. The payload must be a JSON object (or
+// none) and is otherwise ignored: neither its fields nor any header choose
+// the chat or the user.
 func Chat(o ChatOpener, scope weavy.UIDScope) Handler {
-	return func(ctx context.Context, inv *forge.Invocation, _ json.RawMessage) (any, error) {
+	return Decoded(func(ctx context.Context, inv *forge.Invocation, _ struct{}) (any, error) {
 		if err := RequireUser(inv); err != nil {
 			return nil, err
 		}
@@ -85,7 +73,7 @@ func Chat(o ChatOpener, scope weavy.UIDScope) Handler {
 			return nil, err
 		}
 		return ChatAnswer{AppID: c.AppID, UID: c.UID, Name: c.Name}, nil
-	}
+	})
 }
 
 // siteMatchesInstallation reports whether the site of a UI call

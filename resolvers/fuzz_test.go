@@ -1,9 +1,11 @@
 package resolvers_test
 
 import (
+	"context"
 	"errors"
 	"testing"
 
+	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/internal/corpus"
 	"github.com/forge-remote/forge-remote/resolvers"
 )
@@ -31,13 +33,12 @@ func FuzzEnvelope(f *testing.F) {
 		if err == nil && key == "" {
 			t.Fatal("accepted an envelope without a function key")
 		}
-		if err := resolvers.CheckPayload(body); err != nil && !errors.As(err, &bre) {
-			t.Fatalf("payload check error type %T", err)
-		}
-		var req struct {
+		h := resolvers.Decoded(func(context.Context, *forge.Invocation, struct {
 			Refresh bool `json:"refresh"`
-		}
-		if err := resolvers.DecodePayload(body, &req); err != nil && !errors.As(err, &bre) {
+		}) (any, error) {
+			return nil, nil
+		})
+		if _, err := h(t.Context(), &forge.Invocation{}, body); err != nil && !errors.As(err, &bre) {
 			t.Fatalf("decode error type %T", err)
 		}
 	})

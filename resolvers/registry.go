@@ -12,12 +12,27 @@ import (
 	"strings"
 
 	"github.com/forge-remote/forge-remote/forge"
-	"github.com/forge-remote/forge-remote/internal/jsonread"
 )
 
 // Handler answers one resolver call. The invocation is the verified FIT: the
-// only source of identity. payload is the JSON the frontend sent (may be empty).
+// only source of identity. payload is the JSON the frontend sent (may be
+// empty), as read: nothing has decoded it yet, so the handler decodes it once
+// (Decoded does). The answer is written as encoding/json marshals it.
 type Handler func(ctx context.Context, inv *forge.Invocation, payload json.RawMessage) (any, error)
+
+// Decoded is the Handler that decodes the payload into a Req, the payload's
+// one decoding, before anything else, and passes it to h. An empty or null
+// payload leaves Req zero; anything but a JSON object Req can hold is a
+// *BadRequestError.
+func Decoded[Req any](h func(ctx context.Context, inv *forge.Invocation, req Req) (any, error)) Handler {
+	return func(ctx context.Context, inv *forge.Invocation, payload json.RawMessage) (any, error) {
+		var req Req
+		if err := DecodePayload(payload, &req); err != nil {
+			return nil, err
+		}
+		return h(ctx, inv, req)
+	}
+}
 
 // Errors server/ maps to status codes.
 var (
@@ -104,46 +119,24 @@ type Envelope struct {
 	} `json:"call"`
 }
 
-// ParseEnvelope decodes an envelope body into its function key and payload.
+// ParseEnvelope decodes an envelope body into its function key and payload,
+// in one pass: the payload is left for its resolver to decode.
 func ParseEnvelope(body []byte) (string, json.RawMessage, error) {
-	if err := checkObject(body, false); err != nil {
-		return "", nil, err
+	if len(bytes.TrimSpace(body)) == 0 {
+		return "", nil, &BadRequestError{Msg: "empty body"}
 	}
 	var env Envelope
 	if err := json.Unmarshal(body, &env); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return "", nil, &BadRequestError{Msg: "malformed body: " + jsonProblem(err)}
+		}
 		return "", nil, &BadRequestError{Msg: "malformed envelope: " + jsonProblem(err)}
 	}
 	if env.Call.FunctionKey == "" {
 		return "", nil, &BadRequestError{Msg: "envelope has no call.functionKey"}
 	}
 	return env.Call.FunctionKey, env.Call.Payload, nil
-}
-
-// CheckPayload validates a payload body: empty, or a JSON object.
-func CheckPayload(body []byte) error { return checkObject(body, true) }
-
-func checkObject(body []byte, emptyOK bool) error {
-	trimmed := bytes.TrimSpace(body)
-	if len(trimmed) == 0 {
-		if emptyOK {
-			return nil
-		}
-		return &BadRequestError{Msg: "empty body"}
-	}
-	if trimmed[0] != '{' {
-		return &BadRequestError{Msg: "body is not a JSON object"}
-	}
-	if !valid(trimmed) {
-		var v json.RawMessage // only for the error's offset
-		return &BadRequestError{Msg: "malformed body: " + jsonProblem(json.Unmarshal(trimmed, &v))}
-	}
-	return nil
-}
-
-// valid is json.Valid in one pass without its state machine.
-func valid(data []byte) bool {
-	r := jsonread.NewReader(data)
-	return r.Skip() == nil && r.End() == nil
 }
 
 // DecodePayload decodes payload into v; an empty or null payload leaves v as is.

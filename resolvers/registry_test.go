@@ -42,9 +42,34 @@ func TestEnvelopeAndPayload(t *testing.T) {
 			}
 		})
 	}
-	for body, ok := range map[string]bool{``: true, `  `: true, `{}`: true, `{"a":1}`: true, `null`: false, `"x"`: false, `{`: false} {
-		if err := resolvers.CheckPayload([]byte(body)); (err == nil) != ok {
-			t.Errorf("CheckPayload(%q) = %v", body, err)
+}
+
+// TestDecoded: the payload is decoded once, before the handler runs, and
+// only a JSON object (or nothing) reaches it.
+func TestDecoded(t *testing.T) {
+	type req struct {
+		Refresh bool `json:"refresh"`
+	}
+	var got []req
+	h := resolvers.Decoded(func(_ context.Context, _ *forge.Invocation, r req) (any, error) {
+		got = append(got, r)
+		return nil, nil
+	})
+	for body, ok := range map[string]bool{
+		``: true, `  `: true, `null`: true, `{}`: true, `{"a":[1]}`: true, `{"refresh":true}`: true,
+		`"x"`: false, `[1]`: false, `{`: false, `{"refresh":"yes"}`: false, `{} {}`: false,
+	} {
+		got = nil
+		_, err := h(t.Context(), &forge.Invocation{}, json.RawMessage(body))
+		var bre *resolvers.BadRequestError
+		if ok != (err == nil) || err != nil && !errors.As(err, &bre) {
+			t.Errorf("%q: %v", body, err)
+		}
+		if ok != (len(got) == 1) {
+			t.Errorf("%q: the handler ran %d times", body, len(got))
+		}
+		if body == `{"refresh":true}` && (len(got) != 1 || !got[0].Refresh) {
+			t.Errorf("%q decoded as %+v", body, got)
 		}
 	}
 }

@@ -48,14 +48,11 @@ func (s *Server) handleReadyz(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"status": "ready", "checks": checks})
 }
 
-// handleResolver serves POST /resolvers/{functionKey}: the body is the payload.
+// handleResolver serves POST /resolvers/{functionKey}: the body is the
+// payload, read here and decoded once, by its resolver.
 func (s *Server) handleResolver(c *gin.Context) {
 	body, err := readBody(c)
 	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	if err := resolvers.CheckPayload(body); err != nil {
 		s.fail(c, err)
 		return
 	}
@@ -77,6 +74,8 @@ func (s *Server) handleResolverEnvelope(c *gin.Context) {
 	s.invoke(c, key, payload)
 }
 
+// invoke runs the resolver and writes its answer, as every answer is
+// written, by c.JSON.
 func (s *Server) invoke(c *gin.Context, key string, payload []byte) {
 	out, err := s.resolvers.Invoke(c.Request.Context(), key, invocation(c), payload)
 	if err != nil {
@@ -86,16 +85,8 @@ func (s *Server) invoke(c *gin.Context, key string, payload []byte) {
 	if out == nil {
 		out = struct{}{}
 	}
-	if a, ok := out.(jsonAppender); ok { // the token resolver: no reflection
-		c.Data(http.StatusOK, jsonContentType, a.AppendJSON(make([]byte, 0, 128)))
-		return
-	}
 	c.JSON(http.StatusOK, out)
 }
-
-// jsonAppender is a resolver answer that writes its own JSON, exactly as
-// encoding/json would.
-type jsonAppender interface{ AppendJSON([]byte) []byte }
 
 // jsonContentType is what gin's c.JSON sends.
 const jsonContentType = "application/json; charset=utf-8"

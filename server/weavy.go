@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"time"
 
 	"github.com/forge-remote/forge-remote/chat"
@@ -16,9 +15,10 @@ import (
 // else answering a clear 503 that names the missing variables.
 func (s *Server) setupWeavy() error {
 	if s.cfg.WeavyURL == "" {
-		notConfigured := func(context.Context, *forge.Invocation, json.RawMessage) (any, error) {
+		// The payload is still decoded, so a bad one is a 400 as with Weavy.
+		notConfigured := resolvers.Decoded(func(context.Context, *forge.Invocation, struct{}) (any, error) {
 			return nil, errWeavyNotConfigured
-		}
+		})
 		s.resolvers.Register(resolvers.TokenKey, notConfigured)
 		s.resolvers.Register(resolvers.ChatKey, notConfigured)
 		s.log.Warn("WEAVY_URL is not set: the token and chat resolvers answer 503 weavy_not_configured")
