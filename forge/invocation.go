@@ -1,5 +1,3 @@
-// Package forge verifies Forge Invocation Tokens, captures the app system token each
-// call brings, and calls Atlassian product APIs on an installation's behalf.
 package forge
 
 import "github.com/golang-jwt/jwt/v5"
