@@ -85,6 +85,10 @@ func newRunner(o runnerOptions) *runner {
 	}
 	r.wake = sync.NewCond(&r.mu)
 	r.idle = sync.NewCond(&r.mu)
+	metrics.MustRegister(o.reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "scheduler_jobs_pending",
+		Help: "Jobs queued or running on this replica.",
+	}, r.pending))
 	for range o.workers {
 		r.wg.Go(r.work)
 	}
@@ -154,6 +158,13 @@ func (r *runner) work() {
 		}
 		r.signalIdle()
 	}
+}
+
+// pending is how many tasks wait or run.
+func (r *runner) pending() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return float64(r.queued + len(r.running))
 }
 
 // signalIdle wakes waitIdle callers when nothing is left to do. r.mu is held.
