@@ -53,7 +53,19 @@ type env struct {
 	svc    *Service
 }
 
-func newEnv(t *testing.T, edit func(*Options)) *env {
+// testOptions are the options of a Queue and of the Service on it, for
+// tests that build both at once.
+type testOptions struct {
+	QueueOptions
+	Purger Purger
+	Jobs   []Job
+}
+
+func (o testOptions) build() *Service {
+	return New(Options{Queue: NewQueue(o.QueueOptions), Purger: o.Purger, Jobs: o.Jobs})
+}
+
+func newEnv(t *testing.T, edit func(*testOptions)) *env {
 	t.Helper()
 	e := &env{clock: storetest.NewClock(start), reg: prometheus.NewRegistry()}
 	core, logs := observer.New(zapcore.DebugLevel)
@@ -74,14 +86,14 @@ func newEnv(t *testing.T, edit func(*Options)) *env {
 		Now: e.clock.Now, Logger: log,
 		Sleep: func(ctx context.Context, d time.Duration) error { e.clock.Advance(d); return ctx.Err() },
 	})
-	o := Options{
+	o := testOptions{QueueOptions: QueueOptions{
 		KV: e.kv, AppTokens: e.tokens, Products: products, Weavy: wc,
 		Now: e.clock.Now, Logger: log, Registerer: e.reg,
-	}
+	}}
 	if edit != nil {
 		edit(&o)
 	}
-	e.svc = New(o)
+	e.svc = o.build()
 	t.Cleanup(e.svc.Close)
 	return e
 }

@@ -30,7 +30,8 @@ func FuzzLifecycle(f *testing.F) {
 		f.Add(b.Data)
 	}
 	kv := store.NewMemory(nil)
-	svc := scheduler.New(scheduler.Options{KV: kv, AppTokens: forge.NewAppTokens(kv, forge.AppTokensOptions{})})
+	q := scheduler.NewQueue(scheduler.QueueOptions{KV: kv, AppTokens: forge.NewAppTokens(kv, forge.AppTokensOptions{})})
+	svc := scheduler.New(scheduler.Options{Queue: q})
 	f.Cleanup(svc.Close)
 	inv := &forge.Invocation{App: forge.App{InstallationID: "ari:cloud:ecosystem::installation/fuzz", APIBaseURL: "https://api.atlassian.com/ex/confluence/c"}}
 	f.Fuzz(func(t *testing.T, body []byte) {

@@ -54,7 +54,7 @@ func TestHousekeepingPurgesOnlyWhenTokenIsGone(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var flaky *flakyKV
-			e := newEnv(t, func(o *Options) {
+			e := newEnv(t, func(o *testOptions) {
 				flaky = &flakyKV{KV: o.KV}
 				o.KV = flaky
 				o.AppTokens = forge.NewAppTokens(flaky, forge.AppTokensOptions{Now: o.Now})
@@ -117,7 +117,7 @@ func TestHousekeepingSweepsExpired(t *testing.T) {
 	}
 	advance(2 * time.Hour)
 
-	s := New(Options{KV: sealed, Now: now})
+	s := testOptions{QueueOptions: QueueOptions{KV: sealed, Now: now}}.build()
 	s.sweepLimit = 3
 	if err := s.Scheduled(ctx, trigger("sweep")); err != nil {
 		t.Fatal(err)

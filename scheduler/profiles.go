@@ -104,7 +104,7 @@ type confluenceUser struct {
 
 // syncMintedUser adds the user to the installation's sync set and syncs its
 // profile unless that was done within resyncAfter.
-func (s *Service) syncMintedUser(ctx context.Context, inst, uid string) error {
+func (s *Queue) syncMintedUser(ctx context.Context, inst, uid string) error {
 	now := s.now()
 	var u userRecord
 	err := s.kv.Update(ctx, userKey(inst, uid), func(old []byte, exists bool) ([]byte, time.Duration, error) {
@@ -126,7 +126,7 @@ func (s *Service) syncMintedUser(ctx context.Context, inst, uid string) error {
 
 // syncProfiles is the scheduled profile sync: every user of the installation
 // never synced or synced a day ago or more, oldest first, up to maxSyncPerRun.
-func (s *Service) syncProfiles(ctx context.Context, inst string) error {
+func (s *Queue) syncProfiles(ctx context.Context, inst string) error {
 	now := s.now()
 	var due []userRecord
 	prefix := usersOf(inst)
@@ -154,7 +154,7 @@ func (s *Service) syncProfiles(ctx context.Context, inst string) error {
 // (after the client's retries) ends it too, and holds the installation's
 // syncs off for a while; until then syncUsers calls nothing (the users stay
 // due for a later run).
-func (s *Service) syncUsers(ctx context.Context, inst string, users []userRecord) error {
+func (s *Queue) syncUsers(ctx context.Context, inst string, users []userRecord) error {
 	if until, held := s.heldOff(ctx, inst); held {
 		s.log.Info("profile sync held off after Confluence refused calls",
 			zap.String("installation_id", inst), zap.Time("not_before", until))
@@ -250,7 +250,7 @@ func (s *Service) syncUsers(ctx context.Context, inst string, users []userRecord
 
 // holdOff records when the installation's profile syncs may call Confluence
 // again: after the answer's Retry-After, at least holdOffMin, at most holdOffMax.
-func (s *Service) holdOff(ctx context.Context, inst string, perr *forge.ProductError) {
+func (s *Queue) holdOff(ctx context.Context, inst string, perr *forge.ProductError) {
 	wait := min(max(perr.RetryAfter, holdOffMin), holdOffMax)
 	until := s.now().Add(wait)
 	err := s.kv.Put(ctx, notBeforeKey(inst), []byte(until.UTC().Format(time.RFC3339Nano)), wait)
@@ -265,7 +265,7 @@ func (s *Service) holdOff(ctx context.Context, inst string, perr *forge.ProductE
 
 // heldOff reports whether the installation's profile syncs must not call
 // Confluence yet, and until when. An unreadable record holds nothing off.
-func (s *Service) heldOff(ctx context.Context, inst string) (time.Time, bool) {
+func (s *Queue) heldOff(ctx context.Context, inst string) (time.Time, bool) {
 	b, err := s.kv.Get(ctx, notBeforeKey(inst))
 	if err != nil {
 		return time.Time{}, false
@@ -278,7 +278,7 @@ func (s *Service) heldOff(ctx context.Context, inst string) (time.Time, bool) {
 }
 
 // markSynced stamps the user's record, unless it was purged meanwhile.
-func (s *Service) markSynced(ctx context.Context, inst, uid string) {
+func (s *Queue) markSynced(ctx context.Context, inst, uid string) {
 	now := s.now()
 	err := s.kv.Update(ctx, userKey(inst, uid), func(old []byte, exists bool) ([]byte, time.Duration, error) {
 		u := userRecord{UID: uid}
@@ -295,7 +295,7 @@ func (s *Service) markSynced(ctx context.Context, inst, uid string) {
 }
 
 // rememberSite keeps the site URL Confluence told of, for the operator's view.
-func (s *Service) rememberSite(ctx context.Context, inst, siteURL string) {
+func (s *Queue) rememberSite(ctx context.Context, inst, siteURL string) {
 	err := s.kv.Update(ctx, installationKey(inst), func(old []byte, exists bool) ([]byte, time.Duration, error) {
 		if !exists {
 			return nil, 0, store.Keep // uninstalled meanwhile, or never recorded

@@ -54,7 +54,7 @@ func TestProfileSyncAfterFirstMint(t *testing.T) {
 }
 
 func TestProfileSyncSiteAvatar(t *testing.T) {
-	e := newEnv(t, func(o *Options) { o.UIDScope = weavy.ScopeSite })
+	e := newEnv(t, func(o *testOptions) { o.UIDScope = weavy.ScopeSite })
 	e.scheduled(t, instA, cloudA) // the installation is recorded
 	e.deliverToken(t, instA, cloudA, start.Add(3*time.Hour))
 	e.conf.SetSiteURL("https://acme.atlassian.net")

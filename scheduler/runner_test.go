@@ -17,12 +17,12 @@ import (
 )
 
 // bare is a Service with no Confluence, Weavy or tokens: the runner alone.
-func bare(t *testing.T, o Options) *Service {
+func bare(t *testing.T, o testOptions) *Service {
 	t.Helper()
 	clock := storetest.NewClock(start)
 	o.KV = store.NewMemory(clock.Now)
 	o.Now = clock.Now
-	s := New(o)
+	s := o.build()
 	t.Cleanup(s.Close)
 	return s
 }
@@ -33,7 +33,7 @@ func waitFor(t *testing.T, ch <-chan struct{}, what string) {
 }
 
 func TestRunnerOneJobPerInstallationAtATime(t *testing.T) {
-	s := bare(t, Options{Concurrency: 4})
+	s := bare(t, testOptions{QueueOptions: QueueOptions{Concurrency: 4}})
 	var mu sync.Mutex
 	active := map[string]int{}
 	maxActive := map[string]int{}
@@ -69,7 +69,7 @@ func TestRunnerOneJobPerInstallationAtATime(t *testing.T) {
 }
 
 func TestRunnerQueueFullDrops(t *testing.T) {
-	e := newEnv(t, func(o *Options) { o.Concurrency = 1; o.QueueSize = 2 })
+	e := newEnv(t, func(o *testOptions) { o.Concurrency = 1; o.QueueSize = 2 })
 	release, started := make(chan struct{}), make(chan struct{})
 	e.svc.run.enqueue(task{inst: instA, job: "block", key: "block", run: func(context.Context) error {
 		close(started)
@@ -95,7 +95,7 @@ func TestRunnerQueueFullDrops(t *testing.T) {
 func TestRunnerFailuresLoggedAndCounted(t *testing.T) {
 	boom := errors.New("boom")
 	var c countJob
-	e := newEnv(t, func(o *Options) {
+	e := newEnv(t, func(o *testOptions) {
 		o.JobTimeout = 20 * time.Millisecond
 		o.Jobs = []Job{
 			{Name: "fails", Run: func(context.Context, string) error { return boom }},
@@ -126,7 +126,7 @@ func TestRunnerFailuresLoggedAndCounted(t *testing.T) {
 
 func TestUninstallCancelsRunningJob(t *testing.T) {
 	started, done := make(chan struct{}), make(chan error, 1)
-	e := newEnv(t, func(o *Options) {
+	e := newEnv(t, func(o *testOptions) {
 		o.Jobs = []Job{{Name: "long", Run: func(ctx context.Context, _ string) error {
 			close(started)
 			<-ctx.Done()
@@ -152,14 +152,14 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 	started := make(chan struct{})
 	var once sync.Once
 	clock := storetest.NewClock(start)
-	s := New(Options{
-		KV: store.NewMemory(clock.Now), Now: clock.Now, Concurrency: 3, JobTimeout: 50 * time.Millisecond,
+	s := testOptions{
+		QueueOptions: QueueOptions{KV: store.NewMemory(clock.Now), Now: clock.Now, Concurrency: 3, JobTimeout: 50 * time.Millisecond},
 		Jobs: []Job{{Name: "until-timeout", Run: func(ctx context.Context, _ string) error {
 			once.Do(func() { close(started) })
 			<-ctx.Done() // ends only by its timeout
 			return ctx.Err()
 		}}},
-	})
+	}.build()
 	for i := range 10 {
 		if err := s.Scheduled(t.Context(), trigger(fmt.Sprint(i))); err != nil {
 			t.Fatal(err)
@@ -226,15 +226,15 @@ func TestCloseCancelsRunningJobs(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	started, ended := make(chan struct{}), make(chan error, 1)
 	clock := storetest.NewClock(start)
-	s := New(Options{
-		KV: store.NewMemory(clock.Now), Now: clock.Now, // the default JobTimeout
+	s := testOptions{
+		QueueOptions: QueueOptions{KV: store.NewMemory(clock.Now), Now: clock.Now}, // the default JobTimeout
 		Jobs: []Job{{Name: "until-done", Run: func(ctx context.Context, _ string) error {
 			close(started)
 			<-ctx.Done()
 			ended <- ctx.Err()
 			return ctx.Err()
 		}}},
-	})
+	}.build()
 	if err := s.Scheduled(t.Context(), trigger("closing")); err != nil {
 		t.Fatal(err)
 	}

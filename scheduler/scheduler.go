@@ -51,28 +51,13 @@ type Job struct {
 
 // Options configures a Service.
 type Options struct {
-	KV        store.KV
-	AppTokens *forge.AppTokens
-	// Products calls Confluence; with Weavy it enables the profile sync.
-	Products *forge.Client
-	// Weavy receives synced profiles; nil disables the profile sync.
-	Weavy ProfileUpserter
-	// Directories, if set, gives each synced user's Weavy directories (the
-	// site's own among them); nil leaves directories alone.
-	Directories Directories
+	// Queue runs the jobs and holds what they need (the store, the app
+	// tokens, Confluence, Weavy); required.
+	Queue *Queue
 	// Purger forgets Weavy tokens on uninstall; nil: nothing to purge.
-	Purger   Purger
-	UIDScope weavy.UIDScope // how uids were made from accountIds ("" = account)
+	Purger Purger
 	// Jobs are queued after the built-in ones on every scheduled trigger.
 	Jobs []Job
-
-	Concurrency int           // jobs running at once; 0 means 4
-	QueueSize   int           // jobs waiting at most; 0 means 1024
-	JobTimeout  time.Duration // per job; 0 means 30 s
-
-	Now        func() time.Time // nil: time.Now
-	Logger     *zap.Logger      // nil: no logs
-	Registerer prometheus.Registerer
 }
 
 const (
@@ -189,20 +174,12 @@ type Installation struct {
 	ConnectClientKey string `json:"connect_client_key,omitempty"`
 }
 
-// Service holds the trigger handlers and the job runner. It starts its
-// workers in New; Close stops them.
+// Service holds the trigger handlers and runs their jobs on its Queue, whose
+// methods (UserMinted, Forget, Close) it has too.
 type Service struct {
-	kv       store.KV
-	tokens   *forge.AppTokens
-	products *forge.Client
-	weavy    ProfileUpserter
-	purger   Purger
-	dirs     Directories
-	scope    weavy.UIDScope
-	now      func() time.Time
-	log      *zap.Logger
-	jobs     []Job
-	run      *runner
+	*Queue
+	purger Purger
+	jobs   []Job
 
 	// sweepLimit bounds the live records one housekeeping sweep visits per
 	// prefix (maxSweepPerRun; tests lower it).
@@ -211,29 +188,16 @@ type Service struct {
 	duplicates prometheus.Counter
 }
 
-// New returns a running Service. It panics if o.Registerer rejects its
-// metrics (a name clash: a programming error).
+// New returns a Service running its jobs on o.Queue. It panics if the
+// Queue's Registerer rejects its metrics (a name clash: a programming error).
 func New(o Options) *Service {
 	s := &Service{
-		kv:       o.KV,
-		tokens:   o.AppTokens,
-		products: o.Products,
-		weavy:    o.Weavy,
-		purger:   o.Purger,
-		dirs:     o.Directories,
-		scope:    cmp.Or(o.UIDScope, weavy.ScopeAccount),
-		now:      o.Now,
-		log:      o.Logger,
+		Queue:  o.Queue,
+		purger: o.Purger,
 
 		sweepLimit: maxSweepPerRun,
 	}
-	if s.now == nil {
-		s.now = time.Now
-	}
-	if s.log == nil {
-		s.log = zap.NewNop()
-	}
-	s.duplicates = metrics.MustRegister(o.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
+	s.duplicates = metrics.MustRegister(s.reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "scheduler_duplicate_triggers_total",
 		Help: "Scheduled triggers ignored as a duplicate delivery.",
 	}))
@@ -242,13 +206,6 @@ func New(o Options) *Service {
 	}
 	s.jobs = append(s.jobs, Job{Name: jobHousekeeping, Run: s.housekeeping})
 	s.jobs = append(s.jobs, o.Jobs...)
-	s.run = newRunner(runnerOptions{
-		workers:  positive(o.Concurrency, defaultConcurrency),
-		capacity: positive(o.QueueSize, defaultQueueSize),
-		timeout:  positive(o.JobTimeout, defaultJobTimeout),
-		log:      s.log,
-		reg:      o.Registerer,
-	})
 	return s
 }
 
@@ -257,19 +214,6 @@ func positive[T int | time.Duration](v, def T) T {
 		return def
 	}
 	return v
-}
-
-// Close stops accepting work, drops the jobs still queued, cancels the
-// running ones and waits for them to return. It is safe to call twice.
-func (s *Service) Close() { s.run.close() }
-
-// Forget drops the installation's queued jobs and cancels its running one on
-// this replica only, without touching the store: for a replica told that
-// another one handled the installation's uninstall.
-func (s *Service) Forget(installationID string) { s.run.forget(installationID) }
-
-func (s *Service) profileSyncEnabled() bool {
-	return s.weavy != nil && s.products != nil
 }
 
 // enqueueJobs queues every registered job for the installation.
@@ -283,7 +227,7 @@ func (s *Service) enqueueJobs(inst string) {
 
 // unlessUninstalled returns run guarded by the installation's tombstone: a
 // job queued before an uninstall (on any replica) ends at once, doing nothing.
-func (s *Service) unlessUninstalled(inst string, run func(context.Context) error) func(context.Context) error {
+func (s *Queue) unlessUninstalled(inst string, run func(context.Context) error) func(context.Context) error {
 	return func(ctx context.Context) error {
 		gone, err := s.uninstalled(ctx, inst)
 		if err != nil {
@@ -299,7 +243,7 @@ func (s *Service) unlessUninstalled(inst string, run func(context.Context) error
 
 // uninstalled reports whether the installation's uninstall tombstone is held.
 // One sealed under another STORE_KEY still counts: it is there.
-func (s *Service) uninstalled(ctx context.Context, inst string) (bool, error) {
+func (s *Queue) uninstalled(ctx context.Context, inst string) (bool, error) {
 	_, err := s.kv.Get(ctx, tombstoneKey(inst))
 	switch {
 	case err == nil, errors.Is(err, store.ErrSealed):
@@ -312,7 +256,7 @@ func (s *Service) uninstalled(ctx context.Context, inst string) (bool, error) {
 
 // readRecord returns the installation's record; ok is false when there is none
 // (or only one sealed under another STORE_KEY, which counts as none).
-func (s *Service) readRecord(ctx context.Context, inst string) (record, bool, error) {
+func (s *Queue) readRecord(ctx context.Context, inst string) (record, bool, error) {
 	b, err := s.kv.Get(ctx, installationKey(inst))
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrSealed) {
 		return record{}, false, nil

@@ -480,21 +480,3 @@ func (s *Service) deletePrefix(ctx context.Context, prefix string) error {
 	}
 	return nil
 }
-
-// UserMinted is the weavy.Broker's OnMint hook: it queues, without blocking, a
-// profile sync for the user's first token. A full queue drops it (counted in
-// scheduler_queue_dropped_total); the user is picked up by a later mint. For
-// an uninstalled installation the queued sync does nothing.
-func (s *Service) UserMinted(installationID, uid string) {
-	if !s.profileSyncEnabled() || installationID == "" || uid == "" {
-		return
-	}
-	s.run.enqueue(task{
-		inst: installationID,
-		job:  jobProfileSync,
-		key:  jobProfileSync + "\x00" + uid,
-		run: s.unlessUninstalled(installationID, func(ctx context.Context) error {
-			return s.syncMintedUser(ctx, installationID, uid)
-		}),
-	})
-}

@@ -53,7 +53,7 @@ func TestScheduledAnswersWhileSlowJobRuns(t *testing.T) {
 		}
 		return nil
 	}}
-	e := newEnv(t, func(o *Options) { o.Jobs = []Job{slow}; o.Concurrency = 1 })
+	e := newEnv(t, func(o *testOptions) { o.Jobs = []Job{slow}; o.Concurrency = 1 })
 	defer close(release)
 
 	if err := e.svc.Scheduled(t.Context(), e.inv(instA, cloudA)); err != nil {
@@ -72,7 +72,7 @@ func TestScheduledAnswersWhileSlowJobRuns(t *testing.T) {
 
 func TestScheduledDuplicateDeliveryRunsJobsOnce(t *testing.T) {
 	var c countJob
-	e := newEnv(t, func(o *Options) { o.Jobs = []Job{c.job()} })
+	e := newEnv(t, func(o *testOptions) { o.Jobs = []Job{c.job()} })
 	e.scheduled(t, instA, cloudA)
 	e.scheduled(t, instA, cloudA)
 	e.clock.Advance(10 * time.Minute)
@@ -82,7 +82,7 @@ func TestScheduledDuplicateDeliveryRunsJobsOnce(t *testing.T) {
 	}
 
 	// A replica sharing the store sees the same slot as taken.
-	replica := New(Options{KV: e.kv, AppTokens: e.tokens, Now: e.clock.Now, Jobs: []Job{c.job()}, Registerer: e.reg})
+	replica := testOptions{QueueOptions: QueueOptions{KV: e.kv, AppTokens: e.tokens, Now: e.clock.Now, Registerer: e.reg}, Jobs: []Job{c.job()}}.build()
 	defer replica.Close()
 	if err := replica.Scheduled(t.Context(), e.inv(instA, cloudA)); err != nil {
 		t.Fatal(err)
@@ -179,7 +179,7 @@ func TestLifecycleInstalledRecordedOnce(t *testing.T) {
 	for name, body := range shapes(installedEvent(instA)) {
 		t.Run(name, func(t *testing.T) {
 			var c countJob
-			e := newEnv(t, func(o *Options) { o.Jobs = []Job{c.job()} })
+			e := newEnv(t, func(o *testOptions) { o.Jobs = []Job{c.job()} })
 			for range 3 { // Forge's retries
 				if err := e.svc.Lifecycle(t.Context(), e.inv(instA, cloudA), []byte(body)); err != nil {
 					t.Fatal(err)
@@ -192,7 +192,7 @@ func TestLifecycleInstalledRecordedOnce(t *testing.T) {
 	}
 	t.Run("all shapes", func(t *testing.T) {
 		var c countJob
-		e := newEnv(t, func(o *Options) { o.Jobs = []Job{c.job()} })
+		e := newEnv(t, func(o *testOptions) { o.Jobs = []Job{c.job()} })
 		for _, body := range shapes(installedEvent(instA)) {
 			if err := e.svc.Lifecycle(t.Context(), e.inv(instA, cloudA), []byte(body)); err != nil {
 				t.Fatal(err)
@@ -206,7 +206,7 @@ func TestLifecycleInstalledRecordedOnce(t *testing.T) {
 
 func TestLifecycleUpgraded(t *testing.T) {
 	var c countJob
-	e := newEnv(t, func(o *Options) { o.Jobs = []Job{c.job()} })
+	e := newEnv(t, func(o *testOptions) { o.Jobs = []Job{c.job()} })
 	deliver := func(body string) {
 		t.Helper()
 		if err := e.svc.Lifecycle(t.Context(), e.inv(instA, cloudA), []byte(body)); err != nil {
@@ -234,7 +234,7 @@ func TestLifecycleUpgraded(t *testing.T) {
 
 func TestLifecycleOtherEventsAcknowledged(t *testing.T) {
 	var c countJob
-	e := newEnv(t, func(o *Options) { o.Jobs = []Job{c.job()} })
+	e := newEnv(t, func(o *testOptions) { o.Jobs = []Job{c.job()} })
 	for _, body := range []string{
 		`{"eventType":"avi:confluence:created:page","page":{"id":"1"}}`,
 		`{"payload":{"eventType":"avi:forge:something:new"}}`,
@@ -270,7 +270,7 @@ func TestLifecycleMalformed(t *testing.T) {
 func TestUninstallPurgesOnlyThatInstallation(t *testing.T) {
 	var e *env
 	var broker *weavy.Broker
-	e = newEnv(t, func(o *Options) {
+	e = newEnv(t, func(o *testOptions) {
 		broker = weavy.NewBroker(minter(o), o.KV, weavy.BrokerOptions{
 			Now:    o.Now,
 			OnMint: func(inst, uid string) { e.svc.UserMinted(inst, uid) },
@@ -339,7 +339,7 @@ func TestUninstallPurgesOnlyThatInstallation(t *testing.T) {
 	}
 }
 
-func minter(o *Options) weavy.Minter { return o.Weavy.(*weavy.Client) }
+func minter(o *testOptions) weavy.Minter { return o.Weavy.(*weavy.Client) }
 
 func TestInstallations(t *testing.T) {
 	e := newEnv(t, nil)
@@ -417,7 +417,7 @@ func TestInstallations(t *testing.T) {
 // the per-installation dedupe must not let goroutines pile up either.
 func TestScheduledConcurrentInstallations(t *testing.T) {
 	var runs atomic.Int64
-	e := newEnv(t, func(o *Options) {
+	e := newEnv(t, func(o *testOptions) {
 		o.Jobs = []Job{{Name: "n", Run: func(context.Context, string) error { runs.Add(1); return nil }}}
 	})
 	var wg sync.WaitGroup

@@ -32,7 +32,7 @@ func (e *env) schedulerKeysOf(t *testing.T, inst string) []string {
 // is not affected.
 func TestUninstallTombstone(t *testing.T) {
 	var c countJob
-	e := newEnv(t, func(o *Options) { o.Jobs = []Job{c.job()} })
+	e := newEnv(t, func(o *testOptions) { o.Jobs = []Job{c.job()} })
 	ctx := t.Context()
 	if err := e.svc.Lifecycle(ctx, e.inv(instA, cloudA), []byte(installedEvent(instA))); err != nil {
 		t.Fatal(err)
@@ -97,7 +97,7 @@ func TestUninstallTombstone(t *testing.T) {
 func TestJobsOfInstallationUninstalledElsewhereExitEarly(t *testing.T) {
 	var c countJob
 	release, blocked := make(chan struct{}), make(chan struct{})
-	e := newEnv(t, func(o *Options) {
+	e := newEnv(t, func(o *testOptions) {
 		o.Jobs = []Job{
 			{Name: "block", Run: func(context.Context, string) error {
 				close(blocked)
@@ -107,7 +107,7 @@ func TestJobsOfInstallationUninstalledElsewhereExitEarly(t *testing.T) {
 			c.job(), // queued behind "block"
 		}
 	})
-	other := New(Options{KV: e.kv, AppTokens: e.tokens, Now: e.clock.Now}) // another replica
+	other := testOptions{QueueOptions: QueueOptions{KV: e.kv, AppTokens: e.tokens, Now: e.clock.Now}}.build() // another replica
 	defer other.Close()
 
 	if err := e.svc.Scheduled(t.Context(), e.inv(instA, cloudA)); err != nil {
@@ -132,7 +132,7 @@ func TestJobsOfInstallationUninstalledElsewhereExitEarly(t *testing.T) {
 func TestForgetCancelsJobsWithoutTouchingStore(t *testing.T) {
 	var c countJob
 	started, done := make(chan struct{}), make(chan error, 1)
-	e := newEnv(t, func(o *Options) {
+	e := newEnv(t, func(o *testOptions) {
 		o.Jobs = []Job{
 			{Name: "long", Run: func(ctx context.Context, _ string) error {
 				close(started)
@@ -196,7 +196,7 @@ func TestUninstallPurgesUnopenableRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(Options{KV: kv, Now: clock.Now})
+	s := testOptions{QueueOptions: QueueOptions{KV: kv, Now: clock.Now}}.build()
 	defer s.Close()
 	if err := s.Uninstall(ctx, trigger("inst-1")); err != nil {
 		t.Fatal(err)

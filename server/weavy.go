@@ -69,7 +69,7 @@ func (s *Server) setupScheduler() error {
 	if err != nil {
 		return err
 	}
-	o := scheduler.Options{
+	qo := scheduler.QueueOptions{
 		KV:          s.kv,
 		AppTokens:   s.appTokens,
 		Products:    products,
@@ -79,9 +79,10 @@ func (s *Server) setupScheduler() error {
 		Logger:      s.log.Named("scheduler"),
 		Registerer:  s.registry,
 	}
+	var o scheduler.Options
 	if s.weavy != nil {
-		o.Weavy = s.weavy
-		o.Directories = s.chat
+		qo.Weavy = s.weavy
+		qo.Directories = s.chat
 		// Memberships past their lease go with each installation's hourly jobs.
 		o.Jobs = append(o.Jobs, scheduler.Job{Name: "chat_leases", Run: s.chat.PruneLeases})
 		o.Purger = purgers{s.chat, s.broker}
@@ -96,6 +97,7 @@ func (s *Server) setupScheduler() error {
 		o.Jobs = append(o.Jobs, *connectJob)
 		o.Purger = purgers{o.Purger, s.connect.store}
 	}
+	o.Queue = scheduler.NewQueue(qo)
 	s.scheduler = scheduler.New(o)
 	if s.fleet != nil {
 		s.fleet.setJobs(s.scheduler)
