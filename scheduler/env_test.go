@@ -58,11 +58,18 @@ type env struct {
 type testOptions struct {
 	QueueOptions
 	Purger Purger
-	Jobs   []Job
+	// PurgerOn, if set, makes the Purger once the Queue exists, as the
+	// server does: a Broker telling the Queue of its mints.
+	PurgerOn func(*Queue) Purger
+	Jobs     []Job
 }
 
 func (o testOptions) build() *Service {
-	return New(Options{Queue: NewQueue(o.QueueOptions), Purger: o.Purger, Jobs: o.Jobs})
+	q := NewQueue(o.QueueOptions)
+	if o.PurgerOn != nil {
+		o.Purger = o.PurgerOn(q)
+	}
+	return New(Options{Queue: q, Purger: o.Purger, Jobs: o.Jobs})
 }
 
 func newEnv(t *testing.T, edit func(*testOptions)) *env {

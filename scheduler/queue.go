@@ -53,6 +53,8 @@ type Queue struct {
 	run      *runner
 }
 
+var _ weavy.MintObserver = (*Queue)(nil)
+
 // NewQueue returns a Queue with its workers started; Close stops them. It
 // panics if o.Registerer rejects its metrics (a name clash: a programming
 // error).

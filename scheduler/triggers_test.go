@@ -268,14 +268,12 @@ func TestLifecycleMalformed(t *testing.T) {
 }
 
 func TestUninstallPurgesOnlyThatInstallation(t *testing.T) {
-	var e *env
 	var broker *weavy.Broker
-	e = newEnv(t, func(o *testOptions) {
-		broker = weavy.NewBroker(minter(o), o.KV, weavy.BrokerOptions{
-			Now:    o.Now,
-			OnMint: func(inst, uid string) { e.svc.UserMinted(inst, uid) },
-		})
-		o.Purger = broker
+	e := newEnv(t, func(o *testOptions) {
+		o.PurgerOn = func(q *Queue) Purger {
+			broker = weavy.NewBroker(minter(o), o.KV, weavy.BrokerOptions{Now: o.Now, Observer: q})
+			return broker
+		}
 	})
 	ctx := t.Context()
 	for _, s := range []struct{ inst, cloud string }{{instA, cloudA}, {instB, cloudB}} {

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 
 	"go.uber.org/zap"
 
@@ -42,26 +41,23 @@ type fleet struct {
 	appTokens *forge.AppTokens
 	broker    *weavy.Broker // nil without Weavy
 	chat      *chat.Service // nil without Weavy
+	jobs      jobForgetter
 	stop      func()
 	done      chan struct{}
-	jobs      atomic.Pointer[jobForgetter]
 }
 
+// jobForgetter cancels an installation's jobs on this replica
+// (*scheduler.Queue).
+type jobForgetter interface{ Forget(installationID string) }
+
 // startFleet subscribes to invalidations; Close stops it.
-func startFleet(r *store.Redis, log *zap.Logger, appTokens *forge.AppTokens, broker *weavy.Broker, ch *chat.Service) *fleet {
-	f := &fleet{redis: r, log: log, appTokens: appTokens, broker: broker, chat: ch, done: make(chan struct{})}
+func startFleet(r *store.Redis, log *zap.Logger, appTokens *forge.AppTokens, broker *weavy.Broker, ch *chat.Service, jobs jobForgetter) *fleet {
+	f := &fleet{redis: r, log: log, appTokens: appTokens, broker: broker, chat: ch, jobs: jobs, done: make(chan struct{})}
 	var msgs <-chan []byte
 	msgs, f.stop = r.SubscribeWithGaps(context.Background(), invalidateChannel, f.forgetAll)
 	go f.listen(msgs)
 	return f
 }
-
-// jobForgetter cancels an installation's jobs on this replica (scheduler).
-type jobForgetter interface{ Forget(installationID string) }
-
-// setJobs gives the listener the scheduler, which is built after the fleet
-// (the fleet is its Purger).
-func (f *fleet) setJobs(j jobForgetter) { f.jobs.Store(&j) }
 
 func (f *fleet) listen(msgs <-chan []byte) {
 	defer close(f.done)
@@ -74,9 +70,7 @@ func (f *fleet) listen(msgs <-chan []byte) {
 		if f.chat != nil {
 			f.chat.ForgetInstallation(inst)
 		}
-		if j := f.jobs.Load(); j != nil {
-			(*j).Forget(inst) // its queued and running jobs stop here too
-		}
+		f.jobs.Forget(inst) // its queued and running jobs stop here too
 		f.log.Debug("installation purged by a replica, dropped from memory", zap.String("installation_id", inst))
 	}
 }

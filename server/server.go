@@ -70,9 +70,10 @@ type Server struct {
 	broker    *weavy.Broker // nil when Weavy is not configured
 	weavy     *weavy.Client // nil when Weavy is not configured
 	chat      *chat.Service // nil when Weavy is not configured
-	scheduler *scheduler.Service
-	connect   *connectBridge // nil unless CONNECT_APP_KEY is set
-	fleet     *fleet         // nil unless replicas share a Redis
+	queue     *scheduler.Queue
+	scheduler *scheduler.Service // on queue
+	connect   *connectBridge     // nil unless CONNECT_APP_KEY is set
+	fleet     *fleet             // nil unless replicas share a Redis
 	resolvers *resolvers.Registry
 	engine    *gin.Engine
 	ids       *idSource
@@ -107,38 +108,12 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Server, err error) {
 		s.internalTokenSum = sum[:]
 	}
 
-	s.kv, err = store.Open(ctx, store.Options{URL: cfg.StoreURL, Key: cfg.StoreKey, Logger: o.Logger, Now: o.Now})
-	if err != nil {
-		return nil, err
-	}
 	defer func() {
 		if err != nil {
 			s.Close()
 		}
 	}()
-
-	s.verifier, err = forge.NewVerifier(ctx, forge.VerifierConfig{
-		AppID:      cfg.AppID,
-		JWKSURL:    cfg.JWKSURL,
-		HTTPClient: o.HTTPClient,
-		Logger:     o.Logger.Named("forge"),
-		Registerer: s.registry,
-		Now:        o.Now,
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.appTokens = forge.NewAppTokens(s.kv, forge.AppTokensOptions{
-		Now: o.Now, Logger: o.Logger.Named("forge"), Registerer: s.registry,
-	})
-
-	if err := s.setupWeavy(); err != nil {
-		return nil, err
-	}
-	if r := sharedRedis(s.kv); r != nil {
-		s.fleet = startFleet(r, o.Logger.Named("fleet"), s.appTokens, s.broker, s.chat)
-	}
-	if err := s.setupScheduler(); err != nil {
+	if err := s.wire(ctx, o); err != nil {
 		return nil, err
 	}
 
@@ -209,8 +184,8 @@ func (s *Server) Close() {
 }
 
 func (s *Server) close() {
-	if s.scheduler != nil {
-		s.scheduler.Close() // running jobs finish (bounded by their timeout) before the store closes
+	if s.queue != nil {
+		s.queue.Close() // running jobs finish (bounded by their timeout) before the store closes
 	}
 	if s.verifier != nil {
 		s.verifier.Close()

@@ -21,6 +21,15 @@ type Minter interface {
 	IssueToken(ctx context.Context, uid string, ttl time.Duration) (Token, error)
 }
 
+// MintObserver learns of a user's first token: a user Weavy just created has
+// no name yet, and a higher layer (the scheduler's profile sync) fills it in.
+// The Broker declares it so that it needs nothing of that layer. UserMinted
+// is called on the request path: it must be cheap (queue, not do, the work)
+// and must not call back into the Broker. *scheduler.Queue is one.
+type MintObserver interface {
+	UserMinted(installationID, uid string)
+}
+
 // BrokerOptions configures a Broker. The zero value is usable: a zero
 // duration or count means its default. A negative one is a programming error
 // (the server validates what it reads from the environment), which NewBroker
@@ -44,17 +53,17 @@ type BrokerOptions struct {
 	Logger     *zap.Logger      // nil means no logs
 	Registerer prometheus.Registerer
 
-	// OnMint, if set, is called synchronously after a successful mint for a
-	// user who had no token held (in memory or in the store), e.g. to queue a
-	// profile sync. It must be cheap and must not call back into the Broker.
-	OnMint func(installationID, uid string)
+	// Observer, if set, is told synchronously of each mint for a user who
+	// had no token held (in memory or in the store).
+	Observer MintObserver
 
 	// Locker, set when kv is shared by replicas (Redis), makes one replica
 	// mint a user's token while the others wait for it in the store. Nil
 	// (a store of this process alone) costs no store write.
 	Locker Locker
 	// LockTTL is how long a replica that dies while minting keeps the others
-	// waiting; it must exceed the Minter's own timeout. 0 means 30 s.
+	// waiting; it must exceed the Minter's own timeout (MintLockTTL gives it
+	// for a Client's). 0 means 30 s.
 	LockTTL time.Duration
 }
 
@@ -100,7 +109,7 @@ type Broker struct {
 	window  time.Duration
 	now     func() time.Time
 	log     *zap.Logger
-	onMint  func(installationID, uid string)
+	onMint  MintObserver
 	locker  Locker
 	lockTTL time.Duration
 
@@ -131,7 +140,7 @@ func NewBroker(minter Minter, kv store.KV, o BrokerOptions) *Broker {
 		window:  cmp.Or(o.RefreshWindow, defaultRefreshWindow),
 		now:     o.Now,
 		log:     o.Logger,
-		onMint:  o.OnMint,
+		onMint:  o.Observer,
 		locker:  o.Locker,
 		lockTTL: cmp.Or(o.LockTTL, defaultLockTTL),
 	}
@@ -284,7 +293,7 @@ func (b *Broker) fill(ctx context.Context, k userKey) (Token, error) {
 		return e.token(), nil
 	}
 	if cur == nil && b.onMint != nil {
-		b.onMint(k.inst, k.uid)
+		b.onMint.UserMinted(k.inst, k.uid)
 	}
 	return e.token(), nil
 }
@@ -350,7 +359,7 @@ func (b *Broker) refresh(ctx context.Context, k userKey) (Token, error) {
 		return n.token(), nil
 	}
 	if cur == nil && b.onMint != nil {
-		b.onMint(k.inst, k.uid)
+		b.onMint.UserMinted(k.inst, k.uid)
 	}
 	return n.token(), nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,7 +36,32 @@ type brokerEnv struct {
 	reg    *prometheus.Registry
 	logs   *observer.ObservedLogs
 	opts   BrokerOptions
-	onMint atomic.Int64
+	onMint mintLog
+}
+
+// mintLog is a MintObserver that records what it is told.
+type mintLog struct {
+	mu    sync.Mutex
+	users []string // installation + " " + uid, in order
+}
+
+func (m *mintLog) UserMinted(inst, uid string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.users = append(m.users, inst+" "+uid)
+}
+
+// Load is how many mints were reported.
+func (m *mintLog) Load() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.users)
+}
+
+func (m *mintLog) reported() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.users)
 }
 
 func newBrokerEnv(t *testing.T, o BrokerOptions) *brokerEnv {
@@ -48,7 +74,7 @@ func newBrokerEnv(t *testing.T, o BrokerOptions) *brokerEnv {
 	core, logs := observer.New(zapcore.DebugLevel)
 	e.logs = logs
 	o.Now, o.Registerer, o.Logger = e.clk.Now, e.reg, zap.New(core)
-	o.OnMint = func(string, string) { e.onMint.Add(1) }
+	o.Observer = &e.onMint
 	e.opts = o
 	e.b = NewBroker(e.c, e.kv, o)
 	return e
@@ -104,9 +130,32 @@ func TestBrokerMintsOnceThenReuses(t *testing.T) {
 		}
 	}
 	if e.onMint.Load() != 1 {
-		t.Errorf("OnMint called %d times", e.onMint.Load())
+		t.Errorf("UserMinted called %d times", e.onMint.Load())
 	}
 	e.noSecretsLogged(t)
+}
+
+// The observer hears of a user's first token, naming the installation and
+// the user, and of no later one: not a cached token, not a refresh, not a
+// token another Broker over the same store minted.
+func TestBrokerReportsFirstMintToObserver(t *testing.T) {
+	e := newBrokerEnv(t, BrokerOptions{})
+	e.token(t, inst1, alice, false)
+	e.token(t, inst1, alice, false) // from memory
+	e.token(t, inst1, alice, true)  // a refresh mints, but alice had a token
+	e.token(t, inst2, alice, false) // the same user under another installation is another user
+	e.token(t, inst1, bob, true)    // a refresh for a user with none is a first mint
+	want := []string{inst1 + " " + alice, inst2 + " " + alice, inst1 + " " + bob}
+	if got := e.onMint.reported(); !slices.Equal(got, want) {
+		t.Fatalf("observer told %q, want %q", got, want)
+	}
+	restarted := NewBroker(e.c, e.kv, e.opts)
+	if _, err := restarted.Token(t.Context(), inst1, alice, false); err != nil {
+		t.Fatal(err)
+	}
+	if e.mints() != 4 || e.onMint.Load() != 3 {
+		t.Fatalf("%d mints and %d reported after a restart, want 4 and 3", e.mints(), e.onMint.Load())
+	}
 }
 
 func TestBrokerConcurrentColdCalls(t *testing.T) {
@@ -146,7 +195,7 @@ func TestBrokerRefresh(t *testing.T) {
 		t.Fatalf("after refresh, cached %q, want %q", got.AccessToken, fresh.AccessToken)
 	}
 	if e.mints() != 2 || e.onMint.Load() != 1 {
-		t.Fatalf("%d mints, %d OnMint calls; want 2 and 1", e.mints(), e.onMint.Load())
+		t.Fatalf("%d mints, %d UserMinted calls; want 2 and 1", e.mints(), e.onMint.Load())
 	}
 
 	// Within the window a refresh gets the token the last refresh minted.
@@ -170,7 +219,7 @@ func TestBrokerRefreshColdUser(t *testing.T) {
 		t.Fatalf("cached %q after %d mints", got.AccessToken, e.mints())
 	}
 	if e.onMint.Load() != 1 {
-		t.Errorf("OnMint called %d times", e.onMint.Load())
+		t.Errorf("UserMinted called %d times", e.onMint.Load())
 	}
 }
 
@@ -439,7 +488,7 @@ func TestBrokerRestartServesStoredToken(t *testing.T) {
 		t.Fatalf("after restart: %v, %v; want %v", got, err, held)
 	}
 	if e.mints() != 1 || e.onMint.Load() != 1 {
-		t.Fatalf("%d mints, %d OnMint after restart; want 1 and 1", e.mints(), e.onMint.Load())
+		t.Fatalf("%d mints, %d UserMinted after restart; want 1 and 1", e.mints(), e.onMint.Load())
 	}
 	// The stored token's own margin still applies.
 	e.clk.Advance(46 * time.Minute)

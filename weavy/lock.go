@@ -21,6 +21,14 @@ type Locker interface {
 	Lock(ctx context.Context, key string, ttl time.Duration) (release func(), held bool, err error)
 }
 
+// MintLockTTL is the LockTTL for a Broker minting with a Client whose
+// per-call timeout is clientTimeout: a mint is at most two Weavy calls (one
+// retry when Weavy hands back the held token), and a holder silent past both
+// and a few seconds more is taken for dead.
+func MintLockTTL(clientTimeout time.Duration) time.Duration {
+	return 2*clientTimeout + 5*time.Second
+}
+
 // StoreLocker is a Locker over a store the replicas share. A lock is a record
 // holding a random owner id, written by an atomic Update only when there is
 // none (or it expired), and deleted only by an Update that still finds that

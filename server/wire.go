@@ -1,0 +1,153 @@
+package server
+
+import (
+	"context"
+
+	"github.com/forge-remote/forge-remote/chat"
+	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/resolvers"
+	"github.com/forge-remote/forge-remote/scheduler"
+	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/weavy"
+)
+
+// wire is the composition root: it builds the server's parts in dependency
+// order, each complete when it is built and given only what exists already.
+// Nothing is set on a part after its construction, and no callback reaches a
+// part built later. Where a lower part tells a higher one something, the
+// lower package declares the interface (weavy.MintObserver).
+//
+//	store → forge (verifier, app tokens, Confluence client)
+//	      → Weavy client → chat service
+//	      → scheduler queue (job runner, profile sync)
+//	      → broker (tells the queue of first mints)
+//	      → Connect bridge → fleet (purges broker and chat, forgets the
+//	        queue's jobs) → scheduler service (its uninstall purges through
+//	        the fleet, or the broker and chat) → resolvers
+//
+// New builds the Gin engine on top. On an error the caller closes what was
+// built (Server.close skips what was not).
+func (s *Server) wire(ctx context.Context, o Options) error {
+	var err error
+	s.kv, err = store.Open(ctx, store.Options{URL: s.cfg.StoreURL, Key: s.cfg.StoreKey, Logger: o.Logger, Now: o.Now})
+	if err != nil {
+		return err
+	}
+	redis := sharedRedis(s.kv) // nil unless replicas share the store
+
+	s.verifier, err = forge.NewVerifier(ctx, forge.VerifierConfig{
+		AppID:      s.cfg.AppID,
+		JWKSURL:    s.cfg.JWKSURL,
+		HTTPClient: o.HTTPClient,
+		Logger:     o.Logger.Named("forge"),
+		Registerer: s.registry,
+		Now:        o.Now,
+	})
+	if err != nil {
+		return err
+	}
+	s.appTokens = forge.NewAppTokens(s.kv, forge.AppTokensOptions{
+		Now: o.Now, Logger: o.Logger.Named("forge"), Registerer: s.registry,
+	})
+	products := forge.NewClient(s.appTokens, forge.ClientOptions{
+		Now: s.now, Logger: s.log.Named("confluence"), Registerer: s.registry,
+	})
+
+	if s.cfg.WeavyURL != "" {
+		s.weavy, err = weavy.NewClient(s.cfg.WeavyURL, string(s.cfg.WeavyAPIKey), weavy.ClientOptions{
+			Timeout:    s.cfg.WeavyTimeout,
+			Registerer: s.registry,
+			Now:        s.now,
+		})
+		if err != nil {
+			return err
+		}
+		s.chat = chat.New(s.weavy, s.kv, chat.Options{
+			Lease: s.cfg.ChatLease, Now: s.now, Logger: s.log.Named("chat"), Registerer: s.registry,
+		})
+	}
+
+	qo := scheduler.QueueOptions{
+		KV:          s.kv,
+		AppTokens:   s.appTokens,
+		Products:    products,
+		UIDScope:    s.cfg.WeavyUIDScope,
+		Concurrency: s.cfg.JobConcurrency,
+		Now:         s.now,
+		Logger:      s.log.Named("scheduler"),
+		Registerer:  s.registry,
+	}
+	if s.weavy != nil {
+		qo.Weavy = s.weavy      // profile sync
+		qo.Directories = s.chat // each synced user's directories
+	}
+	s.queue = scheduler.NewQueue(qo)
+
+	if s.weavy != nil {
+		var locker weavy.Locker
+		if redis != nil {
+			locker = weavy.NewStoreLocker(s.kv) // one mint per user across the replicas
+		}
+		s.broker = weavy.NewBroker(s.weavy, s.kv, weavy.BrokerOptions{
+			TTL:        s.cfg.WeavyTokenTTL,
+			Now:        s.now,
+			Logger:     s.log.Named("weavy"),
+			Registerer: s.registry,
+			Locker:     locker,
+			LockTTL:    weavy.MintLockTTL(s.cfg.WeavyTimeout),
+			// A user a mint just created in Weavy has no name: the queue
+			// syncs the profile off the request path.
+			Observer: s.queue,
+		})
+	}
+
+	connectJob, err := s.setupConnect(products)
+	if err != nil {
+		return err
+	}
+
+	if redis != nil {
+		s.fleet = startFleet(redis, o.Logger.Named("fleet"), s.appTokens, s.broker, s.chat, s.queue)
+	}
+
+	so := scheduler.Options{Queue: s.queue}
+	if s.weavy != nil {
+		// Memberships past their lease go with each installation's hourly jobs.
+		so.Jobs = append(so.Jobs, scheduler.Job{Name: "chat_leases", Run: s.chat.PruneLeases})
+		so.Purger = purgers{s.chat, s.broker}
+	}
+	if s.fleet != nil {
+		// The fleet purges the broker and chat too, then tells the other replicas.
+		so.Purger = s.fleet
+	}
+	if s.connect != nil {
+		// Install/upgrade events and the hourly trigger queue every job: the
+		// capture rides on them, and a Forge uninstall purges its mapping.
+		so.Jobs = append(so.Jobs, *connectJob)
+		so.Purger = purgers{so.Purger, s.connect.store}
+	}
+	s.scheduler = scheduler.New(so)
+
+	s.registerResolvers()
+	return nil
+}
+
+// registerResolvers registers the token and chat resolvers: backed by the
+// broker and the chat service when Weavy is configured. Without WEAVY_URL
+// there is neither, and what is missing is the server's configuration, not
+// anything the resolvers decide: the server answers for them, a clear 503
+// (weavy_not_configured) rather than an unknown resolver.
+func (s *Server) registerResolvers() {
+	if s.broker == nil {
+		// The payload is still decoded, so a bad one is a 400 as with Weavy.
+		notConfigured := resolvers.Decoded(func(context.Context, *forge.Invocation, struct{}) (any, error) {
+			return nil, errWeavyNotConfigured
+		})
+		s.resolvers.Register(resolvers.TokenKey, notConfigured)
+		s.resolvers.Register(resolvers.ChatKey, notConfigured)
+		s.log.Warn("WEAVY_URL is not set: the token and chat resolvers answer 503 weavy_not_configured")
+		return
+	}
+	s.resolvers.Register(resolvers.TokenKey, resolvers.Token(s.broker, s.cfg.WeavyUIDScope, s.now))
+	s.resolvers.Register(resolvers.ChatKey, resolvers.Chat(s.chat, s.cfg.WeavyUIDScope))
+}
