@@ -9,7 +9,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/chat"
 	"github.com/forge-remote/forge-remote/server"
-	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/store/open"
 	"github.com/forge-remote/forge-remote/weavy"
 )
 
@@ -49,7 +49,7 @@ func weavyCmd(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	kv, err := store.Open(ctx, store.Options{URL: cfg.StoreURL, Key: cfg.StoreKey})
+	kv, err := open.Store(ctx, open.Options{URL: cfg.StoreURL, Key: cfg.StoreKey})
 	if err != nil {
 		return err
 	}

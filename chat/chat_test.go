@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/store/open"
 	"github.com/forge-remote/forge-remote/weavy"
 	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
@@ -60,7 +60,7 @@ func BenchmarkOpenWarm(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	kv, err := store.Open(context.Background(), store.Options{URL: "memory://"})
+	kv, err := open.Store(context.Background(), open.Options{URL: "memory://"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/forge-remote/forge-remote/connect"
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
-	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/store/memory"
 )
 
 const appKey = "com.example.weavy-chat"
@@ -52,7 +52,7 @@ func newCaptureEnv(t *testing.T) *captureEnv {
 	clk := &clock{t: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)}
 	conf := forgetest.NewConfluence(t)
 	conf.SetNow(clk.Now)
-	kv := store.NewMemory(clk.Now)
+	kv := memory.New(clk.Now)
 	core, logs := observer.New(zap.DebugLevel)
 	log := zap.New(core)
 	tokens := forge.NewAppTokens(kv, forge.AppTokensOptions{Now: clk.Now, Logger: log})

@@ -12,6 +12,7 @@ import (
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/store/memory"
 )
 
 // countingKV counts writes so tests can prove a repeated token costs none.
@@ -43,7 +44,7 @@ func inv(inst string) *forge.Invocation {
 func TestAppTokensCapture(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	kv := &countingKV{KV: store.NewMemory(clock)}
+	kv := &countingKV{KV: memory.New(clock)}
 	a := forge.NewAppTokens(kv, forge.AppTokensOptions{Now: clock})
 	ctx := context.Background()
 	const inst = "ari:cloud:ecosystem::installation/1"
@@ -123,7 +124,7 @@ func TestAppTokensCapture(t *testing.T) {
 // overwrite a newer token with an older one.
 func TestAppTokensCompareInStore(t *testing.T) {
 	now := time.Now()
-	kv := store.NewMemory(nil)
+	kv := memory.New(nil)
 	a, b := forge.NewAppTokens(kv, forge.AppTokensOptions{}), forge.NewAppTokens(kv, forge.AppTokensOptions{})
 	ctx := context.Background()
 	const inst = "i"
@@ -172,7 +173,7 @@ func TestTokenExpiry(t *testing.T) {
 }
 
 func BenchmarkCaptureRepeat(b *testing.B) {
-	a := forge.NewAppTokens(store.NewMemory(nil), forge.AppTokensOptions{})
+	a := forge.NewAppTokens(memory.New(nil), forge.AppTokensOptions{})
 	tok := forgetest.MintAppToken(b, time.Now().Add(3*time.Hour))
 	in := inv("i")
 	ctx := context.Background()
@@ -188,7 +189,7 @@ func BenchmarkCaptureRepeat(b *testing.B) {
 func TestAppTokensAcrossReplicas(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	kv := store.NewMemory(clock)
+	kv := memory.New(clock)
 	a := forge.NewAppTokens(kv, forge.AppTokensOptions{Now: clock})
 	b := forge.NewAppTokens(kv, forge.AppTokensOptions{Now: clock})
 	ctx := context.Background()
@@ -233,7 +234,7 @@ func TestAppTokensAcrossReplicas(t *testing.T) {
 func TestAppTokensForgedExpiryCapped(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	kv := store.NewMemory(clock)
+	kv := memory.New(clock)
 	a := forge.NewAppTokens(kv, forge.AppTokensOptions{Now: clock})
 	ctx := context.Background()
 	const inst = "ari:cloud:ecosystem::installation/1"
@@ -257,7 +258,7 @@ func TestAppTokensForgedExpiryCapped(t *testing.T) {
 	}
 	// And one that does not outlive the cap gets in once the forged one is
 	// refused by Atlassian.
-	a2 := forge.NewAppTokens(store.NewMemory(clock), forge.AppTokensOptions{Now: clock})
+	a2 := forge.NewAppTokens(memory.New(clock), forge.AppTokensOptions{Now: clock})
 	if err := a2.Capture(ctx, inv(inst), forged); err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +280,7 @@ func TestAppTokensForgedExpiryCapped(t *testing.T) {
 func TestAppTokensUserDeliveredTokensOnlyFillGaps(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	kv := store.NewMemory(clock)
+	kv := memory.New(clock)
 	a := forge.NewAppTokens(kv, forge.AppTokensOptions{Now: clock})
 	ctx := context.Background()
 	const inst = "ari:cloud:ecosystem::installation/1"
@@ -333,7 +334,7 @@ func TestAppTokensUserDeliveredTokensOnlyFillGaps(t *testing.T) {
 // none: unknown, not a store failure (503), until Forge's next call.
 func TestAppTokensAfterKeyRotation(t *testing.T) {
 	ctx := context.Background()
-	inner := store.NewMemory(nil)
+	inner := memory.New(nil)
 	old, err := store.NewSealed(inner, make([]byte, store.KeySize))
 	if err != nil {
 		t.Fatal(err)

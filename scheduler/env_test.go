@@ -16,7 +16,7 @@ import (
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/internal/testwait"
-	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/store/memory"
 	"github.com/forge-remote/forge-remote/store/storetest"
 	"github.com/forge-remote/forge-remote/weavy"
 	"github.com/forge-remote/forge-remote/weavy/weavytest"
@@ -43,7 +43,7 @@ var start = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 // all on one manual clock: no test waits for time to pass.
 type env struct {
 	clock  *storetest.Clock
-	kv     *store.Memory
+	kv     *memory.Store
 	tokens *forge.AppTokens
 	conf   *forgetest.Confluence
 	weavy  *weavytest.Server
@@ -78,7 +78,8 @@ func newEnv(t *testing.T, edit func(*testOptions)) *env {
 	core, logs := observer.New(zapcore.DebugLevel)
 	e.logs = logs
 	log := zap.New(core)
-	e.kv = store.NewMemory(e.clock.Now)
+	e.kv = memory.New(e.clock.Now)
+	t.Cleanup(func() { _ = e.kv.Close() }) // registered first: runs after the service's Close
 	e.tokens = forge.NewAppTokens(e.kv, forge.AppTokensOptions{Now: e.clock.Now, Logger: log})
 	e.conf = forgetest.NewConfluence(t)
 	e.conf.SetNow(e.clock.Now)

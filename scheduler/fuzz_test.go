@@ -10,7 +10,7 @@ import (
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/internal/corpus"
 	"github.com/forge-remote/forge-remote/scheduler"
-	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/store/memory"
 )
 
 // FuzzLifecycle: any event body, top-level or wrapped in payload, is recorded,
@@ -29,7 +29,8 @@ func FuzzLifecycle(f *testing.F) {
 	for _, b := range slices.Concat(corpus.Read(f, "lifecycle"), corpus.Read(f, "scheduled"), corpus.Read(f, "uninstall")) {
 		f.Add(b.Data)
 	}
-	kv := store.NewMemory(nil)
+	kv := memory.New(nil)
+	f.Cleanup(func() { _ = kv.Close() })
 	q := scheduler.NewQueue(scheduler.QueueOptions{KV: kv, AppTokens: forge.NewAppTokens(kv, forge.AppTokensOptions{})})
 	svc := scheduler.New(scheduler.Options{Queue: q})
 	f.Cleanup(svc.Close)

@@ -11,7 +11,6 @@ import (
 
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/store"
-	"github.com/forge-remote/forge-remote/weavy"
 )
 
 const (
@@ -22,21 +21,9 @@ const (
 	// trigger, no app token) was uninstalled without its preUninstall reaching
 	// us; it is purged like an uninstall.
 	forgetAfter = 30 * 24 * time.Hour
-	// maxForgetPerRun bounds the purges of one sweep.
+	// maxForgetPerRun bounds the purges of one run.
 	maxForgetPerRun = 20
-	// maxSweepPerRun bounds the live records one sweep visits under each of
-	// sweptPrefixes.
-	maxSweepPerRun = 10_000
-	// weavyTokenPrefix is where weavy.Broker keeps users' tokens.
-	weavyTokenPrefix = weavy.StorePrefix
 )
-
-// sweptPrefixes hold records that expire in great numbers and that nothing
-// else scans: Weavy tokens and lifecycle marks.
-var sweptPrefixes = []string{weavyTokenPrefix, eventPrefix}
-
-// errSweepLimit stops a sweep's scan once it has visited its share.
-var errSweepLimit = errors.New("scheduler: sweep limit reached")
 
 // housekeeping drops what is no longer needed; its work is bounded per run.
 //
@@ -44,10 +31,7 @@ var errSweepLimit = errors.New("scheduler: sweep limit reached")
 // app token cannot be read for a passing reason (the store unavailable) is
 // kept. Users without a first mint for 30 days, lifecycle marks after 7 days,
 // app tokens 7 days after they expire and Weavy tokens when they expire all
-// carry store TTLs, so every backend drops them itself: redis on time, memory
-// and bolt when a read or scan meets them — which the sweep's scans do for
-// the installation and app-token records, and, up to 10,000 live records
-// each per run, for Weavy tokens and lifecycle marks.
+// carry store TTLs: the store drops them itself, whatever the backend.
 func (s *Service) housekeeping(ctx context.Context, _ string) error {
 	now := s.now()
 	claimed := false
@@ -119,53 +103,7 @@ func (s *Service) housekeeping(ctx context.Context, _ string) error {
 			return fmt.Errorf("scheduler: housekeeping: listing app tokens: %w", err)
 		}
 	}
-	swept, err := s.sweep(ctx)
-	if err != nil {
-		return fmt.Errorf("scheduler: housekeeping: %w", err)
-	}
 	s.log.Info("housekeeping done", zap.Int("installations_forgotten", forgotten),
-		zap.Int("app_tokens_expired", expired), zap.Int("records_swept", swept))
+		zap.Int("app_tokens_expired", expired))
 	return nil
-}
-
-// sweep scans sweptPrefixes so that a backend that drops expired records only
-// when it meets them (memory, bolt) drops them; redis expires them itself and
-// is not scanned. It scans beneath the sealing (nothing is opened) and stops
-// after sweepLimit live records per prefix. It returns how many it visited.
-func (s *Service) sweep(ctx context.Context) (int, error) {
-	kv := s.rawKV()
-	switch kv.(type) {
-	case *store.Bolt, *store.Memory:
-	default:
-		return 0, nil
-	}
-	total := 0
-	for _, prefix := range sweptPrefixes {
-		n := 0
-		err := kv.Scan(ctx, prefix, func(string, []byte) error {
-			if n == s.sweepLimit {
-				return errSweepLimit
-			}
-			n++
-			return nil
-		})
-		total += n
-		if errors.Is(err, errSweepLimit) {
-			s.log.Info("housekeeping: sweep limit reached", zap.String("prefix", prefix), zap.Int("limit", s.sweepLimit))
-			continue
-		}
-		if err != nil {
-			return total, fmt.Errorf("sweeping %s: %w", prefix, err)
-		}
-	}
-	return total, nil
-}
-
-// rawKV is the store beneath the sealing (s.kv itself when not sealed): for
-// scans that need keys only, and must see records that do not open.
-func (s *Service) rawKV() store.KV {
-	if sealed, ok := s.kv.(interface{ Inner() store.KV }); ok {
-		return sealed.Inner()
-	}
-	return s.kv
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -76,77 +75,5 @@ func TestHousekeepingPurgesOnlyWhenTokenIsGone(t *testing.T) {
 				t.Fatalf("installation kept = %v, want %v; keys %q", kept, !tt.purged, e.keys(t))
 			}
 		})
-	}
-}
-
-// The housekeeping sweep makes bolt drop the expired Weavy tokens and
-// lifecycle marks nothing else reads, visiting a bounded number of records.
-func TestHousekeepingSweepsExpired(t *testing.T) {
-	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "sweep.db")
-	clock := func() *time.Time { t := start; return &t }()
-	var mu sync.Mutex
-	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return *clock }
-	advance := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); *clock = clock.Add(d) }
-	kv, err := store.OpenBolt(path, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sealed, err := store.NewSealed(kv, make([]byte, store.KeySize))
-	if err != nil {
-		t.Fatal(err)
-	}
-	put := func(key string, ttl time.Duration) {
-		t.Helper()
-		if err := sealed.Put(ctx, key, []byte("v"), ttl); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var live, dead []string
-	for _, prefix := range sweptPrefixes {
-		for i := range 3 {
-			live = append(live, fmt.Sprintf("%sa/%d", prefix, i))
-			dead = append(dead, fmt.Sprintf("%sb/%d", prefix, i))
-			put(live[len(live)-1], 100*time.Hour)
-			put(dead[len(dead)-1], time.Hour)
-		}
-		// Beyond the limit below: a fourth live record stops the scan first.
-		live = append(live, prefix+"c/live")
-		put(prefix+"c/live", 100*time.Hour)
-		put(prefix+"d/late", time.Hour)
-	}
-	advance(2 * time.Hour)
-
-	s := testOptions{QueueOptions: QueueOptions{KV: sealed, Now: now}}.build()
-	s.sweepLimit = 3
-	if err := s.Scheduled(ctx, trigger("sweep")); err != nil {
-		t.Fatal(err)
-	}
-	s.run.waitIdle()
-	s.Close()
-	if err := sealed.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	// Reopened at the start, what is still on disk reads as live again.
-	kv, err = store.OpenBolt(path, func() time.Time { return start })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kv.Close()
-	var left []string
-	for _, prefix := range sweptPrefixes {
-		if err := kv.Scan(ctx, prefix, func(k string, _ []byte) error { left = append(left, k); return nil }); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want := slices.Clone(live)
-	for _, prefix := range sweptPrefixes {
-		want = append(want, prefix+"d/late")
-	}
-	slices.Sort(want)
-	slices.Sort(left)
-	if !slices.Equal(left, want) {
-		t.Fatalf("on disk after the sweep:\n%q\nwant (expired gone, but those past the limit):\n%q", left, want)
 	}
 }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/internal/testwait"
-	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/store/memory"
 	"github.com/forge-remote/forge-remote/store/storetest"
 )
 
@@ -20,7 +20,9 @@ import (
 func bare(t *testing.T, o testOptions) *Service {
 	t.Helper()
 	clock := storetest.NewClock(start)
-	o.KV = store.NewMemory(clock.Now)
+	kv := memory.New(clock.Now)
+	t.Cleanup(func() { _ = kv.Close() }) // after the service's Close below
+	o.KV = kv
 	o.Now = clock.Now
 	s := o.build()
 	t.Cleanup(s.Close)
@@ -152,8 +154,9 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 	started := make(chan struct{})
 	var once sync.Once
 	clock := storetest.NewClock(start)
+	kv := memory.New(clock.Now) // closed before the leak check
 	s := testOptions{
-		QueueOptions: QueueOptions{KV: store.NewMemory(clock.Now), Now: clock.Now, Concurrency: 3, JobTimeout: 50 * time.Millisecond},
+		QueueOptions: QueueOptions{KV: kv, Now: clock.Now, Concurrency: 3, JobTimeout: 50 * time.Millisecond},
 		Jobs: []Job{{Name: "until-timeout", Run: func(ctx context.Context, _ string) error {
 			once.Do(func() { close(started) })
 			<-ctx.Done() // ends only by its timeout
@@ -173,6 +176,7 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.UserMinted(instA, "557058:late")
+	_ = kv.Close() // the store's reaper is not the scheduler's
 	testwait.NoLeaks(t, ignore)
 }
 
@@ -226,8 +230,9 @@ func TestCloseCancelsRunningJobs(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	started, ended := make(chan struct{}), make(chan error, 1)
 	clock := storetest.NewClock(start)
+	kv := memory.New(clock.Now) // closed before the leak check
 	s := testOptions{
-		QueueOptions: QueueOptions{KV: store.NewMemory(clock.Now), Now: clock.Now}, // the default JobTimeout
+		QueueOptions: QueueOptions{KV: kv, Now: clock.Now}, // the default JobTimeout
 		Jobs: []Job{{Name: "until-done", Run: func(ctx context.Context, _ string) error {
 			close(started)
 			<-ctx.Done()
@@ -245,5 +250,6 @@ func TestCloseCancelsRunningJobs(t *testing.T) {
 	if err := <-ended; !errors.Is(err, context.Canceled) {
 		t.Fatalf("job ended with %v, want context.Canceled", err)
 	}
+	_ = kv.Close() // the store's reaper is not the scheduler's
 	testwait.NoLeaks(t, ignore)
 }

@@ -181,10 +181,6 @@ type Service struct {
 	purger Purger
 	jobs   []Job
 
-	// sweepLimit bounds the live records one housekeeping sweep visits per
-	// prefix (maxSweepPerRun; tests lower it).
-	sweepLimit int
-
 	duplicates prometheus.Counter
 }
 
@@ -194,8 +190,6 @@ func New(o Options) *Service {
 	s := &Service{
 		Queue:  o.Queue,
 		purger: o.Purger,
-
-		sweepLimit: maxSweepPerRun,
 	}
 	s.duplicates = metrics.MustRegister(s.reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "scheduler_duplicate_triggers_total",

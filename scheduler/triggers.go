@@ -452,31 +452,12 @@ func (s *Service) purge(ctx context.Context, inst string) error {
 	}
 	errs = append(errs,
 		s.kv.Delete(ctx, installationKey(inst)),
-		s.deletePrefix(ctx, usersOf(inst)),
-		s.deletePrefix(ctx, eventsOf(inst)),
+		store.DeletePrefix(ctx, s.kv, usersOf(inst)),
+		store.DeletePrefix(ctx, s.kv, eventsOf(inst)),
 		s.kv.Delete(ctx, notBeforeKey(inst)),
 	)
 	if s.purger != nil {
 		errs = append(errs, s.purger.PurgeInstallation(ctx, inst))
 	}
 	return errors.Join(errs...)
-}
-
-// deletePrefix deletes every record under prefix, those sealed under another
-// STORE_KEY included (they are listed beneath the sealing, which skips them).
-func (s *Service) deletePrefix(ctx context.Context, prefix string) error {
-	var keys []string
-	err := s.rawKV().Scan(ctx, prefix, func(k string, _ []byte) error {
-		keys = append(keys, k)
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for _, k := range keys {
-		if err := s.kv.Delete(ctx, k); err != nil {
-			return err
-		}
-	}
-	return nil
 }

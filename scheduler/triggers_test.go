@@ -305,7 +305,7 @@ func TestUninstallPurgesOnlyThatInstallation(t *testing.T) {
 		}
 	}
 	for _, prefix := range []string{"forge/apptoken/", "forge/apptoken-rejected/", "scheduler/installation/",
-		"scheduler/user/", "scheduler/event/", weavyTokenPrefix} { // weavyTokenPrefix: what housekeeping sweeps
+		"scheduler/user/", "scheduler/event/", weavy.StorePrefix} {
 		if !slices.ContainsFunc(aKeys, func(k string) bool { return strings.HasPrefix(k, prefix) }) {
 			t.Fatalf("setup: installation A has no %s record; keys: %q", prefix, before)
 		}

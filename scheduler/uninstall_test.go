@@ -11,6 +11,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/internal/testwait"
 	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/store/memory"
 	"github.com/forge-remote/forge-remote/store/storetest"
 )
 
@@ -182,7 +183,8 @@ func TestUninstallTombstoneExpires(t *testing.T) {
 func TestUninstallPurgesUnopenableRecords(t *testing.T) {
 	ctx := t.Context()
 	clock := storetest.NewClock(start)
-	mem := store.NewMemory(clock.Now)
+	mem := memory.New(clock.Now)
+	defer mem.Close()
 	oldKV, err := store.NewSealed(mem, bytes.Repeat([]byte{1}, store.KeySize))
 	if err != nil {
 		t.Fatal(err)

@@ -16,17 +16,8 @@ import (
 // all the others, that installation's id (never a token).
 const invalidateChannel = "invalidate"
 
-// sharedRedis returns the Redis under kv when replicas share it, else nil.
-func sharedRedis(kv store.KV) *store.Redis {
-	if s, ok := kv.(*store.Sealed); ok {
-		kv = s.Inner()
-	}
-	r, _ := kv.(*store.Redis)
-	return r
-}
-
 // fleet keeps this replica's in-memory caches honest when replicas share a
-// Redis. The hot paths read memory only: Weavy tokens (Broker) and the app
+// store (Redis: the store has a store.PubSub). The hot paths read memory only: Weavy tokens (Broker) and the app
 // token last seen (AppTokens, which skips a token it remembers). Stored
 // records are shared already; what another replica deletes is not, so every
 // purge is announced on invalidateChannel and each replica drops its copy.
@@ -36,7 +27,7 @@ func sharedRedis(kv store.KV) *store.Redis {
 // holds in memory, at the cost of one store read per user (and one store
 // update per installation) afterwards.
 type fleet struct {
-	redis     *store.Redis
+	pubsub    store.PubSub
 	log       *zap.Logger
 	appTokens *forge.AppTokens
 	broker    *weavy.Broker // nil without Weavy
@@ -51,10 +42,10 @@ type fleet struct {
 type jobForgetter interface{ Forget(installationID string) }
 
 // startFleet subscribes to invalidations; Close stops it.
-func startFleet(r *store.Redis, log *zap.Logger, appTokens *forge.AppTokens, broker *weavy.Broker, ch *chat.Service, jobs jobForgetter) *fleet {
-	f := &fleet{redis: r, log: log, appTokens: appTokens, broker: broker, chat: ch, jobs: jobs, done: make(chan struct{})}
+func startFleet(ps store.PubSub, log *zap.Logger, appTokens *forge.AppTokens, broker *weavy.Broker, ch *chat.Service, jobs jobForgetter) *fleet {
+	f := &fleet{pubsub: ps, log: log, appTokens: appTokens, broker: broker, chat: ch, jobs: jobs, done: make(chan struct{})}
 	var msgs <-chan []byte
-	msgs, f.stop = r.SubscribeWithGaps(context.Background(), invalidateChannel, f.forgetAll)
+	msgs, f.stop = ps.Subscribe(context.Background(), invalidateChannel, f.forgetAll)
 	go f.listen(msgs)
 	return f
 }
@@ -96,7 +87,7 @@ func (f *fleet) PurgeInstallation(ctx context.Context, installationID string) er
 	if f.broker != nil {
 		errs = append(errs, f.broker.PurgeInstallation(ctx, installationID))
 	}
-	return errors.Join(append(errs, f.redis.Publish(ctx, invalidateChannel, []byte(installationID)))...)
+	return errors.Join(append(errs, f.pubsub.Publish(ctx, invalidateChannel, []byte(installationID)))...)
 }
 
 // Close ends the subscription and waits for its goroutine.

@@ -73,7 +73,7 @@ type Server struct {
 	queue     *scheduler.Queue
 	scheduler *scheduler.Service // on queue
 	connect   *connectBridge     // nil unless CONNECT_APP_KEY is set
-	fleet     *fleet             // nil unless replicas share a Redis
+	fleet     *fleet             // nil unless replicas share the store (it has a store.PubSub)
 	resolvers *resolvers.Registry
 	engine    *gin.Engine
 	ids       *idSource

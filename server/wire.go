@@ -8,6 +8,7 @@ import (
 	"github.com/forge-remote/forge-remote/resolvers"
 	"github.com/forge-remote/forge-remote/scheduler"
 	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/store/open"
 	"github.com/forge-remote/forge-remote/weavy"
 )
 
@@ -29,11 +30,11 @@ import (
 // built (Server.close skips what was not).
 func (s *Server) wire(ctx context.Context, o Options) error {
 	var err error
-	s.kv, err = store.Open(ctx, store.Options{URL: s.cfg.StoreURL, Key: s.cfg.StoreKey, Logger: o.Logger, Now: o.Now})
+	s.kv, err = open.Store(ctx, open.Options{URL: s.cfg.StoreURL, Key: s.cfg.StoreKey, Logger: o.Logger, Now: o.Now})
 	if err != nil {
 		return err
 	}
-	redis := sharedRedis(s.kv) // nil unless replicas share the store
+	pubsub, shared := store.PubSubOf(s.kv) // replicas share the store (Redis)
 
 	s.verifier, err = forge.NewVerifier(ctx, forge.VerifierConfig{
 		AppID:      s.cfg.AppID,
@@ -85,7 +86,7 @@ func (s *Server) wire(ctx context.Context, o Options) error {
 
 	if s.weavy != nil {
 		var locker weavy.Locker
-		if redis != nil {
+		if shared {
 			locker = weavy.NewStoreLocker(s.kv) // one mint per user across the replicas
 		}
 		s.broker = weavy.NewBroker(s.weavy, s.kv, weavy.BrokerOptions{
@@ -106,8 +107,8 @@ func (s *Server) wire(ctx context.Context, o Options) error {
 		return err
 	}
 
-	if redis != nil {
-		s.fleet = startFleet(redis, o.Logger.Named("fleet"), s.appTokens, s.broker, s.chat, s.queue)
+	if shared {
+		s.fleet = startFleet(pubsub, o.Logger.Named("fleet"), s.appTokens, s.broker, s.chat, s.queue)
 	}
 
 	so := scheduler.Options{Queue: s.queue}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/store/memory"
 )
 
 // benchBackends are fresh stores of each kind; the value is token-sized.
@@ -13,9 +14,9 @@ var benchBackends = []struct {
 	name string
 	new  func(b *testing.B) store.KV
 }{
-	{"memory", func(b *testing.B) store.KV { return store.NewMemory(nil) }},
+	{"memory", func(b *testing.B) store.KV { return memory.New(nil) }},
 	{"bolt", func(b *testing.B) store.KV { return newBolt(b, nil) }},
-	{"sealed-memory", func(b *testing.B) store.KV { return newSealed(b, store.NewMemory(nil)) }},
+	{"sealed-memory", func(b *testing.B) store.KV { return newSealed(b, memory.New(nil)) }},
 	{"sealed-bolt", func(b *testing.B) store.KV { return newSealed(b, newBolt(b, nil)) }},
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/store/memory"
 )
 
 // FuzzSealedTamper flips, truncates and extends a sealed record: a tampered
@@ -20,7 +21,7 @@ func FuzzSealedTamper(f *testing.F) {
 	f.Add(0, byte(0), 7)
 	f.Fuzz(func(t *testing.T, pos int, mask byte, resize int) {
 		ctx := context.Background()
-		inner := store.NewMemory(nil)
+		inner := memory.New(nil)
 		key := bytes.Repeat([]byte{7}, store.KeySize)
 		s, err := store.NewSealed(inner, key)
 		if err != nil {

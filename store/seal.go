@@ -4,15 +4,15 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
-	"encoding/base64"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/forge-remote/forge-remote/store/internal/sealkey"
 )
 
 // KeySize is the length of a sealing key: AES-256.
-const KeySize = 32
+const KeySize = sealkey.Size
 
 // sealVersion prefixes every sealed value so the format can change later
 // without guessing what an old record holds.
@@ -56,27 +56,7 @@ func NewSealed(inner KV, key []byte) (*Sealed, error) {
 // not) of exactly 32 bytes. Surrounding whitespace is ignored. Errors never
 // repeat the value.
 func ParseKey(s string) ([]byte, error) {
-	return parseKey(s, "STORE_KEY")
-}
-
-func parseKey(s, name string) ([]byte, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return nil, fmt.Errorf("store: %s is empty; want base64 of %d random bytes", name, KeySize)
-	}
-	for _, enc := range []*base64.Encoding{
-		base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding,
-	} {
-		key, err := enc.DecodeString(s)
-		if err != nil {
-			continue
-		}
-		if len(key) != KeySize {
-			return nil, fmt.Errorf("store: %s decodes to %d bytes; want %d", name, len(key), KeySize)
-		}
-		return key, nil
-	}
-	return nil, fmt.Errorf("store: %s is not valid base64; want base64 of %d random bytes", name, KeySize)
+	return sealkey.Parse(s, "STORE_KEY")
 }
 
 func (s *Sealed) seal(key string, plain []byte) []byte {
@@ -156,6 +136,12 @@ func (s *Sealed) Scan(ctx context.Context, prefix string, fn func(key string, va
 	})
 }
 
+// ScanKeys calls fn with the key of every matching record, those that do not
+// open included: it opens nothing. For purges (DeletePrefix).
+func (s *Sealed) ScanKeys(ctx context.Context, prefix string, fn func(key string) error) error {
+	return s.inner.Scan(ctx, prefix, func(key string, _ []byte) error { return fn(key) })
+}
+
 // Unopened counts the records that Update and Scan met and treated as
 // absent because they did not open (another STORE_KEY, or tampering), since
 // the Sealed was made. Update counts once per attempt: an optimistic backend
@@ -165,9 +151,9 @@ func (s *Sealed) Unopened() uint64 { return s.unopened.Load() }
 // Ping checks the inner store.
 func (s *Sealed) Ping(ctx context.Context) error { return s.inner.Ping(ctx) }
 
-// Inner is the wrapped store, for what only a backend offers (Redis
-// pub/sub). Values read through it are sealed.
-func (s *Sealed) Inner() KV { return s.inner }
+// PubSub passes on the wrapped store's publish/subscribe (see PubSubOf).
+// Messages are not sealed: they carry ids, never secrets.
+func (s *Sealed) PubSub() (PubSub, bool) { return PubSubOf(s.inner) }
 
 // Close closes the inner store.
 func (s *Sealed) Close() error { return s.inner.Close() }

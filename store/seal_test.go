@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/store/bolt"
+	"github.com/forge-remote/forge-remote/store/memory"
 )
 
 func TestSealedFormat(t *testing.T) {
 	ctx := t.Context()
-	inner := store.NewMemory(nil)
+	inner := memory.New(nil)
 	s := newSealed(t, inner)
 	secret := []byte("wyu_SECRETSECRET")
 	if err := s.Put(ctx, "k", secret, 0); err != nil {
@@ -44,7 +46,7 @@ func TestSealedFailsClosed(t *testing.T) {
 	secret := []byte("wyu_SECRETSECRET")
 	tests := []struct {
 		name   string
-		mangle func(t *testing.T, inner *store.Memory, sealed []byte) (getKey string)
+		mangle func(t *testing.T, inner *memory.Store, sealed []byte) (getKey string)
 		// Sealed over the same inner store with another key.
 		otherKey bool
 	}{
@@ -52,32 +54,32 @@ func TestSealedFailsClosed(t *testing.T) {
 		{name: "flipped nonce", mangle: flip(1)},
 		{name: "flipped ciphertext", mangle: flip(1 + 12)},
 		{name: "flipped tag", mangle: flip(-1)},
-		{name: "truncated", mangle: func(t *testing.T, inner *store.Memory, sealed []byte) string {
+		{name: "truncated", mangle: func(t *testing.T, inner *memory.Store, sealed []byte) string {
 			put(t, inner, key, sealed[:len(sealed)-1])
 			return key
 		}},
-		{name: "too short", mangle: func(t *testing.T, inner *store.Memory, sealed []byte) string {
+		{name: "too short", mangle: func(t *testing.T, inner *memory.Store, sealed []byte) string {
 			put(t, inner, key, sealed[:20])
 			return key
 		}},
-		{name: "empty", mangle: func(t *testing.T, inner *store.Memory, sealed []byte) string {
+		{name: "empty", mangle: func(t *testing.T, inner *memory.Store, sealed []byte) string {
 			put(t, inner, key, nil)
 			return key
 		}},
-		{name: "plaintext planted", mangle: func(t *testing.T, inner *store.Memory, sealed []byte) string {
+		{name: "plaintext planted", mangle: func(t *testing.T, inner *memory.Store, sealed []byte) string {
 			put(t, inner, key, append([]byte{1}, bytes.Repeat(secret, 3)...))
 			return key
 		}},
-		{name: "moved to another key", mangle: func(t *testing.T, inner *store.Memory, sealed []byte) string {
+		{name: "moved to another key", mangle: func(t *testing.T, inner *memory.Store, sealed []byte) string {
 			put(t, inner, "installation/2/app-token", sealed)
 			return "installation/2/app-token"
 		}},
-		{name: "wrong key", otherKey: true, mangle: func(*testing.T, *store.Memory, []byte) string { return key }},
+		{name: "wrong key", otherKey: true, mangle: func(*testing.T, *memory.Store, []byte) string { return key }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := t.Context()
-			inner := store.NewMemory(nil)
+			inner := memory.New(nil)
 			s := newSealed(t, inner)
 			if err := s.Put(ctx, key, secret, 0); err != nil {
 				t.Fatal(err)
@@ -172,12 +174,14 @@ func TestSealedKeyRotation(t *testing.T) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "rot.db")
 	oldKey, newKey := bytes.Repeat([]byte{1}, store.KeySize), bytes.Repeat([]byte{2}, store.KeySize)
+	var raw store.KV // the bolt beneath the last open
 	open := func(key []byte) *store.Sealed {
 		t.Helper()
-		b, err := store.OpenBolt(path, nil)
+		b, err := bolt.Open(path, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
+		raw = b
 		s, err := store.NewSealed(b, key)
 		if err != nil {
 			t.Fatal(err)
@@ -233,15 +237,15 @@ func TestSealedKeyRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Inner().Get(ctx, "scheduler/installation/c"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := raw.Get(ctx, "scheduler/installation/c"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("old record after Remove: %v", err)
 	}
 }
 
 // flip returns a mangle that flips one bit of the sealed value at i (from the
 // end when negative).
-func flip(i int) func(t *testing.T, inner *store.Memory, sealed []byte) string {
-	return func(t *testing.T, inner *store.Memory, sealed []byte) string {
+func flip(i int) func(t *testing.T, inner *memory.Store, sealed []byte) string {
+	return func(t *testing.T, inner *memory.Store, sealed []byte) string {
 		if i < 0 {
 			i += len(sealed)
 		}
@@ -260,7 +264,7 @@ func put(t *testing.T, kv store.KV, key string, value []byte) {
 
 func TestNewSealedKeySize(t *testing.T) {
 	for _, n := range []int{0, 16, 24, 31, 33, 64} {
-		if _, err := store.NewSealed(store.NewMemory(nil), make([]byte, n)); err == nil {
+		if _, err := store.NewSealed(memory.New(nil), make([]byte, n)); err == nil {
 			t.Errorf("NewSealed accepted a %d-byte key", n)
 		}
 	}
@@ -305,5 +309,39 @@ func TestParseKey(t *testing.T) {
 				t.Errorf("ParseKey = %x, %v; want %x", got, err, key)
 			}
 		})
+	}
+}
+
+// DeletePrefix purges everything under a prefix, through a Sealed the
+// records sealed under another key too, and nothing outside it.
+func TestDeletePrefix(t *testing.T) {
+	ctx := t.Context()
+	mem := memory.New(nil)
+	defer mem.Close()
+	old, err := store.NewSealed(mem, bytes.Repeat([]byte{1}, store.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, old, "p/old", []byte("v"))
+	cur := newSealed(t, mem)
+	put(t, cur, "p/new", []byte("v"))
+	put(t, cur, "q/keep", []byte("v"))
+	if err := store.DeletePrefix(ctx, cur, "p/"); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	if err := mem.Scan(ctx, "", func(k string, _ []byte) error { left = append(left, k); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 1 || left[0] != "q/keep" {
+		t.Fatalf("left after DeletePrefix: %q; want only q/keep", left)
+	}
+
+	put(t, mem, "r/1", []byte("v")) // a KV without ScanKeys
+	if err := store.DeletePrefix(ctx, mem, "r/"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mem.Get(ctx, "r/1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("r/1 after DeletePrefix: %v", err)
 	}
 }

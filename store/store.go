@@ -1,11 +1,12 @@
 // Package store is the one small key-value interface the server keeps its state in,
-// with memory, bolt and redis backends and AES-256-GCM sealing of every value at rest.
+// and the AES-256-GCM sealing of every value at rest. The backends live in
+// subpackages (store/memory, store/bolt, store/redis) and store/open picks one
+// from STORE_URL, so that importing this package links no database.
 package store
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 )
 
@@ -50,14 +51,30 @@ type KV interface {
 	Close() error
 }
 
-// checkWrite rejects what no backend can store: bbolt refuses empty keys, and a
-// negative ttl is a caller bug, not a request for an already-expired record.
-func checkWrite(key string, ttl time.Duration) error {
-	if key == "" {
-		return errors.New("store: empty key")
+// DeletePrefix deletes every record whose key starts with prefix: a purge.
+// Through a Sealed it deletes the records that do not open too (sealed under
+// another STORE_KEY), which its Scan skips, so that a purge leaves nothing.
+func DeletePrefix(ctx context.Context, kv KV, prefix string) error {
+	var keys []string
+	collect := func(key string) error {
+		keys = append(keys, key)
+		return nil
 	}
-	if ttl < 0 {
-		return fmt.Errorf("store: negative ttl %v for key %q", ttl, key)
+	var err error
+	if ks, ok := kv.(interface {
+		ScanKeys(ctx context.Context, prefix string, fn func(key string) error) error
+	}); ok {
+		err = ks.ScanKeys(ctx, prefix, collect)
+	} else {
+		err = kv.Scan(ctx, prefix, func(key string, _ []byte) error { return collect(key) })
+	}
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := kv.Delete(ctx, k); err != nil {
+			return err
+		}
 	}
 	return nil
 }

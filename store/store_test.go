@@ -7,20 +7,22 @@ import (
 	"time"
 
 	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/store/bolt"
+	"github.com/forge-remote/forge-remote/store/memory"
 	"github.com/forge-remote/forge-remote/store/storetest"
 )
 
 var (
-	_ store.KV = (*store.Memory)(nil)
-	_ store.KV = (*store.Bolt)(nil)
+	_ store.KV = (*memory.Store)(nil)
+	_ store.KV = (*bolt.Store)(nil)
 	_ store.KV = (*store.Sealed)(nil)
 )
 
 var epoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
-func newBolt(t testing.TB, now func() time.Time) *store.Bolt {
+func newBolt(t testing.TB, now func() time.Time) *bolt.Store {
 	t.Helper()
-	b, err := store.OpenBolt(filepath.Join(t.TempDir(), "test.db"), now)
+	b, err := bolt.Open(filepath.Join(t.TempDir(), "test.db"), now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,9 +45,9 @@ func TestConformance(t *testing.T) {
 		name  string
 		newKV func(t *testing.T) store.KV
 	}{
-		{"Memory", func(t *testing.T) store.KV { return store.NewMemory(clock.Now) }},
+		{"Memory", func(t *testing.T) store.KV { return memory.New(clock.Now) }},
 		{"Bolt", func(t *testing.T) store.KV { return newBolt(t, clock.Now) }},
-		{"SealedMemory", func(t *testing.T) store.KV { return newSealed(t, store.NewMemory(clock.Now)) }},
+		{"SealedMemory", func(t *testing.T) store.KV { return newSealed(t, memory.New(clock.Now)) }},
 		{"SealedBolt", func(t *testing.T) store.KV { return newSealed(t, newBolt(t, clock.Now)) }},
 	}
 	for _, b := range backends {

@@ -1,8 +1,9 @@
-package store
+// Package redis is a store.KV in a Redis server shared by every replica
+// (STORE_URL redis:// or rediss://), and the store.PubSub they talk over.
+package redis
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -12,40 +13,43 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/store/internal/record"
 )
 
-// DefaultRedisPrefix namespaces keys and channels when no prefix is set.
-const DefaultRedisPrefix = "forge-remote:"
+// DefaultPrefix namespaces keys and channels when no prefix is set.
+const DefaultPrefix = "forge-remote:"
 
 // redisUpdateAttempts bounds Update's optimistic retries. Each conflict means
 // another writer succeeded, so running out takes sustained contention on one
 // key, which is reported rather than spun on.
 const redisUpdateAttempts = 50
 
-// RedisOptions configure OpenRedis. Zero values take the defaults.
-type RedisOptions struct {
+// Options configure Open. Zero values take the defaults.
+type Options struct {
 	// Prefix is prepended to every key and pub/sub channel, so that several
 	// apps can share one Redis. It wins over the URL's prefix parameter;
-	// both unset means DefaultRedisPrefix.
+	// both unset means DefaultPrefix.
 	Prefix string
 	// Now is the clock expiry is judged by (time.Now when nil).
 	Now func() time.Time
 	// Timeouts default to 1s each, so an unresponsive Redis becomes
-	// ErrUnavailable within a couple of seconds instead of stalling requests.
+	// store.ErrUnavailable within a couple of seconds instead of stalling requests.
 	DialTimeout, ReadTimeout, WriteTimeout time.Duration
 	// PoolSize is the number of connections (go-redis' default when 0).
 	PoolSize int
 }
 
-// Redis is a KV in a Redis server shared by every replica.
+// Store is a KV in a Redis server shared by every replica.
 //
-// A record is stored like a bolt record, an 8-byte big-endian expiry (unix
-// nanoseconds, 0 for none) then the payload, and a record with a ttl also
-// carries Redis' own PX expiry. The header is what Get, Scan and Update
+// A record is stored as bolt stores it (store/internal/record), an 8-byte
+// big-endian expiry (unix nanoseconds, 0 for none) then the payload, and a
+// record with a ttl also carries Redis' own PX expiry. The header is what Get, Scan and Update
 // judge by, so an injected clock works; PX makes Redis reclaim the memory.
-type Redis struct {
-	c      *redis.Client
+type Store struct {
+	c      *goredis.Client
 	prefix string
 	now    func() time.Time
 
@@ -56,12 +60,12 @@ type Redis struct {
 	wg     sync.WaitGroup // subscription forwarders
 }
 
-// OpenRedis configures a client for a redis:// or rediss:// URL (user,
-// password and db as redis.ParseURL reads them, plus an optional prefix query
+// Open configures a client for a redis:// or rediss:// URL (user,
+// password and db as goredis.ParseURL reads them, plus an optional prefix query
 // parameter). It does not contact Redis: a Redis that is down at start-up is
 // an unavailable store, reported by Ping and recovered from by itself, not a
 // reason to refuse to start. Only a malformed URL is an error.
-func OpenRedis(ctx context.Context, rawURL string, o RedisOptions) (*Redis, error) {
+func Open(ctx context.Context, rawURL string, o Options) (*Store, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		// url.Error repeats the URL, password included; keep only its reason.
@@ -79,11 +83,11 @@ func OpenRedis(ctx context.Context, rawURL string, o RedisOptions) (*Redis, erro
 		prefix = q.Get("prefix")
 	}
 	if prefix == "" {
-		prefix = DefaultRedisPrefix
+		prefix = DefaultPrefix
 	}
 	q.Del("prefix")
 	u.RawQuery = q.Encode()
-	opt, err := redis.ParseURL(u.String())
+	opt, err := goredis.ParseURL(u.String())
 	if err != nil {
 		return nil, fmt.Errorf("store: STORE_URL %s: %v", u.Redacted(), err)
 	}
@@ -107,7 +111,7 @@ func OpenRedis(ctx context.Context, rawURL string, o RedisOptions) (*Redis, erro
 	if now == nil {
 		now = time.Now
 	}
-	return &Redis{c: redis.NewClient(opt), prefix: prefix, now: now, subs: map[int]func(){}}, nil
+	return &Store{c: goredis.NewClient(opt), prefix: prefix, now: now, subs: map[int]func(){}}, nil
 }
 
 func firstPositive[T int | time.Duration](vs ...T) T {
@@ -121,23 +125,24 @@ func firstPositive[T int | time.Duration](vs ...T) T {
 
 // fail classifies an error from go-redis. Anything that kept Redis from
 // answering (network, timeouts, a full pool, a closed client, Redis refusing
-// to serve: loading, read-only, auth, OOM…) is ErrUnavailable, so the server
+// to serve: loading, read-only, auth, OOM…) is store.ErrUnavailable, so the server
 // answers 503 and /readyz reports it. The exceptions are the caller giving
 // up, and a reply about the data itself (WRONGTYPE: a foreign key under our
 // prefix).
-func (r *Redis) fail(ctx context.Context, op string, err error) error {
-	if (errors.Is(err, context.Canceled) && ctx.Err() != nil) || redis.HasErrorPrefix(err, "WRONGTYPE") {
+func (r *Store) fail(ctx context.Context, op string, err error) error {
+	if (errors.Is(err, context.Canceled) && ctx.Err() != nil) || goredis.HasErrorPrefix(err, "WRONGTYPE") {
 		return fmt.Errorf("store: redis %s: %w", op, err)
 	}
-	return fmt.Errorf("%w: redis %s: %w", ErrUnavailable, op, err)
+	return fmt.Errorf("%w: redis %s: %w", store.ErrUnavailable, op, err)
 }
 
-// redisRecord splits a stored record into its expiry and payload.
-func redisRecord(key, raw string) (expires int64, payload []byte, err error) {
-	if len(raw) < boltHeader {
+// decode splits a stored record into its expiry and payload.
+func decode(key, raw string) (expires int64, payload []byte, err error) {
+	expires, p, ok := record.Decode(raw)
+	if !ok {
 		return 0, nil, fmt.Errorf("store: redis record %q is corrupt (%d bytes)", key, len(raw))
 	}
-	return int64(binary.BigEndian.Uint64([]byte(raw[:boltHeader]))), []byte(raw[boltHeader:]), nil
+	return expires, []byte(p), nil
 }
 
 // px is ttl in whole milliseconds for Redis' PX, rounded up so that Redis
@@ -146,32 +151,32 @@ func px(ttl time.Duration) int64 {
 	return int64((ttl + time.Millisecond - 1) / time.Millisecond)
 }
 
-// Get returns the value stored under key, or ErrNotFound.
-func (r *Redis) Get(ctx context.Context, key string) ([]byte, error) {
+// Get returns the value stored under key, or store.ErrNotFound.
+func (r *Store) Get(ctx context.Context, key string) ([]byte, error) {
 	raw, err := r.c.Get(ctx, r.prefix+key).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, ErrNotFound
+	if errors.Is(err, goredis.Nil) {
+		return nil, store.ErrNotFound
 	}
 	if err != nil {
 		return nil, r.fail(ctx, "get "+strconv.Quote(key), err)
 	}
-	expires, payload, err := redisRecord(key, raw)
+	expires, payload, err := decode(key, raw)
 	if err != nil {
 		return nil, err
 	}
-	if !boltLive(expires, r.now()) {
-		return nil, ErrNotFound
+	if !record.Live(expires, r.now()) {
+		return nil, store.ErrNotFound
 	}
 	return payload, nil
 }
 
 // Put stores value under key, replacing any record and its ttl.
-func (r *Redis) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
-	if err := checkWrite(key, ttl); err != nil {
+func (r *Store) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	if err := record.CheckWrite(key, ttl); err != nil {
 		return err
 	}
 	// go-redis sends PX (or EX for whole seconds); 0 means no expiry.
-	err := r.c.Set(ctx, r.prefix+key, boltEncode(value, ttl, r.now()), time.Duration(px(ttl))*time.Millisecond).Err()
+	err := r.c.Set(ctx, r.prefix+key, record.Encode(value, ttl, r.now()), time.Duration(px(ttl))*time.Millisecond).Err()
 	if err != nil {
 		return r.fail(ctx, "put "+strconv.Quote(key), err)
 	}
@@ -182,7 +187,7 @@ func (r *Redis) Put(ctx context.Context, key string, value []byte, ttl time.Dura
 // is "1" when a record was read, ARGV[2] its exact bytes. ARGV[3] is the new
 // PX in ms (0: none, -1: delete), ARGV[4] the new record. It returns 1 when
 // it wrote, 0 on a conflict.
-var casScript = redis.NewScript(`
+var casScript = goredis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 if ARGV[1] == '1' then
 	if cur ~= ARGV[2] then return 0 end
@@ -207,8 +212,8 @@ return 1
 // takes the same two round trips) and works the same on Redis Cluster.
 // Comparing bytes is safe against ABA: a record carries its expiry and, once
 // sealed, a random nonce, so equal bytes mean an unchanged record.
-func (r *Redis) Update(ctx context.Context, key string, fn UpdateFunc) error {
-	if err := checkWrite(key, 0); err != nil {
+func (r *Store) Update(ctx context.Context, key string, fn store.UpdateFunc) error {
+	if err := record.CheckWrite(key, 0); err != nil {
 		return err
 	}
 	k := r.prefix + key
@@ -221,41 +226,41 @@ func (r *Redis) Update(ctx context.Context, key string, fn UpdateFunc) error {
 		}
 		raw, err := r.c.Get(ctx, k).Result()
 		found := err == nil
-		if err != nil && !errors.Is(err, redis.Nil) {
+		if err != nil && !errors.Is(err, goredis.Nil) {
 			return r.fail(ctx, op, err)
 		}
 		now := r.now()
 		var old []byte
 		var exists bool
 		if found {
-			expires, payload, err := redisRecord(key, raw)
+			expires, payload, err := decode(key, raw)
 			if err != nil {
 				return err
 			}
-			if boltLive(expires, now) {
+			if record.Live(expires, now) {
 				old, exists = payload, true
 			}
 		}
 
 		value, ttl, err := fn(old, exists)
-		ms, record := int64(-1), []byte(nil)
+		ms, rec := int64(-1), []byte(nil)
 		switch {
-		case errors.Is(err, Keep):
+		case errors.Is(err, store.Keep):
 			return nil // an expired record is left to its PX
-		case errors.Is(err, Remove):
+		case errors.Is(err, store.Remove):
 			if !found {
 				return nil
 			}
 		case err != nil:
 			return err // the caller's own error, unchanged
 		default:
-			if err := checkWrite(key, ttl); err != nil {
+			if err := record.CheckWrite(key, ttl); err != nil {
 				return err
 			}
-			ms, record = px(ttl), boltEncode(value, ttl, now)
+			ms, rec = px(ttl), record.Encode(value, ttl, now)
 		}
 
-		wrote, err := casScript.Run(ctx, r.c, []string{k}, found, raw, ms, record).Int()
+		wrote, err := casScript.Run(ctx, r.c, []string{k}, found, raw, ms, rec).Int()
 		if err != nil {
 			return r.fail(ctx, op, err)
 		}
@@ -263,7 +268,7 @@ func (r *Redis) Update(ctx context.Context, key string, fn UpdateFunc) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: redis %s: still conflicting after %d attempts", ErrUnavailable, op, redisUpdateAttempts)
+	return fmt.Errorf("%w: redis %s: still conflicting after %d attempts", store.ErrUnavailable, op, redisUpdateAttempts)
 }
 
 // backoff sleeps a random time below a bound that grows with attempt (to
@@ -281,7 +286,7 @@ func backoff(ctx context.Context, attempt int) error {
 }
 
 // Delete removes key; a missing key is not an error.
-func (r *Redis) Delete(ctx context.Context, key string) error {
+func (r *Store) Delete(ctx context.Context, key string) error {
 	if err := r.c.Del(ctx, r.prefix+key).Err(); err != nil {
 		return r.fail(ctx, "delete "+strconv.Quote(key), err)
 	}
@@ -292,7 +297,7 @@ func (r *Redis) Delete(ctx context.Context, key string) error {
 // each batch's values with one MGET. SCAN may repeat a key (when Redis
 // rehashes), so visited keys are remembered; keys written during the scan
 // may or may not be seen.
-func (r *Redis) Scan(ctx context.Context, prefix string, fn func(key string, value []byte) error) error {
+func (r *Store) Scan(ctx context.Context, prefix string, fn func(key string, value []byte) error) error {
 	match := globEscape(r.prefix+prefix) + "*"
 	op := "scan " + strconv.Quote(prefix)
 	seen := map[string]struct{}{}
@@ -315,11 +320,11 @@ func (r *Redis) Scan(ctx context.Context, prefix string, fn func(key string, val
 					continue
 				}
 				seen[key] = struct{}{}
-				expires, payload, err := redisRecord(key, raw)
+				expires, payload, err := decode(key, raw)
 				if err != nil {
 					return err
 				}
-				if !boltLive(expires, now) {
+				if !record.Live(expires, now) {
 					continue
 				}
 				if err := fn(key, payload); err != nil {
@@ -352,42 +357,31 @@ func globEscape(s string) string {
 }
 
 // Ping checks that Redis answers.
-func (r *Redis) Ping(ctx context.Context) error {
+func (r *Store) Ping(ctx context.Context) error {
 	if err := r.c.Ping(ctx).Err(); err != nil {
 		return r.fail(ctx, "ping", err)
 	}
 	return nil
 }
 
-// Publish sends msg to every current subscriber of channel, on any replica.
-// Pub/sub is fire and forget: a replica that is not subscribed at that moment
-// (restarting, or cut off from Redis) never sees it, so use it to hurry
-// things along (a result is ready, a cache entry is stale), never as the only
-// record of something.
-func (r *Redis) Publish(ctx context.Context, channel string, msg []byte) error {
+// Publish implements store.PubSub: msg goes to every current subscriber of
+// channel (under the store's prefix), on any replica.
+func (r *Store) Publish(ctx context.Context, channel string, msg []byte) error {
 	if err := r.c.Publish(ctx, r.prefix+channel, msg).Err(); err != nil {
 		return r.fail(ctx, "publish "+strconv.Quote(channel), err)
 	}
 	return nil
 }
 
-// Subscribe delivers the messages published on channel until ctx ends, stop
-// is called or the store is closed; the channel is closed then. It returns
-// once Redis has confirmed the subscription, or after the read timeout if
-// Redis does not answer, in which case it keeps trying to subscribe in the
-// background (as it does after losing its connection); messages published
-// meanwhile are lost. A reader that falls far behind loses messages too.
-func (r *Redis) Subscribe(ctx context.Context, channel string) (msgs <-chan []byte, stop func()) {
-	return r.SubscribeWithGaps(ctx, channel, nil)
-}
-
-// SubscribeWithGaps is Subscribe that also calls gap, from the delivering
-// goroutine and between two messages, each time Redis confirms the
-// subscription after Subscribe has returned: after a lost connection was
-// restored, or when the first confirmation came late. Messages published
-// before that may have been missed, so a subscriber keeping a cache in step
-// through them must take a gap to mean that anything may have changed.
-func (r *Redis) SubscribeWithGaps(ctx context.Context, channel string, gap func()) (msgs <-chan []byte, stop func()) {
+// Subscribe implements store.PubSub. It returns once Redis has confirmed the
+// subscription, or after the read timeout if Redis does not answer, in which
+// case it keeps trying to subscribe in the background (as it does after
+// losing its connection); messages published meanwhile are lost. A reader
+// that falls far behind loses messages too. gap is called, from the
+// delivering goroutine, each time Redis confirms the subscription after
+// Subscribe has returned: after a lost connection was restored, or when the
+// first confirmation came late.
+func (r *Store) Subscribe(ctx context.Context, channel string, gap func()) (msgs <-chan []byte, stop func()) {
 	out := make(chan []byte)
 	ps := r.c.Subscribe(ctx, r.prefix+channel)
 	// Wait for the confirmation, so that a message published after Subscribe
@@ -426,9 +420,9 @@ func (r *Redis) SubscribeWithGaps(ctx context.Context, channel string, gap func(
 				if !ok {
 					return
 				}
-				msg, isMsg := m.(*redis.Message)
+				msg, isMsg := m.(*goredis.Message)
 				if !isMsg {
-					if sub, ok := m.(*redis.Subscription); ok && sub.Kind == "subscribe" && gap != nil {
+					if sub, ok := m.(*goredis.Subscription); ok && sub.Kind == "subscribe" && gap != nil {
 						gap()
 					}
 					continue
@@ -447,8 +441,8 @@ func (r *Redis) SubscribeWithGaps(ctx context.Context, channel string, gap func(
 }
 
 // Close ends the subscriptions and closes the client. Later calls fail with
-// ErrUnavailable; closing twice is harmless.
-func (r *Redis) Close() error {
+// store.ErrUnavailable; closing twice is harmless.
+func (r *Store) Close() error {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()

@@ -1,8 +1,9 @@
-package store
+// Package open opens the store STORE_URL names: it is the one package that
+// links every backend, so that importing package store links none.
+package open
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -13,9 +14,15 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/store/bolt"
+	"github.com/forge-remote/forge-remote/store/internal/sealkey"
+	"github.com/forge-remote/forge-remote/store/memory"
+	"github.com/forge-remote/forge-remote/store/redis"
 )
 
-// Options configure Open. URL and Key come from STORE_URL and STORE_KEY.
+// Options configure Store. URL and Key come from STORE_URL and STORE_KEY.
 type Options struct {
 	// URL is bolt://<path> (relative, or absolute as bolt:///var/lib/x.db),
 	// redis://host:port/db or rediss://…, or memory://.
@@ -28,10 +35,10 @@ type Options struct {
 	Now    func() time.Time // nil: time.Now
 }
 
-// Open opens the backend STORE_URL names and wraps it in Sealed, so every
-// value is sealed at rest whatever the backend. Closing the result closes the
-// backend.
-func Open(ctx context.Context, o Options) (KV, error) {
+// Store opens the backend STORE_URL names and wraps it in store.Sealed, so
+// every value is sealed at rest whatever the backend. Closing the result
+// closes the backend.
+func Store(ctx context.Context, o Options) (store.KV, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
@@ -40,12 +47,12 @@ func Open(ctx context.Context, o Options) (KV, error) {
 	if !ok || scheme == "" {
 		return nil, fmt.Errorf("store: STORE_URL %q is not a URL; want bolt://<path>, redis://host:port/db or memory://", o.URL)
 	}
-	if o.Key != nil && len(o.Key) != KeySize {
-		return nil, fmt.Errorf("store: STORE_KEY must be %d bytes, got %d", KeySize, len(o.Key))
+	if o.Key != nil && len(o.Key) != store.KeySize {
+		return nil, fmt.Errorf("store: STORE_KEY must be %d bytes, got %d", store.KeySize, len(o.Key))
 	}
 
 	var (
-		backend KV
+		backend store.KV
 		key     = o.Key
 		err     error
 	)
@@ -55,14 +62,14 @@ func Open(ctx context.Context, o Options) (KV, error) {
 			return nil, fmt.Errorf("store: STORE_URL %q: memory:// takes no path", o.URL)
 		}
 		if key == nil {
-			key = newKey() // the records die with the process, and so may the key
+			key = sealkey.New() // the records die with the process, and so may the key
 		}
-		backend = NewMemory(o.Now)
+		backend = memory.New(o.Now)
 	case "bolt":
 		if rest == "" || strings.ContainsAny(rest, "?#") {
 			return nil, fmt.Errorf("store: STORE_URL %q: want bolt://<path to a database file>", o.URL)
 		}
-		b, err := OpenBolt(rest, o.Now)
+		b, err := bolt.Open(rest, o.Now)
 		if err != nil {
 			return nil, err
 		}
@@ -79,7 +86,7 @@ func Open(ctx context.Context, o Options) (KV, error) {
 		if key == nil {
 			return nil, errors.New("store: STORE_KEY is required with a redis STORE_URL (replicas must share it)")
 		}
-		r, err := OpenRedis(ctx, o.URL, RedisOptions{Now: o.Now})
+		r, err := redis.Open(ctx, o.URL, redis.Options{Now: o.Now})
 		if err != nil {
 			return nil, err
 		}
@@ -88,7 +95,7 @@ func Open(ctx context.Context, o Options) (KV, error) {
 		return nil, fmt.Errorf("store: STORE_URL scheme %q is not supported; want bolt, redis, rediss or memory", scheme)
 	}
 
-	sealed, err := NewSealed(backend, key)
+	sealed, err := store.NewSealed(backend, key)
 	if err != nil {
 		_ = backend.Close()
 		return nil, err
@@ -126,17 +133,11 @@ func boltKeyFile(path string, log *zap.Logger) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: key file: %w", err)
 	}
-	return parseKey(string(text), "key file "+path)
-}
-
-func newKey() []byte {
-	key := make([]byte, KeySize)
-	rand.Read(key) // never fails (crypto/rand, Go 1.24+)
-	return key
+	return sealkey.Parse(string(text), "key file "+path)
 }
 
 func createKeyFile(f *os.File, path string, log *zap.Logger) ([]byte, error) {
-	key := newKey()
+	key := sealkey.New()
 	_, err := f.WriteString(base64.StdEncoding.EncodeToString(key) + "\n")
 	if err == nil {
 		err = f.Sync()

@@ -1,4 +1,4 @@
-package store_test
+package redis_test
 
 import (
 	"bytes"
@@ -15,22 +15,62 @@ import (
 
 	"github.com/forge-remote/forge-remote/internal/testwait"
 	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/store/open"
+	"github.com/forge-remote/forge-remote/store/redis"
 	"github.com/forge-remote/forge-remote/store/redistest"
 	"github.com/forge-remote/forge-remote/store/storetest"
 )
 
-var _ store.KV = (*store.Redis)(nil)
+var (
+	_ store.KV     = (*redis.Store)(nil)
+	_ store.PubSub = (*redis.Store)(nil)
+)
+
+var epoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// Secrets of the shapes the server keeps: a Weavy user token and a Forge app
+// system token (a JWT).
+const (
+	weavyToken = "wyu_SECRETSECRET"
+	appToken   = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhcHAtc3lzdGVtIiwiZXhwIjoxODAwMDAwMDAwfQ.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU"
+)
+
+func newSealed(t testing.TB, inner store.KV) *store.Sealed {
+	t.Helper()
+	s, err := store.NewSealed(inner, bytes.Repeat([]byte{7}, store.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func mustOpen(t *testing.T, o open.Options) store.KV {
+	t.Helper()
+	kv, err := open.Store(t.Context(), o)
+	if err != nil {
+		t.Fatalf("Open(%q): %v", o.URL, err)
+	}
+	t.Cleanup(func() { _ = kv.Close() })
+	return kv
+}
+
+func put(t *testing.T, kv store.KV, key string, value []byte) {
+	t.Helper()
+	if err := kv.Put(t.Context(), key, value, 0); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // prefixes hands out a fresh key prefix per store, so the stores of one test
 // share a server without seeing each other.
 var prefixes atomic.Int64
 
-func newRedis(t testing.TB, url string, o store.RedisOptions) *store.Redis {
+func newRedis(t testing.TB, url string, o redis.Options) *redis.Store {
 	t.Helper()
 	if o.Prefix == "" {
 		o.Prefix = fmt.Sprintf("test%d:", prefixes.Add(1))
 	}
-	r, err := store.OpenRedis(t.Context(), url, o)
+	r, err := redis.Open(t.Context(), url, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +81,7 @@ func newRedis(t testing.TB, url string, o store.RedisOptions) *store.Redis {
 func TestRedisConformance(t *testing.T) {
 	srv := redistest.Start(t)
 	clock := storetest.NewClock(epoch)
-	o := store.RedisOptions{Now: clock.Now}
+	o := redis.Options{Now: clock.Now}
 	t.Run("Redis", func(t *testing.T) {
 		storetest.Run(t, func(t *testing.T) store.KV { return newRedis(t, srv.URL(), o) }, clock.Advance)
 	})
@@ -54,7 +94,7 @@ func TestRedisConformance(t *testing.T) {
 // by itself once its PX passes, without the store's clock moving.
 func TestRedisRealExpiry(t *testing.T) {
 	srv := redistest.Start(t)
-	r := newRedis(t, srv.URL(), store.RedisOptions{Prefix: "x:"})
+	r := newRedis(t, srv.URL(), redis.Options{Prefix: "x:"})
 	put(t, r, "forever", []byte("v"))
 	const px = 500 * time.Millisecond
 	if err := r.Put(t.Context(), "short", []byte("v"), px); err != nil {
@@ -75,8 +115,8 @@ func TestRedisRealExpiry(t *testing.T) {
 func TestRedisPrefixIsolation(t *testing.T) {
 	ctx := t.Context()
 	srv := redistest.Start(t)
-	a := newRedis(t, srv.URL(), store.RedisOptions{Prefix: "app-a:"})
-	b := newRedis(t, srv.URL(), store.RedisOptions{Prefix: "app-b:"})
+	a := newRedis(t, srv.URL(), redis.Options{Prefix: "app-a:"})
+	b := newRedis(t, srv.URL(), redis.Options{Prefix: "app-b:"})
 	put(t, a, "user/1", []byte("a1"))
 	put(t, a, "user/2", []byte("a2"))
 	put(t, b, "user/1", []byte("b1"))
@@ -97,7 +137,7 @@ func TestRedisPrefixIsolation(t *testing.T) {
 	}
 
 	// The URL's prefix parameter names the namespace when the options do not.
-	c2, err := store.OpenRedis(ctx, srv.URL()+"?prefix=myapp:", store.RedisOptions{})
+	c2, err := redis.Open(ctx, srv.URL()+"?prefix=myapp:", redis.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,25 +146,25 @@ func TestRedisPrefixIsolation(t *testing.T) {
 	if n := srv.Client().Exists(ctx, "myapp:k").Val(); n != 1 {
 		t.Error("prefix=myapp: in the URL did not name the key myapp:k")
 	}
-	d, err := store.OpenRedis(ctx, srv.URL(), store.RedisOptions{})
+	d, err := redis.Open(ctx, srv.URL(), redis.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
 	put(t, d, "k", []byte("v"))
-	if n := srv.Client().Exists(ctx, store.DefaultRedisPrefix+"k").Val(); n != 1 {
-		t.Errorf("without a prefix the key is not under %q", store.DefaultRedisPrefix)
+	if n := srv.Client().Exists(ctx, redis.DefaultPrefix+"k").Val(); n != 1 {
+		t.Errorf("without a prefix the key is not under %q", redis.DefaultPrefix)
 	}
 }
 
 func TestRedisScanGlobPrefix(t *testing.T) {
 	srv := redistest.Start(t)
 	// The store's own prefix holds metacharacters too.
-	r := newRedis(t, srv.URL(), store.RedisOptions{Prefix: "p[*]?:"})
+	r := newRedis(t, srv.URL(), redis.Options{Prefix: "p[*]?:"})
 	for _, k := range []string{"a*", "a*b", "ab", "a[1]", "a[1]x", "a1", "a?", "ax", `a\`, `a\b`, "b"} {
 		put(t, r, k, []byte("v"))
 	}
-	other := newRedis(t, srv.URL(), store.RedisOptions{Prefix: "pX*Y:"})
+	other := newRedis(t, srv.URL(), redis.Options{Prefix: "pX*Y:"})
 	put(t, other, "a*", []byte("other"))
 
 	for _, tt := range []struct{ prefix, want string }{
@@ -146,7 +186,7 @@ func TestRedisScanGlobPrefix(t *testing.T) {
 // once Redis is back, without being reopened.
 func TestRedisUnavailable(t *testing.T) {
 	srv := redistest.Start(t)
-	kv := newSealed(t, newRedis(t, srv.URL(), store.RedisOptions{}))
+	kv := newSealed(t, newRedis(t, srv.URL(), redis.Options{}))
 	put(t, kv, "k", []byte("v"))
 
 	checkDown := func(t *testing.T) {
@@ -216,14 +256,14 @@ func TestRedisUnavailable(t *testing.T) {
 	})
 }
 
-// TestOpenRedis goes through store.Open as the server does: sealed values,
+// TestOpenRedis goes through open.Store as the server does: sealed values,
 // token-free key names, no failure at start when Redis is down.
 func TestOpenRedis(t *testing.T) {
 	ctx := t.Context()
 	srv := redistest.Start(t)
 	key := bytes.Repeat([]byte{9}, store.KeySize)
 
-	kv := mustOpen(t, store.Options{URL: srv.URL(), Key: key})
+	kv := mustOpen(t, open.Options{URL: srv.URL(), Key: key})
 	if _, ok := kv.(*store.Sealed); !ok {
 		t.Errorf("Open returned %T; want *store.Sealed", kv)
 	}
@@ -235,7 +275,7 @@ func TestOpenRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The same secrets written unsealed, to show the check would see them.
-	plain := newRedis(t, srv.URL(), store.RedisOptions{Prefix: "plain:"})
+	plain := newRedis(t, srv.URL(), redis.Options{Prefix: "plain:"})
 	put(t, plain, "user/1/weavy-token", []byte(weavyToken))
 	put(t, plain, "installation/1/app-token", []byte(appToken))
 
@@ -282,7 +322,7 @@ func TestOpenRedis(t *testing.T) {
 	t.Run("RedisDownAtStart", func(t *testing.T) {
 		down := redistest.Start(t)
 		down.Kill()
-		kv, err := store.Open(ctx, store.Options{URL: down.URL(), Key: key})
+		kv, err := open.Store(ctx, open.Options{URL: down.URL(), Key: key})
 		if err != nil {
 			t.Fatalf("Open with Redis down: %v; want it to start and report through Ping", err)
 		}
@@ -312,7 +352,7 @@ func TestOpenRedisErrors(t *testing.T) {
 		{"bad escape", "redis://:hun%zzter2@localhost:6379/0", key, "STORE_URL"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			kv, err := store.Open(t.Context(), store.Options{URL: tt.url, Key: tt.key})
+			kv, err := open.Store(t.Context(), open.Options{URL: tt.url, Key: tt.key})
 			if err == nil {
 				kv.Close()
 				t.Fatal("Open succeeded")
@@ -341,7 +381,7 @@ func TestRedisPassword(t *testing.T) {
 		{"none", "redis://" + addr + "/0", false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			r := newRedis(t, tt.url, store.RedisOptions{})
+			r := newRedis(t, tt.url, redis.Options{})
 			err := r.Put(t.Context(), "k", []byte("v"), 0)
 			if tt.ok {
 				if err != nil {
@@ -367,15 +407,15 @@ func TestRedisPubSub(t *testing.T) {
 	ignore := goleak.IgnoreCurrent() // the server's own goroutines
 	ctx := t.Context()
 	func() {
-		a := newRedis(t, srv.URL(), store.RedisOptions{Prefix: "shared:"})
-		b := newRedis(t, srv.URL(), store.RedisOptions{Prefix: "shared:"})
-		foreign := newRedis(t, srv.URL(), store.RedisOptions{Prefix: "foreign:"})
+		a := newRedis(t, srv.URL(), redis.Options{Prefix: "shared:"})
+		b := newRedis(t, srv.URL(), redis.Options{Prefix: "shared:"})
+		foreign := newRedis(t, srv.URL(), redis.Options{Prefix: "foreign:"})
 		defer a.Close()
 		defer b.Close()
 		defer foreign.Close()
 
-		msgs, stop := a.Subscribe(ctx, "invalidate")
-		foreignMsgs, stopForeign := foreign.Subscribe(ctx, "invalidate")
+		msgs, stop := a.Subscribe(ctx, "invalidate", nil)
+		foreignMsgs, stopForeign := foreign.Subscribe(ctx, "invalidate", nil)
 		defer stopForeign()
 
 		for _, m := range []string{"user/1", "user/2"} {
@@ -408,15 +448,15 @@ func TestRedisPubSub(t *testing.T) {
 
 		// Ending ctx ends the subscription too, and so does Close.
 		subCtx, cancel := context.WithCancel(ctx)
-		msgs, _ = a.Subscribe(subCtx, "other")
+		msgs, _ = a.Subscribe(subCtx, "other", nil)
 		cancel()
 		waitClosed(t, msgs)
-		msgs, _ = b.Subscribe(ctx, "other")
+		msgs, _ = b.Subscribe(ctx, "other", nil)
 		if err := b.Close(); err != nil {
 			t.Fatal(err)
 		}
 		waitClosed(t, msgs)
-		if msgs, _ := b.Subscribe(ctx, "late"); !isClosed(msgs) {
+		if msgs, _ := b.Subscribe(ctx, "late", nil); !isClosed(msgs) {
 			t.Error("Subscribe after Close returned an open channel")
 		}
 		if err := b.Publish(ctx, "x", nil); !errors.Is(err, store.ErrUnavailable) {
@@ -462,13 +502,15 @@ func scanAll(t *testing.T, kv store.KV, prefix string) string {
 	return strings.Join(got, " ")
 }
 
+var benchValue = bytes.Repeat([]byte("x"), 256)
+
 var benchRedis = []struct {
 	name string
 	new  func(b *testing.B, url string) store.KV
 }{
-	{"redis", func(b *testing.B, url string) store.KV { return newRedis(b, url, store.RedisOptions{}) }},
+	{"redis", func(b *testing.B, url string) store.KV { return newRedis(b, url, redis.Options{}) }},
 	{"sealed-redis", func(b *testing.B, url string) store.KV {
-		return newSealed(b, newRedis(b, url, store.RedisOptions{}))
+		return newSealed(b, newRedis(b, url, redis.Options{}))
 	}},
 }
 

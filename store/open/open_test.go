@@ -1,8 +1,7 @@
-package store_test
+package open_test
 
 import (
 	"bytes"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +12,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/store/bolt"
+	"github.com/forge-remote/forge-remote/store/open"
 )
 
 // Secrets of the shapes the server keeps: a Weavy user token and a Forge app
@@ -22,9 +23,9 @@ const (
 	appToken   = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhcHAtc3lzdGVtIiwiZXhwIjoxODAwMDAwMDAwfQ.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU"
 )
 
-func mustOpen(t *testing.T, o store.Options) store.KV {
+func mustOpen(t *testing.T, o open.Options) store.KV {
 	t.Helper()
-	kv, err := store.Open(t.Context(), o)
+	kv, err := open.Store(t.Context(), o)
 	if err != nil {
 		t.Fatalf("Open(%q): %v", o.URL, err)
 	}
@@ -36,7 +37,7 @@ func TestOpenBoltSealsAtRest(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "forge-remote.db")
-	kv := mustOpen(t, store.Options{URL: "bolt://" + path})
+	kv := mustOpen(t, open.Options{URL: "bolt://" + path})
 	put(t, kv, "user/1/weavy-token", []byte(weavyToken))
 	put(t, kv, "installation/1/app-token", []byte(appToken))
 	if err := kv.Update(ctx, "user/2/weavy-token", func([]byte, bool) ([]byte, time.Duration, error) {
@@ -50,7 +51,7 @@ func TestOpenBoltSealsAtRest(t *testing.T) {
 
 	// The same writes straight into bolt show that the check would see them.
 	plainPath := filepath.Join(dir, "plain.db")
-	plain, err := store.OpenBolt(plainPath, nil)
+	plain, err := bolt.Open(plainPath, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +83,7 @@ func TestOpenBoltKeyFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "db", "forge-remote.db")
 	keyPath := path + ".key"
 	core, logs := observer.New(zap.DebugLevel)
-	o := store.Options{URL: "bolt://" + path, Logger: zap.New(core)}
+	o := open.Options{URL: "bolt://" + path, Logger: zap.New(core)}
 
 	kv := mustOpen(t, o)
 	put(t, kv, "k", []byte(weavyToken))
@@ -124,7 +125,7 @@ func TestOpenBoltKeyFile(t *testing.T) {
 
 	// Reopened, the file is reused (no new line) and the value reads back;
 	// so it does with the same key passed as STORE_KEY.
-	for _, o := range []store.Options{o, {URL: "bolt://" + path, Key: key}} {
+	for _, o := range []open.Options{o, {URL: "bolt://" + path, Key: key}} {
 		kv := mustOpen(t, o)
 		if v, err := kv.Get(t.Context(), "k"); err != nil || string(v) != weavyToken {
 			t.Errorf("Get after reopen = %q, %v", v, err)
@@ -159,7 +160,7 @@ func TestOpenBoltKeyFileRejected(t *testing.T) {
 			if err := os.Chmod(path+".key", tt.mode); err != nil { // umask aside
 				t.Fatal(err)
 			}
-			kv, err := store.Open(t.Context(), store.Options{URL: "bolt://" + path})
+			kv, err := open.Store(t.Context(), open.Options{URL: "bolt://" + path})
 			if err == nil {
 				kv.Close()
 				t.Fatal("Open succeeded")
@@ -172,26 +173,26 @@ func TestOpenBoltKeyFileRejected(t *testing.T) {
 				t.Errorf("error repeats the key: %q", msg)
 			}
 			// The database was released: a correct key opens it.
-			mustOpen(t, store.Options{URL: "bolt://" + path, Key: make([]byte, store.KeySize)})
+			mustOpen(t, open.Options{URL: "bolt://" + path, Key: make([]byte, store.KeySize)})
 		})
 	}
 
 	t.Run("owner only stricter than 0600", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "x.db")
-		mustOpen(t, store.Options{URL: "bolt://" + path}).Close()
+		mustOpen(t, open.Options{URL: "bolt://" + path}).Close()
 		if err := os.Chmod(path+".key", 0o400); err != nil {
 			t.Fatal(err)
 		}
-		mustOpen(t, store.Options{URL: "bolt://" + path})
+		mustOpen(t, open.Options{URL: "bolt://" + path})
 	})
 }
 
 func TestOpenBoltLocked(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "locked.db")
-	mustOpen(t, store.Options{URL: "bolt://" + path})
+	mustOpen(t, open.Options{URL: "bolt://" + path})
 
 	start := time.Now()
-	kv, err := store.Open(t.Context(), store.Options{URL: "bolt://" + path})
+	kv, err := open.Store(t.Context(), open.Options{URL: "bolt://" + path})
 	elapsed := time.Since(start)
 	if err == nil {
 		kv.Close()
@@ -206,7 +207,7 @@ func TestOpenBoltLocked(t *testing.T) {
 func TestOpenRelativeBoltPath(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
-	kv := mustOpen(t, store.Options{URL: "bolt://data/forge-remote.db"})
+	kv := mustOpen(t, open.Options{URL: "bolt://data/forge-remote.db"})
 	put(t, kv, "k", []byte("v"))
 	for _, name := range []string{"data/forge-remote.db", "data/forge-remote.db.key"} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
@@ -217,7 +218,7 @@ func TestOpenRelativeBoltPath(t *testing.T) {
 
 func TestOpenMemory(t *testing.T) {
 	for _, key := range [][]byte{nil, bytes.Repeat([]byte{1}, store.KeySize)} {
-		kv := mustOpen(t, store.Options{URL: "memory://", Key: key})
+		kv := mustOpen(t, open.Options{URL: "memory://", Key: key})
 		put(t, kv, "k", []byte("v"))
 		if v, err := kv.Get(t.Context(), "k"); err != nil || string(v) != "v" {
 			t.Errorf("Get = %q, %v", v, err)
@@ -231,22 +232,22 @@ func TestOpenMemory(t *testing.T) {
 func TestOpenErrors(t *testing.T) {
 	for _, tt := range []struct {
 		name string
-		o    store.Options
+		o    open.Options
 		want string
 	}{
-		{"empty", store.Options{}, "STORE_URL"},
-		{"no scheme", store.Options{URL: "data/forge-remote.db"}, "STORE_URL"},
-		{"unknown scheme", store.Options{URL: "postgres://localhost/db"}, "STORE_URL"},
-		{"empty scheme", store.Options{URL: "://x"}, "STORE_URL"},
-		{"bolt without path", store.Options{URL: "bolt://"}, "STORE_URL"},
-		{"bolt with query", store.Options{URL: "bolt://x.db?timeout=1s"}, "STORE_URL"},
-		{"memory with path", store.Options{URL: "memory://x"}, "STORE_URL"},
-		{"short key", store.Options{URL: "memory://", Key: make([]byte, 16)}, "STORE_KEY"},
-		{"redis", store.Options{URL: "redis://localhost:6379/0"}, "STORE_KEY"},
-		{"rediss", store.Options{URL: "rediss://localhost:6379/0"}, "STORE_KEY"},
+		{"empty", open.Options{}, "STORE_URL"},
+		{"no scheme", open.Options{URL: "data/forge-remote.db"}, "STORE_URL"},
+		{"unknown scheme", open.Options{URL: "postgres://localhost/db"}, "STORE_URL"},
+		{"empty scheme", open.Options{URL: "://x"}, "STORE_URL"},
+		{"bolt without path", open.Options{URL: "bolt://"}, "STORE_URL"},
+		{"bolt with query", open.Options{URL: "bolt://x.db?timeout=1s"}, "STORE_URL"},
+		{"memory with path", open.Options{URL: "memory://x"}, "STORE_URL"},
+		{"short key", open.Options{URL: "memory://", Key: make([]byte, 16)}, "STORE_KEY"},
+		{"redis", open.Options{URL: "redis://localhost:6379/0"}, "STORE_KEY"},
+		{"rediss", open.Options{URL: "rediss://localhost:6379/0"}, "STORE_KEY"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			kv, err := store.Open(t.Context(), tt.o)
+			kv, err := open.Store(t.Context(), tt.o)
 			if err == nil {
 				kv.Close()
 				t.Fatal("Open succeeded")
@@ -258,13 +259,9 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
-func TestBoltUnavailableAfterClose(t *testing.T) {
-	b := newBolt(t, nil)
-	if err := b.Close(); err != nil {
+func put(t *testing.T, kv store.KV, key string, value []byte) {
+	t.Helper()
+	if err := kv.Put(t.Context(), key, value, 0); err != nil {
 		t.Fatal(err)
-	}
-	err := b.Update(t.Context(), "k", func([]byte, bool) ([]byte, time.Duration, error) { return nil, 0, nil })
-	if !errors.Is(err, store.ErrUnavailable) || !strings.HasPrefix(err.Error(), "store: ") {
-		t.Errorf("Update after Close = %v; want ErrUnavailable", err)
 	}
 }
