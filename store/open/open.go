@@ -95,12 +95,34 @@ func Store(ctx context.Context, o Options) (store.KV, error) {
 		return nil, fmt.Errorf("store: STORE_URL scheme %q is not supported; want bolt, redis, rediss or memory", scheme)
 	}
 
+	if err := checkSchema(ctx, backend, log); err != nil {
+		_ = backend.Close()
+		return nil, err
+	}
 	sealed, err := store.NewSealed(backend, key)
 	if err != nil {
 		_ = backend.Close()
 		return nil, err
 	}
 	return sealed, nil
+}
+
+// checkSchema refuses a store whose layout this server does not know, and
+// marks a new one with the version it writes. A store that cannot be reached
+// (Redis down at start) is not a reason to refuse to start, as everywhere
+// else: it is logged, and its version left unchecked.
+func checkSchema(ctx context.Context, backend store.KV, log *zap.Logger) error {
+	written, err := store.CheckSchema(ctx, backend)
+	switch {
+	case errors.Is(err, store.ErrUnavailable):
+		log.Warn("store unavailable: its schema version was not checked", zap.Error(err))
+		return nil
+	case err != nil:
+		return err
+	case written:
+		log.Info("store schema version written", zap.String("key", store.SchemaKey), zap.Int("version", store.SchemaVersion))
+	}
+	return nil
 }
 
 // boltKeyFile reads the sealing key kept beside a bolt database, creating it

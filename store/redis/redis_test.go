@@ -288,8 +288,8 @@ func TestOpenRedis(t *testing.T) {
 	if err := iter.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if len(keys) != 5 {
-		t.Fatalf("Redis holds %q; want 5 keys", keys)
+	if len(keys) != 6 || !slices.Contains(keys, redis.DefaultPrefix+store.SchemaKey) {
+		t.Fatalf("Redis holds %q; want 5 keys and the schema version", keys)
 	}
 	var names, sealed, clear strings.Builder
 	for _, k := range keys {
