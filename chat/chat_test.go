@@ -64,6 +64,7 @@ func BenchmarkOpenWarm(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(func() { _ = kv.Close() })
 	s := New(c, kv, Options{})
 	r := Request{InstallationID: "ari:cloud:ecosystem::installation/9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
 		CloudID: cloud, User: "712020:1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f", Target: Target{KindPage, "98305"}}

@@ -53,6 +53,7 @@ func newCaptureEnv(t *testing.T) *captureEnv {
 	conf := forgetest.NewConfluence(t)
 	conf.SetNow(clk.Now)
 	kv := memory.New(clk.Now)
+	t.Cleanup(func() { _ = kv.Close() }) // stops its reaper
 	core, logs := observer.New(zap.DebugLevel)
 	log := zap.New(core)
 	tokens := forge.NewAppTokens(kv, forge.AppTokensOptions{Now: clk.Now, Logger: log})

@@ -44,7 +44,7 @@ func inv(inst string) *forge.Invocation {
 func TestAppTokensCapture(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	kv := &countingKV{KV: memory.New(clock)}
+	kv := &countingKV{KV: newMemory(t, clock)}
 	a := forge.NewAppTokens(kv, forge.AppTokensOptions{Now: clock})
 	ctx := context.Background()
 	const inst = "ari:cloud:ecosystem::installation/1"
@@ -124,7 +124,7 @@ func TestAppTokensCapture(t *testing.T) {
 // overwrite a newer token with an older one.
 func TestAppTokensCompareInStore(t *testing.T) {
 	now := time.Now()
-	kv := memory.New(nil)
+	kv := newMemory(t, nil)
 	a, b := forge.NewAppTokens(kv, forge.AppTokensOptions{}), forge.NewAppTokens(kv, forge.AppTokensOptions{})
 	ctx := context.Background()
 	const inst = "i"
@@ -173,7 +173,7 @@ func TestTokenExpiry(t *testing.T) {
 }
 
 func BenchmarkCaptureRepeat(b *testing.B) {
-	a := forge.NewAppTokens(memory.New(nil), forge.AppTokensOptions{})
+	a := forge.NewAppTokens(newMemory(b, nil), forge.AppTokensOptions{})
 	tok := forgetest.MintAppToken(b, time.Now().Add(3*time.Hour))
 	in := inv("i")
 	ctx := context.Background()
@@ -189,7 +189,7 @@ func BenchmarkCaptureRepeat(b *testing.B) {
 func TestAppTokensAcrossReplicas(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	kv := memory.New(clock)
+	kv := newMemory(t, clock)
 	a := forge.NewAppTokens(kv, forge.AppTokensOptions{Now: clock})
 	b := forge.NewAppTokens(kv, forge.AppTokensOptions{Now: clock})
 	ctx := context.Background()
@@ -234,7 +234,7 @@ func TestAppTokensAcrossReplicas(t *testing.T) {
 func TestAppTokensForgedExpiryCapped(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	kv := memory.New(clock)
+	kv := newMemory(t, clock)
 	a := forge.NewAppTokens(kv, forge.AppTokensOptions{Now: clock})
 	ctx := context.Background()
 	const inst = "ari:cloud:ecosystem::installation/1"
@@ -258,7 +258,7 @@ func TestAppTokensForgedExpiryCapped(t *testing.T) {
 	}
 	// And one that does not outlive the cap gets in once the forged one is
 	// refused by Atlassian.
-	a2 := forge.NewAppTokens(memory.New(clock), forge.AppTokensOptions{Now: clock})
+	a2 := forge.NewAppTokens(newMemory(t, clock), forge.AppTokensOptions{Now: clock})
 	if err := a2.Capture(ctx, inv(inst), forged); err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +280,7 @@ func TestAppTokensForgedExpiryCapped(t *testing.T) {
 func TestAppTokensUserDeliveredTokensOnlyFillGaps(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	kv := memory.New(clock)
+	kv := newMemory(t, clock)
 	a := forge.NewAppTokens(kv, forge.AppTokensOptions{Now: clock})
 	ctx := context.Background()
 	const inst = "ari:cloud:ecosystem::installation/1"
@@ -334,7 +334,7 @@ func TestAppTokensUserDeliveredTokensOnlyFillGaps(t *testing.T) {
 // none: unknown, not a store failure (503), until Forge's next call.
 func TestAppTokensAfterKeyRotation(t *testing.T) {
 	ctx := context.Background()
-	inner := memory.New(nil)
+	inner := newMemory(t, nil)
 	old, err := store.NewSealed(inner, make([]byte, store.KeySize))
 	if err != nil {
 		t.Fatal(err)
@@ -359,4 +359,12 @@ func TestAppTokensAfterKeyRotation(t *testing.T) {
 	if got, err := a.Usable(ctx, "i"); err != nil || got.Token != fresh {
 		t.Fatalf("after capture: %v", err)
 	}
+}
+
+// newMemory is a memory store closed (its reaper stopped) when the test ends.
+func newMemory(t testing.TB, now func() time.Time) *memory.Store {
+	t.Helper()
+	kv := memory.New(now)
+	t.Cleanup(func() { _ = kv.Close() })
+	return kv
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/store"
-	"github.com/forge-remote/forge-remote/store/memory"
 	"github.com/forge-remote/forge-remote/store/storetest"
 )
 
@@ -46,7 +45,7 @@ func newClientEnv(t *testing.T, o forge.ClientOptions) *clientEnv {
 	core, logs := observer.New(zap.DebugLevel)
 	e.logs = logs
 	log := zap.New(core)
-	e.kv = memory.New(e.clock.Now)
+	e.kv = newMemory(t, e.clock.Now)
 	e.tokens = forge.NewAppTokens(e.kv, forge.AppTokensOptions{Now: e.clock.Now, Logger: log})
 	e.conf = forgetest.NewConfluence(t)
 	e.conf.SetNow(e.clock.Now)
