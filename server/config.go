@@ -16,6 +16,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/chat"
 	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/internal/secret"
 	"github.com/forge-remote/forge-remote/store"
 	"github.com/forge-remote/forge-remote/weavy"
 )
@@ -28,19 +29,21 @@ type Config struct {
 	AppID            string // normalised ARI
 	JWKSURL          string
 	WeavyURL         string
-	WeavyAPIKey      Secret
+	WeavyAPIKey      secret.String
 	WeavyTokenTTL    time.Duration
 	WeavyUIDScope    weavy.UIDScope
 	WeavyTimeout     time.Duration
 	ChatLease        time.Duration // how long an open keeps a page chat membership
-	StoreURL         string
-	StoreKey         []byte // nil: the backend decides (bolt creates a key file)
+	StoreURL         secret.URL   // a redis URL may carry a password
+	StoreKey         secret.Bytes // nil: the backend decides (bolt creates a key file)
 	ListenAddr       string
-	InternalAPIToken Secret
+	InternalAPIToken secret.String
 	LogLevel         zapcore.Level
 	JobConcurrency   int // background jobs running at once
 
-	// The Connect/Forge bridge: off unless ConnectAppKey is set.
+	// The Connect/Forge bridge: off unless ConnectAppKey is set. None of
+	// these is a secret: the app key is in the Connect descriptor, and each
+	// installation's shared secret is in the store, never in the config.
 	ConnectAppKey  string
 	ConnectBaseURL string // the Connect descriptor's baseUrl: `aud` of signed installs
 	ConnectKeysURL string // overrides the install key servers; "" = Atlassian's
@@ -48,17 +51,6 @@ type Config struct {
 
 // connectKeyPattern is what Forge's manifest schema allows in app.connect.key.
 var connectKeyPattern = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,90}$`)
-
-// Secret is a configuration value that must never be printed.
-type Secret string
-
-// String shows only whether the secret is set.
-func (s Secret) String() string {
-	if s == "" {
-		return "(unset)"
-	}
-	return "(redacted)"
-}
 
 // ConfigError names the variable that stops the start.
 type ConfigError struct {
@@ -113,7 +105,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 
 	c.WeavyURL = strings.TrimRight(get("WEAVY_URL", ""), "/")
-	c.WeavyAPIKey = Secret(get("WEAVY_API_KEY", ""))
+	c.WeavyAPIKey = secret.String(get("WEAVY_API_KEY", ""))
 	switch {
 	case c.WeavyURL != "":
 		if err := checkHTTPURL(c.WeavyURL); err != nil {
@@ -140,8 +132,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 	c.WeavyUIDScope = scope
 
-	c.StoreURL = get("STORE_URL", "bolt://data/forge-remote.db")
-	if scheme, _, _ := strings.Cut(c.StoreURL, "://"); scheme != "bolt" && scheme != "memory" && scheme != "redis" && scheme != "rediss" {
+	c.StoreURL = secret.URL(get("STORE_URL", "bolt://data/forge-remote.db"))
+	if scheme, _, _ := strings.Cut(string(c.StoreURL), "://"); scheme != "bolt" && scheme != "memory" && scheme != "redis" && scheme != "rediss" {
 		// Never echo the value: a redis URL may carry a password.
 		bad("STORE_URL", "must be bolt://<path>, redis://[user:password@]host:port/db, rediss://… or memory://")
 	}
@@ -151,7 +143,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			bad("STORE_KEY", "must be base64 of 32 random bytes (openssl rand -base64 32)")
 		}
 		c.StoreKey = k
-	} else if strings.HasPrefix(c.StoreURL, "redis") {
+	} else if strings.HasPrefix(string(c.StoreURL), "redis") {
 		bad("STORE_KEY", "is required with a redis STORE_URL: every replica must seal with the same key (openssl rand -base64 32)")
 	}
 
@@ -160,7 +152,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		bad("LISTEN_ADDR", "must be host:port or :port, got %q", c.ListenAddr)
 	}
 
-	c.InternalAPIToken = Secret(get("INTERNAL_API_TOKEN", ""))
+	c.InternalAPIToken = secret.String(get("INTERNAL_API_TOKEN", ""))
 	if c.InternalAPIToken != "" && len(c.InternalAPIToken) < 16 {
 		bad("INTERNAL_API_TOKEN", "must be at least 16 characters")
 	}
