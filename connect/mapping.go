@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/forge-remote/forge-remote/internal/secret"
 	"github.com/forge-remote/forge-remote/store"
 )
 
@@ -183,11 +184,11 @@ func (s *Store) List(ctx context.Context, fn func(Mapping) error) error {
 
 // SetSecret seals the installation's Connect sharedSecret; it lives as long
 // as the mapping (PurgeInstallation) or until Connect's uninstall (DropSecret).
-func (s *Store) SetSecret(ctx context.Context, inst string, secret Secret) error {
-	if secret == "" {
+func (s *Store) SetSecret(ctx context.Context, inst string, shared secret.String) error {
+	if shared == "" {
 		return nil
 	}
-	if err := s.kv.Put(ctx, secretKey(inst), []byte(secret), 0); err != nil {
+	if err := s.kv.Put(ctx, secretKey(inst), []byte(shared), 0); err != nil {
 		return fmt.Errorf("connect: storing the shared secret: %w", err)
 	}
 	return nil

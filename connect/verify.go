@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/forge-remote/forge-remote/internal/secret"
 )
 
 // Lifecycle events of Connect's signed install callbacks.
@@ -41,35 +43,15 @@ func refuse(reason string, err error) error { return &VerifyError{Reason: reason
 // Lifecycle is a verified Connect lifecycle callback body. Fields the server
 // does not use are not decoded, so they never cause a refusal.
 type Lifecycle struct {
-	Key            string `json:"key"`
-	ClientKey      string `json:"clientKey"`
-	SharedSecret   Secret `json:"sharedSecret"`
-	BaseURL        string `json:"baseUrl"`
-	DisplayURL     string `json:"displayUrl"`
-	ProductType    string `json:"productType"`
-	EventType      string `json:"eventType"`
-	InstallationID string `json:"installationId"`
+	Key            string        `json:"key"`
+	ClientKey      string        `json:"clientKey"`
+	SharedSecret   secret.String `json:"sharedSecret"` // prints as a fingerprint, never itself
+	BaseURL        string        `json:"baseUrl"`
+	DisplayURL     string        `json:"displayUrl"`
+	ProductType    string        `json:"productType"`
+	EventType      string        `json:"eventType"`
+	InstallationID string        `json:"installationId"`
 }
-
-// Secret is a Connect sharedSecret: it formats as a redaction, never as itself.
-type Secret string
-
-// String shows whether the secret is set, never the value.
-func (s Secret) String() string {
-	if s == "" {
-		return "(unset)"
-	}
-	return "(redacted)"
-}
-
-// GoString is String, so that %#v does not print it either.
-func (s Secret) GoString() string { return s.String() }
-
-// Format prints the redaction for every verb (%s, %v, %q, %x …).
-func (s Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(s.String())) }
-
-// MarshalJSON redacts too: a Lifecycle handed to a JSON logger shows no secret.
-func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
 
 // KeyGetter returns an install key by site host and kid; *KeySource is one.
 type KeyGetter interface {

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -64,7 +65,8 @@ func TestConnectSecretNeverLogged(t *testing.T) {
 	// The Lifecycle itself formats as a redaction, whatever a future log line does with it.
 	lc := connect.Lifecycle{SharedSecret: secret}
 	zap.New(core).Info("lifecycle", zap.Any("lc", lc), zap.Stringer("secret", lc.SharedSecret))
-	for _, s := range []string{fmt.Sprintf("%v %+v %#v %s %q %x", lc, lc, lc, lc.SharedSecret, lc.SharedSecret, lc.SharedSecret)} {
+	js, _ := json.Marshal(lc)
+	for _, s := range []string{fmt.Sprintf("%v %+v %#v %s %q %x", lc, lc, lc, lc.SharedSecret, lc.SharedSecret, lc.SharedSecret), string(js)} {
 		if strings.Contains(s, secret) || strings.Contains(s, fmt.Sprintf("%x", secret)) {
 			t.Fatalf("formatting shows the secret: %s", s)
 		}
