@@ -8,14 +8,17 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"io"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/forge-remote/forge-remote/internal/logctx"
+	"github.com/forge-remote/forge-remote/internal/secret"
 	"github.com/forge-remote/forge-remote/store"
 )
 
@@ -72,9 +75,27 @@ type AppToken struct {
 	FromUser bool `json:"fromUser,omitempty"`
 }
 
-// String never shows the token itself.
+// String shows the installation, the token's fingerprint and its expiry,
+// never the token itself.
 func (t AppToken) String() string {
-	return fmt.Sprintf("AppToken{%s exp=%s}", t.InstallationID, t.Exp.UTC().Format(time.RFC3339))
+	return fmt.Sprintf("AppToken{%s %s exp=%s}", t.InstallationID, secret.Fingerprint(t.Token), t.Exp.UTC().Format(time.RFC3339))
+}
+
+// GoString is String, so that %#v does not print the token either.
+func (t AppToken) GoString() string { return t.String() }
+
+// Format prints String for every verb (%v %+v %#v %s %q %x …).
+func (t AppToken) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, t.String()) }
+
+// MarshalLogObject makes zap.Any and zap.Object log the token's fingerprint,
+// never the token.
+func (t AppToken) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("installation_id", t.InstallationID)
+	enc.AddString("api_base_url", t.APIBaseURL)
+	enc.AddString("fingerprint", secret.Fingerprint(t.Token))
+	enc.AddTime("exp", t.Exp)
+	enc.AddBool("from_user", t.FromUser)
+	return nil
 }
 
 // AppTokensOptions configures AppTokens.

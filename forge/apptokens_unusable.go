@@ -2,8 +2,6 @@ package forge
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/forge-remote/forge-remote/internal/secret"
 	"github.com/forge-remote/forge-remote/store"
 )
 
@@ -23,13 +22,11 @@ import (
 const rejectedPrefix = "forge/apptoken-rejected/"
 
 type rejectedToken struct {
-	Fingerprint string    `json:"fingerprint"` // sha256 of the token, hex: never the token itself
+	// Fingerprint is secret.Fingerprint of the token, never the token
+	// itself. Two tokens sharing one (odds of 1 in 2^32) would cost the
+	// newer one nothing worse than being taken for stale until the next.
+	Fingerprint string    `json:"fingerprint"`
 	Exp         time.Time `json:"exp"`
-}
-
-func fingerprint(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:])
 }
 
 func rejectedKey(installationID string) string {
@@ -79,7 +76,7 @@ func (a *AppTokens) MarkUnusable(ctx context.Context, installationID, token stri
 	a.mu.Unlock()
 
 	if ttl := origExp.Sub(now); ttl > 0 {
-		b, err := json.Marshal(rejectedToken{Fingerprint: fingerprint(token), Exp: origExp})
+		b, err := json.Marshal(rejectedToken{Fingerprint: secret.Fingerprint(token), Exp: origExp})
 		if err == nil {
 			err = a.kv.Put(ctx, rejectedKey(installationID), b, ttl+time.Minute)
 		}
@@ -106,7 +103,7 @@ func (a *AppTokens) Usable(ctx context.Context, installationID string) (AppToken
 		return AppToken{}, fmt.Errorf("forge: read app token marker: %w", err)
 	}
 	var r rejectedToken
-	if json.Unmarshal(b, &r) == nil && r.Fingerprint == fingerprint(t.Token) {
+	if json.Unmarshal(b, &r) == nil && r.Fingerprint == secret.Fingerprint(t.Token) {
 		return AppToken{}, &StaleError{InstallationID: installationID, Exp: a.now()}
 	}
 	return t, nil

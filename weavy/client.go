@@ -5,8 +5,6 @@ package weavy
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/forge-remote/forge-remote/internal/metrics"
+	"github.com/forge-remote/forge-remote/internal/secret"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap/zapcore"
 )
@@ -173,23 +172,22 @@ func (t Token) ExpiresIn(now time.Time) time.Duration {
 	return max(d, 0)
 }
 
-// Fingerprint identifies the token in logs: the first 8 hex digits of its
-// SHA-256.
-func (t Token) Fingerprint() string {
-	if t.AccessToken == "" {
-		return ""
-	}
-	sum := sha256.Sum256([]byte(t.AccessToken))
-	return hex.EncodeToString(sum[:4])
-}
+// Fingerprint identifies the token in logs: secret.Fingerprint of it.
+func (t Token) Fingerprint() string { return secret.Fingerprint(t.AccessToken) }
 
 // String shows the fingerprint and expiry only.
 func (t Token) String() string {
 	return "weavy.Token{" + t.Fingerprint() + " expires " + t.ExpiresAt.UTC().Format(time.RFC3339) + "}"
 }
 
+// GoString is String, so that %#v does not print the token either.
+func (t Token) GoString() string { return t.String() }
+
 // Format makes every fmt verb (%v, %+v, %#v, %q …) print String().
-func (t Token) Format(f fmt.State, _ rune) { io.WriteString(f, t.String()) }
+func (t Token) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, t.String()) }
+
+// MarshalJSON makes encoding/json (and zap.Reflect) write String.
+func (t Token) MarshalJSON() ([]byte, error) { return json.Marshal(t.String()) }
 
 // MarshalLogObject makes zap.Object / zap.Any log the fingerprint and expiry only.
 func (t Token) MarshalLogObject(enc zapcore.ObjectEncoder) error {

@@ -1,7 +1,9 @@
 package weavy
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -324,6 +326,15 @@ func TestTokenNeverPrinted(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
 	zap.New(core).Info("minted", zap.Any("token", tok), zap.Object("t2", tok), zap.Stringer("t3", tok))
 	printed := fmt.Sprintf("%v %+v %#v %s %q %x", tok, tok, tok, tok, tok, tok) + fmt.Sprint(tok, []Token{tok})
+	js, err := json.Marshal(map[string]any{"token": tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	printed += string(js)
+	var buf bytes.Buffer
+	zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(&buf), zapcore.DebugLevel)).
+		Info("minted", zap.Reflect("token", tok))
+	printed += buf.String()
 	for _, e := range logs.All() {
 		printed += fmt.Sprint(e.ContextMap())
 	}
