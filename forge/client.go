@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/forge-remote/forge-remote/internal/httpx"
 	"github.com/forge-remote/forge-remote/internal/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -52,8 +53,6 @@ const (
 	defaultMaxRetryAfter = 30 * time.Second
 	backoffBase          = 2 * time.Second
 	backoffMax           = 30 * time.Second
-	// maxErrorBody caps the answer a ProductError quotes.
-	maxErrorBody = 512
 )
 
 // ProductError is a non-2xx answer of a product API. Body is the start of the
@@ -251,7 +250,7 @@ func (a *AppClient) Do(ctx context.Context, method, path string, body, out any) 
 			return nil
 		}
 
-		perr := &ProductError{Status: status, Method: method, Path: path, Body: redact(data, tok.Token)}
+		perr := &ProductError{Status: status, Method: method, Path: path, Body: httpx.ErrorText(string(data), tok.Token)}
 		wait, retry := a.retryable(status, header, attempt, method)
 		if status == http.StatusTooManyRequests && wait > c.maxRetryAfter {
 			perr.RetryAfter = wait
@@ -289,7 +288,7 @@ func (a *AppClient) retryable(status int, header http.Header, attempt int, metho
 	}
 	switch {
 	case status == http.StatusTooManyRequests:
-		if d, ok := retryAfter(header.Get("Retry-After"), a.c.now()); ok {
+		if d, ok := httpx.RetryAfter(header.Get("Retry-After"), a.c.now()); ok {
 			return d, true
 		}
 		return backoff, true
@@ -313,24 +312,6 @@ func idempotent(method string) bool {
 		return true
 	}
 	return false
-}
-
-// retryAfter reads Retry-After as seconds or an HTTP date.
-func retryAfter(v string, now time.Time) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if n < 0 {
-			return 0, false
-		}
-		return time.Duration(min(n, 1<<30)) * time.Second, true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0), true
-	}
-	return 0, false
 }
 
 // send makes one attempt and returns the answer's status, header and body.
@@ -371,17 +352,4 @@ func (a *AppClient) send(ctx context.Context, method string, tok AppToken, path 
 		return 0, nil, nil, fmt.Errorf("forge: product API %s %s: answer larger than %d bytes", method, path, c.maxBody)
 	}
 	return resp.StatusCode, resp.Header, data, nil
-}
-
-// redact returns the start of an error body, valid UTF-8, without the token
-// should the answer echo it.
-func redact(data []byte, token string) string {
-	s := string(data)
-	if token != "" {
-		s = strings.ReplaceAll(s, token, "[redacted]")
-	}
-	if len(s) > maxErrorBody {
-		s = s[:maxErrorBody] // a rune cut in two is dropped just below
-	}
-	return strings.TrimSpace(strings.ToValidUTF8(s, ""))
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/forge-remote/forge-remote/internal/httpx"
 	"github.com/forge-remote/forge-remote/internal/metrics"
 	"github.com/forge-remote/forge-remote/internal/secret"
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,10 +43,8 @@ var (
 const (
 	defaultTimeout = 10 * time.Second
 	// maxBody bounds what is read of any answer; Weavy's are a few hundred bytes.
-	maxBody = 64 << 10
-	// maxErrorText caps the strings an APIError carries from a response body.
-	maxErrorText = 512
-	tokenPrefix  = "wyu_"
+	maxBody     = 64 << 10
+	tokenPrefix = "wyu_"
 )
 
 // ClientOptions configures a Client. The zero value is usable.
@@ -357,18 +356,19 @@ func (c *Client) countError(op, status string) {
 }
 
 func (c *Client) apiError(resp *http.Response, data []byte) *APIError {
-	e := &APIError{Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), c.now())}
+	wait, _ := httpx.RetryAfter(resp.Header.Get("Retry-After"), c.now()) // 0 when absent
+	e := &APIError{Status: resp.StatusCode, RetryAfter: min(wait, maxRetryAfter)}
 	var problem struct {
 		Type   string `json:"type"`
 		Title  string `json:"title"`
 		Detail string `json:"detail"`
 	}
 	if isJSON(resp.Header.Get("Content-Type")) && json.Unmarshal(data, &problem) == nil {
-		e.Type = c.clean(problem.Type)
-		e.Title = c.clean(problem.Title)
-		e.Detail = c.clean(problem.Detail)
+		e.Type = httpx.ErrorText(problem.Type, c.apiKey)
+		e.Title = httpx.ErrorText(problem.Title, c.apiKey)
+		e.Detail = httpx.ErrorText(problem.Detail, c.apiKey)
 	} else {
-		e.Body = c.clean(string(data))
+		e.Body = httpx.ErrorText(string(data), c.apiKey)
 	}
 	if e.Title == "" {
 		e.Title = http.StatusText(resp.StatusCode)
@@ -378,35 +378,6 @@ func (c *Client) apiError(resp *http.Response, data []byte) *APIError {
 
 // maxRetryAfter caps what an APIError carries from a Retry-After header.
 const maxRetryAfter = 24 * time.Hour
-
-// parseRetryAfter reads RFC 9110's Retry-After: delay-seconds or an HTTP-date.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if n <= 0 {
-			return 0
-		}
-		return time.Duration(min(n, int64(maxRetryAfter/time.Second))) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return min(max(t.Sub(now), 0), maxRetryAfter)
-	}
-	return 0
-}
-
-// clean makes text from a response safe to carry in an error: capped, valid
-// UTF-8, and without the API key should the server echo the request back.
-func (c *Client) clean(s string) string {
-	s = strings.ReplaceAll(s, c.apiKey, "[redacted]")
-	if len(s) > maxErrorText {
-		s = s[:maxErrorText]
-	}
-	s = strings.ToValidUTF8(s, "")
-	return strings.TrimSpace(s)
-}
 
 func isJSON(contentType string) bool {
 	mt, _, err := mime.ParseMediaType(contentType)
