@@ -34,8 +34,8 @@ type Config struct {
 	WeavyUIDScope    weavy.UIDScope
 	WeavyTimeout     time.Duration
 	ChatLease        time.Duration // how long an open keeps a page chat membership
-	StoreURL         secret.URL   // a redis URL may carry a password
-	StoreKey         secret.Bytes // nil: the backend decides (bolt creates a key file)
+	StoreURL         secret.URL    // a redis URL may carry a password
+	StoreKey         secret.Bytes  // nil: the backend decides (bolt creates a key file)
 	ListenAddr       string
 	InternalAPIToken secret.String
 	LogLevel         zapcore.Level

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -182,6 +183,14 @@ func (s *Server) Run(ctx context.Context, onListen func(net.Addr)) error {
 func (s *Server) Close() {
 	s.closeOnce.Do(s.close)
 }
+
+// String names the replica by its listen address. fmt prints a struct's
+// unexported fields without their methods, so printing the Server would show
+// the secrets of its Config in clear.
+func (s *Server) String() string { return "server.Server{" + s.cfg.ListenAddr + "}" }
+
+// Format prints String for every verb (%v %+v %#v %s %q %x …).
+func (s *Server) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, s.String()) }
 
 func (s *Server) close() {
 	if s.queue != nil {

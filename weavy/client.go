@@ -140,6 +140,13 @@ func NewClient(baseURL, apiKey string, o ClientOptions) (*Client, error) {
 	return c, nil
 }
 
+// String names the Weavy environment only: fmt would print the API key held
+// in the Client's unexported fields, which no Format of theirs can hide.
+func (c *Client) String() string { return "weavy.Client{" + c.base + "}" }
+
+// Format prints String for every verb (%v %+v %#v %s %q %x …).
+func (c *Client) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, c.String()) }
+
 func newTransport() *http.Transport {
 	return &http.Transport{
 		Proxy: http.ProxyFromEnvironment,

@@ -382,3 +382,18 @@ func TestAPIErrorRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// A Client holds the API key; printing it shows where it calls, not the key.
+func TestClientNeverPrintsKey(t *testing.T) {
+	c, err := NewClient("https://acme.weavy.io", testKey, ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	printed := fmt.Sprintf("%v %+v %#v %s %q %x", c, c, c, c, c, c)
+	if strings.Contains(printed, "testkey") || strings.Contains(printed, fmt.Sprintf("%x", "testkey")) {
+		t.Fatalf("printing the client shows the key: %s", printed)
+	}
+	if !strings.Contains(printed, "https://acme.weavy.io") {
+		t.Fatalf("printing the client does not say which: %s", printed)
+	}
+}
