@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,8 +31,8 @@ type Weavy interface {
 
 // Options configures a Service.
 type Options struct {
-	// Lease is how long an open gives a membership (CHAT_LEASE); 0 means
-	// DefaultLease.
+	// Lease is how long an open gives a membership (CHAT_LEASE); 0 (or a
+	// negative value) means DefaultLease.
 	Lease      time.Duration
 	Now        func() time.Time // nil: time.Now
 	Logger     *zap.Logger      // nil: no logs
@@ -109,15 +110,12 @@ type memberEntry struct {
 // New returns a Service provisioning through w and keeping its records in kv.
 func New(w Weavy, kv store.KV, o Options) *Service {
 	s := &Service{
-		w: w, kv: kv, lease: o.Lease, now: o.Now, log: o.Logger,
+		w: w, kv: kv, lease: cmp.Or(max(o.Lease, 0), DefaultLease), now: o.Now, log: o.Logger,
 		members: make(map[memberKey]memberEntry),
 		apps:    make(map[appMemKey]int64),
 		dirs:    make(map[string]bool),
 		inDir:   make(map[userMemKey]bool),
 		sites:   make(map[string]string),
-	}
-	if s.lease <= 0 {
-		s.lease = DefaultLease
 	}
 	if s.now == nil {
 		s.now = time.Now

@@ -1,6 +1,7 @@
 package connect
 
 import (
+	"cmp"
 	"context"
 	"crypto/rsa"
 	"crypto/x509"
@@ -79,10 +80,11 @@ var kidPattern = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$`)
 type KeySourceOptions struct {
 	// Override replaces every server of the table (CONNECT_KEYS_URL).
 	Override   string
-	HTTPClient *http.Client // nil: a client that follows no redirect
-	Timeout    time.Duration
+	HTTPClient *http.Client  // nil: a client that follows no redirect
+	Timeout    time.Duration // per fetch; 0 means 5 s
 	// Limit bounds the fetches of unknown kids, which anyone can cause by
-	// sending a token; 0 means one a second with a burst of 10.
+	// sending a token; 0 means one a second with a burst of 10. For all
+	// three, a negative value counts as 0.
 	Limit rate.Limit
 	Burst int
 	Log   *zap.Logger
@@ -110,25 +112,20 @@ const maxKeyBody = 16 << 10
 
 // NewKeySource returns a KeySource.
 func NewKeySource(o KeySourceOptions) *KeySource {
-	k := &KeySource{override: strings.TrimRight(o.Override, "/"), hc: o.HTTPClient, timeout: o.Timeout,
-		log: o.Log, cache: make(map[string]*rsa.PublicKey)}
+	k := &KeySource{
+		override: strings.TrimRight(o.Override, "/"),
+		hc:       o.HTTPClient,
+		timeout:  cmp.Or(max(o.Timeout, 0), 5*time.Second),
+		log:      o.Log,
+		cache:    make(map[string]*rsa.PublicKey),
+	}
 	if k.hc == nil {
 		k.hc = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	}
-	if k.timeout <= 0 {
-		k.timeout = 5 * time.Second
 	}
 	if k.log == nil {
 		k.log = zap.NewNop()
 	}
-	limit, burst := o.Limit, o.Burst
-	if limit <= 0 {
-		limit = 1
-	}
-	if burst <= 0 {
-		burst = 10
-	}
-	k.limiter = rate.NewLimiter(limit, burst)
+	k.limiter = rate.NewLimiter(cmp.Or(max(o.Limit, 0), 1), cmp.Or(max(o.Burst, 0), 10))
 	return k
 }
 

@@ -1,6 +1,7 @@
 package connect
 
 import (
+	"cmp"
 	"context"
 	"crypto/rsa"
 	"crypto/subtle"
@@ -64,7 +65,7 @@ type VerifierConfig struct {
 	BaseURL string // CONNECT_BASE_URL: the token's `aud`; its path is the qsh base
 	Keys    KeyGetter
 	Now     func() time.Time
-	Leeway  time.Duration // on exp and iat; 0 means 30 s
+	Leeway  time.Duration // on exp and iat; 0 means 30 s, a negative one is refused
 }
 
 // Verifier checks Connect's signed install callbacks as Atlassian's
@@ -89,6 +90,9 @@ func NewVerifier(c VerifierConfig) (*Verifier, error) {
 	if c.Keys == nil {
 		return nil, errors.New("connect: no install key source")
 	}
+	if c.Leeway < 0 {
+		return nil, fmt.Errorf("connect: negative leeway %s", c.Leeway)
+	}
 	base := strings.TrimRight(c.BaseURL, "/")
 	v := &Verifier{
 		appKey: c.AppKey,
@@ -97,13 +101,10 @@ func NewVerifier(c VerifierConfig) (*Verifier, error) {
 		basePath: strings.TrimRight(u.EscapedPath(), "/"),
 		keys:     c.Keys,
 		now:      c.Now,
-		leeway:   c.Leeway,
+		leeway:   cmp.Or(c.Leeway, 30*time.Second),
 	}
 	if v.now == nil {
 		v.now = time.Now
-	}
-	if v.leeway <= 0 {
-		v.leeway = 30 * time.Second
 	}
 	return v, nil
 }

@@ -48,6 +48,17 @@ func verify(t *testing.T, v *connect.Verifier, in connecttest.Install, key *forg
 
 // Each way a signed install can be wrong is refused, named, and those that
 // can be refused without a key never reach the key server.
+// A negative leeway is refused: jwt would take it for a stricter clock.
+func TestNewVerifierNegativeLeeway(t *testing.T) {
+	keys := connect.NewKeySource(connect.KeySourceOptions{})
+	if _, err := connect.NewVerifier(connect.VerifierConfig{AppKey: appKey, BaseURL: baseURL, Keys: keys, Leeway: -time.Second}); err == nil {
+		t.Fatal("negative leeway accepted")
+	}
+	if _, err := connect.NewVerifier(connect.VerifierConfig{AppKey: appKey, BaseURL: baseURL, Keys: keys}); err != nil {
+		t.Fatalf("zero leeway: %v", err)
+	}
+}
+
 func TestVerifyRefusals(t *testing.T) {
 	key := forgetest.NewKey(t, "kid-1")
 	other := forgetest.NewKey(t, "kid-1") // same kid, another key: a forgery

@@ -2,6 +2,7 @@ package forge
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,7 +20,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// ClientOptions configures a Client. The zero value is usable.
+// ClientOptions configures a Client. The zero value is usable; a negative
+// number or duration counts as zero.
 type ClientOptions struct {
 	// HTTPClient is used as given; nil means a client that never follows a
 	// redirect (the token must go to apiBaseUrl and nowhere else).
@@ -109,25 +111,19 @@ func NewClient(tokens AppTokenSource, o ClientOptions) *Client {
 	c := &Client{
 		tokens:        tokens,
 		hc:            o.HTTPClient,
-		timeout:       o.Timeout,
-		maxBody:       o.MaxBody,
+		timeout:       cmp.Or(max(o.Timeout, 0), defaultClientTimeout),
+		maxBody:       cmp.Or(max(o.MaxBody, 0), defaultMaxBody),
 		now:           o.Now,
 		log:           o.Logger,
 		sleep:         o.Sleep,
-		retries:       o.Retries,
-		grace:         o.Grace,
-		maxRetryAfter: o.MaxRetryAfter,
+		retries:       cmp.Or(max(o.Retries, 0), defaultRetries),
+		grace:         cmp.Or(max(o.Grace, 0), defaultGrace),
+		maxRetryAfter: cmp.Or(max(o.MaxRetryAfter, 0), defaultMaxRetryAfter),
 	}
 	if c.hc == nil {
 		c.hc = &http.Client{
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
-	}
-	if c.timeout <= 0 {
-		c.timeout = defaultClientTimeout
-	}
-	if c.maxBody <= 0 {
-		c.maxBody = defaultMaxBody
 	}
 	if c.now == nil {
 		c.now = time.Now
@@ -137,15 +133,6 @@ func NewClient(tokens AppTokenSource, o ClientOptions) *Client {
 	}
 	if c.sleep == nil {
 		c.sleep = sleepCtx
-	}
-	if c.retries <= 0 {
-		c.retries = defaultRetries
-	}
-	if c.grace <= 0 {
-		c.grace = defaultGrace
-	}
-	if c.maxRetryAfter <= 0 {
-		c.maxRetryAfter = defaultMaxRetryAfter
 	}
 	c.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "forge_product_requests_total",

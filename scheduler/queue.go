@@ -26,6 +26,7 @@ type QueueOptions struct {
 	Directories Directories
 	UIDScope    weavy.UIDScope // how uids were made from accountIds ("" = account)
 
+	// 0 (or a negative value) means the default.
 	Concurrency int           // jobs running at once; 0 means 4
 	QueueSize   int           // jobs waiting at most; 0 means 1024
 	JobTimeout  time.Duration // per job; 0 means 30 s
@@ -77,9 +78,9 @@ func NewQueue(o QueueOptions) *Queue {
 		s.log = zap.NewNop()
 	}
 	s.run = newRunner(runnerOptions{
-		workers:  positive(o.Concurrency, defaultConcurrency),
-		capacity: positive(o.QueueSize, defaultQueueSize),
-		timeout:  positive(o.JobTimeout, defaultJobTimeout),
+		workers:  cmp.Or(max(o.Concurrency, 0), defaultConcurrency),
+		capacity: cmp.Or(max(o.QueueSize, 0), defaultQueueSize),
+		timeout:  cmp.Or(max(o.JobTimeout, 0), defaultJobTimeout),
 		log:      s.log,
 		reg:      o.Registerer,
 	})

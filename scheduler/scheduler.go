@@ -203,13 +203,6 @@ func New(o Options) *Service {
 	return s
 }
 
-func positive[T int | time.Duration](v, def T) T {
-	if v <= 0 {
-		return def
-	}
-	return v
-}
-
 // enqueueJobs queues every registered job for the installation.
 func (s *Service) enqueueJobs(inst string) {
 	for _, j := range s.jobs {

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/server"
 	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
@@ -16,5 +18,22 @@ func TestServerNeverPrintsSecrets(t *testing.T) {
 	printed := fmt.Sprintf("%v %+v %#v %s %q %x", srv, srv, srv, srv, srv, srv)
 	if strings.Contains(printed, weavytest.APIKey) {
 		t.Fatalf("printing the server shows the Weavy API key: %s", printed)
+	}
+}
+
+// A negative timeout would be http.Server's "no limit": New refuses it.
+func TestNewRefusesNegativeTimeouts(t *testing.T) {
+	env := map[string]string{"FORGE_APP_ID": forgetest.AppID, "STORE_URL": "memory://"}
+	cfg, err := server.LoadConfig(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(t.Context(), cfg, server.Options{Timeouts: server.Timeouts{Idle: -time.Second}})
+	if err == nil {
+		srv.Close()
+		t.Fatal("a negative timeout was accepted")
+	}
+	if !strings.Contains(err.Error(), "negative timeout") {
+		t.Fatalf("error does not say what is wrong: %v", err)
 	}
 }

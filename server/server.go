@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -34,7 +35,7 @@ type Options struct {
 	Now        func() time.Time
 	HTTPClient *http.Client // towards Forge's JWKS; nil → a default client
 	// Timeouts overrides the http.Server limits (tests of slow clients);
-	// zero fields keep the defaults.
+	// zero fields keep the defaults; a negative one is refused.
 	Timeouts Timeouts
 }
 
@@ -43,19 +44,18 @@ type Timeouts struct {
 	ReadHeader, Read, Write, Idle time.Duration
 }
 
-func (t Timeouts) orDefaults() Timeouts {
-	or := func(d, def time.Duration) time.Duration {
-		if d > 0 {
-			return d
-		}
-		return def
+func (t Timeouts) orDefaults() (Timeouts, error) {
+	// http.Server takes a negative limit for none at all: a test asking for
+	// that by mistake would wait on its slow client for ever.
+	if min(t.ReadHeader, t.Read, t.Write, t.Idle) < 0 {
+		return Timeouts{}, fmt.Errorf("server: negative timeout in %+v", t)
 	}
 	return Timeouts{
-		ReadHeader: or(t.ReadHeader, httplimits.ReadHeaderTimeout),
-		Read:       or(t.Read, httplimits.ReadTimeout),
-		Write:      or(t.Write, httplimits.WriteTimeout),
-		Idle:       or(t.Idle, httplimits.IdleTimeout),
-	}
+		ReadHeader: cmp.Or(t.ReadHeader, httplimits.ReadHeaderTimeout),
+		Read:       cmp.Or(t.Read, httplimits.ReadTimeout),
+		Write:      cmp.Or(t.Write, httplimits.WriteTimeout),
+		Idle:       cmp.Or(t.Idle, httplimits.IdleTimeout),
+	}, nil
 }
 
 // Server is one replica of forge-remote.
@@ -94,6 +94,10 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Server, err error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	timeouts, err := o.Timeouts.orDefaults()
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		cfg:       cfg,
 		log:       o.Logger,
@@ -101,7 +105,7 @@ func New(ctx context.Context, cfg Config, o Options) (_ *Server, err error) {
 		registry:  prometheus.NewRegistry(),
 		resolvers: resolvers.NewRegistry(),
 		ids:       newIDSource(),
-		timeouts:  o.Timeouts.orDefaults(),
+		timeouts:  timeouts,
 	}
 	s.metrics = newHTTPMetrics(s.registry)
 	if cfg.InternalAPIToken != "" {

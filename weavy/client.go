@@ -4,6 +4,7 @@ package weavy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -52,7 +53,8 @@ type ClientOptions struct {
 	// HTTPClient is used as given; nil means a client with its own pooled
 	// transport that does not follow redirects.
 	HTTPClient *http.Client
-	// Timeout bounds each call (connect to body read); 0 means 10 s.
+	// Timeout bounds each call (connect to body read); 0 means 10 s, a
+	// negative one is refused.
 	Timeout time.Duration
 	// Registerer receives weavy_request_duration_seconds{op} and
 	// weavy_errors_total{op,status}; nil disables metrics.
@@ -99,13 +101,16 @@ func NewClient(baseURL, apiKey string, o ClientOptions) (*Client, error) {
 	if hasSpaceOrControl(apiKey) {
 		return nil, errors.New("weavy: API key contains whitespace or control characters")
 	}
+	if o.Timeout < 0 {
+		return nil, fmt.Errorf("weavy: negative timeout %s", o.Timeout)
+	}
 
 	c := &Client{
 		base:    strings.TrimRight(u.Scheme+"://"+u.Host+u.EscapedPath(), "/"),
 		auth:    "Bearer " + apiKey,
 		apiKey:  apiKey,
 		hc:      o.HTTPClient,
-		timeout: o.Timeout,
+		timeout: cmp.Or(o.Timeout, defaultTimeout),
 		now:     o.Now,
 	}
 	if c.hc == nil {
@@ -114,9 +119,6 @@ func NewClient(baseURL, apiKey string, o ClientOptions) (*Client, error) {
 			// A redirect would turn the POST into a GET, or carry the key elsewhere.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
-	}
-	if c.timeout <= 0 {
-		c.timeout = defaultTimeout
 	}
 	if c.now == nil {
 		c.now = time.Now

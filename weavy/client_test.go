@@ -54,6 +54,17 @@ func TestNewClient(t *testing.T) {
 	}
 }
 
+// A zero timeout is the default; a negative one is a mistake, not "none".
+func TestNewClientTimeout(t *testing.T) {
+	c, err := NewClient("https://acme.weavy.io", testKey, ClientOptions{})
+	if err != nil || c.timeout != defaultTimeout {
+		t.Fatalf("zero timeout: %v, %v", c, err)
+	}
+	if c, err := NewClient("https://acme.weavy.io", testKey, ClientOptions{Timeout: -time.Second}); err == nil {
+		t.Fatalf("negative timeout accepted: %v", c)
+	}
+}
+
 func TestIssueTokenRequest(t *testing.T) {
 	clk := newClock()
 	f := newFakeWeavy(t)
