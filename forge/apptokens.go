@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -86,6 +87,13 @@ func (t AppToken) GoString() string { return t.String() }
 
 // Format prints String for every verb (%v %+v %#v %s %q %x …).
 func (t AppToken) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, t.String()) }
+
+// MarshalJSON writes String: encoding/json, and zap.Any of anything holding an
+// AppToken, show no token. (Records are stored in their own binary form.)
+func (t AppToken) MarshalJSON() ([]byte, error) { return json.Marshal(t.String()) }
+
+// LogValue makes log/slog log String.
+func (t AppToken) LogValue() slog.Value { return slog.StringValue(t.String()) }
 
 // MarshalLogObject makes zap.Any and zap.Object log the token's fingerprint,
 // never the token.
