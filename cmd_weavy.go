@@ -49,7 +49,7 @@ func weavyCmd(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	kv, err := open.Store(ctx, open.Options{URL: string(cfg.StoreURL), Key: cfg.StoreKey})
+	kv, err := open.Store(ctx, open.Options{URL: string(cfg.StoreURL), Key: cfg.StoreKey.Bytes()})
 	if err != nil {
 		return err
 	}

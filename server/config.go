@@ -35,7 +35,7 @@ type Config struct {
 	WeavyTimeout     time.Duration
 	ChatLease        time.Duration // how long an open keeps a page chat membership
 	StoreURL         secret.URL    // a redis URL may carry a password
-	StoreKey         secret.Bytes  // nil: the backend decides (bolt creates a key file)
+	StoreKey         secret.String // unset: the backend decides (bolt creates a key file)
 	ListenAddr       string
 	InternalAPIToken secret.String
 	LogLevel         zapcore.Level
@@ -142,7 +142,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		if err != nil {
 			bad("STORE_KEY", "must be base64 of 32 random bytes (openssl rand -base64 32)")
 		}
-		c.StoreKey = k
+		c.StoreKey = secret.String(k)
 	} else if strings.HasPrefix(string(c.StoreURL), "redis") {
 		bad("STORE_KEY", "is required with a redis STORE_URL: every replica must seal with the same key (openssl rand -base64 32)")
 	}

@@ -30,7 +30,7 @@ import (
 // built (Server.close skips what was not).
 func (s *Server) wire(ctx context.Context, o Options) error {
 	var err error
-	s.kv, err = open.Store(ctx, open.Options{URL: string(s.cfg.StoreURL), Key: s.cfg.StoreKey, Logger: o.Logger, Now: o.Now})
+	s.kv, err = open.Store(ctx, open.Options{URL: string(s.cfg.StoreURL), Key: s.cfg.StoreKey.Bytes(), Logger: o.Logger, Now: o.Now})
 	if err != nil {
 		return err
 	}

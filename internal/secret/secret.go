@@ -2,7 +2,7 @@
 // tokens, encryption keys, passwords in URLs. Whatever prints them (every fmt
 // verb, encoding/json, encoding.TextMarshaler users, zap fields) gets a short
 // fingerprint instead, enough to tell two settings apart and nothing more.
-// The value itself is read by converting: string(s), []byte(b).
+// The value itself is read by converting: string(s), or s.Bytes().
 package secret
 
 import (
@@ -36,8 +36,17 @@ func describe(fingerprint string) string {
 	return "(secret " + fingerprint + ")"
 }
 
-// String is a secret text: an API key, a token, a shared secret.
+// String is a secret: an API key, a token, a shared secret, an encryption
+// key's bytes.
 type String string
+
+// Bytes is the secret as bytes, nil when unset.
+func (s String) Bytes() []byte {
+	if s == "" {
+		return nil
+	}
+	return []byte(s)
+}
 
 // Fingerprint is Fingerprint(string(s)).
 func (s String) Fingerprint() string { return Fingerprint(string(s)) }
@@ -63,36 +72,6 @@ func (s String) LogValue() slog.Value { return slog.StringValue(s.String()) }
 // MarshalLogObject makes zap.Any and zap.Object log the fingerprint only.
 func (s String) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	enc.AddString("fingerprint", s.Fingerprint())
-	return nil
-}
-
-// Bytes is a secret binary value: an encryption key. nil means unset.
-type Bytes []byte
-
-// Fingerprint is Fingerprint(string(b)).
-func (b Bytes) Fingerprint() string { return Fingerprint(string(b)) }
-
-// String shows the fingerprint, or (unset).
-func (b Bytes) String() string { return describe(b.Fingerprint()) }
-
-// GoString is String, so that %#v does not print the bytes either.
-func (b Bytes) GoString() string { return b.String() }
-
-// Format prints String for every verb (%v %+v %#v %s %q %x …).
-func (b Bytes) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, b.String()) }
-
-// MarshalText makes text encoders write String.
-func (b Bytes) MarshalText() ([]byte, error) { return []byte(b.String()), nil }
-
-// MarshalJSON makes encoding/json write String, not base64 of the bytes.
-func (b Bytes) MarshalJSON() ([]byte, error) { return json.Marshal(b.String()) }
-
-// LogValue makes log/slog log String.
-func (b Bytes) LogValue() slog.Value { return slog.StringValue(b.String()) }
-
-// MarshalLogObject makes zap.Any and zap.Object log the fingerprint only.
-func (b Bytes) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	enc.AddString("fingerprint", b.Fingerprint())
 	return nil
 }
 
