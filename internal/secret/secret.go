@@ -96,17 +96,6 @@ func (u URL) GoString() string { return u.String() }
 // Format prints String for every verb (%v %+v %#v %s %q %x …).
 func (u URL) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, u.String()) }
 
-// MarshalText makes text encoders write String.
+// MarshalText makes text encoders, encoding/json and slog write String
+// (zap.Any uses String).
 func (u URL) MarshalText() ([]byte, error) { return []byte(u.String()), nil }
-
-// MarshalJSON makes encoding/json (and zap.Reflect) write String.
-func (u URL) MarshalJSON() ([]byte, error) { return json.Marshal(u.String()) }
-
-// LogValue makes log/slog log String.
-func (u URL) LogValue() slog.Value { return slog.StringValue(u.String()) }
-
-// MarshalLogObject makes zap.Any and zap.Object log String only.
-func (u URL) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	enc.AddString("url", u.String())
-	return nil
-}
