@@ -2,6 +2,7 @@ package forge
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -148,11 +149,8 @@ func NewAppTokens(kv store.KV, o AppTokensOptions) *AppTokens {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	if o.MinLife == 0 {
-		o.MinLife = DefaultMinLife
-	}
 	a := &AppTokens{
-		kv: kv, now: o.Now, log: o.Logger, minLife: o.MinLife,
+		kv: kv, now: o.Now, log: o.Logger, minLife: cmp.Or(o.MinLife, DefaultMinLife),
 		held: make(map[string]heldToken),
 		seed: maphash.MakeSeed(),
 		captured: prometheus.NewCounter(prometheus.CounterOpts{

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -153,11 +154,10 @@ const (
 	weavyRetryAfterMax     = 60 * time.Second
 )
 
+// weavyRetryAfterSeconds is d, from an APIError and so never negative,
+// bounded; 0 (no Retry-After) means the default.
 func weavyRetryAfterSeconds(d time.Duration) int {
-	if d <= 0 {
-		d = weavyRetryAfterDefault
-	}
-	return retryAfterSeconds(min(d, weavyRetryAfterMax))
+	return retryAfterSeconds(min(cmp.Or(d, weavyRetryAfterDefault), weavyRetryAfterMax))
 }
 
 func retryAfterSeconds(d time.Duration) int {
