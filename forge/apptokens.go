@@ -115,10 +115,24 @@ type AppTokensOptions struct {
 	MinLife    time.Duration // 0 → DefaultMinLife
 }
 
+// AppTokenStore is what AppTokens keeps its records in: the part of a
+// key-value store it uses. Any store.KV is one (store/memory, store/bolt,
+// store/redis, sealed or not); a remote with a store of its own implements
+// these five methods with the contract store.KV documents.
+type AppTokenStore interface {
+	Get(ctx context.Context, key string) ([]byte, error)
+	Put(ctx context.Context, key string, value []byte, ttl time.Duration) error
+	Update(ctx context.Context, key string, fn store.UpdateFunc) error
+	Delete(ctx context.Context, key string) error
+	Scan(ctx context.Context, prefix string, fn func(key string, value []byte) error) error
+}
+
+var _ AppTokenStore = store.KV(nil)
+
 // AppTokens captures the app system token Forge sends with each call and hands
 // it out to background work while it has enough life left.
 type AppTokens struct {
-	kv      store.KV
+	kv      AppTokenStore
 	now     func() time.Time
 	log     *zap.Logger
 	minLife time.Duration
@@ -142,7 +156,7 @@ type heldToken struct {
 }
 
 // NewAppTokens returns AppTokens over kv.
-func NewAppTokens(kv store.KV, o AppTokensOptions) *AppTokens {
+func NewAppTokens(kv AppTokenStore, o AppTokensOptions) *AppTokens {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
