@@ -3,6 +3,7 @@ module github.com/forge-remote/forge-remote
 go 1.26.0
 
 require (
+	filippo.io/bigmod v0.1.0
 	github.com/gin-gonic/gin v1.12.0
 	github.com/goccy/go-yaml v1.19.2
 	github.com/golang-jwt/jwt/v5 v5.3.1

@@ -33,9 +33,10 @@ const (
 	minRSABits       = 2048
 )
 
-// publicKey is a verification key and the `alg` its JWK names ("" = none).
+// publicKey is a verification key, prepared when its set loaded, and the
+// `alg` its JWK names ("" = none).
 type publicKey struct {
-	key *rsa.PublicKey
+	key *rs256Key
 	alg string
 }
 
@@ -44,7 +45,7 @@ type keySet map[string]publicKey
 
 // key finds the key the header names. It runs after the algorithm check and
 // before the signature and claim checks.
-func (v *Verifier) key(ctx context.Context, hdr joseHeader) (*rsa.PublicKey, error) {
+func (v *Verifier) key(ctx context.Context, hdr joseHeader) (*rs256Key, error) {
 	kid := hdr.kid
 	if kid == "" {
 		return nil, &VerifyError{Reason: "unknown_kid", Err: errors.New("no kid in the header")}
@@ -256,7 +257,8 @@ func (v *Verifier) load(ctx context.Context) error {
 	return nil
 }
 
-// fetch downloads the set and keeps the RSA keys meant for signatures.
+// fetch downloads the set and keeps the RSA keys meant for signatures, each
+// prepared for verification here, once, not on every Verify.
 func (v *Verifier) fetch(ctx context.Context) (keySet, error) {
 	set, err := jwk.Fetch(ctx, v.jwksURL, jwk.WithHTTPClient(v.client), jwk.WithMaxFetchBodySize(maxJWKSBytes))
 	if err != nil {
@@ -287,7 +289,7 @@ func (v *Verifier) fetch(ctx context.Context) (keySet, error) {
 		if a, ok := k.Algorithm(); ok {
 			alg = a.String()
 		}
-		keys[kid] = publicKey{key: &pub, alg: alg}
+		keys[kid] = publicKey{key: prepareRS256(&pub), alg: alg}
 	}
 	if len(keys) == 0 {
 		return nil, errNoUsableKey

@@ -3,8 +3,6 @@ package forge
 import (
 	"cmp"
 	"context"
-	"crypto"
-	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -248,7 +246,7 @@ func (v *Verifier) verify(ctx context.Context, token string) (*Invocation, error
 		return nil, err // already ours: a *VerifyError, ErrKeysUnavailable or the caller's ctx error
 	}
 	sum := sha256.Sum256(signed)
-	if err := rsa.VerifyPKCS1v15(key, crypto.SHA256, sum[:], sig); err != nil {
+	if err := key.verify(&sum, sig); err != nil {
 		return nil, &VerifyError{Reason: "bad_signature", Err: fmt.Errorf("%w: %w", jwt.ErrTokenSignatureInvalid, err)}
 	}
 
