@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/forge-remote/forge-remote/forge/forgetest"
 )
 
 // The test keys (testdata/rs256, made for these tests only): the sizes
@@ -313,6 +315,36 @@ func TestPrepareRS256TakesWhatCryptoRSATakes(t *testing.T) {
 				t.Errorf("verify: %v, crypto/rsa: %v", got, want)
 			}
 		})
+	}
+}
+
+// TestLoadedKeysArePrepared: the keys a key set brings are prepared as it
+// loads, so Verify never falls back to building a modulus per call.
+func TestLoadedKeysArePrepared(t *testing.T) {
+	var published []*forgetest.Key
+	for i, priv := range testKeys(t)[:3] {
+		published = append(published, &forgetest.Key{Kid: rs256TestKeyFiles[i], Private: priv, Alg: "RS256", Use: "sig"})
+	}
+	srv := forgetest.NewJWKSServer(t, published...)
+	v, err := NewVerifier(t.Context(), VerifierConfig{AppID: forgetest.AppID, JWKSURL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(v.Close)
+	keys := v.keys.Load()
+	if keys == nil {
+		t.Fatalf("no key set loaded: %v", v.Ready())
+	}
+	for _, k := range published {
+		got, ok := (*keys)[k.Kid]
+		switch {
+		case !ok:
+			t.Errorf("%s: not loaded", k.Kid)
+		case got.key.n == nil:
+			t.Errorf("%s: loaded but not prepared", k.Kid)
+		case got.key.pub.N.Cmp(k.Private.N) != 0 || got.key.e != uint(k.Private.E):
+			t.Errorf("%s: prepared from another key", k.Kid)
+		}
 	}
 }
 
