@@ -1,7 +1,9 @@
-// Command forge-remote is the remote backend of a Confluence Forge app: it
-// verifies Forge invocations, keeps each installation's app token fresh and
-// hands the signed-in user a Weavy access token.
-package main
+// Package cli is the forge-remote program: its commands (serve, dev, invoke,
+// healthcheck, manifest, weavy) behind one entry point, Program.Run. main.go
+// calls it with the process' arguments, environment and streams; the
+// end-to-end tests (internal/e2e) call it, and Serve, to run the real server
+// in-process.
+package cli
 
 import (
 	"context"
@@ -10,9 +12,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -21,15 +20,6 @@ import (
 	"github.com/forge-remote/forge-remote/internal/gctune"
 	"github.com/forge-remote/forge-remote/server"
 )
-
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "forge-remote:", err)
-		os.Exit(1)
-	}
-}
 
 const usage = `usage: forge-remote [command]
 
@@ -56,8 +46,17 @@ Exits 0 when the server on LISTEN_ADDR (default :8080, reached on loopback)
 answers 200 on /healthz; the container's HEALTHCHECK runs it.
 `
 
-// run is the whole program; tests call it to start the real server in-process.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// Program is the forge-remote command.
+type Program struct {
+	// Manifest is the repository's manifest.yml, the template of `manifest
+	// render` (main embeds it: only the root package can). Without it render
+	// fails; every other command runs.
+	Manifest []byte
+}
+
+// Run is the whole program: args[0] is the program's name, args[1] the
+// command (default serve). Asked-for usage (--help) is success.
+func (p Program) Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cmd := "serve"
 	if len(args) > 1 {
 		cmd = args[1]
@@ -70,7 +69,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch cmd {
 	case "serve":
 		if err = noArgs("serve", serveUsage, rest, stdout, stderr); err == nil {
-			err = serve(ctx, getenv, stdout, nil)
+			err = Serve(ctx, getenv, stdout, nil, server.Options{})
 		}
 	case "dev":
 		err = devCmd(ctx, rest, getenv, stdout, stderr, nil)
@@ -83,7 +82,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "weavy":
 		err = weavyCmd(ctx, rest, getenv, stdout, stderr)
 	case "manifest":
-		err = manifestCmd(rest, stdout, stderr)
+		err = manifestCmd(rest, p.Manifest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
@@ -148,13 +147,11 @@ func noArgs(name, usage string, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// serve runs the server until ctx ends. onListen learns the bound address.
-func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, onListen func(net.Addr)) error {
-	return serveWith(ctx, getenv, stdout, onListen, server.Options{})
-}
-
-// serveWith is serve with injected dependencies (tests: a clock).
-func serveWith(ctx context.Context, getenv func(string) string, stdout io.Writer, onListen func(net.Addr), o server.Options) error {
+// Serve is the serve command: it runs the server, configured by getenv and
+// logging JSON lines to stdout, until ctx ends. onListen (may be nil) learns
+// the bound address; o injects dependencies (tests: a clock, short timeouts),
+// its Logger is always the command's own.
+func Serve(ctx context.Context, getenv func(string) string, stdout io.Writer, onListen func(net.Addr), o server.Options) error {
 	cfg, err := server.LoadConfig(getenv)
 	if err != nil {
 		return err

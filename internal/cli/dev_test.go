@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -52,12 +52,6 @@ func startDev(t *testing.T, env map[string]string) *devServer {
 		}
 	})
 	return d
-}
-
-// waitFor polls cond until it holds, for as long as go test allows.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	testwait.For(t, what, cond)
 }
 
 // `dev` on a fresh machine prints commands that, pasted into a shell in the
@@ -120,11 +114,11 @@ func TestDevModeCommandsWork(t *testing.T) {
 
 	// The first token queued the user's profile sync: it reads the
 	// Confluence simulator and writes the name into the Weavy simulator.
-	waitFor(t, "the dev user's profile synced", func() bool {
+	testwait.For(t, "the dev user's profile synced", func() bool {
 		p, ok := d.sims.weavy.Profile("5b10ac8d82e05b22cc7d4ef5")
 		return ok && p["name"] == "Dev User 5b10ac8d82e05b22cc7d4ef5"
 	})
-	waitFor(t, "housekeeping", func() bool { return strings.Contains(d.out.String(), `"msg":"housekeeping done"`) })
+	testwait.For(t, "housekeeping", func() bool { return strings.Contains(d.out.String(), `"msg":"housekeeping done"`) })
 	if d.sims.confluence.Calls() == 0 || d.sims.confluence.ExpiredCalls() != 0 {
 		t.Errorf("Confluence simulator: %d calls, %d refused", d.sims.confluence.Calls(), d.sims.confluence.ExpiredCalls())
 	}
@@ -135,7 +129,7 @@ func TestDevModeCommandsWork(t *testing.T) {
 	if err := invokeCmd(context.Background(), []string{"token", "--account-id", account, "--refresh"}, d.getenv, &invOut, &syncBuffer{}); err != nil || !strings.Contains(invOut.String(), "wyu_") {
 		t.Fatalf("invoke: %v %s", err, invOut.String())
 	}
-	waitFor(t, "the invoked user's profile synced", func() bool {
+	testwait.For(t, "the invoked user's profile synced", func() bool {
 		p, ok := d.sims.weavy.Profile(account)
 		return ok && p["name"] == "Dev User "+account
 	})

@@ -1,7 +1,6 @@
-package main
+package cli
 
 import (
-	_ "embed"
 	"errors"
 	"fmt"
 	"io"
@@ -11,11 +10,6 @@ import (
 	"github.com/forge-remote/forge-remote/manifest"
 	"github.com/forge-remote/forge-remote/server"
 )
-
-// manifestTemplate is the repository's manifest.yml, the template of render.
-//
-//go:embed manifest.yml
-var manifestTemplate []byte
 
 const manifestUsage = `usage:
   forge-remote manifest check [file]     check a manifest against this remote (default: manifest.yml)
@@ -38,7 +32,9 @@ app to Forge").
 flags:
 `
 
-func manifestCmd(args []string, stdout, stderr io.Writer) error {
+// manifestCmd runs manifest check and manifest render; template is the
+// repository's manifest.yml (Program.Manifest).
+func manifestCmd(args []string, template []byte, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, manifestUsage)
 		return errors.New("manifest: a subcommand is required")
@@ -106,7 +102,10 @@ func manifestCmd(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("manifest render: --app-id %q is neither ari:cloud:ecosystem::app/<uuid> nor a bare uuid", *appID)
 		}
-		out, err := manifest.Render(manifestTemplate, manifest.RenderOptions{AppID: id, BaseURL: *baseURL, WeavyURL: *weavyURL, ConnectKey: *connectKey})
+		if len(template) == 0 {
+			return errors.New("manifest render: this build has no manifest template (Program.Manifest)")
+		}
+		out, err := manifest.Render(template, manifest.RenderOptions{AppID: id, BaseURL: *baseURL, WeavyURL: *weavyURL, ConnectKey: *connectKey})
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,6 @@
 //go:build slow
 
-package main
+package e2e
 
 import (
 	"bufio"
@@ -42,7 +42,9 @@ func serverBinary(t *testing.T) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "forge-remote"), ".").CombinedOutput()
+		build := exec.Command("go", "build", "-o", filepath.Join(dir, "forge-remote"), ".")
+		build.Dir = repoRoot // the main package
+		out, err := build.CombinedOutput()
 		if err != nil {
 			os.RemoveAll(dir)
 			t.Fatalf("go build: %v\n%s", err, out)

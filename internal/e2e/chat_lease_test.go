@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"crypto/rand"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/chat"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/internal/testwait"
 	"github.com/forge-remote/forge-remote/store/redistest"
 	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
@@ -29,7 +30,7 @@ func (f *chatFixture) trigger(t *testing.T, opts ...forgetest.FITOption) {
 	}
 	// The prune runs off the request path: wait until it has finished, so
 	// what the test reads next is its outcome, not a race with it.
-	waitFor(t, "the lease prune to run", func() bool { return jobRuns(t, f.ts, "chat_leases") > runs })
+	testwait.For(t, "the lease prune to run", func() bool { return jobRuns(t, f.ts, "chat_leases") > runs })
 }
 
 func (f *chatFixture) member(uid, user string) bool {

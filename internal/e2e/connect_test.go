@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"encoding/base64"
@@ -12,6 +12,7 @@ import (
 	"github.com/forge-remote/forge-remote/connect"
 	"github.com/forge-remote/forge-remote/connect/connecttest"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/internal/testwait"
 )
 
 const (
@@ -210,8 +211,8 @@ func TestConnectClientKeyFromAppProperty(t *testing.T) {
 		}
 		return n
 	}
-	// The jobs run off the request path: wait for both (waitFor, dev_test.go, has no deadline of its own).
-	waitFor(t, "both installations' capture jobs", func() bool { return connectJobRuns(t, ts) >= 2 })
+	// The jobs run off the request path: wait for both (testwait.For has no deadline of its own).
+	testwait.For(t, "both installations' capture jobs", func() bool { return connectJobRuns(t, ts) >= 2 })
 
 	v := ts.connectKeys(t)
 	if len(v.Keys) != 1 || v.Keys[0].InstallationID != "ari:cloud:ecosystem::installation/"+instA ||
@@ -233,7 +234,7 @@ func TestConnectClientKeyFromAppProperty(t *testing.T) {
 			t.Fatalf("scheduled: %d %s", r.Status, r.Body)
 		}
 	}
-	waitFor(t, "the scheduled capture jobs", func() bool { return connectJobRuns(t, ts) >= 4 })
+	testwait.For(t, "the scheduled capture jobs", func() bool { return connectJobRuns(t, ts) >= 4 })
 	if propertyCalls(cloudA) != 1 || propertyCalls(cloudB) != 1 {
 		t.Fatalf("asked again: A %d, B %d property calls", propertyCalls(cloudA), propertyCalls(cloudB))
 	}

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"encoding/json"
@@ -17,7 +17,7 @@ import (
 
 // corpusDir holds bodies shaped as Forge sends them, each with a .source
 // sidecar naming where the shape comes from (testdata/forge/README.md).
-const corpusDir = "testdata/forge"
+var corpusDir = filepath.Join(repoRoot, "testdata", "forge")
 
 // corpusFiles reads every body of the corpus (name relative to corpusDir →
 // bytes) and checks that each has its sidecar and each sidecar its body.

@@ -1,7 +1,8 @@
-package main
+package e2e
 
 import (
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -13,7 +14,7 @@ import (
 // text for what the image promises: multi-stage, static binary, non-root,
 // /data volume, the healthcheck subcommand.
 func TestDockerfile(t *testing.T) {
-	b, err := os.ReadFile("Dockerfile")
+	b, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,11 +53,20 @@ func TestHealthcheckCommand(t *testing.T) {
 	jwks := forgetest.NewJWKSServer(t, forgetest.NewKey(t, "k1"))
 	ts := startServer(t, baseEnv(t, jwks))
 	addr := strings.TrimPrefix(ts.URL, "http://127.0.0.1")
-	if err := healthcheckCmd(t.Context(), func(string) string { return addr }); err != nil {
+	healthcheck := func() error {
+		var out, errOut syncBuffer
+		return run(t.Context(), []string{"forge-remote", "healthcheck"}, func(k string) string {
+			if k == "LISTEN_ADDR" {
+				return addr
+			}
+			return ""
+		}, &out, &errOut)
+	}
+	if err := healthcheck(); err != nil {
 		t.Fatalf("healthcheck against a running server: %v", err)
 	}
 	ts.Stop(t)
-	if err := healthcheckCmd(t.Context(), func(string) string { return addr }); err == nil {
+	if err := healthcheck(); err == nil {
 		t.Fatal("healthcheck passed with nothing listening")
 	}
 }

@@ -1,4 +1,9 @@
-package main
+// Package e2e holds the end-to-end tests: the real server, started in-process
+// through the program's own entry point (internal/cli) or built and run as a
+// binary, driven over HTTP against fakes of Forge, Confluence, Weavy and
+// Redis. Tests that build the binary, measure or soak are in files built only
+// with -tags slow, which .ci/run sets.
+package e2e
 
 import (
 	"bytes"
@@ -12,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/internal/cli"
 	"github.com/forge-remote/forge-remote/internal/testwait"
 	"github.com/forge-remote/forge-remote/server"
 )
@@ -34,7 +40,17 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// testServer is the real server started through run() in-process.
+// repoRoot is the module's root, from this package's directory (where go
+// test runs): the Dockerfile, manifest.yml and testdata are there.
+const repoRoot = "../.."
+
+// run is the program as main runs it, without the manifest template (which
+// only `manifest render` reads; internal/cli tests it).
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return cli.Program{}.Run(ctx, args, getenv, stdout, stderr)
+}
+
+// testServer is the real server started through cli.Serve in-process.
 type testServer struct {
 	URL    string
 	Logs   *syncBuffer
@@ -63,7 +79,8 @@ func startServer(t *testing.T, env map[string]string) *testServer {
 	return startServerWith(t, env, server.Options{})
 }
 
-// startServerWith is startServer with injected dependencies (a clock).
+// startServerWith is startServer with injected dependencies (a clock,
+// timeouts).
 func startServerWith(t *testing.T, env map[string]string, o server.Options) *testServer {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -71,7 +88,7 @@ func startServerWith(t *testing.T, env map[string]string, o server.Options) *tes
 	addr := make(chan net.Addr, 1)
 	getenv := func(k string) string { return env[k] }
 	go func() {
-		ts.done <- serveWith(ctx, getenv, ts.Logs, func(a net.Addr) { addr <- a }, o)
+		ts.done <- cli.Serve(ctx, getenv, ts.Logs, func(a net.Addr) { addr <- a }, o)
 	}()
 	select {
 	case a := <-addr:

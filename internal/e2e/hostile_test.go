@@ -1,8 +1,7 @@
-package main
+package e2e
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -412,35 +411,7 @@ func doWithoutContentType(t *testing.T, url string, headers map[string]string, b
 // slow-client tests finish in seconds.
 func startServerWithTimeouts(t *testing.T, env map[string]string, tm server.Timeouts) *testServer {
 	t.Helper()
-	cfg, err := server.LoadConfig(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ts := &testServer{Logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
-	o := server.Options{Logger: newLogger(ts.Logs, cfg.LogLevel), Timeouts: tm}
-	srv, err := server.New(ctx, cfg, o)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	addr := make(chan net.Addr, 1)
-	go func() {
-		err := srv.Run(ctx, func(a net.Addr) { addr <- a })
-		if errors.Is(err, context.Canceled) {
-			err = nil
-		}
-		ts.done <- err
-	}()
-	select {
-	case a := <-addr:
-		ts.URL = "http://" + a.String()
-	case err := <-ts.done:
-		cancel()
-		t.Fatalf("server did not start: %v\n%s", err, ts.Logs)
-	}
-	t.Cleanup(func() { ts.Stop(t) })
-	return ts
+	return startServerWith(t, env, server.Options{Timeouts: tm})
 }
 
 // sendReq sends req and reads a JSON answer (Status 0 and an error if the

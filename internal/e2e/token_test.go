@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"encoding/base64"
@@ -15,6 +15,7 @@ import (
 	"github.com/forge-remote/forge-remote/chat"
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/internal/testwait"
 	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
@@ -365,11 +366,11 @@ func TestNoSecretsInLogs(t *testing.T) {
 	wv.SetMode(weavytest.Fail500)
 	call("/triggers/scheduled", `{}`, forgetest.WithPrincipal(""))
 	failed := regexp.MustCompile(`"job failed"[^\n]*"job":"chat_leases"`)
-	waitFor(t, "the failing prune logged", func() bool { return failed.MatchString(ts.Logs.String()) })
+	testwait.For(t, "the failing prune logged", func() bool { return failed.MatchString(ts.Logs.String()) })
 	wv.SetMode(weavytest.OK)
 	offset.Add(int64(time.Hour))
 	call("/triggers/scheduled", `{}`, forgetest.WithPrincipal(""))
-	waitFor(t, "the prune removed the members", func() bool {
+	testwait.For(t, "the prune removed the members", func() bool {
 		app, _ := wv.App(pageUID(forgetest.CloudID, pageP))
 		return len(app.Members) == 0
 	})
