@@ -207,16 +207,34 @@ func TestTokenConcurrency(t *testing.T) {
 	}
 }
 
+// A token Weavy said expires in 30 s is served from the cache until then and
+// not once the server's clock is past it: the clock is moved, not waited for
+// (the fakes are on real sockets, so no synctest bubble).
 func TestTokenExpiryHonoured(t *testing.T) {
-	f := newTokenFixture(t)
-	f.wv.ExpiresIn.Store(3)
-	first := f.token(t, "acc-short", `{}`, nil)
-	if n, _ := first.JSON["expires_in"].(float64); n > 3 {
-		t.Fatalf("expires_in %v for a 3 s token", n)
+	key := forgetest.NewKey(t, "k1")
+	jwks := forgetest.NewJWKSServer(t, key)
+	wv := weavytest.New("")
+	t.Cleanup(wv.Close)
+	var offset atomic.Int64 // the server's clock runs ahead of the wall by this
+	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	ts := startServerWith(t, tokenEnv(t, jwks, wv), serverOptions(now))
+	ts.waitReady(t)
+	token := func() reply {
+		t.Helper()
+		fit := forgetest.MintFIT(t, key, forgetest.WithNow(now), forgetest.WithPrincipal("acc-short"))
+		return ts.post(t, "/resolvers/token", fit, nil, `{}`)
 	}
-	time.Sleep(3500 * time.Millisecond)
-	if r := f.token(t, "acc-short", `{}`, nil); r.str("access_token") == first.str("access_token") {
-		t.Fatalf("a token Weavy said expires in 3 s was served 3.5 s later")
+	wv.ExpiresIn.Store(30)
+	first := token()
+	if n, _ := first.JSON["expires_in"].(float64); first.Status != http.StatusOK || n > 30 {
+		t.Fatalf("first call: %d, expires_in %v for a 30 s token", first.Status, first.JSON["expires_in"])
+	}
+	if r := token(); r.str("access_token") != first.str("access_token") {
+		t.Fatalf("a token with about 30 s left was not served from the cache")
+	}
+	offset.Store(int64(31 * time.Second))
+	if r := token(); r.Status != http.StatusOK || r.str("access_token") == first.str("access_token") {
+		t.Fatalf("a token Weavy said expires in 30 s was served 31 s later (%d)", r.Status)
 	}
 }
 
