@@ -8,9 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
-
-	"github.com/forge-remote/forge-remote/internal/testwait"
 )
 
 var _ Locker = (*StoreLocker)(nil)
@@ -88,34 +87,38 @@ func TestStoreLocker(t *testing.T) {
 	}
 }
 
+// In a synctest bubble, so that the mint's 50 ms and the waiters' polls
+// pass on the bubble's clock, not the machine's.
 func TestFleetMintsOncePerUser(t *testing.T) {
-	f := newFleet(t, 3, BrokerOptions{})
-	f.delay = 50 * time.Millisecond // long enough for every replica to miss
-	const perReplica = 30
-	var wg sync.WaitGroup
-	tokens := make([]string, 3*perReplica)
-	errs := make([]error, len(tokens))
-	start := make(chan struct{})
-	for i := range tokens {
-		wg.Go(func() {
-			<-start
-			tok, err := f.brokers[i%3].Token(context.Background(), inst1, alice, false)
-			tokens[i], errs[i] = tok.AccessToken, err
-		})
-	}
-	close(start)
-	wg.Wait()
-	for i := range tokens {
-		if errs[i] != nil || tokens[i] != tokens[0] {
-			t.Fatalf("call %d: %q, %v; want %q", i, tokens[i], errs[i], tokens[0])
+	synctest.Test(t, func(t *testing.T) {
+		f := newFleet(t, 3, BrokerOptions{})
+		f.delay = 50 * time.Millisecond // long enough for every replica to miss
+		const perReplica = 30
+		var wg sync.WaitGroup
+		tokens := make([]string, 3*perReplica)
+		errs := make([]error, len(tokens))
+		start := make(chan struct{})
+		for i := range tokens {
+			wg.Go(func() {
+				<-start
+				tok, err := f.brokers[i%3].Token(context.Background(), inst1, alice, false)
+				tokens[i], errs[i] = tok.AccessToken, err
+			})
 		}
-	}
-	if n := f.mints.Load(); n != 1 {
-		t.Fatalf("%d mints across 3 replicas, want 1", n)
-	}
-	if keys := f.kv.keys(); len(keys) != 1 || !strings.HasPrefix(keys[0], StorePrefix) {
-		t.Fatalf("store keys %q: want the token only, the lock released", keys)
-	}
+		close(start)
+		wg.Wait()
+		for i := range tokens {
+			if errs[i] != nil || tokens[i] != tokens[0] {
+				t.Fatalf("call %d: %q, %v; want %q", i, tokens[i], errs[i], tokens[0])
+			}
+		}
+		if n := f.mints.Load(); n != 1 {
+			t.Fatalf("%d mints across 3 replicas, want 1", n)
+		}
+		if keys := f.kv.keys(); len(keys) != 1 || !strings.HasPrefix(keys[0], StorePrefix) {
+			t.Fatalf("store keys %q: want the token only, the lock released", keys)
+		}
+	})
 }
 
 func TestFleetRefresh(t *testing.T) {
@@ -155,45 +158,58 @@ func TestFleetRefresh(t *testing.T) {
 	}
 }
 
+// A replica that took the lock and died: the waiter polls the store, never
+// mints under the lock, and takes it over once it expires. In a synctest
+// bubble: "never mints" is checked once every goroutine waits, after 200 ms
+// of polls on the bubble's clock.
 func TestFleetTakesOverDeadHoldersLock(t *testing.T) {
-	f := newFleet(t, 1, BrokerOptions{LockTTL: 20 * time.Second})
-	// A replica took the lock and died.
-	if err := f.kv.Put(t.Context(), lockKey(userKey{inst1, alice}), []byte("dead"), 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := f.brokers[0].Token(context.Background(), inst1, alice, false)
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		t.Fatalf("minted under another's lock: %v", err)
-	case <-time.After(200 * time.Millisecond):
-	}
-	f.clk.Advance(20 * time.Second)
-	select {
-	case err := <-done:
-		if err != nil || f.mints.Load() != 1 {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFleet(t, 1, BrokerOptions{LockTTL: 20 * time.Second})
+		if err := f.kv.Put(t.Context(), lockKey(userKey{inst1, alice}), []byte("dead"), 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, err := f.brokers[0].Token(context.Background(), inst1, alice, false)
+			done <- err
+		}()
+		time.Sleep(200 * time.Millisecond)
+		synctest.Wait()
+		select {
+		case err := <-done:
+			t.Fatalf("minted under another's lock: %v", err)
+		default:
+		}
+		f.clk.Advance(20 * time.Second)
+		if err := <-done; err != nil || f.mints.Load() != 1 {
 			t.Fatalf("after the lock expired: %v, %d mints", err, f.mints.Load())
 		}
-	case <-testwait.After(t):
-		t.Fatal("expired lock never taken over")
-	}
+	})
 }
 
+// In a synctest bubble: the context's 100 ms pass on the bubble's clock.
 func TestFleetWaiterHonoursItsContext(t *testing.T) {
-	f := newFleet(t, 1, BrokerOptions{})
-	if err := f.kv.Put(t.Context(), lockKey(userKey{inst1, alice}), []byte("other"), time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
-	defer cancel()
-	// The lock is held for a minute of a clock that does not move: only
-	// ctx can end the wait.
-	if _, err := f.brokers[0].Token(ctx, inst1, alice, false); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("waiting past the deadline: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		f := newFleet(t, 1, BrokerOptions{})
+		if err := f.kv.Put(t.Context(), lockKey(userKey{inst1, alice}), []byte("other"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		defer cancel()
+		// The lock is held for a minute of a clock that does not move: only
+		// ctx can end the wait.
+		if _, err := f.brokers[0].Token(ctx, inst1, alice, false); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("waiting past the deadline: %v", err)
+		}
+		// The shared wait outlives its caller (the next to ask joins it):
+		// once the lock expires it mints, and ends before the bubble does.
+		f.clk.Advance(time.Minute)
+		time.Sleep(pollMax)
+		synctest.Wait()
+		if n := f.mints.Load(); n != 1 {
+			t.Fatalf("%d mints once the lock expired, want 1", n)
+		}
+	})
 }
 
 func TestBrokerForget(t *testing.T) {
