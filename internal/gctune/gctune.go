@@ -25,6 +25,7 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"sync"
+	"sync/atomic"
 )
 
 // Tuner adjusts GOGC after every collection until Stop.
@@ -36,6 +37,8 @@ type Tuner struct {
 	mu      sync.Mutex
 	stopped bool
 	sample  []metrics.Sample
+
+	runs atomic.Int64 // afterGC calls, stopped or not (tests wait on it)
 }
 
 // active is the running Tuner: GOGC is one per process, so while one runs
@@ -88,6 +91,7 @@ func (t *Tuner) arm() {
 }
 
 func (t *Tuner) afterGC() {
+	defer t.runs.Add(1)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.stopped {

@@ -3,8 +3,8 @@ package gctune
 import (
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"testing"
-	"time"
 
 	"github.com/forge-remote/forge-remote/internal/testwait"
 )
@@ -45,8 +45,9 @@ func TestTunerRaisesAndRestores(t *testing.T) {
 	if p := Percent(); p != 100 {
 		t.Fatalf("GOGC after Stop = %d, want 100", p)
 	}
-	runtime.GC() // a cleanup still armed must not raise it again
-	time.Sleep(50 * time.Millisecond)
+	// The cleanup still armed runs after the next collection and must not
+	// raise it again.
+	afterNextGC(t, tu)
 	if p := Percent(); p != 100 {
 		t.Fatalf("GOGC after Stop and a collection = %d, want 100", p)
 	}
@@ -56,8 +57,13 @@ func TestTunerLeavesGCOffAlone(t *testing.T) {
 	orig := debug.SetGCPercent(-1)
 	defer debug.SetGCPercent(orig)
 	tu := Start(32<<20, 100)
+	activeMu.Lock()
+	armed := active != nil
+	activeMu.Unlock()
+	if armed || !tu.stopped {
+		t.Fatal("a Tuner started with GOGC off runs (and would arm a cleanup)")
+	}
 	runtime.GC()
-	time.Sleep(20 * time.Millisecond)
 	tu.Stop()
 	if p := Percent(); p >= 0 {
 		t.Fatalf("GOGC = %d, want off", p)
@@ -69,8 +75,10 @@ func TestOneTunerAtATime(t *testing.T) {
 	defer debug.SetGCPercent(orig)
 	a := Start(256<<20, 100)
 	b := Start(256<<20, 100) // does nothing while a runs
-	runtime.GC()
-	time.Sleep(20 * time.Millisecond)
+	afterNextGC(t, a)
+	if p := Percent(); p <= 100 {
+		t.Fatalf("GOGC = %d after a collection under a; want it raised", p)
+	}
 	b.Stop()
 	a.Stop()
 	if p := Percent(); p != 100 {
@@ -91,8 +99,8 @@ func TestStartWhileAnotherStops(t *testing.T) {
 	activeMu.Lock()
 	started := make(chan *Tuner)
 	go func() { started <- Start(256<<20, 100) }()
-	time.Sleep(50 * time.Millisecond) // b is now waiting for the lock
-	a.mu.Lock()                       // a's Stop, with activeMu already held
+	testwait.For(t, "b's Start to wait for the lock", startWaitsForLock)
+	a.mu.Lock() // a's Stop, with activeMu already held
 	a.stopped = true
 	debug.SetGCPercent(a.base)
 	a.mu.Unlock()
@@ -128,4 +136,24 @@ func collectUntil(t *testing.T, ok func(percent int) bool) {
 	if !testwait.Poll(t, func() bool { runtime.GC(); return ok(Percent()) }) {
 		t.Fatalf("GOGC still %d after collections", Percent())
 	}
+}
+
+// afterNextGC runs collections until tu's cleanup has run after one of them.
+func afterNextGC(t *testing.T, tu *Tuner) {
+	t.Helper()
+	n := tu.runs.Load()
+	testwait.For(t, "the Tuner's cleanup after a collection", func() bool { runtime.GC(); return tu.runs.Load() > n })
+}
+
+// startWaitsForLock reports whether a goroutine is blocked on a mutex inside
+// Start: the goroutine dump names its state ([sync.Mutex.Lock]) and frames.
+func startWaitsForLock() bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, "[sync.Mutex.Lock") && strings.Contains(g, "gctune.Start(") {
+			return true
+		}
+	}
+	return false
 }
