@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/internal/cli"
 	"github.com/forge-remote/forge-remote/server"
 	"github.com/forge-remote/forge-remote/store"
 	"github.com/forge-remote/forge-remote/store/bolt"
@@ -72,12 +73,12 @@ func TestSchemaVersionAtStart(t *testing.T) {
 		if err := b.Close(); err != nil {
 			t.Fatal(err)
 		}
-		// serveWith is run's serve with a hook: a server that listens is
+		// cli.Serve with a hook: a server that listens is
 		// stopped at once, so that a missing check fails rather than hangs.
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 		var out syncBuffer
-		err = serveWith(ctx, func(k string) string { return env[k] }, &out, func(net.Addr) { cancel() }, server.Options{})
+		err = cli.Serve(ctx, func(k string) string { return env[k] }, &out, func(net.Addr) { cancel() }, server.Options{})
 		if err == nil {
 			t.Fatalf("the server started on a store at schema version 2\nlogs:\n%s", &out)
 		}
