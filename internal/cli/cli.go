@@ -110,7 +110,7 @@ func newFlags(name, usage string) *cmdFlags {
 }
 
 // parse parses args. --help prints the usage to stdout and returns
-// flag.ErrHelp, which run turns into success; a bad flag prints the usage to
+// flag.ErrHelp, which Program.Run turns into success; a bad flag prints the usage to
 // stderr and returns the error.
 func (f *cmdFlags) parse(args []string, stdout, stderr io.Writer) error {
 	err := f.Parse(args)
