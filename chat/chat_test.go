@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/forge-remote/forge-remote/devmode/weavysim"
 	"github.com/forge-remote/forge-remote/store/open"
 	"github.com/forge-remote/forge-remote/weavy"
-	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
 var _ Weavy = (*weavy.Client)(nil)
@@ -54,9 +54,9 @@ func TestLeaseRecord(t *testing.T) {
 // The warm path: a membership renewed within a quarter of the lease costs
 // no store and no Weavy call.
 func BenchmarkOpenWarm(b *testing.B) {
-	wv := weavytest.New("")
+	wv := weavysim.New("")
 	defer wv.Close()
-	c, err := weavy.NewClient(wv.URL, weavytest.APIKey, weavy.ClientOptions{})
+	c, err := weavy.NewClient(wv.URL, weavysim.APIKey, weavy.ClientOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -13,13 +13,13 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/forge-remote/forge-remote/devmode/weavysim"
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/internal/testwait"
 	"github.com/forge-remote/forge-remote/store/memory"
 	"github.com/forge-remote/forge-remote/store/storetest"
 	"github.com/forge-remote/forge-remote/weavy"
-	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
 func TestMain(m *testing.M) { testwait.VerifyTestMain(m) }
@@ -46,7 +46,7 @@ type env struct {
 	kv     *memory.Store
 	tokens *forge.AppTokens
 	conf   *forgetest.Confluence
-	weavy  *weavytest.Server
+	weavy  *weavysim.Server
 	wc     *weavy.Client
 	reg    *prometheus.Registry
 	logs   *observer.ObservedLogs
@@ -83,9 +83,9 @@ func newEnv(t *testing.T, edit func(*testOptions)) *env {
 	e.tokens = forge.NewAppTokens(e.kv, forge.AppTokensOptions{Now: e.clock.Now, Logger: log})
 	e.conf = forgetest.NewConfluence(t)
 	e.conf.SetNow(e.clock.Now)
-	e.weavy = weavytest.New("")
+	e.weavy = weavysim.New("")
 	t.Cleanup(e.weavy.Close)
-	wc, err := weavy.NewClient(e.weavy.URL, weavytest.APIKey, weavy.ClientOptions{Now: e.clock.Now})
+	wc, err := weavy.NewClient(e.weavy.URL, weavysim.APIKey, weavy.ClientOptions{Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,17 +5,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/forge-remote/forge-remote/devmode/weavysim"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/internal/secret/secrettest"
 	"github.com/forge-remote/forge-remote/server"
-	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
 // A Server holds its Config in a field fmt cannot call methods through, so
 // the Config's secret types would not help: the Server prints without them.
 func TestServerNeverPrintsSecrets(t *testing.T) {
 	srv, _ := newServer(t, forgetest.NewKey(t, "k1"))
-	secrettest.Hidden(t, secrettest.Print(t, srv), weavytest.APIKey)
+	secrettest.Hidden(t, secrettest.Print(t, srv), weavysim.APIKey)
 }
 
 // A negative timeout would be http.Server's "no limit": New refuses it.

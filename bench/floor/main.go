@@ -33,7 +33,7 @@ import (
 )
 
 // answer is shaped like forge-remote's token answer (resolvers.TokenAnswer,
-// with a token as long as weavytest's), so the write side costs the same.
+// with a token as long as weavysim's), so the write side costs the same.
 var answer = []byte(`{"access_token":"wyu_1700000000000000000_12345","expires_in":3600}`)
 
 const contentType = "application/json; charset=utf-8"

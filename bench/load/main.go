@@ -23,8 +23,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/forge-remote/forge-remote/devmode/weavysim"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
-	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
 func main() {
@@ -133,11 +133,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 type fakes struct {
 	jwks        *httptest.Server
 	jwksFetches atomic.Int64
-	weavy       *weavytest.Server
+	weavy       *weavysim.Server
 }
 
 func startFakes(s *signer) *fakes {
-	f := &fakes{weavy: weavytest.New(weavytest.APIKey)}
+	f := &fakes{weavy: weavysim.New(weavysim.APIKey)}
 	doc := s.jwks()
 	f.jwks = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/.well-known/jwks.json" {
@@ -339,7 +339,7 @@ func runOne(ctx context.Context, o *options, name string, argv []string, root, t
 		"FORGE_APP_ID=" + forgetest.AppID,
 		"FORGE_JWKS_URL=" + f.jwks.URL + "/.well-known/jwks.json",
 		"WEAVY_URL=" + f.weavy.URL,
-		"WEAVY_API_KEY=" + weavytest.APIKey,
+		"WEAVY_API_KEY=" + weavysim.APIKey,
 		"STORE_URL=" + storeURL,
 		"LISTEN_ADDR=" + addr,
 		"LOG_LEVEL=" + o.logLevel,

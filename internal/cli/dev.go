@@ -22,8 +22,8 @@ import (
 
 	"github.com/forge-remote/forge-remote/devmode"
 	"github.com/forge-remote/forge-remote/devmode/confluencesim"
+	"github.com/forge-remote/forge-remote/devmode/weavysim"
 	"github.com/forge-remote/forge-remote/server"
-	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
 const devUsage = `usage: forge-remote dev [--account-id ID]
@@ -82,7 +82,7 @@ func devCmd(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	if sims.weavy != nil {
 		env["WEAVY_URL"] = sims.weavy.URL
-		env["WEAVY_API_KEY"] = weavytest.APIKey
+		env["WEAVY_API_KEY"] = weavysim.APIKey
 	}
 	dev := func(k string) string {
 		if v, ok := env[k]; ok {
@@ -133,7 +133,7 @@ const devAccountID = "5b10ac8d82e05b22cc7d4ef5"
 type simulators struct {
 	jwks       *httptest.Server      // Forge's signing keys
 	confluence *confluencesim.Server // the installation's apiBaseUrl
-	weavy      *weavytest.Server     // nil when WEAVY_URL is set
+	weavy      *weavysim.Server      // nil when WEAVY_URL is set
 }
 
 // startSimulators starts dev mode's simulators. The Confluence simulator
@@ -148,7 +148,7 @@ func startSimulators(dir string, key *rsa.PrivateKey, weavy bool) *simulators {
 	s.confluence = confluencesim.New(ln, confluencesim.Options{Tokens: devmode.CheckAppToken(&key.PublicKey), AnyUser: true})
 	s.confluence.SetSiteURL(devmode.SiteURL)
 	if weavy {
-		s.weavy = weavytest.New("")
+		s.weavy = weavysim.New("")
 	}
 	return s
 }

@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/forge-remote/forge-remote/chat"
+	"github.com/forge-remote/forge-remote/devmode/weavysim"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/internal/testwait"
 	"github.com/forge-remote/forge-remote/store/redistest"
-	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
 // advance moves the server's clock (and the FITs minted after) forward.
@@ -98,7 +98,7 @@ func TestChatWeavyDown(t *testing.T) {
 	f := newChatFixture(t, nil)
 	alice := forgetest.AccountID
 	appID := f.openOK(t, f.fit(t, alice, onPage(pageP)))
-	for _, c := range append(weavyOutages, weavyOutage{weavytest.Hang, http.StatusGatewayTimeout, "weavy_timeout"}) {
+	for _, c := range append(weavyOutages, weavyOutage{weavysim.Hang, http.StatusGatewayTimeout, "weavy_timeout"}) {
 		f.wv.SetMode(c.mode)
 		if id := f.openOK(t, f.fit(t, alice, onPage(pageP))); id != appID {
 			t.Fatalf("known chat during the outage: app %d", id)
@@ -111,17 +111,17 @@ func TestChatWeavyDown(t *testing.T) {
 				t.Errorf("mode %d: %d %s, want %d %s", c.mode, r.Status, r.Body, c.status, c.code)
 			}
 		}
-		f.wv.SetMode(weavytest.OK)
+		f.wv.SetMode(weavysim.OK)
 	}
 	// A new process on the same store, Weavy still down.
 	f.ts.Stop(t)
-	f.wv.SetMode(weavytest.Fail500)
+	f.wv.SetMode(weavysim.Fail500)
 	f.ts = startServerWith(t, f.env, serverOptions(f.now))
 	f.ts.waitReady(t)
 	if id := f.openOK(t, f.fit(t, alice, onPage(pageP))); id != appID {
 		t.Fatalf("known chat after a restart, Weavy down: app %d", id)
 	}
-	f.wv.SetMode(weavytest.OK)
+	f.wv.SetMode(weavysim.OK)
 }
 
 // The store down: a cold open answers 503 store_unavailable; a warm one
@@ -215,7 +215,7 @@ func TestChatExpiredLeaseReadds(t *testing.T) {
 	uid := pageUID(forgetest.CloudID, pageP)
 	appID := f.openOK(t, f.fit(t, alice, onPage(pageP)))
 	f.advance(chat.DefaultLease + time.Minute)
-	if st, b := f.asUser(t, weavytest.APIKey, "DELETE", fmt.Sprintf("/api/apps/%d/members/%s", appID, alice), ""); st != http.StatusNoContent {
+	if st, b := f.asUser(t, weavysim.APIKey, "DELETE", fmt.Sprintf("/api/apps/%d/members/%s", appID, alice), ""); st != http.StatusNoContent {
 		t.Fatalf("removing alice: %d %s", st, b)
 	}
 	f.openOK(t, f.fit(t, alice, onPage(pageP)))

@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/forge-remote/forge-remote/chat"
+	"github.com/forge-remote/forge-remote/devmode/weavysim"
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/server"
-	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
 // Site S is forgetest's default installation; site T another customer's.
@@ -39,7 +39,7 @@ func (f *chatFixture) now() time.Time { return time.Now().Add(time.Duration(f.of
 func newChatFixture(t *testing.T, env map[string]string) *chatFixture {
 	key := forgetest.NewKey(t, "k1")
 	jwks := forgetest.NewJWKSServer(t, key)
-	wv := weavytest.New("")
+	wv := weavysim.New("")
 	t.Cleanup(wv.Close)
 	f := &chatFixture{}
 	e := tokenEnv(t, jwks, wv)

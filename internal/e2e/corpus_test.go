@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/forge-remote/forge-remote/devmode/weavysim"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
-	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
 // corpusDir holds bodies shaped as Forge sends them, each with a .source
@@ -143,7 +143,7 @@ func TestForgeCorpus(t *testing.T) {
 	files := corpusFiles(t)
 	key := forgetest.NewKey(t, "k1")
 	jwks := forgetest.NewJWKSServer(t, key)
-	wv := weavytest.New("")
+	wv := weavysim.New("")
 	t.Cleanup(wv.Close)
 	conf := forgetest.NewConfluence(t)
 	ts := startServer(t, tokenEnv(t, jwks, wv))

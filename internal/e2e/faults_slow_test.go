@@ -13,9 +13,9 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/forge-remote/forge-remote/devmode/weavysim"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/internal/testwait"
-	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
 // SIGTERM while mints are in flight: they finish with 200, the process exits
@@ -24,7 +24,7 @@ func TestFaultSIGTERM(t *testing.T) {
 	t.Parallel()
 	key := forgetest.NewKey(t, "k1")
 	jwks := forgetest.NewJWKSServer(t, key)
-	wv := weavytest.New("")
+	wv := weavysim.New("")
 	t.Cleanup(wv.Close)
 	front := newWeavyFront(t, wv)
 	env := tokenEnv(t, jwks, wv)

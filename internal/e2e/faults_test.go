@@ -22,10 +22,10 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/forge-remote/forge-remote/devmode/weavysim"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/internal/testwait"
 	"github.com/forge-remote/forge-remote/store/redistest"
-	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
 // Faults of the server's neighbours: Forge's JWKS, Weavy, the bolt file, Redis,
@@ -62,7 +62,7 @@ func TestFaultJWKS(t *testing.T) {
 		t.Run(fault.name, func(t *testing.T) {
 			t.Parallel()
 			jwks := forgetest.NewJWKSServer(t, known)
-			wv := weavytest.New("")
+			wv := weavysim.New("")
 			t.Cleanup(wv.Close)
 			ts := startServer(t, tokenEnv(t, jwks, wv))
 			// Connections the client dialed but never used would hold the
@@ -143,7 +143,7 @@ func fixed(v string) func() string { return func() string { return v } }
 func TestFaultWeavy(t *testing.T) {
 	key := forgetest.NewKey(t, "k1")
 	jwks := forgetest.NewJWKSServer(t, key)
-	wv := weavytest.New("")
+	wv := weavysim.New("")
 	t.Cleanup(wv.Close)
 	front := newWeavyFront(t, wv)
 	env := tokenEnv(t, jwks, wv)
@@ -170,22 +170,22 @@ func TestFaultWeavy(t *testing.T) {
 	}
 	cases := []struct {
 		name       string
-		mode       weavytest.Mode
+		mode       weavysim.Mode
 		answer     http.HandlerFunc // answers in Weavy's place when set
 		status     int
 		code       string
 		retryAfter [2]int // accepted range of Retry-After seconds; zero: none
 	}{
-		{"connection reset", weavytest.Reset, nil, http.StatusBadGateway, "weavy_unavailable", [2]int{}},
-		{"HTML 502 page", weavytest.HTML502, nil, http.StatusBadGateway, "weavy_unavailable", [2]int{}},
-		{"problem 500", weavytest.Fail500, nil, http.StatusBadGateway, "weavy_unavailable", [2]int{}},
-		{"429 Retry-After 7", weavytest.Limited429, nil, http.StatusServiceUnavailable, "weavy_rate_limited", [2]int{7, 7}},
-		{"429 Retry-After a day", weavytest.OK, tooMany(fixed("86400")), http.StatusServiceUnavailable, "weavy_rate_limited", [2]int{60, 60}},
+		{"connection reset", weavysim.Reset, nil, http.StatusBadGateway, "weavy_unavailable", [2]int{}},
+		{"HTML 502 page", weavysim.HTML502, nil, http.StatusBadGateway, "weavy_unavailable", [2]int{}},
+		{"problem 500", weavysim.Fail500, nil, http.StatusBadGateway, "weavy_unavailable", [2]int{}},
+		{"429 Retry-After 7", weavysim.Limited429, nil, http.StatusServiceUnavailable, "weavy_rate_limited", [2]int{7, 7}},
+		{"429 Retry-After a day", weavysim.OK, tooMany(fixed("86400")), http.StatusServiceUnavailable, "weavy_rate_limited", [2]int{60, 60}},
 		// A date read when Weavy answers, far enough ahead that no slowness
 		// brings it under the 60 s bound (TestParseRetryAfter does the sums).
-		{"429 Retry-After a date", weavytest.OK, tooMany(func() string { return time.Now().Add(10 * time.Minute).UTC().Format(http.TimeFormat) }), http.StatusServiceUnavailable, "weavy_rate_limited", [2]int{60, 60}},
-		{"429 Retry-After garbage", weavytest.OK, tooMany(fixed("soon")), http.StatusServiceUnavailable, "weavy_rate_limited", [2]int{5, 5}},
-		{"429 without Retry-After", weavytest.OK, tooMany(fixed("")), http.StatusServiceUnavailable, "weavy_rate_limited", [2]int{5, 5}},
+		{"429 Retry-After a date", weavysim.OK, tooMany(func() string { return time.Now().Add(10 * time.Minute).UTC().Format(http.TimeFormat) }), http.StatusServiceUnavailable, "weavy_rate_limited", [2]int{60, 60}},
+		{"429 Retry-After garbage", weavysim.OK, tooMany(fixed("soon")), http.StatusServiceUnavailable, "weavy_rate_limited", [2]int{5, 5}},
+		{"429 without Retry-After", weavysim.OK, tooMany(fixed("")), http.StatusServiceUnavailable, "weavy_rate_limited", [2]int{5, 5}},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -212,7 +212,7 @@ func TestFaultWeavy(t *testing.T) {
 				t.Fatalf("a token was minted during the fault")
 			}
 
-			wv.SetMode(weavytest.OK)
+			wv.SetMode(weavysim.OK)
 			front.setAnswer(nil)
 			var after reply
 			if !testwait.Poll(t, func() bool { after = token(cold); return after.Status == http.StatusOK }) {
@@ -276,7 +276,7 @@ func TestFaultRedis(t *testing.T) {
 	rs := redistest.Start(t)
 	key := forgetest.NewKey(t, "k1")
 	jwks := forgetest.NewJWKSServer(t, key)
-	wv := weavytest.New("")
+	wv := weavysim.New("")
 	t.Cleanup(wv.Close)
 	env := tokenEnv(t, jwks, wv)
 	raw := make([]byte, 32)
@@ -430,7 +430,7 @@ type weavyFront struct {
 	answer http.HandlerFunc
 }
 
-func newWeavyFront(t *testing.T, wv *weavytest.Server) *weavyFront {
+func newWeavyFront(t *testing.T, wv *weavysim.Server) *weavyFront {
 	u, err := url.Parse(wv.URL)
 	if err != nil {
 		t.Fatal(err)

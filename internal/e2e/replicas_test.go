@@ -13,10 +13,10 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/forge-remote/forge-remote/devmode/weavysim"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/internal/testwait"
 	"github.com/forge-remote/forge-remote/store/redistest"
-	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
 // fleet is replicas of the real server sharing one Redis, behind one JWKS
@@ -24,14 +24,14 @@ import (
 type fleet struct {
 	redis    *redistest.Server
 	key      *forgetest.Key
-	wv       *weavytest.Server
+	wv       *weavysim.Server
 	env      map[string]string
 	replicas []*testServer
 }
 
 func startFleet(t *testing.T, n int) *fleet {
 	t.Helper()
-	f := &fleet{redis: redistest.Start(t), key: forgetest.NewKey(t, "k1"), wv: weavytest.New("")}
+	f := &fleet{redis: redistest.Start(t), key: forgetest.NewKey(t, "k1"), wv: weavysim.New("")}
 	t.Cleanup(f.wv.Close)
 	jwks := forgetest.NewJWKSServer(t, f.key)
 	raw := make([]byte, 32)

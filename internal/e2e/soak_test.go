@@ -19,9 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/forge-remote/forge-remote/devmode/weavysim"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/internal/testwait"
-	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
 // TestSoak drives the built binary with mixed traffic for SOAK_DURATION
@@ -46,7 +46,7 @@ func TestSoak(t *testing.T) {
 	key := forgetest.NewKey(t, "k1")
 	stranger := forgetest.NewKey(t, "k-stranger") // never published
 	jwks := forgetest.NewJWKSServer(t, key)
-	wv := weavytest.New("")
+	wv := weavysim.New("")
 	t.Cleanup(wv.Close)
 	conf := forgetest.NewConfluence(t)
 	conf.SetSiteURL("https://soak.atlassian.net")
@@ -57,7 +57,7 @@ func TestSoak(t *testing.T) {
 	env["STORE_KEY"] = storeKey
 	env["LOG_LEVEL"] = "debug" // the most the log can say
 
-	logs := newLogScan(weavytest.APIKey, storeKey, internalToken)
+	logs := newLogScan(weavysim.APIKey, storeKey, internalToken)
 	srv := startBinary(t, serverBinary(t), env, logs.line)
 	srv.waitReady(t)
 

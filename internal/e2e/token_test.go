@@ -13,17 +13,17 @@ import (
 	"time"
 
 	"github.com/forge-remote/forge-remote/chat"
+	"github.com/forge-remote/forge-remote/devmode/weavysim"
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/internal/testwait"
-	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
 // tokenEnv is baseEnv with the Weavy fake configured.
-func tokenEnv(t *testing.T, jwks *forgetest.JWKSServer, wv *weavytest.Server) map[string]string {
+func tokenEnv(t *testing.T, jwks *forgetest.JWKSServer, wv *weavysim.Server) map[string]string {
 	env := baseEnv(t, jwks)
 	env["WEAVY_URL"] = wv.URL
-	env["WEAVY_API_KEY"] = weavytest.APIKey
+	env["WEAVY_API_KEY"] = weavysim.APIKey
 	// The longest WEAVY_TIMEOUT allowed: a mint from the fake on a loaded
 	// machine must not time out. TestTokenWeavyTimeout, whose subject it is,
 	// shortens it.
@@ -33,7 +33,7 @@ func tokenEnv(t *testing.T, jwks *forgetest.JWKSServer, wv *weavytest.Server) ma
 
 type tokenFixture struct {
 	key *forgetest.Key
-	wv  *weavytest.Server
+	wv  *weavysim.Server
 	ts  *testServer
 	env map[string]string
 }
@@ -41,7 +41,7 @@ type tokenFixture struct {
 func newTokenFixture(t *testing.T) *tokenFixture {
 	key := forgetest.NewKey(t, "k1")
 	jwks := forgetest.NewJWKSServer(t, key)
-	wv := weavytest.New("")
+	wv := weavysim.New("")
 	t.Cleanup(wv.Close)
 	env := tokenEnv(t, jwks, wv)
 	ts := startServer(t, env)
@@ -213,7 +213,7 @@ func TestTokenConcurrency(t *testing.T) {
 func TestTokenExpiryHonoured(t *testing.T) {
 	key := forgetest.NewKey(t, "k1")
 	jwks := forgetest.NewJWKSServer(t, key)
-	wv := weavytest.New("")
+	wv := weavysim.New("")
 	t.Cleanup(wv.Close)
 	var offset atomic.Int64 // the server's clock runs ahead of the wall by this
 	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
@@ -240,7 +240,7 @@ func TestTokenExpiryHonoured(t *testing.T) {
 
 // weavyOutage is one way Weavy fails and the JSON error a caller then gets.
 type weavyOutage struct {
-	mode   weavytest.Mode
+	mode   weavysim.Mode
 	status int
 	code   string
 }
@@ -248,9 +248,9 @@ type weavyOutage struct {
 // weavyOutages are the ways Weavy fails at once (a hang is tested apart: it
 // lasts until the server's WEAVY_TIMEOUT).
 var weavyOutages = []weavyOutage{
-	{weavytest.Fail500, http.StatusBadGateway, "weavy_unavailable"},
-	{weavytest.HTML502, http.StatusBadGateway, "weavy_unavailable"},
-	{weavytest.Reset, http.StatusBadGateway, "weavy_unavailable"},
+	{weavysim.Fail500, http.StatusBadGateway, "weavy_unavailable"},
+	{weavysim.HTML502, http.StatusBadGateway, "weavy_unavailable"},
+	{weavysim.Reset, http.StatusBadGateway, "weavy_unavailable"},
 }
 
 func TestTokenWeavyFaults(t *testing.T) {
@@ -262,12 +262,12 @@ func TestTokenWeavyFaults(t *testing.T) {
 	for i, tc := range weavyOutages {
 		t.Run(fmt.Sprint(tc.status, tc.code, i), func(t *testing.T) {
 			f.wv.SetMode(tc.mode)
-			defer f.wv.SetMode(weavytest.OK)
+			defer f.wv.SetMode(weavysim.OK)
 			r := f.token(t, fmt.Sprintf("acc-cold-%d", i), `{}`, nil)
 			if r.Status != tc.status || r.ErrCode != tc.code {
 				t.Fatalf("cold user: %d %s", r.Status, r.Body)
 			}
-			if tc.mode == weavytest.Fail500 && !strings.Contains(string(r.Body), "500") {
+			if tc.mode == weavysim.Fail500 && !strings.Contains(string(r.Body), "500") {
 				t.Errorf("message does not say what Weavy answered: %s", r.Body)
 			}
 			if w := f.token(t, "acc-warm", `{}`, nil); w.Status != http.StatusOK || w.str("access_token") != warm.str("access_token") {
@@ -293,7 +293,7 @@ func TestTokenWeavyTimeout(t *testing.T) {
 	short["WEAVY_TIMEOUT"] = "1s"
 	f.ts = startServer(t, short)
 	f.ts.waitReady(t)
-	f.wv.SetMode(weavytest.Hang)
+	f.wv.SetMode(weavysim.Hang)
 	mints := f.wv.Mints()
 
 	start := time.Now()
@@ -312,7 +312,7 @@ func TestTokenWeavyTimeout(t *testing.T) {
 	}
 
 	// Weavy back, under the long timeout again: the cold user is served.
-	f.wv.SetMode(weavytest.OK)
+	f.wv.SetMode(weavysim.OK)
 	f.ts.Stop(t)
 	f.ts = startServer(t, f.env)
 	f.ts.waitReady(t)
@@ -326,7 +326,7 @@ func TestTokenWeavyTimeout(t *testing.T) {
 func TestNoSecretsInLogs(t *testing.T) {
 	key := forgetest.NewKey(t, "k1")
 	jwks := forgetest.NewJWKSServer(t, key)
-	wv := weavytest.New("")
+	wv := weavysim.New("")
 	t.Cleanup(wv.Close)
 	env := tokenEnv(t, jwks, wv)
 	storeKey := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
@@ -338,7 +338,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 
 	var secrets []string
 	appTok := forgetest.MintAppToken(t, time.Now().Add(3*time.Hour))
-	secrets = append(secrets, appTok, weavytest.APIKey, storeKey, internalToken)
+	secrets = append(secrets, appTok, weavysim.APIKey, storeKey, internalToken)
 	call := func(path, body string, opts ...forgetest.FITOption) reply {
 		fit := forgetest.MintFIT(t, key, append([]forgetest.FITOption{forgetest.WithNow(now)}, opts...)...)
 		secrets = append(secrets, fit)
@@ -351,9 +351,9 @@ func TestNoSecretsInLogs(t *testing.T) {
 	call("/resolvers/nope", `{}`)
 	call("/triggers/scheduled", `{}`, forgetest.WithPrincipal(""))
 	call("/triggers/scheduled", `{}`, forgetest.WithAudience("ari:cloud:ecosystem::app/00000000-0000-4000-8000-000000000000"))
-	wv.SetMode(weavytest.Fail500)
+	wv.SetMode(weavysim.Fail500)
 	call("/resolvers/token", `{}`, forgetest.WithPrincipal("acc-other"))
-	wv.SetMode(weavytest.OK)
+	wv.SetMode(weavysim.OK)
 	ts.post(t, "/triggers/scheduled", "garbage."+appTok, nil, "{}")
 	ts.internal(t, "/internal/app-token?installationId="+forgetest.InstallationID)
 	ts.get(t, "/internal/installations", "wrong-"+internalToken)
@@ -376,16 +376,16 @@ func TestNoSecretsInLogs(t *testing.T) {
 		t.Fatalf("squatting: %d", st)
 	}
 	call("/resolvers/chat", `{}`, onPage("666"), forgetest.WithPrincipal("acc-other"))
-	wv.SetMode(weavytest.Fail500)
+	wv.SetMode(weavysim.Fail500)
 	call("/resolvers/chat", `{}`, onPage("4711"))
-	wv.SetMode(weavytest.OK)
+	wv.SetMode(weavysim.OK)
 	// The hourly prune of leases past their end (one failing, one removing).
 	offset.Add(int64(chat.DefaultLease + time.Hour))
-	wv.SetMode(weavytest.Fail500)
+	wv.SetMode(weavysim.Fail500)
 	call("/triggers/scheduled", `{}`, forgetest.WithPrincipal(""))
 	failed := regexp.MustCompile(`"job failed"[^\n]*"job":"chat_leases"`)
 	testwait.For(t, "the failing prune logged", func() bool { return failed.MatchString(ts.Logs.String()) })
-	wv.SetMode(weavytest.OK)
+	wv.SetMode(weavysim.OK)
 	offset.Add(int64(time.Hour))
 	call("/triggers/scheduled", `{}`, forgetest.WithPrincipal(""))
 	testwait.For(t, "the prune removed the members", func() bool {
@@ -402,13 +402,13 @@ func TestNoSecretsInLogs(t *testing.T) {
 			t.Fatalf("lockdown %v: %v\n%s", args, err, lockOut.String())
 		}
 	}
-	wv.SetMode(weavytest.Fail500)
+	wv.SetMode(weavysim.Fail500)
 	if err := run(t.Context(), []string{"forge-remote", "weavy", "lockdown"}, func(k string) string { return env[k] }, &lockOut, &lockOut); err == nil {
 		t.Fatal("lockdown against a failing Weavy succeeded")
 	} else {
 		lockOut.Write([]byte(err.Error()))
 	}
-	wv.SetMode(weavytest.OK)
+	wv.SetMode(weavysim.OK)
 
 	logs := ts.Logs.String() + lockOut.String()
 	for _, want := range []string{"chat app provisioned", "chat memberships past their lease removed", "app_id"} {

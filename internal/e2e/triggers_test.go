@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/forge-remote/forge-remote/devmode/weavysim"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/internal/testwait"
-	"github.com/forge-remote/forge-remote/weavy/weavytest"
 )
 
 // The triggers end to end: install events in both shapes and retried, the
@@ -18,7 +18,7 @@ import (
 func TestTriggersEndToEnd(t *testing.T) {
 	key := forgetest.NewKey(t, "k1")
 	jwks := forgetest.NewJWKSServer(t, key)
-	wv := weavytest.New("")
+	wv := weavysim.New("")
 	t.Cleanup(wv.Close)
 	conf := forgetest.NewConfluence(t)
 	conf.SetSiteURL("https://acme.atlassian.net")

@@ -1,6 +1,8 @@
-// Package weavytest is a fake Weavy environment for tests, benchmarks and dev
-// mode: it checks requests against Weavy's documented schema and counts them.
-package weavytest
+// Package weavysim is a simulated Weavy environment: dev mode runs it when
+// WEAVY_URL is not set, and the tests and benchmarks use it as their Weavy.
+// It checks requests against Weavy's documented schema, enforces Weavy's
+// access rules for apps, members and directories, and counts what it is sent.
+package weavysim
 
 import (
 	"bytes"

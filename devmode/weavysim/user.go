@@ -1,4 +1,4 @@
-package weavytest
+package weavysim
 
 import (
 	"encoding/json"
