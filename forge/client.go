@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/forge-remote/forge-remote/internal/ctxtime"
 	"github.com/forge-remote/forge-remote/internal/httpx"
 	"github.com/forge-remote/forge-remote/internal/metrics"
 	"github.com/prometheus/client_golang/prometheus"
@@ -132,7 +133,7 @@ func NewClient(tokens AppTokenSource, o ClientOptions) *Client {
 		c.log = zap.NewNop()
 	}
 	if c.sleep == nil {
-		c.sleep = sleepCtx
+		c.sleep = ctxtime.Sleep
 	}
 	c.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "forge_product_requests_total",
@@ -145,17 +146,6 @@ func NewClient(tokens AppTokenSource, o ClientOptions) *Client {
 		}
 	}
 	return c
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // AsApp returns a client acting as the app on installationID.

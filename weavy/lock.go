@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/forge-remote/forge-remote/internal/ctxtime"
 	"github.com/forge-remote/forge-remote/internal/logctx"
 	"github.com/forge-remote/forge-remote/store"
 )
@@ -117,12 +118,8 @@ func (b *Broker) mintShared(ctx context.Context, k userKey, held string, refresh
 			}
 			return mint()
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, false, fmt.Errorf("weavy: waiting for another replica's mint: %w", ctx.Err())
+		if err := ctxtime.Sleep(ctx, wait); err != nil {
+			return nil, false, fmt.Errorf("weavy: waiting for another replica's mint: %w", err)
 		}
 		if s, _ := b.loadStored(ctx, k); s != nil && ready(b.now().UnixNano(), s) {
 			return s, false, nil

@@ -15,6 +15,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/forge-remote/forge-remote/internal/ctxtime"
 	"github.com/forge-remote/forge-remote/store"
 	"github.com/forge-remote/forge-remote/store/internal/record"
 )
@@ -275,14 +276,7 @@ func (r *Store) Update(ctx context.Context, key string, fn store.UpdateFunc) err
 // 16 ms), so that writers that conflicted once do not collide again in step.
 func backoff(ctx context.Context, attempt int) error {
 	limit := 250 * time.Microsecond << min(attempt, 6)
-	t := time.NewTimer(rand.N(limit))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return ctxtime.Sleep(ctx, rand.N(limit))
 }
 
 // Delete removes key; a missing key is not an error.
