@@ -140,7 +140,8 @@ func (s *Server) wire(ctx context.Context, o Options) error {
 // (weavy_not_configured) rather than an unknown resolver.
 func (s *Server) registerResolvers() {
 	if s.broker == nil {
-		// The payload is still decoded, so a bad one is a 400 as with Weavy.
+		// The payload is still decoded: invalid JSON or a non-object is a 400, as
+		// with Weavy (a member of the wrong type is not: nothing reads it here).
 		notConfigured := resolvers.Decoded(func(context.Context, *forge.Invocation, struct{}) (any, error) {
 			return nil, errWeavyNotConfigured
 		})

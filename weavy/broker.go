@@ -343,7 +343,8 @@ func (b *Broker) refresh(ctx context.Context, k userKey) (Token, error) {
 			return s.token(), nil
 		}
 	}
-	if wait, ok := b.limiter.allow(k, nowT); !ok {
+	wait, giveBack, ok := b.limiter.allow(k, nowT)
+	if !ok {
 		b.limited.Inc()
 		return Token{}, &RateLimitedError{RetryAfter: wait}
 	}
@@ -351,6 +352,7 @@ func (b *Broker) refresh(ctx context.Context, k userKey) (Token, error) {
 		return s.tok != held && b.sharable(now, s)
 	})
 	if err != nil {
+		giveBack(b.now())
 		return Token{}, err
 	}
 	b.install(k, n, true)
@@ -399,19 +401,10 @@ func (b *Broker) PurgeInstallation(ctx context.Context, installationID string) e
 	if installationID == "" {
 		return errors.New("weavy: purge: empty installation id")
 	}
-	// Keys are collected first: Scan's callback must not write the store.
-	var keys []string
-	err := b.kv.Scan(ctx, installationPrefix(installationID), func(key string, _ []byte) error {
-		keys = append(keys, key)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("weavy: purge: listing stored tokens: %w", err)
-	}
-	for _, key := range keys {
-		if err := b.kv.Delete(ctx, key); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("weavy: purge: deleting stored token: %w", err)
-		}
+	// store.DeletePrefix also deletes records sealed under an earlier
+	// STORE_KEY, which a Scan through the sealing skips.
+	if err := store.DeletePrefix(ctx, b.kv, installationPrefix(installationID)); err != nil {
+		return fmt.Errorf("weavy: purge: deleting stored tokens: %w", err)
 	}
 	// Memory last, so a fill racing with the purge is less likely to bring a
 	// deleted record back into memory.

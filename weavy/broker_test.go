@@ -369,6 +369,34 @@ func TestBrokerShortLivedToken(t *testing.T) {
 	}
 }
 
+// A refresh whose mint failed made no token: the client's retry is not
+// refused for it, while a refresh that minted still holds its slot.
+func TestBrokerFailedRefreshGivesItsSlotBack(t *testing.T) {
+	e := newBrokerEnv(t, BrokerOptions{RefreshWindow: time.Millisecond})
+	held := e.token(t, inst1, alice, false)
+	e.f.fail.Store(true)
+	for i := range 3 { // each failure gives its slot back
+		if _, err := e.b.Token(t.Context(), inst1, alice, true); err == nil {
+			t.Fatal("refresh with Weavy failing: no error")
+		} else if _, limited := errors.AsType[*RateLimitedError](err); limited {
+			t.Fatalf("retry %d after a failed refresh refused: %v", i, err)
+		}
+	}
+	e.f.fail.Store(false)
+	e.clk.Advance(time.Second)
+	got := e.token(t, inst1, alice, true)
+	if got.AccessToken == held.AccessToken {
+		t.Fatal("refresh once Weavy is back returned the held token")
+	}
+	// That refresh minted: the next one within 10 s is refused.
+	e.clk.Advance(time.Second)
+	if _, err := e.b.Token(t.Context(), inst1, alice, true); err == nil {
+		t.Fatal("second refresh 1 s after a minted one: no error")
+	} else if _, limited := errors.AsType[*RateLimitedError](err); !limited {
+		t.Fatalf("second refresh 1 s after a minted one: %v, want *RateLimitedError", err)
+	}
+}
+
 func TestBrokerWeavyDown(t *testing.T) {
 	e := newBrokerEnv(t, BrokerOptions{})
 	held := e.token(t, inst1, alice, false)

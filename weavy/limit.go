@@ -32,7 +32,11 @@ func newRefreshLimiter(limit int, per time.Duration, now time.Time) *refreshLimi
 
 // allow counts a refresh mint for k at now. When refused it returns how long
 // until one is allowed, in whole seconds (at least 1 s), for Retry-After.
-func (l *refreshLimiter) allow(k userKey, now time.Time) (time.Duration, bool) {
+// When allowed, giveBack returns the slot: a mint that failed made no token,
+// so the client's retry must not wait for it (the limit bounds the tokens a
+// user churns through; failed calls are bounded no more on a refresh than on
+// a first mint).
+func (l *refreshLimiter) allow(k userKey, now time.Time) (retryAfter time.Duration, giveBack func(time.Time), ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if now.Sub(l.swept) >= l.per {
@@ -53,9 +57,13 @@ func (l *refreshLimiter) allow(k userKey, now time.Time) (time.Duration, bool) {
 	r := lim.ReserveN(now, 1)
 	if wait := r.DelayFrom(now); wait > 0 {
 		r.CancelAt(now)
-		return max(time.Second, (wait + time.Second - 1).Truncate(time.Second)), false
+		return max(time.Second, (wait + time.Second - 1).Truncate(time.Second)), nil, false
 	}
-	return 0, true
+	return 0, func(at time.Time) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		r.CancelAt(at)
+	}, true
 }
 
 // forget drops the limits of inst's users.

@@ -12,11 +12,11 @@ func TestRefreshLimiterForgets(t *testing.T) {
 	l := newRefreshLimiter(6, time.Minute, start)
 	a, b, c := userKey{inst1, alice}, userKey{inst1, bob}, userKey{inst2, alice}
 	for _, k := range []userKey{a, b, c} {
-		if _, ok := l.allow(k, start); !ok {
+		if _, _, ok := l.allow(k, start); !ok {
 			t.Fatalf("first refresh of %v refused", k)
 		}
 	}
-	if _, ok := l.allow(a, start.Add(5*time.Second)); ok {
+	if _, _, ok := l.allow(a, start.Add(5*time.Second)); ok {
 		t.Fatal("a second refresh 5 s later allowed")
 	}
 	l.forget(inst1)
@@ -24,7 +24,7 @@ func TestRefreshLimiterForgets(t *testing.T) {
 		t.Fatalf("after forgetting %s: %v", inst1, l.users)
 	}
 	// A minute on, the next call drops the limits that have run out.
-	if _, ok := l.allow(a, start.Add(time.Minute)); !ok {
+	if _, _, ok := l.allow(a, start.Add(time.Minute)); !ok {
 		t.Fatal("refresh a minute later refused")
 	}
 	if len(l.users) != 1 || l.users[a] == nil {

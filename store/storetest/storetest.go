@@ -222,7 +222,7 @@ func Run(t *testing.T, newKV func(t *testing.T) store.KV, advance func(d time.Du
 					// nothing: the caller may try again. No increment may be
 					// lost or applied twice either way.
 					err := kv.Update(ctx, "counter", increment)
-					for errors.Is(err, store.ErrUnavailable) {
+					for try := 0; errors.Is(err, store.ErrUnavailable) && try < 100; try++ {
 						err = kv.Update(ctx, "counter", increment)
 					}
 					if err != nil {
