@@ -275,6 +275,10 @@ func TestPrepareRS256TakesWhatCryptoRSATakes(t *testing.T) {
 	even := new(big.Int).Add(base.N, big.NewInt(1))
 	bits1023 := new(big.Int).Rsh(small.N, 1)
 	bits1023.SetBit(bits1023, 0, 1)
+	// Built at run time, so that the file compiles where int is 32 bits
+	// (there they wrap to exponents refused anyway).
+	one := uint64(1)
+	above31, wide := int(one<<31+1), int(one<<40+1)
 	for _, tc := range []struct {
 		name string
 		key  rsa.PublicKey
@@ -284,8 +288,8 @@ func TestPrepareRS256TakesWhatCryptoRSATakes(t *testing.T) {
 		{"e=3", rsa.PublicKey{N: base.N, E: 3}, true},
 		{"e=2^31-1", rsa.PublicKey{N: base.N, E: 1<<31 - 1}, true},
 		{"1024 bits", small.PublicKey, true},
-		{"e=2^31+1", rsa.PublicKey{N: base.N, E: 1<<31 + 1}, false},
-		{"e=2^40+1", rsa.PublicKey{N: base.N, E: 1<<40 + 1}, false},
+		{"e=2^31+1", rsa.PublicKey{N: base.N, E: above31}, false},
+		{"e=2^40+1", rsa.PublicKey{N: base.N, E: wide}, false},
 		{"e=1", rsa.PublicKey{N: base.N, E: 1}, false},
 		{"e=2", rsa.PublicKey{N: base.N, E: 2}, false},
 		{"e=65536", rsa.PublicKey{N: base.N, E: 65536}, false},

@@ -42,11 +42,14 @@ const MaxErrorText = 512
 // should the server echo it, at most MaxErrorText bytes, valid UTF-8 (a rune
 // cut in two is dropped), without surrounding space.
 func ErrorText(body, secret string) string {
+	// Invalid UTF-8 goes first: dropping a byte inside an echoed secret
+	// after the replacement would put the secret back together.
+	body = strings.ToValidUTF8(body, "")
 	if secret != "" {
 		body = strings.ReplaceAll(body, secret, "[redacted]")
 	}
 	if len(body) > MaxErrorText {
-		body = body[:MaxErrorText]
+		body = strings.ToValidUTF8(body[:MaxErrorText], "") // a rune cut in two
 	}
-	return strings.TrimSpace(strings.ToValidUTF8(body, ""))
+	return strings.TrimSpace(body)
 }

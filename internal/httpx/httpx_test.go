@@ -46,6 +46,7 @@ func TestErrorText(t *testing.T) {
 		{"every echo", key + " " + key, key, "[redacted] [redacted]"},
 		{"no secret to redact", " plain text\n", "", "plain text"}, // "" must not be replaced between every rune
 		{"invalid UTF-8 dropped", "bad \xff byte", key, "bad  byte"},
+		{"an invalid byte inside an echoed secret", "x wys_secret\xff-api-key y", key, "x [redacted] y"},
 		{"cut at the cap", strings.Repeat("a", MaxErrorText+100), key, strings.Repeat("a", MaxErrorText)},
 		{"a rune cut in two is dropped", strings.Repeat("a", MaxErrorText-1) + "é", key, strings.Repeat("a", MaxErrorText-1)},
 		{"secret beyond the cap", strings.Repeat("a", MaxErrorText-4) + key, key, strings.Repeat("a", MaxErrorText-4) + "[red"},

@@ -3,6 +3,10 @@
 // verb, encoding/json, encoding.TextMarshaler users, zap fields) gets a short
 // fingerprint instead, enough to tell two settings apart and nothing more.
 // The value itself is read by converting: string(s), or s.Bytes().
+//
+// fmt never calls a method of an unexported struct field: a struct holding a
+// secret in one prints it raw with %v. Keep secret fields exported, or give
+// the struct its own Format (as server.Server and weavy.Client do).
 package secret
 
 import (
