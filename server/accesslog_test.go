@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -36,11 +37,17 @@ func TestAccessLogNamesTheCall(t *testing.T) {
 		name, path, fit  string
 		status           int
 		body, code, inst string
+		closeStore       bool
 	}{
 		{"no FIT", "/resolvers/token", "", 401,
-			`{"error":{"code":"invalid_invocation_token","message":"Forge invocation token rejected: missing_token"}}`, "invalid_invocation_token", ""},
+			`{"error":{"code":"invalid_invocation_token","message":"Forge invocation token rejected: missing_token"}}`, "invalid_invocation_token", "", false},
 		{"a verified call", "/resolvers/nope", forgetest.MintFIT(t, key, forgetest.WithInstallation("i-1", "c-1")), 404,
-			`{"error":{"code":"unknown_resolver","message":"unknown resolver \"nope\""}}`, "unknown_resolver", "ari:cloud:ecosystem::installation/i-1"},
+			`{"error":{"code":"unknown_resolver","message":"unknown resolver \"nope\""}}`, "unknown_resolver", "ari:cloud:ecosystem::installation/i-1", false},
+		// Refused inside forge.Middleware after verification: the trigger's
+		// app token cannot be stored. The line still names the installation.
+		{"a trigger whose app token cannot be stored", "/triggers/scheduled",
+			forgetest.MintFIT(t, key, forgetest.WithPrincipal(""), forgetest.WithInstallation("i-2", "c-2")), 503,
+			"", "store_unavailable", "ari:cloud:ecosystem::installation/i-2", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req := httptest.NewRequest(http.MethodPost, tc.path, strings.NewReader(`{}`))
@@ -48,9 +55,15 @@ func TestAccessLogNamesTheCall(t *testing.T) {
 			if tc.fit != "" {
 				req.Header.Set("Authorization", "Bearer "+tc.fit)
 			}
+			if tc.closeStore {
+				req.Header.Set("x-forge-oauth-system", forgetest.MintAppToken(t, time.Now().Add(3*time.Hour)))
+				if err := s.kv.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
 			w := httptest.NewRecorder()
 			s.ServeHTTP(w, req)
-			if w.Code != tc.status || w.Body.String() != tc.body {
+			if w.Code != tc.status || (tc.body != "" && w.Body.String() != tc.body) {
 				t.Fatalf("answer %d %s, want %d %s", w.Code, w.Body, tc.status, tc.body)
 			}
 			lines := logs.FilterMessage("request").FilterField(zap.String("request_id", req.Header.Get("X-Request-Id"))).All()

@@ -33,6 +33,10 @@ const MaxBodyBytes = 1 << 20
 type requestInfo struct {
 	ids     logctx.IDs
 	errCode string // set by writeError: the access log's error_code
+	// inv is the verified invocation of a request refused after
+	// verification inside forge.Middleware (a trigger whose app token could
+	// not be stored), whose context never reached Gin: set by writeError.
+	inv *forge.Invocation
 }
 
 type requestInfoKey struct{}
@@ -43,10 +47,14 @@ func infoOf(r *http.Request) *requestInfo {
 	return info
 }
 
-// setErrCode records the error code of the request's answer for its access log.
+// setErrCode records the error code of the request's answer, and the
+// invocation it carries, for its access log.
 func setErrCode(r *http.Request, code string) {
 	if info := infoOf(r); info != nil {
 		info.errCode = code
+		if inv, ok := forge.InvocationFrom(r.Context()); ok {
+			info.inv = inv
+		}
 	}
 }
 
@@ -160,10 +168,15 @@ func (s *Server) accessLog(c *gin.Context) {
 		zap.Duration("duration", elapsed),
 		zap.Int("bytes", c.Writer.Size()),
 	)
-	if info := infoOf(c.Request); info != nil && info.errCode != "" {
+	info := infoOf(c.Request)
+	if info != nil && info.errCode != "" {
 		fields = append(fields, zap.String("error_code", info.errCode))
 	}
-	if inv, ok := forge.InvocationFrom(c.Request.Context()); ok {
+	inv, ok := forge.InvocationFrom(c.Request.Context())
+	if !ok && info != nil && info.inv != nil {
+		inv, ok = info.inv, true
+	}
+	if ok {
 		fields = append(fields, zap.String("installation_id", inv.InstallationID()))
 		if inv.App.Module.Key != "" {
 			fields = append(fields, zap.String("module", inv.App.Module.Key))
