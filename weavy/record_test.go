@@ -125,11 +125,7 @@ func BenchmarkBrokerMemory(b *testing.B) {
 	minter := minterFunc(func(_ context.Context, _ string, ttl time.Duration) (Token, error) {
 		return Token{AccessToken: fmt.Sprintf("wyu_%d_%d", time.Now().UnixNano(), n.Add(1)), ExpiresAt: time.Now().Add(ttl)}, nil
 	})
-	ids := make([]userKey, users)
-	for i := range ids {
-		ids[i] = userKey{fmt.Sprintf("ari:cloud:ecosystem::installation/9a8b7c6d-5e4f-4a3b-8c2d-%012d", i%(users/10)),
-			fmt.Sprintf("712020:5b10ac8d-82e0-4b22-8c7d-%012d", i)}
-	}
+	ids := benchUsers(users)
 	ctx := context.Background()
 	var per float64
 	for b.Loop() {
