@@ -422,5 +422,5 @@ func (b *Broker) ForgetInstallation(installationID string) {
 // ForgetAll drops every token held in memory (not in the store): for a
 // replica that may have missed another's purge.
 func (b *Broker) ForgetAll() {
-	b.cache.forget(func(*entry) bool { return true })
+	b.cache.forgetAll()
 }

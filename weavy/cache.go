@@ -18,34 +18,26 @@ import (
 // two users sharing a key is about n²/2¹²⁹, nil for any n a process holds.
 type cacheKey [16]byte
 
-const (
-	shardCount = 64
-	// sweepEvery: how often entries that can no longer be served are dropped.
-	sweepEvery = 5 * time.Minute
-)
+// sweepEvery: how often entries that can no longer be served are dropped.
+const sweepEvery = 5 * time.Minute
 
-// cache holds users' tokens in memory, sharded so that the hot path (one
-// read-locked map lookup) rarely meets a writer.
+// cache holds users' tokens in memory: one map under one lock, read-locked on
+// the hot path. Writers hold it for one store into the map (a fill or
+// refresh installing its token) or for one pass over it (the sweep,
+// ForgetInstallation, ForgetAll), during which hits wait.
 type cache struct {
 	seed      maphash.Seed
 	salt      [16]byte // keys the cache's hash of (installation, uid)
-	shards    [shardCount]shard
+	mu        sync.RWMutex
+	m         map[cacheKey]entry
 	lastSweep atomic.Int64 // unix nanoseconds
 }
 
 func (c *cache) init(now int64) {
 	c.seed = maphash.MakeSeed()
 	_, _ = rand.Read(c.salt[:])
-	for i := range c.shards {
-		c.shards[i].m = make(map[cacheKey]entry)
-	}
+	c.m = make(map[cacheKey]entry)
 	c.lastSweep.Store(now)
-}
-
-type shard struct {
-	mu sync.RWMutex
-	m  map[cacheKey]entry
-	_  [96]byte // keeps shards on separate cache lines: RLock writes to the mutex
 }
 
 // entry is a cached token, stored by value: 48 bytes. Times are unix
@@ -125,16 +117,11 @@ func (c *cache) instTag(inst string) uint32 {
 	return uint32(maphash.String(c.seed, inst))
 }
 
-func (c *cache) shard(ck cacheKey) *shard {
-	return &c.shards[binary.LittleEndian.Uint64(ck[:8])%shardCount]
-}
-
 func (c *cache) load(k userKey) (entry, bool) {
 	ck := c.key(k)
-	s := c.shard(ck)
-	s.mu.RLock()
-	e, ok := s.m[ck]
-	s.mu.RUnlock()
+	c.mu.RLock()
+	e, ok := c.m[ck]
+	c.mu.RUnlock()
 	return e, ok
 }
 
@@ -145,13 +132,12 @@ func (c *cache) install(k userKey, e *entry, force bool, now int64) {
 	ck := c.key(k)
 	v := *e
 	v.inst = c.instTag(k.inst)
-	s := c.shard(ck)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if old, ok := s.m[ck]; !force && ok && old.minted > v.minted && now < old.serveUntil {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.m[ck]; !force && ok && old.minted > v.minted && now < old.serveUntil {
 		return
 	}
-	s.m[ck] = v
+	c.m[ck] = v
 }
 
 // maybeSweep drops, at most every sweepEvery, the entries that can no longer
@@ -162,15 +148,12 @@ func (c *cache) maybeSweep(now int64, margin time.Duration) {
 	if now-last < int64(sweepEvery) || !c.lastSweep.CompareAndSwap(last, now) {
 		return
 	}
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.mu.Lock()
-		for k, e := range s.m {
-			if now >= e.keepUntil(margin) {
-				delete(s.m, k)
-			}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, e := range c.m {
+		if now >= e.keepUntil(margin) {
+			delete(c.m, k)
 		}
-		s.mu.Unlock()
 	}
 }
 
@@ -178,18 +161,18 @@ func (c *cache) maybeSweep(now int64, margin time.Duration) {
 // installation whose tag is the same).
 func (c *cache) forgetInstallation(inst string) {
 	tag := c.instTag(inst)
-	c.forget(func(e *entry) bool { return e.inst == tag })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, e := range c.m {
+		if e.inst == tag {
+			delete(c.m, k)
+		}
+	}
 }
 
-func (c *cache) forget(match func(*entry) bool) {
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.mu.Lock()
-		for k, e := range s.m {
-			if match(&e) {
-				delete(s.m, k)
-			}
-		}
-		s.mu.Unlock()
-	}
+// forgetAll drops every entry.
+func (c *cache) forgetAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.m)
 }
