@@ -13,9 +13,10 @@ import (
 )
 
 // cacheKey is what the memory cache keys a user by: 128 bits of a SHA-256,
-// salted per Broker, of (installation, uid). Holding neither string saves a
-// third of the cache's memory (100,000 users cost about 12 MB); the chance of
-// two users sharing a key is about n²/2¹²⁹, nil for any n a process holds.
+// salted per Broker, of (installation, uid). Holding neither string halves
+// what a cached user costs (BenchmarkBrokerMemory: about 150 B, against about
+// 300 B keyed by both strings; 100,000 users about 15 MB); the chance of two
+// users sharing a key is about n²/2¹²⁹, nil for any n a process holds.
 type cacheKey [16]byte
 
 // sweepEvery: how often entries that can no longer be served are dropped.
