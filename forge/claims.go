@@ -13,8 +13,10 @@ import (
 // The decoders below read a FIT's header and claims in one pass, without
 // reflection, into exactly what encoding/json (through golang-jwt's parser)
 // would produce for the same bytes: FuzzDecodeClaims and FuzzDecodeHeader hold
-// them to that, error for error and field for field. encoding/json was a
-// quarter of the server's CPU per request.
+// them to that, error for error and field for field. They earn their keep:
+// with the prepared RS256 verify in place, json.Unmarshal instead cost 36%
+// more server CPU per request under bench/load (103.8 against 76.1 µs, four
+// runs each side by side; bench/README.md, "What the hand-written code earns").
 
 // claimReader decodes the claims' structure on a jsonread.Reader.
 type claimReader struct{ jsonread.Reader }
