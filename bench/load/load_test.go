@@ -102,9 +102,10 @@ func TestResultsWithFloor(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep := &report{
-		Machine:    machine{CPU: "test cpu", Cores: 2},
-		Command:    "go run ./bench/load -compare",
-		Config:     runConfig{Duration: "10s", Warmup: "2s", Conns: 64, Users: 300, Installs: 4, Pool: 20000, Store: "bolt", AppToken: true},
+		Machine: machine{CPU: "test cpu", Cores: 2},
+		Command: "go run ./bench/load -compare",
+		Config: runConfig{Duration: "10s", Warmup: "2s", Conns: 64, Users: 300, Installs: 4, Pool: 20000, Store: "bolt", AppToken: true,
+			GC: []gcSetting{{Name: "GOGC", Value: "400", From: gcFromEnv, Dockerfile: "200"}, {Name: "GOMEMLIMIT", Value: "64MiB", From: gcFromDockerfile}}},
 		BareVerify: verifyFigures{CPUMicros: 25, WallMicros: 25, Iterations: 2800},
 		Runs: []runResult{
 			{Name: "forge-remote", Requests: 1000, RPS: 20000, ServerCPUMicrosPerReq: 63, CPUPerVerify: 2.52},
@@ -137,6 +138,8 @@ func TestResultsWithFloor(t *testing.T) {
 		"| 21.0 | 1.84× |",                 // this run's history row
 		"| 92.7 | 3.79× | — | — | 13.27 |", // a run from before the floor
 		"| http-floor CPU per request | — | 21.0 µs | — |",
+		"forge-remote and the HTTP floor ran with GOGC=400 (from the environment; the Dockerfile's is 200), GOMEMLIMIT=64MiB (from the Dockerfile): the image's",
+		"The previous run recorded no Go GC settings",
 	} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("RESULTS.md lacks %q:\n%s", want, doc)
@@ -146,9 +149,36 @@ func TestResultsWithFloor(t *testing.T) {
 	if s, ok := section(doc, dataOpen); !ok || json.Unmarshal([]byte(s), &got) != nil || got.run(floorName).RPS != 40000 {
 		t.Errorf("data block does not read back with the floor run")
 	}
+	if !slices.Equal(got.Config.GC, rep.Config.GC) {
+		t.Errorf("data block's GC settings %+v, want %+v", got.Config.GC, rep.Config.GC)
+	}
+	var table strings.Builder
+	rep.writeTable(&table)
+	if want := "\nGo GC of forge-remote and the HTTP floor: GOGC=400 (from the environment; the Dockerfile's is 200), GOMEMLIMIT=64MiB"; !strings.Contains(table.String(), want) {
+		t.Errorf("table lacks %q:\n%s", want, &table)
+	}
 	var hist []historyEntry
 	if s, ok := section(doc, historyOpen); !ok || json.Unmarshal([]byte(s), &hist) != nil || len(hist) < 2 || hist[0].FloorCPU != 21 || hist[1].FloorCPU != 0 {
 		t.Errorf("history does not read back: %+v", hist)
+	}
+
+	// The next run says when the GC settings changed, and only then.
+	const differ = "The Go GC settings differ from the previous run's (GOGC=400 GOMEMLIMIT=64MiB)"
+	rep.Config.GC[0] = gcSetting{Name: "GOGC", Value: "200", From: gcFromDockerfile}
+	for i, want := range []bool{true, false} {
+		if err := writeResults(path, ".", rep, "GC test"); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(string(b), "GC settings differ"); got != want {
+			t.Errorf("write %d: says the GC settings differ: %v, want %v", i+2, got, want)
+		}
+		if want && !strings.Contains(string(b), differ) {
+			t.Errorf("write %d lacks %q", i+2, differ)
+		}
 	}
 
 	rep.Runs[2].Non2xx, rep.Runs[2].Statuses = 5, map[int]int64{401: 5}

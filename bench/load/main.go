@@ -2,7 +2,9 @@
 // (ours, or any command such as the Node peer in bench/peer), plays Forge and
 // Weavy for it on loopback, and drives POST /resolvers/token with a distinct
 // pre-signed FIT per request. With -compare it also runs the HTTP floor
-// (bench/floor), what net/http + Gin alone cost on the same requests. See
+// (bench/floor), what net/http + Gin alone cost on the same requests.
+// forge-remote and the floor run with the GOGC and GOMEMLIMIT of the
+// Dockerfile, as the image runs them, unless the environment sets them. See
 // bench/README.md.
 package main
 
@@ -62,8 +64,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{args: args}
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.cmd, "cmd", "", "command of the server under test, run in the module root (through /bin/sh -c if it uses shell syntax); default: forge-remote, built as the Dockerfile builds it (static, stripped)")
-	fs.StringVar(&o.bin, "bin", "", "a prebuilt forge-remote binary to test instead of building one")
+	fs.StringVar(&o.cmd, "cmd", "", "command of the server under test, run in the module root (through /bin/sh -c if it uses shell syntax), without the Dockerfile's GOGC/GOMEMLIMIT; default: forge-remote, built as the Dockerfile builds it (static, stripped) and run with them")
+	fs.StringVar(&o.bin, "bin", "", "a prebuilt forge-remote binary to test instead of building one (run with the Dockerfile's GOGC/GOMEMLIMIT too)")
 	fs.StringVar(&o.peer, "peer", defaultPeer, "the peer's command for -compare")
 	fs.BoolVar(&o.compare, "compare", false, "run forge-remote, then the peer, and print them side by side")
 	fs.BoolVar(&o.floor, "floor", true, "with -compare: also run the HTTP floor (bench/floor: net/http + Gin answering a constant) third, as http-floor")
@@ -168,6 +170,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// forge-remote and the floor run with the image's GC settings; a -cmd
+	// server is run as given.
+	var gc []gcSetting
+	if o.cmd == "" {
+		if gc, err = imageGC(root, os.LookupEnv); err != nil {
+			return err
+		}
+	}
 	if o.cache == "" {
 		base, err := os.UserCacheDir()
 		if err != nil {
@@ -203,6 +213,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	type spec struct {
 		name string
 		argv []string
+		env  []string // added to the common environment of runOne
 	}
 	var specs []spec
 	ours := func() (spec, error) {
@@ -213,7 +224,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return spec{}, err
 			}
 		}
-		return spec{"forge-remote", []string{bin}}, nil
+		return spec{"forge-remote", []string{bin}, gcEnv(gc)}, nil
 	}
 	switch {
 	case o.compare:
@@ -221,7 +232,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		specs = append(specs, sp, spec{"node-peer", commandArgv(o.peer)})
+		specs = append(specs, sp, spec{"node-peer", commandArgv(o.peer), nil})
 		if err := ensurePeerDeps(ctx, root, o.peer, progress); err != nil {
 			return err
 		}
@@ -231,13 +242,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if err != nil {
 				return err
 			}
-			specs = append(specs, spec{floorName, []string{bin}})
+			specs = append(specs, spec{floorName, []string{bin}, gcEnv(gc)})
 		}
 	case o.cmd != "":
 		if err := ensurePeerDeps(ctx, root, o.cmd, progress); err != nil {
 			return err
 		}
-		specs = append(specs, spec{"custom", commandArgv(o.cmd)})
+		specs = append(specs, spec{"custom", commandArgv(o.cmd), nil})
 		if strings.Contains(o.cmd, "bench/peer") {
 			specs[0].name = "node-peer"
 		}
@@ -253,14 +264,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Machine: machineInfo(root, o.compare || o.cmd != ""),
 		Command: commandLine(o.args),
 		Config: runConfig{Duration: o.duration.String(), Warmup: o.warmup.String(), Conns: o.conns,
-			Users: o.users, Installs: o.installs, Pool: o.poolSize, Store: o.store, AppToken: o.appToken, Smoke: o.smoke},
+			Users: o.users, Installs: o.installs, Pool: o.poolSize, Store: o.store, AppToken: o.appToken, Smoke: o.smoke, GC: gc},
 		BareVerify: verifyFigures{CPUMicros: micros(bv.CPU), WallMicros: micros(bv.Wall), Iterations: bv.Iterations},
 	}
 	f := startFakes(s)
 	defer f.close()
 	for _, sp := range specs {
 		fmt.Fprintf(progress, "running %s…\n", sp.name)
-		r, err := runOne(ctx, o, sp.name, sp.argv, root, tmp, p, f, bv)
+		r, err := runOne(ctx, o, sp.name, sp.argv, sp.env, root, tmp, p, f, bv)
 		if err != nil {
 			return fmt.Errorf("%s: %w", sp.name, err)
 		}
@@ -321,8 +332,9 @@ func ensurePeerDeps(ctx context.Context, root, command string, log io.Writer) er
 	return runQuiet(ctx, dir, "npm", "ci", "--no-audit", "--no-fund")
 }
 
-// runOne starts one server, warms it and measures it.
-func runOne(ctx context.Context, o *options, name string, argv []string, root, tmp string, p *pool, f *fakes, bv bareVerify) (runResult, error) {
+// runOne starts one server, with extraEnv in its environment, warms it and
+// measures it.
+func runOne(ctx context.Context, o *options, name string, argv, extraEnv []string, root, tmp string, p *pool, f *fakes, bv bareVerify) (runResult, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return runResult{}, err
@@ -345,6 +357,7 @@ func runOne(ctx context.Context, o *options, name string, argv []string, root, t
 		"LOG_LEVEL=" + o.logLevel,
 		"NODE_ENV=production",
 	}
+	env = append(env, extraEnv...)
 	srv, err := startServer(ctx, root, argv, env, addr, o.readyTimeout)
 	if err != nil {
 		return runResult{}, err

@@ -59,6 +59,8 @@ type runConfig struct {
 	Store    string `json:"store"`
 	AppToken bool   `json:"app_token_header"`
 	Smoke    bool   `json:"smoke,omitempty"`
+	// GC is what forge-remote and the HTTP floor ran with; none for -cmd.
+	GC []gcSetting `json:"go_gc,omitempty"`
 }
 
 type verifyFigures struct {
@@ -177,6 +179,14 @@ func div(a, b float64) float64 {
 	return a / b
 }
 
+// gcServers names the runs that had Config.GC.
+func (r *report) gcServers() string {
+	if r.run(floorName).Name != "" {
+		return "forge-remote and the HTTP floor"
+	}
+	return "forge-remote"
+}
+
 // floorLine is the derived figure of the HTTP floor, in words.
 func (r *report) floorLine() string {
 	if r.Floor == nil {
@@ -243,6 +253,9 @@ func (r *report) writeTable(w io.Writer) {
 		fmt.Fprintf(w, " · node %s", m.NodeVersion)
 	}
 	fmt.Fprintf(w, " · load avg at start %s\n", m.LoadAvg)
+	if len(c.GC) > 0 {
+		fmt.Fprintf(w, "Go GC of %s: %s\n", r.gcServers(), gcLine(c.GC))
+	}
 	fmt.Fprintf(w, "bare RS256 verify (sha256 + rsa.VerifyPKCS1v15, 2048-bit, one thread): %.1f µs CPU (%.1f µs wall)\n\n",
 		r.BareVerify.CPUMicros, r.BareVerify.WallMicros)
 

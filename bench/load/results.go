@@ -122,6 +122,10 @@ func writeResults(path, root string, r *report, note string) error {
 	} else {
 		p("the other, forge-remote first.\n\n")
 	}
+	if len(c.GC) > 0 {
+		p("%s ran with %s: the image's Go GC settings, unless the tool's environment set others.\n\n",
+			r.gcServers(), gcLine(c.GC))
+	}
 	p("Bare RS256 verify (sha256 + `rsa.VerifyPKCS1v15`, one thread, median of rounds): **%.1f µs CPU** (%.1f µs wall, %d iterations).\n\n",
 		r.BareVerify.CPUMicros, r.BareVerify.WallMicros, r.BareVerify.Iterations)
 	p("## Figures\n\n")
@@ -165,6 +169,14 @@ func writeResults(path, root string, r *report, note string) error {
 		}
 		if pm.CPU != m.CPU || pm.Cores != m.Cores {
 			p("\nThe machine differs from the previous run's (%s, %d cores): compare with care.\n", orDash(pm.CPU), pm.Cores)
+		}
+		if pg := prev.Config.GC; len(c.GC) > 0 {
+			switch {
+			case len(pg) == 0:
+				p("\nThe previous run recorded no Go GC settings (until they were recorded, forge-remote and the floor tuned their GC themselves unless GOGC or GOMEMLIMIT was set): compare with care.\n")
+			case gcValues(pg) != gcValues(c.GC):
+				p("\nThe Go GC settings differ from the previous run's (%s): compare with care.\n", gcValues(pg))
+			}
 		}
 		p("\n| figure | previous | this run | change |\n| --- | --- | --- | --- |\n")
 		po, pp := prev.run("forge-remote"), prev.run("node-peer")
