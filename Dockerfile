@@ -20,6 +20,14 @@ USER 65532:65532
 WORKDIR /
 ENV LISTEN_ADDR=:8080 \
     STORE_URL=bolt:///data/forge-remote.db
+# The Go garbage collector's settings: the one place they are set (bench/load
+# reads this line and runs forge-remote and its HTTP floor with them). GOGC is
+# how far the heap grows past the live heap before a collection, in percent:
+# higher spends memory to spend less CPU collecting. GOMEMLIMIT is a soft limit
+# on the runtime's memory: near it the collector runs more often, whatever
+# GOGC says, trading CPU back for memory; keep it under the container's memory
+# limit and well above the live heap. Override at run time (docker run -e).
+ENV GOGC=200 GOMEMLIMIT=64MiB
 VOLUME ["/data"]
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \

@@ -28,8 +28,8 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 	}
 	reg.MustRegister(m.requests, m.duration,
 		// The defaults, plus the live heap after the last collection
-		// (go_gc_heap_live_bytes): with the GC tuner's 32 MiB least goal,
-		// heap in use is a sawtooth, and the live heap is what shows a leak.
+		// (go_gc_heap_live_bytes): heap in use is a sawtooth up to the GC's
+		// goal (GOGC, GOMEMLIMIT), and the live heap is what shows a leak.
 		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
 			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -11,6 +11,9 @@
 // its own; "HTTP floor + bare RS256 verify" is then the least such a server
 // can reach.
 //
+// bench/load runs it with the image's GOGC and GOMEMLIMIT (the Dockerfile's
+// ENV), like forge-remote, so that the two compare like for like.
+//
 // It is a measuring instrument, not a server anyone should run: it hands
 // every caller the same fake token without checking anything.
 package main
@@ -28,7 +31,6 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/forge-remote/forge-remote/internal/gctune"
 	"github.com/forge-remote/forge-remote/internal/httplimits"
 )
 
@@ -49,11 +51,6 @@ func run() error {
 	addr := os.Getenv("LISTEN_ADDR")
 	if addr == "" {
 		return errors.New("LISTEN_ADDR is not set")
-	}
-	// The same GC setting as forge-remote (main.go), so the two compare like
-	// for like: the floor is what the HTTP stack costs at its cheapest.
-	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
-		defer gctune.Start(32<<20, 50).Stop()
 	}
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New() // no middleware: no logger, no recovery

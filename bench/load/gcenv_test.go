@@ -111,3 +111,17 @@ func TestGCSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestImageGC: the repo's Dockerfile sets both GC variables, with values the
+// runtime reads as meant, and bench/load finds them.
+func TestImageGC(t *testing.T) {
+	gc, err := imageGC("../..", func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range gc {
+		if g.From != gcFromDockerfile || g.Value == "" {
+			t.Errorf("the Dockerfile does not set %s: %+v", g.Name, g)
+		}
+	}
+}

@@ -17,7 +17,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/forge-remote/forge-remote/internal/gctune"
 	"github.com/forge-remote/forge-remote/server"
 )
 
@@ -166,26 +165,11 @@ func Serve(ctx context.Context, getenv func(string) string, stdout io.Writer, on
 	if err != nil {
 		return err
 	}
-	// A GC tuned for a small heap, unless the operator tuned it (README,
-	// "Performance").
-	if getenv("GOGC") == "" && getenv("GOMEMLIMIT") == "" {
-		defer gctune.Start(gcMinGoal, gcAbove).Stop()
-	}
 	if err := srv.Run(ctx, onListen); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil
 }
-
-// gcMinGoal is the least heap goal: 32 MiB cut GC and stack-growth CPU under
-// bench/load by about a tenth. gcAbove is GOGC once the live heap is past
-// about 21 MiB (100,000 cached users hold 20): 50 costs a few percent more
-// CPU per request than Go's 100 for 3-10 MiB less RSS at that size (README,
-// "Performance").
-const (
-	gcMinGoal = 32 << 20
-	gcAbove   = 50
-)
 
 type redisLogger struct{ log *zap.Logger }
 

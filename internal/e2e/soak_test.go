@@ -271,9 +271,8 @@ func TestSoak(t *testing.T) {
 	}
 	grew("goroutines", first.goroutines, last.goroutines, 10)
 	grew("open fds", first.fds, last.fds, 10)
-	// The live heap after the last collection, not the heap in use: with the
-	// GC tuner's 32 MiB least goal, heap in use is a sawtooth up to 32 MiB and
-	// a reading lands anywhere on it.
+	// The live heap after the last collection, not the heap in use: heap in
+	// use is a sawtooth up to the GC's goal and a reading lands anywhere on it.
 	grew("live heap after the last GC", first.heapLive, last.heapLive, 8<<20)
 	grew("heap goal", first.heapGoal, last.heapGoal, 8<<20)
 
