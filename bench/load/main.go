@@ -14,11 +14,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +32,11 @@ import (
 )
 
 func main() {
+	// GOGC and GOMEMLIMIT in this tool's environment are for the servers it
+	// runs (gcenv.go): the load generator keeps Go's defaults, so that trying
+	// another setting does not change the generator's cost as well.
+	debug.SetGCPercent(100)
+	debug.SetMemoryLimit(math.MaxInt64)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
