@@ -105,7 +105,7 @@ func TestResultsWithFloor(t *testing.T) {
 		Machine: machine{CPU: "test cpu", Cores: 2},
 		Command: "go run ./bench/load -compare",
 		Config: runConfig{Duration: "10s", Warmup: "2s", Conns: 64, Users: 300, Installs: 4, Pool: 20000, Store: "bolt", AppToken: true,
-			GC: []gcSetting{{Name: "GOGC", Value: "400", From: gcFromEnv, Dockerfile: "200"}, {Name: "GOMEMLIMIT", Value: "64MiB", From: gcFromDockerfile}}},
+			GC: []gcSetting{{Name: "GOGC", Value: "200", From: "environment"}, {Name: "GOMEMLIMIT", Value: "40MiB", From: "Dockerfile"}}},
 		BareVerify: verifyFigures{CPUMicros: 25, WallMicros: 25, Iterations: 2800},
 		Runs: []runResult{
 			{Name: "forge-remote", Requests: 1000, RPS: 20000, ServerCPUMicrosPerReq: 63, CPUPerVerify: 2.52},
@@ -138,7 +138,7 @@ func TestResultsWithFloor(t *testing.T) {
 		"| 21.0 | 1.84× |",                 // this run's history row
 		"| 92.7 | 3.79× | — | — | 13.27 |", // a run from before the floor
 		"| http-floor CPU per request | — | 21.0 µs | — |",
-		"forge-remote and the HTTP floor ran with GOGC=400 (from the environment; the Dockerfile's is 200), GOMEMLIMIT=64MiB (from the Dockerfile): the image's",
+		"forge-remote and the HTTP floor ran with GOGC=200 (environment), GOMEMLIMIT=40MiB (Dockerfile): the image's",
 		"The previous run recorded no Go GC settings",
 	} {
 		if !strings.Contains(doc, want) {
@@ -154,7 +154,7 @@ func TestResultsWithFloor(t *testing.T) {
 	}
 	var table strings.Builder
 	rep.writeTable(&table)
-	if want := "\nGo GC of forge-remote and the HTTP floor: GOGC=400 (from the environment; the Dockerfile's is 200), GOMEMLIMIT=64MiB"; !strings.Contains(table.String(), want) {
+	if want := "\nGo GC of forge-remote and the HTTP floor: GOGC=200 (environment), GOMEMLIMIT=40MiB (Dockerfile)\n"; !strings.Contains(table.String(), want) {
 		t.Errorf("table lacks %q:\n%s", want, &table)
 	}
 	var hist []historyEntry
@@ -163,8 +163,8 @@ func TestResultsWithFloor(t *testing.T) {
 	}
 
 	// The next run says when the GC settings changed, and only then.
-	const differ = "The Go GC settings differ from the previous run's (GOGC=400 GOMEMLIMIT=64MiB)"
-	rep.Config.GC[0] = gcSetting{Name: "GOGC", Value: "200", From: gcFromDockerfile}
+	const differ = "The Go GC settings differ from the previous run's (GOGC=200 GOMEMLIMIT=40MiB)"
+	rep.Config.GC[0] = gcSetting{Name: "GOGC", Value: "400", From: "Dockerfile"}
 	for i, want := range []bool{true, false} {
 		if err := writeResults(path, ".", rep, "GC test"); err != nil {
 			t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -174,8 +175,8 @@ func writeResults(path, root string, r *report, note string) error {
 			switch {
 			case len(pg) == 0:
 				p("\nThe previous run recorded no Go GC settings (until they were recorded, forge-remote and the floor tuned their GC themselves unless GOGC or GOMEMLIMIT was set): compare with care.\n")
-			case gcValues(pg) != gcValues(c.GC):
-				p("\nThe Go GC settings differ from the previous run's (%s): compare with care.\n", gcValues(pg))
+			case !slices.Equal(gcEnv(pg), gcEnv(c.GC)):
+				p("\nThe Go GC settings differ from the previous run's (%s): compare with care.\n", strings.Join(gcEnv(pg), " "))
 			}
 		}
 		p("\n| figure | previous | this run | change |\n| --- | --- | --- | --- |\n")
