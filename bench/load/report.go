@@ -64,9 +64,20 @@ type runConfig struct {
 }
 
 type verifyFigures struct {
-	CPUMicros  float64 `json:"cpu_us"`
-	WallMicros float64 `json:"wall_us"`
-	Iterations int     `json:"iterations"`
+	CPUMicros    float64 `json:"cpu_us"` // median of every round
+	WallMicros   float64 `json:"wall_us"`
+	Iterations   int     `json:"iterations"`
+	Rounds       int     `json:"rounds,omitempty"`     // before the first run and after each
+	MinCPUMicros float64 `json:"cpu_us_min,omitempty"` // the fastest round
+	MaxCPUMicros float64 `json:"cpu_us_max,omitempty"` // the slowest round
+}
+
+// spread says over how many rounds the median was taken and their range.
+func (v verifyFigures) spread() string {
+	if v.Rounds == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; median of %d rounds before and after the runs, %.1f–%.1f µs", v.Rounds, v.MinCPUMicros, v.MaxCPUMicros)
 }
 
 type runResult struct {
@@ -256,8 +267,8 @@ func (r *report) writeTable(w io.Writer) {
 	if len(c.GC) > 0 {
 		fmt.Fprintf(w, "Go GC of %s: %s\n", r.gcServers(), gcLine(c.GC))
 	}
-	fmt.Fprintf(w, "bare RS256 verify (sha256 + rsa.VerifyPKCS1v15, 2048-bit, one thread): %.1f µs CPU (%.1f µs wall)\n\n",
-		r.BareVerify.CPUMicros, r.BareVerify.WallMicros)
+	fmt.Fprintf(w, "bare RS256 verify (sha256 + rsa.VerifyPKCS1v15, 2048-bit, one thread): %.1f µs CPU (%.1f µs wall)%s\n\n",
+		r.BareVerify.CPUMicros, r.BareVerify.WallMicros, r.BareVerify.spread())
 
 	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
 	for _, cells := range r.rows() {

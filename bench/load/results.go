@@ -127,8 +127,8 @@ func writeResults(path, root string, r *report, note string) error {
 		p("%s ran with %s: the image's Go GC settings, unless the tool's environment set others.\n\n",
 			r.gcServers(), gcLine(c.GC))
 	}
-	p("Bare RS256 verify (sha256 + `rsa.VerifyPKCS1v15`, one thread, median of rounds): **%.1f µs CPU** (%.1f µs wall, %d iterations).\n\n",
-		r.BareVerify.CPUMicros, r.BareVerify.WallMicros, r.BareVerify.Iterations)
+	p("Bare RS256 verify (sha256 + `rsa.VerifyPKCS1v15`, one thread, median of rounds): **%.1f µs CPU** (%.1f µs wall, %d iterations%s).\n\n",
+		r.BareVerify.CPUMicros, r.BareVerify.WallMicros, r.BareVerify.Iterations, r.BareVerify.spread())
 	p("## Figures\n\n")
 	for i, cells := range r.rows() {
 		p("| %s |\n", strings.Join(cells, " | "))

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -15,10 +16,28 @@ import (
 // bareVerify is the cost floor of one request: SHA-256 of a real FIT's signing
 // input and rsa.VerifyPKCS1v15 with the same 2048-bit key, single-threaded,
 // in CPU time of the measuring thread (wall time is shown beside it).
+//
+// The machine's speed drifts by a fifth and more within minutes on a shared
+// VM, so the tool measures it again after every server's run: the figure is
+// the median of every round, taken around all the runs it is divided into.
 type bareVerify struct {
 	CPU        time.Duration // median over rounds, per verify
 	Wall       time.Duration // median over rounds, per verify
+	MinCPU     time.Duration // the fastest round's CPU per verify
+	MaxCPU     time.Duration // the slowest round's
 	Iterations int
+
+	cpus, walls []time.Duration // every round so far
+}
+
+// add takes in the rounds of m, recomputing the medians over all rounds.
+func (b *bareVerify) add(m bareVerify) {
+	b.cpus = append(b.cpus, m.cpus...)
+	b.walls = append(b.walls, m.walls...)
+	b.Iterations += m.Iterations
+	cpus, walls := slices.Sorted(slices.Values(b.cpus)), slices.Sorted(slices.Values(b.walls))
+	b.CPU, b.Wall = cpus[len(cpus)/2], walls[len(walls)/2]
+	b.MinCPU, b.MaxCPU = cpus[0], cpus[len(cpus)-1]
 }
 
 func measureVerify(pub *rsa.PublicKey, fit string, rounds, perRound int) (bareVerify, error) {
@@ -39,6 +58,11 @@ func measureVerify(pub *rsa.PublicKey, fit string, rounds, perRound int) (bareVe
 		return bareVerify{}, fmt.Errorf("the FIT does not verify with the published key: %w", err)
 	}
 
+	// No collection of the tool's own heap (the FIT pool, the last run's
+	// histograms) may run during the rounds: its mark assists would be
+	// charged to this thread. The rounds allocate a few MiB.
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	for range perRound / 4 { // warm caches and the CPU's clock
@@ -57,7 +81,7 @@ func measureVerify(pub *rsa.PublicKey, fit string, rounds, perRound int) (bareVe
 			cpus[r] = walls[r]
 		}
 	}
-	slices.Sort(cpus)
-	slices.Sort(walls)
-	return bareVerify{CPU: cpus[rounds/2], Wall: walls[rounds/2], Iterations: rounds * perRound}, nil
+	var b bareVerify
+	b.add(bareVerify{cpus: cpus, walls: walls, Iterations: rounds * perRound})
+	return b, nil
 }
