@@ -665,11 +665,7 @@ func TestBrokerSweepsExpiredEntries(t *testing.T) {
 }
 
 func BenchmarkBrokerHit(b *testing.B) {
-	var n atomic.Int64
-	minter := minterFunc(func(_ context.Context, _ string, ttl time.Duration) (Token, error) {
-		return Token{AccessToken: fmt.Sprintf("wyu_%d", n.Add(1)), ExpiresAt: time.Now().Add(ttl)}, nil
-	})
-	br := NewBroker(minter, newMemKV(time.Now), BrokerOptions{})
+	br, n := countingBroker()
 	ctx := context.Background()
 	uids := make([]string, 1000)
 	for i := range uids {
@@ -700,11 +696,7 @@ func BenchmarkBrokerHit(b *testing.B) {
 // of 1,000 installations with ids of real length (an installation ARI, an
 // accountId): the cost of a hit itself, without contention.
 func BenchmarkBrokerHitSerial(b *testing.B) {
-	var n atomic.Int64
-	minter := minterFunc(func(_ context.Context, _ string, ttl time.Duration) (Token, error) {
-		return Token{AccessToken: fmt.Sprintf("wyu_%d", n.Add(1)), ExpiresAt: time.Now().Add(ttl)}, nil
-	})
-	br := NewBroker(minter, newMemKV(time.Now), BrokerOptions{})
+	br, n := countingBroker()
 	ctx := context.Background()
 	ids := benchUsers(10000)
 	for _, k := range ids {
@@ -726,6 +718,16 @@ func BenchmarkBrokerHitSerial(b *testing.B) {
 	if n.Load() != int64(len(ids)) {
 		b.Fatalf("%d mints during the benchmark", n.Load()-int64(len(ids)))
 	}
+}
+
+// countingBroker is a Broker over a memory store whose minter counts its
+// mints in n.
+func countingBroker() (br *Broker, n *atomic.Int64) {
+	n = new(atomic.Int64)
+	minter := minterFunc(func(_ context.Context, _ string, ttl time.Duration) (Token, error) {
+		return Token{AccessToken: fmt.Sprintf("wyu_%d", n.Add(1)), ExpiresAt: time.Now().Add(ttl)}, nil
+	})
+	return NewBroker(minter, newMemKV(time.Now), BrokerOptions{}), n
 }
 
 // benchUsers returns n users with ids of real length, ten per installation.

@@ -218,7 +218,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	measureAgain := func() error {
 		m, err := measureVerify(&s.key.PublicKey, p.FITs[0], rounds, per)
-		bv.add(m)
+		if err == nil {
+			bv.add(m)
+		}
 		return err
 	}
 
