@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/forge-remote/forge-remote/internal/logctx"
 
 	"github.com/forge-remote/forge-remote/store"
 	"github.com/forge-remote/forge-remote/weavy"
@@ -110,6 +113,57 @@ func (s *Service) revoke(ctx context.Context, inst, key string, now time.Time, r
 	// trusted for Lease/4 after a renewal, and this lease is older than Lease.
 	s.removed.WithLabelValues(reason).Inc()
 	return true, nil
+}
+
+// removeDenied removes r.User's membership of r.Target's chat after
+// Confluence said they cannot view it: the leases every installation on the
+// site holds for them on the app go (the verdict is the site's, whichever
+// Forge environment asked), and the member is removed from Weavy once. A
+// user who holds no lease is no member this server made: no Weavy call.
+func (s *Service) removeDenied(ctx context.Context, r Request) error {
+	uid := AppUID(r.CloudID, r.Target)
+	insts, err := s.installationsOn(ctx, r.CloudID)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(insts, r.InstallationID) {
+		insts = append(insts, r.InstallationID)
+	}
+	var appID int64
+	var held []string
+	for _, inst := range insts {
+		key := leaseKey(inst, uid, r.User)
+		err := s.kv.Update(ctx, key, func(old []byte, exists bool) ([]byte, time.Duration, error) {
+			l, ok := decodeLease(old)
+			switch {
+			case !exists:
+				return nil, 0, store.Keep
+			case !ok:
+				return nil, 0, store.Remove
+			}
+			appID, held = l.AppID, append(held, key)
+			l.State = stateRevoking // a prune or renewal racing with this sees it going
+			return l.encode(), 0, nil
+		})
+		if err != nil {
+			return fmt.Errorf("chat: revoking a lease: %w", err)
+		}
+	}
+	if appID == 0 {
+		return nil
+	}
+	if err := s.w.DeleteMember(ctx, appID, r.User); err != nil {
+		return err
+	}
+	for _, key := range held {
+		if err := s.kv.Delete(ctx, key); err != nil && !errNotFound(err) {
+			return fmt.Errorf("chat: deleting a lease: %w", err)
+		}
+	}
+	s.removed.WithLabelValues("access_denied").Inc()
+	logctx.Logger(ctx, s.log).Info("chat membership removed: Confluence says the user cannot view the target",
+		zap.String("installation_id", r.InstallationID), zap.String("app_uid", uid))
+	return nil
 }
 
 // errNotFound reports a store miss (or a record sealed under another key).

@@ -33,7 +33,17 @@ type Weavy interface {
 type Options struct {
 	// Lease is how long an open gives a membership (CHAT_LEASE); 0 (or a
 	// negative value) means DefaultLease.
-	Lease      time.Duration
+	Lease time.Duration
+	// Recheck is how long a verdict of Request.Check is kept for one
+	// (installation, user, target) (CHAT_RECHECK): an allowed open within it
+	// asks Confluence nothing, a denied one is refused from memory. 0 asks
+	// on every open; a negative value counts as 0.
+	Recheck time.Duration
+	// MaxEntries bounds the memberships and verdicts held in memory; 0 (or
+	// a negative value) means DefaultMaxEntries. Past it, what is stale
+	// goes first, then arbitrary entries: an evicted entry costs a store
+	// read or a Confluence check, never a wrong answer.
+	MaxEntries int
 	Now        func() time.Time // nil: time.Now
 	Logger     *zap.Logger      // nil: no logs
 	Registerer prometheus.Registerer
@@ -41,6 +51,14 @@ type Options struct {
 
 // DefaultLease: a page chat membership lasts this long after the last open.
 const DefaultLease = 12 * time.Hour
+
+// DefaultRecheck is CHAT_RECHECK's default.
+const DefaultRecheck = 10 * time.Minute
+
+// DefaultMaxEntries bounds the (installation, user, target) entries held in
+// memory: at about 330 bytes each (BenchmarkEntryMemory), 200,000 hold in
+// about 66 MB.
+const DefaultMaxEntries = 200_000
 
 // renewFraction: an open renews the stored lease only when the renewal held
 // is older than Lease/renewFraction, so warm opens cost no store write.
@@ -53,7 +71,16 @@ type Request struct {
 	CloudID        string
 	User           string // Weavy uid
 	Target         Target
+	// Check asks Confluence, as the user, whether they can view Target:
+	// (true, nil) they can; (false, nil) they cannot; an error, nobody
+	// knows. Every target but KindSite needs it: without, the open is
+	// refused.
+	Check func(ctx context.Context) (bool, error)
 }
+
+// ErrNoAccess is returned when Confluence says the user cannot view the
+// target: the open is refused, and a membership the user held is removed.
+var ErrNoAccess = errors.New("chat: the user cannot view this page or space")
 
 // Chat is the answer: what the Custom UI mounts.
 type Chat struct {
@@ -64,14 +91,16 @@ type Chat struct {
 
 // Service opens chats. It is safe for concurrent use.
 type Service struct {
-	w     Weavy
-	kv    store.KV
-	lease time.Duration
-	now   func() time.Time
-	log   *zap.Logger
+	w          Weavy
+	kv         store.KV
+	lease      time.Duration
+	recheck    int64 // ns
+	maxEntries int
+	now        func() time.Time
+	log        *zap.Logger
 
 	mu      sync.RWMutex
-	members map[memberKey]memberEntry // memberships known and recently renewed
+	members map[memberKey]memberEntry // memberships renewed and verdicts given recently
 	apps    map[appMemKey]int64       // provisioned apps
 	dirs    map[string]bool           // cloudID → the site's directory exists
 	inDir   map[userMemKey]bool       // user put in the site's directory
@@ -81,6 +110,7 @@ type Service struct {
 
 	opens   *prometheus.CounterVec
 	removed *prometheus.CounterVec
+	checks  *prometheus.CounterVec
 
 	memberFlights, appFlights, dirFlights singleflight.Group
 }
@@ -102,20 +132,31 @@ type memberKey struct {
 
 type userMemKey struct{ inst, user string }
 
+// memberEntry is what memory holds of one (installation, site, target,
+// user): the membership, and Confluence's last verdict on the target.
 type memberEntry struct {
-	appID   int64
+	appID   int64 // 0: no membership known
 	renewed int64 // unix ns of the last renewal this process wrote or read
+	checked int64 // unix ns when the verdict was asked; 0: none held
+	allowed bool  // the verdict
+}
+
+// verdict reports the verdict e holds at now, if it is fresh.
+func (e memberEntry) verdict(now, recheck int64) (allowed, fresh bool) {
+	return e.allowed, e.checked != 0 && now-e.checked < recheck
 }
 
 // New returns a Service provisioning through w and keeping its records in kv.
 func New(w Weavy, kv store.KV, o Options) *Service {
 	s := &Service{
 		w: w, kv: kv, lease: cmp.Or(max(o.Lease, 0), DefaultLease), now: o.Now, log: o.Logger,
-		members: make(map[memberKey]memberEntry),
-		apps:    make(map[appMemKey]int64),
-		dirs:    make(map[string]bool),
-		inDir:   make(map[userMemKey]bool),
-		sites:   make(map[string]string),
+		recheck:    int64(max(o.Recheck, 0)),
+		maxEntries: cmp.Or(max(o.MaxEntries, 0), DefaultMaxEntries),
+		members:    make(map[memberKey]memberEntry),
+		apps:       make(map[appMemKey]int64),
+		dirs:       make(map[string]bool),
+		inDir:      make(map[userMemKey]bool),
+		sites:      make(map[string]string),
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -123,7 +164,7 @@ func New(w Weavy, kv store.KV, o Options) *Service {
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
-	s.opens, s.removed = newMetrics(o.Registerer)
+	s.opens, s.removed, s.checks = newMetrics(o.Registerer)
 	return s
 }
 
@@ -131,18 +172,30 @@ func New(w Weavy, kv store.KV, o Options) *Service {
 func (s *Service) Lease() time.Duration { return s.lease }
 
 // Open returns the chat of r.Target for r.User, provisioning the app and the
-// membership as needed. A warm open (membership renewed within Lease/4)
-// costs no store and no Weavy call.
+// membership as needed, once r.Check has said the user can view the target
+// (the site-wide chat needs no check). A warm open (a verdict within
+// Recheck, a membership renewed within Lease/4) costs no Confluence, store
+// or Weavy call. A denial is ErrNoAccess, and removes the user's membership
+// of the target's chat, if they held one.
 func (s *Service) Open(ctx context.Context, r Request) (Chat, error) {
 	if err := r.check(); err != nil {
 		s.opens.WithLabelValues("refused").Inc()
 		return Chat{}, err
 	}
 	k := memberKey{appMemKey{r.InstallationID, r.CloudID, r.Target.Kind, r.Target.ID}, r.User}
+	now := s.now().UnixNano()
 	s.mu.RLock()
 	e, ok := s.members[k]
 	s.mu.RUnlock()
-	if ok && s.now().UnixNano()-e.renewed < int64(s.lease/renewFraction) {
+	allowed, fresh := e.verdict(now, s.recheck)
+	if r.Target.Kind == KindSite {
+		allowed, fresh = true, true
+	}
+	switch {
+	case ok && fresh && !allowed:
+		s.opens.WithLabelValues("denied").Inc()
+		return Chat{}, ErrNoAccess
+	case ok && fresh && e.appID > 0 && now-e.renewed < int64(s.lease/renewFraction):
 		s.opens.WithLabelValues("warm").Inc()
 		return s.answer(r, e.appID), nil
 	}
@@ -154,6 +207,10 @@ func (s *Service) Open(ctx context.Context, r Request) (Chat, error) {
 	})
 	select {
 	case res := <-ch:
+		if errors.Is(res.Err, ErrNoAccess) {
+			s.opens.WithLabelValues("denied").Inc()
+			return Chat{}, res.Err
+		}
 		if res.Err != nil {
 			s.opens.WithLabelValues("error").Inc()
 			return Chat{}, res.Err
@@ -164,12 +221,62 @@ func (s *Service) Open(ctx context.Context, r Request) (Chat, error) {
 	}
 }
 
+// access asks r.Check unless memory holds a fresh verdict (an open that
+// joined a flight late finds the first one's), records the verdict, and on a
+// denial removes the user's membership.
+func (s *Service) access(ctx context.Context, r Request, k memberKey) error {
+	if r.Target.Kind == KindSite {
+		return nil
+	}
+	now := s.now().UnixNano()
+	s.mu.RLock()
+	e, ok := s.members[k]
+	s.mu.RUnlock()
+	if allowed, fresh := e.verdict(now, s.recheck); ok && fresh {
+		if !allowed {
+			return ErrNoAccess
+		}
+		return nil
+	}
+	allowed, err := r.Check(ctx)
+	if err != nil {
+		s.checks.WithLabelValues("error").Inc()
+		return err
+	}
+	if allowed {
+		s.checks.WithLabelValues("allowed").Inc()
+		if s.recheck > 0 {
+			s.mu.Lock()
+			e := s.members[k]
+			e.checked, e.allowed = now, true
+			s.putLocked(k, e, now)
+			s.mu.Unlock()
+		}
+		return nil
+	}
+	s.checks.WithLabelValues("denied").Inc()
+	s.mu.Lock()
+	if s.recheck > 0 {
+		s.putLocked(k, memberEntry{checked: now}, now)
+	} else {
+		delete(s.members, k)
+	}
+	s.mu.Unlock()
+	if err := s.removeDenied(ctx, r); err != nil {
+		return fmt.Errorf("%w (removing the membership failed: %w)", ErrNoAccess, err)
+	}
+	return ErrNoAccess
+}
+
 func (r Request) check() error {
 	switch {
 	case r.InstallationID == "" || r.User == "":
 		return errors.New("chat: open: no installation or user")
 	case !ids.IsUUID(r.CloudID):
 		return fmt.Errorf("%w: the site's cloudId is not a UUID", ErrBadTarget)
+	}
+	if r.Target.Kind != KindSite && r.Check == nil {
+		return errors.New("chat: open: no access check for a page or space chat")
 	}
 	return r.Target.check()
 }
@@ -182,7 +289,18 @@ func (s *Service) answer(r Request, appID int64) Chat {
 // user in the site's directory, and the lease renewed (a membership added
 // in Weavy only when the store does not hold a live one).
 func (s *Service) open(ctx context.Context, r Request, k memberKey) (int64, error) {
+	if err := s.access(ctx, r, k); err != nil {
+		return 0, err
+	}
+	s.mu.RLock()
+	e, ok := s.members[k]
+	s.mu.RUnlock()
 	now := s.now()
+	if ok && e.appID > 0 && now.UnixNano()-e.renewed < int64(s.lease/renewFraction) {
+		// Re-checked, and the membership is still warm: nothing to renew.
+		s.opens.WithLabelValues("rechecked").Inc()
+		return e.appID, nil
+	}
 	if err := s.checkSite(ctx, r.InstallationID, r.CloudID); err != nil {
 		return 0, err
 	}
@@ -210,23 +328,51 @@ func (s *Service) open(ctx context.Context, r Request, k memberKey) (int64, erro
 		}
 	}
 	s.mu.Lock()
-	s.members[k] = memberEntry{appID: appID, renewed: renewed.UnixNano()}
-	s.sweepLocked(now.UnixNano())
+	e = s.members[k] // the verdict access recorded, if kept
+	e.appID, e.renewed = appID, renewed.UnixNano()
+	s.putLocked(k, e, now.UnixNano())
 	s.mu.Unlock()
 	s.opens.WithLabelValues(result).Inc()
 	return appID, nil
 }
 
-// sweepLocked drops, at most every Lease/4, the memberships memory no longer
-// vouches for, so memory follows the active users. s.mu is held.
+// putLocked stores e under k, sweeping first when it is due or when memory
+// holds MaxEntries. s.mu is held.
+func (s *Service) putLocked(k memberKey, e memberEntry, now int64) {
+	if _, ok := s.members[k]; !ok && len(s.members) >= s.maxEntries {
+		s.lastSweep = 0 // full: sweep now
+	}
+	s.sweepLocked(now)
+	if _, ok := s.members[k]; !ok && len(s.members) >= s.maxEntries {
+		// Still full of live entries: drop arbitrary ones (map order), an
+		// eighth at a time so that a full map does not sweep on every put.
+		drop := max(s.maxEntries/8, 1)
+		for old := range s.members {
+			if drop == 0 {
+				break
+			}
+			delete(s.members, old)
+			drop--
+		}
+	}
+	s.members[k] = e
+}
+
+// sweepLocked drops, at most every Recheck (or Lease/4, if shorter), the
+// entries memory no longer vouches for: neither a membership renewed within
+// Lease/4 nor a fresh verdict. Memory follows the active users. s.mu is held.
 func (s *Service) sweepLocked(now int64) {
-	every := int64(s.lease / renewFraction)
+	warm := int64(s.lease / renewFraction)
+	every := warm
+	if s.recheck > 0 {
+		every = min(every, s.recheck)
+	}
 	if now-s.lastSweep < every {
 		return
 	}
 	s.lastSweep = now
 	for k, e := range s.members {
-		if now-e.renewed >= every {
+		if _, fresh := e.verdict(now, s.recheck); !fresh && (e.appID == 0 || now-e.renewed >= warm) {
 			delete(s.members, k)
 		}
 	}

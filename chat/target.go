@@ -6,6 +6,7 @@ package chat
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/forge-remote/forge-remote/internal/ids"
@@ -24,7 +25,9 @@ const (
 	KindSite    Kind = 'g' // the site-wide chat
 )
 
-// Target is the chat to open, read from the verified FIT only.
+// Target is the chat to open: what the verified FIT names, or the request
+// body when the FIT names nothing, and in either case checked with
+// Confluence as the user before anyone joins (Request.Check).
 type Target struct {
 	Kind Kind
 	ID   string // content id, space key or space id; empty for KindSite
@@ -45,6 +48,10 @@ func (t Target) check() error {
 	case KindPage, KindSpaceID:
 		if t.ID == "" || len(t.ID) > maxIDLen || !digits(t.ID) {
 			return fmt.Errorf("%w: id %q is not a number", ErrBadTarget, t.ID)
+		}
+		if _, err := strconv.ParseInt(t.ID, 10, 64); err != nil {
+			// Confluence's ids are int64s: this one names nothing.
+			return fmt.Errorf("%w: id %q is out of range", ErrBadTarget, t.ID)
 		}
 	case KindSpace:
 		if t.ID == "" || len(t.ID) > maxIDLen || strings.IndexFunc(t.ID, func(r rune) bool {

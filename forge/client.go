@@ -210,7 +210,7 @@ func (a *AppClient) Do(ctx context.Context, method, path string, body, out any) 
 			}
 			return err
 		}
-		status, header, data, err := a.send(ctx, method, tok, path, payload)
+		status, header, data, err := c.send(ctx, method, tok.APIBaseURL, tok.Token, path, payload)
 		if err != nil {
 			c.requests.WithLabelValues(method, "transport").Inc()
 			return err
@@ -291,14 +291,14 @@ func idempotent(method string) bool {
 	return false
 }
 
-// send makes one attempt and returns the answer's status, header and body.
-func (a *AppClient) send(ctx context.Context, method string, tok AppToken, path string, payload []byte) (int, http.Header, []byte, error) {
-	c := a.c
-	base, err := url.Parse(tok.APIBaseURL)
+// send makes one attempt with token against apiBaseURL and returns the
+// answer's status, header and body.
+func (c *Client) send(ctx context.Context, method, apiBaseURL, token, path string, payload []byte) (int, http.Header, []byte, error) {
+	base, err := url.Parse(apiBaseURL)
 	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" {
-		return 0, nil, nil, fmt.Errorf("forge: installation %s has no usable apiBaseUrl", a.inst)
+		return 0, nil, nil, errors.New("forge: the installation has no usable apiBaseUrl")
 	}
-	target := strings.TrimRight(tok.APIBaseURL, "/") + path
+	target := strings.TrimRight(apiBaseURL, "/") + path
 
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
@@ -310,7 +310,7 @@ func (a *AppClient) send(ctx context.Context, method string, tok AppToken, path 
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("forge: product API %s %s: %w", method, path, err)
 	}
-	req.Header.Set("Authorization", "Bearer "+tok.Token)
+	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Accept", "application/json")
 	if payload != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -329,4 +329,58 @@ func (a *AppClient) send(ctx context.Context, method string, tok AppToken, path 
 		return 0, nil, nil, fmt.Errorf("forge: product API %s %s: answer larger than %d bytes", method, path, c.maxBody)
 	}
 	return resp.StatusCode, resp.Header, data, nil
+}
+
+// AsUser returns a client acting as the signed-in user whose app user token
+// (UserTokenHeader) is token, on the site whose apiBaseUrl (from the verified
+// FIT) is apiBaseURL.
+func (c *Client) AsUser(apiBaseURL, token string) *UserClient {
+	return &UserClient{c: c, base: apiBaseURL, token: token}
+}
+
+// UserClient calls product APIs as one user, for one request of theirs. It is
+// not retried: a person waits for the answer, and a 429's Retry-After is
+// theirs to honour (ProductError.RetryAfter).
+type UserClient struct {
+	c     *Client
+	base  string
+	token string
+}
+
+// GetJSON sends GET path (relative to apiBaseUrl, with its query) once and
+// decodes a 2xx answer into out (nil discards it). A non-2xx answer is a
+// *ProductError, a 429's with RetryAfter set from its Retry-After header (0:
+// none given). A 401 marks nothing: the user token is Forge's to renew.
+func (u *UserClient) GetJSON(ctx context.Context, path string, out any) error {
+	c := u.c
+	if !strings.HasPrefix(path, "/") || strings.HasPrefix(path, "//") {
+		return fmt.Errorf("forge: product API path %q must start with a single '/'", path)
+	}
+	status, header, data, err := c.send(ctx, http.MethodGet, u.base, u.token, path, nil)
+	if err != nil {
+		c.requests.WithLabelValues(http.MethodGet, "transport").Inc()
+		return err
+	}
+	c.requests.WithLabelValues(http.MethodGet, strconv.Itoa(status)).Inc()
+	if status >= 200 && status < 300 {
+		if out == nil || len(bytes.TrimSpace(data)) == 0 {
+			return nil
+		}
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("forge: product API GET %s: HTTP %d with a body that is not the JSON expected: %w", path, status, err)
+		}
+		return nil
+	}
+	perr := &ProductError{Status: status, Method: http.MethodGet, Path: path, Body: httpx.ErrorText(string(data), u.token)}
+	if status == http.StatusTooManyRequests {
+		if d, ok := httpx.RetryAfter(header.Get("Retry-After"), c.now()); ok {
+			perr.RetryAfter = d
+		}
+	}
+	return perr
+}
+
+// Format prints the client without its token.
+func (u *UserClient) Format(f fmt.State, _ rune) {
+	fmt.Fprintf(f, "forge.UserClient{%s}", u.base)
 }

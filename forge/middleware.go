@@ -10,13 +10,18 @@ import (
 
 	"github.com/forge-remote/forge-remote/internal/bearer"
 	"github.com/forge-remote/forge-remote/internal/logctx"
+	"github.com/forge-remote/forge-remote/internal/secret"
 )
 
 // Header names of a Forge remote call.
 const (
 	// AppTokenHeader carries the app system token when the manifest's
 	// endpoint asks for it (auth.appSystemToken).
-	AppTokenHeader      = "X-Forge-Oauth-System"
+	AppTokenHeader = "X-Forge-Oauth-System"
+	// UserTokenHeader carries the app user token (the signed-in user's, for
+	// calls to product APIs as that user) when the endpoint asks for it
+	// (auth.appUserToken) and a user is in session.
+	UserTokenHeader     = "X-Forge-Oauth-User"
 	authorizationHeader = "Authorization"
 )
 
@@ -35,6 +40,23 @@ func NewContext(ctx context.Context, inv *Invocation) context.Context {
 func InvocationFrom(ctx context.Context) (*Invocation, bool) {
 	inv, ok := ctx.Value(invocationKey{}).(*Invocation)
 	return inv, ok && inv != nil
+}
+
+type userTokenKey struct{}
+
+// WithUserToken returns ctx carrying the app user token of the call, as
+// Middleware passes it on.
+func WithUserToken(ctx context.Context, token string) context.Context {
+	return context.WithValue(ctx, userTokenKey{}, secret.String(token))
+}
+
+// UserTokenFrom returns the app user token (UserTokenHeader) of the verified
+// call, ok false when Forge sent none: the endpoint lacks
+// auth.appUserToken, or no user is in session. Take identity from the
+// Invocation, never from this token: it is opaque, for product API calls.
+func UserTokenFrom(ctx context.Context) (token string, ok bool) {
+	t, _ := ctx.Value(userTokenKey{}).(secret.String)
+	return string(t), t != ""
 }
 
 // AppTokenCapturer keeps the app system token a verified call carries
@@ -99,7 +121,11 @@ func (m *middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 		m.fail(w, r, err)
 		return
 	}
-	r = r.WithContext(NewContext(r.Context(), inv))
+	ctx := NewContext(r.Context(), inv)
+	if ut := firstHeader(r.Header, UserTokenHeader); ut != "" {
+		ctx = WithUserToken(ctx, ut)
+	}
+	r = r.WithContext(ctx)
 	if m.capture != nil {
 		if err := m.capture.Capture(r.Context(), inv, firstHeader(r.Header, AppTokenHeader)); err != nil {
 			if inv.FromTrigger() {

@@ -25,28 +25,65 @@ type ChatAnswer struct {
 	Name  string `json:"name"`
 }
 
-// TargetOf is the chat the verified FIT names: the content (page or blog
-// post) the module runs in, else its space, else the site. It is the only
-// input that picks a chat: Forge signs context.extension, so a user cannot
-// name a page they were not shown.
-func TargetOf(inv *forge.Invocation) chat.Target {
-	ext := inv.Context.Extension
-	switch {
-	case ext.Content.ID != "":
-		return chat.Target{Kind: chat.KindPage, ID: ext.Content.ID}
-	case ext.Space.Key != "":
-		return chat.Target{Kind: chat.KindSpace, ID: ext.Space.Key}
-	case ext.Space.ID != "":
-		return chat.Target{Kind: chat.KindSpaceID, ID: ext.Space.ID}
-	}
-	return chat.Target{Kind: chat.KindSite}
+// ChatBody is what the chat resolver reads of its payload: the page or
+// space the Custom UI's context names. It is a claim, used only when the
+// FIT names no content (a global page, or an app that opted into Forge's
+// `context: trusted-only`), and checked with Confluence like the FIT's.
+// Every other field is ignored, whatever its type.
+type ChatBody struct {
+	ContentID   string `json:"contentId"`
+	ContentType string `json:"contentType"` // page or blogpost
+	SpaceKey    string `json:"spaceKey"`
 }
 
-// Chat answers the `chat` resolver. The payload must be a JSON object (or
-// none) and is otherwise ignored: neither its fields nor any header choose
-// the chat or the user.
-func Chat(o ChatOpener, scope weavy.UIDScope) Handler {
-	return Decoded(func(ctx context.Context, inv *forge.Invocation, _ struct{}) (any, error) {
+// Content types a chat's page check knows; anything else the FIT names is
+// looked up as a page.
+const (
+	contentPage     = "page"
+	contentBlogPost = "blogpost"
+)
+
+// TargetOf is the chat a call names, and the content's type: the content
+// (page or blog post) the FIT's context.extension names, else the body's,
+// else the FIT's space, else the body's space, else the site. Neither is
+// trusted to say the user may see it: the chat resolver asks Confluence, as
+// the user, before anyone joins. A body that names another target than the
+// FIT's is the attack the check guards against, and is refused outright.
+func TargetOf(inv *forge.Invocation, body ChatBody) (chat.Target, string, error) {
+	ext := inv.Context.Extension
+	if body.ContentType != "" && body.ContentType != contentPage && body.ContentType != contentBlogPost {
+		return chat.Target{}, "", &BadRequestError{Msg: "contentType must be page or blogpost"}
+	}
+	if body.SpaceKey != "" && ext.Space.Key != "" && body.SpaceKey != ext.Space.Key {
+		return chat.Target{}, "", &BadRequestError{Msg: "the body's spaceKey is not the space this invocation was signed for"}
+	}
+	switch {
+	case ext.Content.ID != "":
+		if body.ContentID != "" && body.ContentID != ext.Content.ID {
+			return chat.Target{}, "", &BadRequestError{Msg: "the body's contentId is not the content this invocation was signed for"}
+		}
+		if body.ContentType != "" && ext.Content.Type != "" && body.ContentType != ext.Content.Type {
+			return chat.Target{}, "", &BadRequestError{Msg: "the body's contentType is not the content's this invocation was signed for"}
+		}
+		return chat.Target{Kind: chat.KindPage, ID: ext.Content.ID}, ext.Content.Type, nil
+	case body.ContentID != "":
+		return chat.Target{Kind: chat.KindPage, ID: body.ContentID}, body.ContentType, nil
+	case ext.Space.Key != "":
+		return chat.Target{Kind: chat.KindSpace, ID: ext.Space.Key}, "", nil
+	case ext.Space.ID != "":
+		return chat.Target{Kind: chat.KindSpaceID, ID: ext.Space.ID}, "", nil
+	case body.SpaceKey != "":
+		return chat.Target{Kind: chat.KindSpace, ID: body.SpaceKey}, "", nil
+	}
+	return chat.Target{Kind: chat.KindSite}, "", nil
+}
+
+// Chat answers the `chat` resolver: the chat of the page, space or site the
+// call names (TargetOf), once Confluence, asked as the user with the app
+// user token Forge sent (x-forge-oauth-user), says they can view it. The
+// site-wide chat needs no check: it is open to the site's directory.
+func Chat(o ChatOpener, scope weavy.UIDScope, access *Access) Handler {
+	return Decoded(func(ctx context.Context, inv *forge.Invocation, body ChatBody) (any, error) {
 		if err := RequireUser(inv); err != nil {
 			return nil, err
 		}
@@ -55,14 +92,27 @@ func Chat(o ChatOpener, scope weavy.UIDScope) Handler {
 		}
 		user, err := weavy.UID(scope, inv.CloudID(), inv.Principal)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrNoUser, err)
+			return nil, fmt.Errorf("%w: %w", ErrNoUser, err)
 		}
-		c, err := o.Open(ctx, chat.Request{
+		target, contentType, err := TargetOf(inv, body)
+		if err != nil {
+			return nil, err
+		}
+		req := chat.Request{
 			InstallationID: inv.InstallationID(),
 			CloudID:        inv.CloudID(),
 			User:           user,
-			Target:         TargetOf(inv),
-		})
+			Target:         target,
+		}
+		if target.Kind != chat.KindSite {
+			token, ok := forge.UserTokenFrom(ctx)
+			if !ok {
+				access.warnNoUserToken(ctx, inv)
+				return nil, ErrUserTokenMissing
+			}
+			req.Check = access.Check(inv.APIBaseURL(), token, target, contentType)
+		}
+		c, err := o.Open(ctx, req)
 		if errors.Is(err, chat.ErrSiteMismatch) {
 			return nil, &BadRequestError{Msg: "the invocation's site is not its installation's"}
 		}

@@ -34,6 +34,7 @@ type Config struct {
 	WeavyUIDScope    weavy.UIDScope
 	WeavyTimeout     time.Duration
 	ChatLease        time.Duration // how long an open keeps a page chat membership
+	ChatRecheck      time.Duration // how long Confluence's verdict on a page is kept; 0: every open asks
 	StoreURL         secret.URL    // a redis URL may carry a password
 	StoreKey         secret.String // unset: the backend decides (bolt creates a key file)
 	ListenAddr       string
@@ -126,6 +127,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	// At least an hour: the prune runs hourly, so a shorter lease would only
 	// cost users re-joins; at most 30 days, the bound README promises.
 	c.ChatLease = dur("CHAT_LEASE", chat.DefaultLease, time.Hour, 30*24*time.Hour)
+	// At most an hour: a user whose access was taken away reads on for up
+	// to this long through opens answered from memory.
+	c.ChatRecheck = dur("CHAT_RECHECK", chat.DefaultRecheck, 0, time.Hour)
 	scope, err := weavy.ParseUIDScope(get("WEAVY_UID_SCOPE", string(weavy.ScopeAccount)))
 	if err != nil {
 		bad("WEAVY_UID_SCOPE", "must be account or site")

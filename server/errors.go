@@ -14,6 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"go.uber.org/zap"
 
+	"github.com/forge-remote/forge-remote/chat"
 	"github.com/forge-remote/forge-remote/connect"
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/internal/logctx"
@@ -65,6 +66,7 @@ func classify(err error) (int, string, string) {
 		ure *resolvers.UnknownResolverError
 		bee *scheduler.BadEventError
 		mbe *http.MaxBytesError
+		cfe *resolvers.ConfluenceError
 	)
 	switch {
 	case errors.As(err, &he):
@@ -95,6 +97,16 @@ func classify(err error) (int, string, string) {
 		return http.StatusForbidden, "anonymous", "sign in to Confluence to use the chat"
 	case errors.Is(err, resolvers.ErrLicenseInactive):
 		return http.StatusForbidden, "license_inactive", "the app's licence for this site is not active"
+	case errors.Is(err, chat.ErrNoAccess):
+		return http.StatusForbidden, "no_access", "you can't view this page, so you can't join its chat"
+	case errors.Is(err, resolvers.ErrUserTokenMissing):
+		return http.StatusForbidden, "user_token_missing", "the app is misconfigured: its manifest's endpoint module must set auth.appUserToken.enabled: true (with the read:app-user-token scope) so that page access can be checked as the user"
+	case errors.As(err, &cfe) && cfe.Busy():
+		// Never 401 for anything Confluence said: Forge reserves it for a
+		// refused FIT.
+		return http.StatusServiceUnavailable, "confluence_busy", "Confluence is busy; retry after " + strconv.Itoa(confluenceRetryAfterSeconds(cfe.RetryAfter)) + " s"
+	case errors.As(err, &cfe):
+		return http.StatusServiceUnavailable, "confluence_unavailable", "Confluence could not check your access to this page; retry shortly"
 	case errors.Is(err, errWeavyNotConfigured):
 		return http.StatusServiceUnavailable, "weavy_not_configured", "WEAVY_URL and WEAVY_API_KEY are not set on the remote"
 	case errors.As(err, &rle):
@@ -160,6 +172,17 @@ func weavyRetryAfterSeconds(d time.Duration) int {
 	return retryAfterSeconds(min(cmp.Or(d, weavyRetryAfterDefault), weavyRetryAfterMax))
 }
 
+// Bounds of the Retry-After passed on from a Confluence 429: Atlassian's
+// hourly pool may ask for up to an hour, which the UI shows as a wait.
+const (
+	confluenceRetryAfterDefault = 5 * time.Second
+	confluenceRetryAfterMax     = time.Hour
+)
+
+func confluenceRetryAfterSeconds(d time.Duration) int {
+	return retryAfterSeconds(min(cmp.Or(d, confluenceRetryAfterDefault), confluenceRetryAfterMax))
+}
+
 func retryAfterSeconds(d time.Duration) int {
 	s := int((d + time.Second - 1) / time.Second)
 	if s < 1 {
@@ -180,11 +203,14 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, code, msg := classify(err)
 	var rle *weavy.RateLimitedError
 	var ae *weavy.APIError
+	var cfe *resolvers.ConfluenceError
 	switch {
 	case errors.As(err, &rle):
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(rle.RetryAfter)))
 	case code == "weavy_rate_limited" && errors.As(err, &ae):
 		w.Header().Set("Retry-After", strconv.Itoa(weavyRetryAfterSeconds(ae.RetryAfter)))
+	case code == "confluence_busy" && errors.As(err, &cfe):
+		w.Header().Set("Retry-After", strconv.Itoa(confluenceRetryAfterSeconds(cfe.RetryAfter)))
 	}
 	fields := logctx.Fields(r.Context())
 	if status >= 500 {

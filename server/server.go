@@ -34,6 +34,9 @@ type Options struct {
 	Logger     *zap.Logger
 	Now        func() time.Time
 	HTTPClient *http.Client // towards Forge's JWKS; nil → a default client
+	// PageCheckTimeout bounds the chat resolver's check with Confluence; 0
+	// means resolvers.DefaultCheckTimeout.
+	PageCheckTimeout time.Duration
 	// Timeouts overrides the http.Server limits (tests of slow clients);
 	// zero fields keep the defaults; a negative one is refused.
 	Timeouts Timeouts
@@ -68,9 +71,10 @@ type Server struct {
 	kv        store.KV
 	verifier  *forge.Verifier
 	appTokens *forge.AppTokens
-	broker    *weavy.Broker // nil when Weavy is not configured
-	weavy     *weavy.Client // nil when Weavy is not configured
-	chat      *chat.Service // nil when Weavy is not configured
+	broker    *weavy.Broker     // nil when Weavy is not configured
+	weavy     *weavy.Client     // nil when Weavy is not configured
+	chat      *chat.Service     // nil when Weavy is not configured
+	access    *resolvers.Access // the chat resolver's page check; nil when Weavy is not configured
 	queue     *scheduler.Queue
 	scheduler *scheduler.Service // on queue
 	connect   *connectBridge     // nil unless CONNECT_APP_KEY is set

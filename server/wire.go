@@ -64,7 +64,11 @@ func (s *Server) wire(ctx context.Context, o Options) error {
 			return err
 		}
 		s.chat = chat.New(s.weavy, s.kv, chat.Options{
-			Lease: s.cfg.ChatLease, Now: s.now, Logger: s.log.Named("chat"), Registerer: s.registry,
+			Lease: s.cfg.ChatLease, Recheck: s.cfg.ChatRecheck,
+			Now: s.now, Logger: s.log.Named("chat"), Registerer: s.registry,
+		})
+		s.access = resolvers.NewAccess(products, resolvers.AccessOptions{
+			Timeout: o.PageCheckTimeout, Logger: s.log.Named("chat"),
 		})
 	}
 
@@ -151,5 +155,5 @@ func (s *Server) registerResolvers() {
 		return
 	}
 	s.resolvers.Register(resolvers.TokenKey, resolvers.Token(s.broker, s.cfg.WeavyUIDScope, s.now))
-	s.resolvers.Register(resolvers.ChatKey, resolvers.Chat(s.chat, s.cfg.WeavyUIDScope))
+	s.resolvers.Register(resolvers.ChatKey, resolvers.Chat(s.chat, s.cfg.WeavyUIDScope, s.access))
 }
