@@ -2,6 +2,11 @@ package chat
 
 import (
 	"context"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,9 +70,11 @@ func BenchmarkOpenWarm(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = kv.Close() })
-	s := New(c, kv, Options{})
+	s := New(c, kv, Options{Recheck: DefaultRecheck})
+	var checks atomic.Int64
 	r := Request{InstallationID: "ari:cloud:ecosystem::installation/9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
-		CloudID: cloud, User: "712020:1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f", Target: Target{KindPage, "98305"}}
+		CloudID: cloud, User: "712020:1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f", Target: Target{KindPage, "98305"},
+		Check: func(context.Context) (bool, error) { checks.Add(1); return true, nil }}
 	if _, err := s.Open(context.Background(), r); err != nil {
 		b.Fatal(err)
 	}
@@ -80,7 +87,34 @@ func BenchmarkOpenWarm(b *testing.B) {
 			}
 		}
 	})
-	if wv.AdminCalls() != calls {
-		b.Fatalf("warm opens called Weavy")
+	if wv.AdminCalls() != calls || checks.Load() != 1 {
+		b.Fatalf("warm opens called Weavy or Confluence")
+	}
+}
+
+// What one (installation, user, target) costs in memory: the entry, its key
+// and the strings the key holds (as a request's decoding allocates them).
+func BenchmarkEntryMemory(b *testing.B) {
+	const n = 100_000
+	s := New(nil, nil, Options{Recheck: DefaultRecheck, MaxEntries: n})
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	now := time.Now().UnixNano()
+	s.mu.Lock()
+	for i := range n {
+		id := strconv.Itoa(98305 + i)
+		k := memberKey{appMemKey{
+			strings.Clone("ari:cloud:ecosystem::installation/9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b" + fmt.Sprintf("%04d", i%10_000)),
+			strings.Clone(cloud), KindPage, id},
+			"712020:1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c" + fmt.Sprintf("%06d", i)}
+		s.putLocked(k, memberEntry{appID: int64(i + 1), renewed: now, checked: now, allowed: true}, now)
+	}
+	s.mu.Unlock()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/entry")
+	runtime.KeepAlive(s)
+	for range b.N {
 	}
 }
