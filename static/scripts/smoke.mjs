@@ -10,9 +10,13 @@
 // - The page's real @forge/bridge is kept. What is stubbed is the Forge HOST:
 //   window.__bridge.callBridge, which the bridge calls for getContext and
 //   invokeRemote, is installed before the page loads and answers per scenario
-//   and per resolver (/resolvers/token, /resolvers/chat). It holds the first
-//   token and the chat answers until both calls have arrived, so a page that
+//   and per resolver (/resolvers/token, /resolvers/chat; the chat's answers can
+//   be a sequence, one per call, the last repeated). It holds the first token
+//   and the first chat answers until both calls have arrived, so a page that
 //   made them one after the other would never load (and fail the scenario).
+// - The page's #app states (loading, busy, error, mounted) and texts are
+//   recorded in the page as they change, so a passing state such as the
+//   "Confluence is busy" note is checked afterwards, whatever the machine's speed.
 // - Every request to the Weavy environment (baked into the build through
 //   VITE_WEAVY_URL) is recorded and then aborted: no Weavy runs here (in the
 //   refresh scenario, requests with the first token get a 401 instead). Any
@@ -46,9 +50,14 @@ const CONTEXT = {
 // mount <wy-chat uid="4711"> so that the UIKit only GETs /api/apps/4711.
 const APP_ID = 4711;
 
-// What the stubbed Forge host answers to invokeRemote, in its own format.
-const answer = (status, body) => (status >= 200 && status < 300 ? { success: true, payload: { status, headers: {}, body } } : { success: false, error: { status, headers: {}, body } });
-const refusal = (status, code, message) => answer(status, { error: { code, message } });
+// What the chat call's body must be for CONTEXT: the page the context names.
+const PAGE_BODY = { contentId: '98307', contentType: 'page', spaceKey: 'DEV' };
+
+// What the stubbed Forge host answers to invokeRemote, in its own format
+// (header values as lists; @forge/bridge joins them).
+const answer = (status, body, headers = {}) =>
+  status >= 200 && status < 300 ? { success: true, payload: { status, headers, body } } : { success: false, error: { status, headers, body } };
+const refusal = (status, code, message, headers) => answer(status, { error: { code, message } }, headers);
 const TOKEN_OK = answer(200, { access_token: 'wyu_test', expires_in: 3600 });
 const CHAT_OK = answer(200, { app_id: APP_ID, uid: 'cf-a436116f-page-98307-3c1d0e9a', name: 'Confluence page 98307' });
 
@@ -80,13 +89,57 @@ const SCENARIOS = [
     detail: 'anonymous — the invocation has the anonymous principal (HTTP 403)',
   },
   {
-    name: 'chat answers 403 no_access, the token is fine → plain words, nothing mounted',
+    name: 'chat answers 403 no_access (the user cannot view the page), the token is fine → plain words, no retry, nothing mounted',
     bridge: true,
     token: TOKEN_OK,
-    chat: refusal(403, 'no_access', 'you cannot view this page'),
+    chat: refusal(403, 'no_access', 'Confluence says user 5b10ac8d82e05b22cc7d4ef5 cannot view content 98307'),
     expect: 'error',
-    message: 'Chat is unavailable: you do not have permission to view the page or space this chat belongs to.',
-    detail: 'no_access — you cannot view this page (HTTP 403)',
+    message: "You can't view this page, so you can't join its chat.",
+    detail: 'no_access — Confluence says user 5b10ac8d82e05b22cc7d4ef5 cannot view content 98307 (HTTP 403)',
+    retryButton: false,
+    waitForRetries: true,
+  },
+  {
+    name: 'chat answers 503 confluence_busy with Retry-After: 1, then 200 → the busy note, the chat called again after ~1 s, then the chat mounts',
+    bridge: true,
+    token: TOKEN_OK,
+    chat: [refusal(503, 'confluence_busy', 'Confluence answered 429', { 'retry-after': ['1'] }), CHAT_OK],
+    chatCalls: 2,
+    busy: 'Confluence is busy right now; trying again in 1 s…',
+    busyAtLeastMs: 900,
+    expect: 'mounted',
+  },
+  {
+    name: 'chat answers 503 confluence_unavailable, then 200 → message with "Try again"; clicking it mounts the chat',
+    bridge: true,
+    token: TOKEN_OK,
+    chat: [refusal(503, 'confluence_unavailable', 'Confluence did not answer in 10s'), CHAT_OK],
+    chatCalls: 2,
+    tokenCalls: 2,
+    retry: {
+      message: 'Chat is unavailable: Confluence did not answer when asked whether you can view this page.',
+      detail: 'confluence_unavailable — Confluence did not answer in 10s (HTTP 503)',
+    },
+    expect: 'mounted',
+  },
+  {
+    name: 'chat answers 403 user_token_missing → a message for the admin, no retry, nothing mounted',
+    bridge: true,
+    token: TOKEN_OK,
+    chat: refusal(403, 'user_token_missing', 'the invocation has no user token: add appUserToken to the remote endpoint'),
+    expect: 'error',
+    message: 'This app is misconfigured: ',
+    detail: 'user_token_missing — the invocation has no user token: add appUserToken to the remote endpoint (HTTP 403)',
+    retryButton: false,
+  },
+  {
+    name: 'a global page (the context names no content and no space) → the chat body is {}, the chat mounts',
+    bridge: true,
+    ctx: { ...CONTEXT, moduleKey: 'weavy-chat-global', extension: { type: 'confluence:globalPage' } },
+    chatBody: {},
+    token: TOKEN_OK,
+    chat: CHAT_OK,
+    expect: 'mounted',
   },
   {
     name: 'both answer 403 license_inactive → plain words, nothing mounted',
@@ -112,6 +165,7 @@ const SCENARIOS = [
     chat: CHAT_OK,
     expect: 'error',
     message: 'Chat is unavailable: weavy_unavailable — Weavy answered 500',
+    retryButton: true,
   },
   {
     name: 'remote answers an API key (wys_) → refused, never reaches the UIKit',
@@ -210,12 +264,22 @@ async function run(browser, base, weavyOrigin, sc) {
   });
 
   await page.addInitScript(
-    ({ withBridge, tokenAnswer, chatAnswer, refreshed, ctx }) => {
+    ({ withBridge, tokenAnswer, chatAnswers, refreshed, ctx }) => {
       let refreshes = 0;
-      window.__smoke = { bridgeCalls: [], csp: [], parallel: false };
+      let chats = 0;
+      window.__smoke = { bridgeCalls: [], csp: [], parallel: false, states: [] };
       document.addEventListener('securitypolicyviolation', (e) =>
         window.__smoke.csp.push(`${e.violatedDirective} blocked ${e.blockedURI} (${e.sourceFile}:${e.lineNumber})`),
       );
+      // Every change of #app's state or text, as it happens.
+      new MutationObserver(() => {
+        const app = document.getElementById('app');
+        if (!app) return;
+        const state = app.dataset.state ?? '';
+        const text = app.querySelector('[role=status], [role=alert]')?.textContent ?? '';
+        const last = window.__smoke.states.at(-1);
+        if (!last || last.state !== state || last.text !== text) window.__smoke.states.push({ state, text, at: Date.now() });
+      }).observe(document, { subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ['data-state'] });
       if (!withBridge) return;
       // The first token call and the chat call are answered only once both
       // have arrived: the page must make them in parallel.
@@ -232,7 +296,7 @@ async function run(browser, base, weavyOrigin, sc) {
       };
       window.__bridge = {
         callBridge: async (name, payload) => {
-          window.__smoke.bridgeCalls.push({ name, payload: payload === undefined ? null : JSON.parse(JSON.stringify(payload)) });
+          window.__smoke.bridgeCalls.push({ name, payload: payload === undefined ? null : JSON.parse(JSON.stringify(payload)), at: Date.now() });
           if (name === 'getContext') return ctx;
           if (name !== 'invoke') return undefined;
           if (payload?.path === '/resolvers/token' && payload?.body?.refresh === true && refreshed) {
@@ -245,21 +309,55 @@ async function run(browser, base, weavyOrigin, sc) {
           }
           if (payload?.path === '/resolvers/chat') {
             await arrived('chat');
-            return chatAnswer;
+            const i = Math.min(chats, chatAnswers.length - 1);
+            chats += 1;
+            return chatAnswers[i];
           }
           return { success: false, error: { status: 404, headers: {}, body: { error: { code: 'not_found', message: 'no such resolver' } } } };
         },
       };
     },
-    { withBridge: sc.bridge, tokenAnswer: sc.token ?? null, chatAnswer: sc.chat ?? null, refreshed: sc.refreshed ?? null, ctx: CONTEXT },
+    {
+      withBridge: sc.bridge,
+      tokenAnswer: sc.token ?? null,
+      chatAnswers: Array.isArray(sc.chat) ? sc.chat : [sc.chat ?? null],
+      refreshed: sc.refreshed ?? null,
+      ctx: sc.ctx ?? CONTEXT,
+    },
   );
 
   const response = await page.goto(`${base}/index.html`);
   check(response?.status() === 200, 'dist/index.html served (200)');
 
-  await page.waitForFunction(() => ['mounted', 'error'].includes(document.getElementById('app')?.dataset.state ?? ''), null, { timeout: TIMEOUT }).catch(() => {});
+  const settled = () =>
+    page.waitForFunction(() => ['mounted', 'error'].includes(document.getElementById('app')?.dataset.state ?? ''), null, { timeout: TIMEOUT }).catch(() => {});
+  await settled();
+
+  if (sc.retry) {
+    // A transient error first: its message and a "Try again" button, nothing
+    // mounted and nothing sent to Weavy yet; the button starts over.
+    const dom = await page.evaluate(() => ({
+      state: document.getElementById('app')?.dataset.state,
+      alert: document.querySelector('[role=alert] p')?.textContent ?? '',
+      detail: document.querySelector('[role=alert] .detail')?.textContent ?? null,
+      button: document.querySelector('[role=alert] button')?.textContent ?? null,
+      chat: Boolean(document.querySelector('wy-chat')),
+    }));
+    check(dom.state === 'error', `#app first reached state "error" (got "${dom.state}")`);
+    check(dom.alert.startsWith(sc.retry.message), `message shown: ${JSON.stringify(dom.alert)}`);
+    check(dom.detail === sc.retry.detail, `the remote's code kept as detail: ${JSON.stringify(dom.detail)}`);
+    check(dom.button === 'Try again', `a "Try again" button is offered (got ${JSON.stringify(dom.button)})`);
+    check(!dom.chat && weavyRequests.length === 0, 'nothing mounted, no request reached Weavy before trying again');
+    if (dom.button) {
+      await page.click('[role=alert] button', { timeout: TIMEOUT }).catch(() => {});
+      await page.waitForFunction(() => document.getElementById('app')?.dataset.state !== 'error', null, { timeout: TIMEOUT }).catch(() => {});
+      await settled();
+    }
+  }
+
   const state = await page.evaluate(() => document.getElementById('app')?.dataset.state);
   check(state === sc.expect, `#app reached state "${sc.expect}" (got "${state}")`);
+  const states = await page.evaluate(() => window.__smoke.states);
 
   const calls = await page.evaluate(() => window.__smoke.bridgeCalls);
   const invokes = calls.filter((c) => c.name === 'invoke');
@@ -272,15 +370,33 @@ async function run(browser, base, weavyOrigin, sc) {
       first && first.method === 'POST' && first.body?.refresh === false && first.invokeType === 'ui-remote-fetch',
       `invokeRemote({path:"/resolvers/token", method:"POST", body:{refresh:false}}) went through the real @forge/bridge (got ${JSON.stringify(first)})`,
     );
+    const wantBody = JSON.stringify(sc.chatBody ?? PAGE_BODY);
+    const wantChats = sc.chatCalls ?? 1;
     const chatCall = chatCalls[0]?.payload;
     check(
-      chatCalls.length === 1 && chatCall.method === 'POST' && JSON.stringify(chatCall.body) === '{}' && chatCall.invokeType === 'ui-remote-fetch',
-      `one invokeRemote({path:"/resolvers/chat", method:"POST", body:{}}) through the real @forge/bridge (got ${chatCalls.length}: ${JSON.stringify(chatCall)})`,
+      chatCalls.length === wantChats &&
+        chatCalls.every((c) => c.payload.method === 'POST' && JSON.stringify(c.payload.body) === wantBody && c.payload.invokeType === 'ui-remote-fetch'),
+      `${wantChats} invokeRemote({path:"/resolvers/chat", method:"POST", body:${wantBody}}) through the real @forge/bridge, the body from the context (got ${chatCalls.length}: ${JSON.stringify(chatCall)})`,
     );
+    if (sc.tokenCalls) check(tokenCalls.length === sc.tokenCalls, `${sc.tokenCalls} first-token calls, one per try (${tokenCalls.length})`);
     const parallel = await page.evaluate(() => window.__smoke.parallel);
     check(parallel, 'the first token call and the chat call were both made before either was answered');
     const other = invokes.filter((c) => !tokenCalls.includes(c) && !chatCalls.includes(c));
     check(other.length === 0, `no other resolver was called${other.length ? `: ${other.map((c) => c.payload?.path).join(', ')}` : ''}`);
+  }
+
+  if (sc.busy) {
+    // The note while the chat call waits, then the chat; the second call made
+    // no earlier than Retry-After allows.
+    const busy = states.find((s) => s.state === 'busy');
+    check(busy && busy.text === sc.busy, `"${sc.busy}" shown while waiting (states: ${states.map((s) => `${s.state}${s.text ? ` "${s.text}"` : ''}`).join(' → ')})`);
+    const after = states.findIndex((s) => s.state === 'mounted');
+    check(busy && after > states.indexOf(busy), 'the page went from the busy note to the mounted chat');
+    const gap = chatCalls.length >= 2 ? chatCalls[1].at - chatCalls[0].at : NaN;
+    check(gap >= sc.busyAtLeastMs, `the chat was called again ${gap} ms after the busy answer (at least ${sc.busyAtLeastMs} ms)`);
+    check(!states.some((s) => s.state === 'error'), 'no error was shown on the way');
+  } else if (sc.bridge) {
+    check(!states.some((s) => s.state === 'busy'), 'no busy note');
   }
 
   if (sc.expect === 'mounted') {
@@ -342,14 +458,21 @@ async function run(browser, base, weavyOrigin, sc) {
     const dom = await page.evaluate(() => ({
       alert: document.querySelector('[role=alert]')?.textContent ?? '',
       detail: document.querySelector('[role=alert] .detail')?.textContent ?? null,
+      button: Boolean(document.querySelector('[role=alert] button')),
       chat: Boolean(document.querySelector('wy-chat')),
     }));
     check(dom.alert.startsWith(sc.message), `message shown: ${JSON.stringify(dom.alert)}`);
     if (sc.detail) check(dom.detail === sc.detail, `the remote's code kept as detail: ${JSON.stringify(dom.detail)}`);
+    if (sc.retryButton !== undefined) check(dom.button === sc.retryButton, sc.retryButton ? 'a "Try again" button is offered' : 'no "Try again" button (trying again cannot help)');
     check(!dom.chat, 'no <wy-chat> mounted');
     check(weavyRequests.length === 0, `no request reached Weavy (${weavyRequests.length})`);
     if (sc.bridge) check(tokenCalls.length === 1, `one token call (${tokenCalls.length})`);
-    await page.waitForTimeout(300);
+    await page.waitForTimeout(sc.waitForRetries ? 2500 : 300);
+    if (sc.waitForRetries) {
+      // A refusal is final: the page does not call the chat again on its own.
+      const later = (await page.evaluate(() => window.__smoke.bridgeCalls)).filter((c) => c.name === 'invoke' && c.payload?.path === '/resolvers/chat');
+      check(later.length === 1, `still one chat call 2.5 s later: no retry (${later.length})`);
+    }
   }
 
   const leaked = weavyRequests.filter((r) => /wys_/.test(r.authorization) || /wys_/.test(r.url));

@@ -3,7 +3,8 @@
 import { view } from '@forge/bridge';
 import { fetchWeavyToken } from './token';
 import { openChat } from './chat';
-import { alertBox } from './status';
+import { bridgeInvoke } from './remote';
+import { alertBox, showBusy } from './status';
 
 /** The Weavy environment, fixed at build time (VITE_WEAVY_URL, see vite.config.ts). */
 export const WEAVY_URL: string = import.meta.env.VITE_WEAVY_URL;
@@ -15,8 +16,16 @@ export async function mountChat(root: HTMLElement): Promise<void> {
 
   // The chat (which app, decided by the remote) and a first token before
   // anything is mounted: an error answer from the remote becomes a message on
-  // the page, not an empty chat, and nothing reaches Weavy.
-  const [ctx, { token: firstToken, chat: target }] = await Promise.all([view.getContext(), openChat()]);
+  // the page, not an empty chat, and nothing reaches Weavy. The context goes
+  // into the chat call's body; without one the body is {} and the layout a page's.
+  const context = view.getContext().catch((err: unknown) => {
+    console.warn('forge-remote chat: no Forge context:', err);
+    return undefined;
+  });
+  const [ctx, { token: firstToken, chat: target }] = await Promise.all([
+    context,
+    openChat(bridgeInvoke, { context, onBusy: (seconds) => showBusy(root, seconds) }),
+  ]);
   const { Weavy } = await uikit;
 
   document.documentElement.classList.add(ctx?.extension?.type === 'macro' ? 'layout-macro' : 'layout-page');

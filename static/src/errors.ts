@@ -6,12 +6,18 @@ export class RemoteError extends Error {
   readonly code: string;
   readonly status?: number;
   readonly detail: string;
+  /**
+   * Seconds the remote asked us to wait before trying again (its Retry-After
+   * header), when it sent one; e.g. with 503 confluence_busy.
+   */
+  readonly retryAfter?: number;
 
-  constructor(code: string, detail: string, status?: number) {
+  constructor(code: string, detail: string, status?: number, retryAfter?: number) {
     super(`${code} — ${detail}`);
     this.name = 'RemoteError';
     this.code = code;
     this.detail = detail;
     this.status = status;
+    this.retryAfter = retryAfter;
   }
 }

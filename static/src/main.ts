@@ -2,7 +2,7 @@
 // the page is not inside a Forge iframe, so it is only imported (with the
 // UIKit) after checking for the host's bridge.
 import './style.css';
-import { showError } from './status';
+import { showError, showLoading } from './status';
 
 const root = document.getElementById('app') as HTMLElement;
 
@@ -15,7 +15,16 @@ async function start(): Promise<void> {
   await mountChat(root);
 }
 
-start().catch((err: unknown) => {
-  console.warn('forge-remote chat:', err);
-  showError(root, err);
-});
+// An error is shown in the page; a transient one (Confluence or Weavy busy or
+// failing, the bridge timing out) with a "Try again" button that starts over.
+function run(): void {
+  start().catch((err: unknown) => {
+    console.warn('forge-remote chat:', err);
+    showError(root, err, () => {
+      showLoading(root);
+      run();
+    });
+  });
+}
+
+run();

@@ -7,7 +7,8 @@
 //   2xx  a JSON object
 //   else {"error":{"code":"snake_case","message":"…"}}
 // @forge/bridge's invokeRemote does NOT reject on a non-2xx answer: it resolves
-// with {status, headers, body}. So the status is checked here.
+// with {status, headers, body}. So the status is checked here, and a
+// Retry-After header (503 confluence_busy) is carried on the RemoteError.
 import { invokeRemote } from '@forge/bridge';
 import { RemoteError } from './errors';
 
@@ -44,6 +45,46 @@ function remoteError(body: unknown): { code: string; message: string } | undefin
   return { code, message: typeof message === 'string' && message !== '' ? message : 'no message' };
 }
 
+/** The value of one header, whatever shape the bridge gave the headers in. */
+function headerOf(headers: unknown, name: string): string | undefined {
+  if (typeof headers !== 'object' || headers === null) return undefined;
+  // A Headers-like object (a fetch Headers, or anything with get()).
+  const get = (headers as { get?: unknown }).get;
+  if (typeof get === 'function') {
+    const v: unknown = get.call(headers, name);
+    return typeof v === 'string' ? v : undefined;
+  }
+  // A plain object. @forge/bridge joins array values with ','; an injected
+  // invoke may still hand over an array, or keys in any case.
+  const want = name.toLowerCase();
+  for (const [key, v] of Object.entries(headers)) {
+    if (key.toLowerCase() !== want) continue;
+    if (typeof v === 'string') return v;
+    if (typeof v === 'number' && Number.isFinite(v)) return String(v);
+    if (Array.isArray(v) && typeof v[0] === 'string') return v[0];
+    return undefined;
+  }
+  return undefined;
+}
+
+/**
+ * Reads a Retry-After header as seconds to wait: delta-seconds ("5") or an
+ * HTTP date (seconds from now, at least 0). Undefined when absent or unreadable.
+ * Callers bound the value themselves.
+ */
+export function retryAfterOf(headers: unknown, now: number = Date.now()): number | undefined {
+  const raw = headerOf(headers, 'retry-after')?.trim();
+  if (!raw) return undefined;
+  // "5", or "5, 5" when the bridge joined a repeated header.
+  const secs = /^([0-9]+)\s*(,|$)/.exec(raw);
+  if (secs) return Number(secs[1]);
+  // An HTTP date ("Wed, 21 Oct 2015 07:28:00 GMT"); V8's Date.parse reads far
+  // more than that, so only a date in that form is taken.
+  const at = /GMT$/i.test(raw) ? Date.parse(raw) : NaN;
+  if (Number.isNaN(at)) return undefined;
+  return Math.max(0, Math.ceil((at - now) / 1000));
+}
+
 /**
  * POSTs body to the remote's path and returns the JSON object of a 2xx answer.
  * Anything else (a bridge failure, a non-2xx answer, a 2xx answer without a
@@ -71,9 +112,10 @@ export async function callRemote(path: string, body: Json, invoke: InvokeRemote 
     throw new RemoteError('invalid_response', 'the bridge returned a response without an HTTP status');
   }
   if (status < 200 || status > 299) {
+    const retryAfter = retryAfterOf(answer.headers);
     const e = remoteError(parsed);
-    if (e) throw new RemoteError(e.code, e.message, status);
-    throw new RemoteError(`http_${status}`, `the remote answered HTTP ${status} without an error body`, status);
+    if (e) throw new RemoteError(e.code, e.message, status, retryAfter);
+    throw new RemoteError(`http_${status}`, `the remote answered HTTP ${status} without an error body`, status, retryAfter);
   }
   if (!isObject(parsed)) {
     throw new RemoteError('invalid_response', `the remote answered HTTP ${status} without a JSON body`, status);
