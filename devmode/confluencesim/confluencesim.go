@@ -1,9 +1,58 @@
 // Package confluencesim simulates Confluence Cloud's product API as reached
 // through api.atlassian.com, for dev mode and, through forgetest, for tests.
+//
+// # Who a call is made as
+//
+// Every authenticated call is made either as the app (a bearer token given to
+// Accept or accepted by Options.Tokens: Forge's x-forge-oauth-system) or as a
+// user (a token from IssueUserToken or accepted by Options.UserTokens: Forge's
+// x-forge-oauth-user). A missing, unknown or expired token gets 401 and is
+// counted by ExpiredCalls. ContentChecks lists, for every authenticated call
+// to a content or space API, who it was made as.
+//
+// # Content, spaces and who may view them
+//
+// One content world serves every site: the cloudId in the path
+// (/ex/confluence/{cloudId}/…) is recorded in each Check but does not select
+// other content. Spaces (AddSpace) and content (AddContent: a page or a blog
+// post in a space) are viewable by every licensed user of the site and by the
+// app until restricted: RestrictSpace(key, viewers...) stands for the space
+// permission, Restrict(contentID, viewers...) for a content restriction, and
+// a page's viewers are those its space and its restriction both allow. The app
+// user is in no viewer list unless AsApp is named in it (Atlassian's ECO-822:
+// a restricted page is closed to the app user too). A guest (SetGuest) gets
+// 403 for every content or space call made with a user token (ECO-1450). With
+// Options.AnyContent every numeric id is a page and a blog post in space
+// AnySpaceKey, and every space key or id a space.
+//
+// The v2 endpoints answered: GET /wiki/api/v2/pages/{id} and
+// /wiki/api/v2/blogposts/{id} (200 with the content; 404 in v2's error shape
+// when it does not exist, is of the other type or the caller may not view it:
+// v2 does not tell restricted from missing; 400 for an id that is not an
+// int64), GET /wiki/api/v2/spaces?keys=A,B (also ids=1,2: only the spaces the
+// caller may view, maybe none) and GET /wiki/api/v2/spaces/{id} (200 or 404).
+//
+// # Control endpoint (dev mode)
+//
+// Another process (dev mode's CLI) can restrict content or a space on a
+// running simulator, without a token (the simulator listens on loopback
+// only), with a JSON body (Content-Type: application/json):
+//
+//	POST {URL}/_sim/restrict    {"contentId":"98305","viewers":["<accountId>",…]}
+//	POST {URL}/_sim/restrict    {"spaceKey":"DEV","viewers":["<accountId>",…]}
+//	POST {URL}/_sim/unrestrict  {"contentId":"98305"}   or {"spaceKey":"DEV"}
+//
+// Empty or missing viewers restrict to nobody (not even the app). The answer
+// is 204, or 400, 405 or 415 with a plain-text reason. Control requests are not
+// API calls: Calls, Requests and ExpiredCalls leave them out.
 package confluencesim
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +65,14 @@ import (
 // TokenCheck tells whether the simulator issued token and when it expires.
 type TokenCheck func(token string) (exp time.Time, ok bool)
 
+// UserTokenCheck tells whether token is a user token, whose, and when it
+// expires.
+type UserTokenCheck func(token string) (accountID string, exp time.Time, ok bool)
+
+// AsApp is Check.As for a call made with an app token, and the viewer that
+// lets the app user see restricted content or a restricted space.
+const AsApp = "app"
+
 // User is a Confluence user as the simulator answers it. Email "" is a user
 // whose profile visibility hides it; AvatarPath is the site-relative
 // profilePicture.path, e.g. "/wiki/aa-avatar/<accountId>".
@@ -24,36 +81,69 @@ type User struct {
 }
 
 // Options configures New. The zero value accepts only tokens given to
-// Accept and knows no users.
+// Accept or IssueUserToken and knows no users, spaces or content.
 type Options struct {
-	// Tokens accepts bearer tokens besides those given to Accept, e.g. app
+	// Tokens accepts app tokens besides those given to Accept, e.g. app
 	// tokens signed with dev mode's key by another process.
 	Tokens TokenCheck
+	// UserTokens accepts user tokens besides those IssueUserToken made, e.g.
+	// user tokens made by another process; it is asked after Tokens.
+	UserTokens UserTokenCheck
 	// AnyUser makes every accountId a known user with a made-up name, so dev
 	// mode works with whatever accountId the developer picks.
 	AnyUser bool
+	// AnyContent makes every numeric id a page (at /pages/{id}) and a blog
+	// post (at /blogposts/{id}) in space AnySpaceKey, and every space key and
+	// numeric space id a space, all viewable by everyone until restricted;
+	// content and spaces added explicitly keep their own type and space.
+	AnyContent bool
 	// Now is the clock token expiry is judged by; nil: time.Now.
 	Now func() time.Time
 }
 
-// Server answers like api.atlassian.com/ex/confluence/{cloudId}/…: it accepts
-// only app tokens it issued, only before their exp, and counts every call.
-type Server struct {
-	srv     *httptest.Server
-	calls   atomic.Int64
-	expired atomic.Int64
-	check   TokenCheck
-	anyUser bool
+// Check is one authenticated call to a content or space API.
+type Check struct {
+	Method  string
+	CloudID string // the site, from /ex/confluence/{cloudId}/…
+	Path    string // the API path after the site, e.g. "/wiki/api/v2/pages/98305"
+	Query   string // the raw query, e.g. "keys=DEV"
+	As      string // the user token's accountId, or AsApp
+}
 
-	mu       sync.Mutex
-	now      func() time.Time
-	tokens   map[string]time.Time // accepted token → exp
-	users    map[string]User
-	siteURL  string
-	failures []failure
-	requests []string
+// Server answers like api.atlassian.com/ex/confluence/{cloudId}/…: it accepts
+// only tokens it issued or its Options accept, only before their exp, and
+// counts every call.
+type Server struct {
+	srv        *httptest.Server
+	calls      atomic.Int64
+	expired    atomic.Int64
+	hanging    atomic.Int64
+	check      TokenCheck
+	userCheck  UserTokenCheck
+	anyUser    bool
+	anyContent bool
+	closing    chan struct{} // closed by Close: hanging handlers return
+	closeOnce  sync.Once
+
+	mu         sync.Mutex
+	now        func() time.Time
+	tokens     map[string]time.Time // accepted app token → exp
+	userTokens map[string]userToken
+	users      map[string]User
+	guests     map[string]bool
+	siteURL    string
+	effects    []effect
+	headers    http.Header // on every authenticated answer
+	requests   []string
+	checks     []Check
+	world
 	// The reserved Connect clientKey property, per site (cloudId).
 	connectKeys map[string]connectKey
+}
+
+type userToken struct {
+	accountID string
+	exp       time.Time
 }
 
 // connectKey is a site's Connect installation as the app properties API sees it.
@@ -67,19 +157,28 @@ type connectKey struct {
 // tenant's Connect clientKey.
 const ConnectClientKeyProperty = "connect_client_key_019cdff3-8bfb-71fe-9628-875b700aebb8"
 
-type failure struct {
-	status     int
-	retryAfter string
+// effect is what one of the next authenticated calls gets instead of its
+// answer: a failure status with headers, or a hang.
+type effect struct {
+	hang   bool
+	status int
+	header http.Header
 }
 
 // New starts a simulator on ln (nil: a free loopback port). Close stops it.
 func New(ln net.Listener, opts Options) *Server {
 	s := &Server{
-		check:   opts.Tokens,
-		anyUser: opts.AnyUser,
-		now:     opts.Now,
-		tokens:  make(map[string]time.Time),
-		users:   make(map[string]User),
+		check:      opts.Tokens,
+		userCheck:  opts.UserTokens,
+		anyUser:    opts.AnyUser,
+		anyContent: opts.AnyContent,
+		closing:    make(chan struct{}),
+		now:        opts.Now,
+		tokens:     make(map[string]time.Time),
+		userTokens: make(map[string]userToken),
+		users:      make(map[string]User),
+		guests:     make(map[string]bool),
+		world:      newWorld(),
 
 		connectKeys: make(map[string]connectKey),
 	}
@@ -95,8 +194,12 @@ func New(ln net.Listener, opts Options) *Server {
 	return s
 }
 
-// Close stops the simulator.
-func (s *Server) Close() { s.srv.Close() }
+// Close stops the simulator, first releasing the calls HangNext holds (their
+// connections are cut without an answer). A second Close does nothing more.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() { close(s.closing) })
+	s.srv.Close()
+}
 
 // URL is the simulator's root, standing for https://api.atlassian.com.
 func (s *Server) URL() string { return s.srv.URL }
@@ -114,18 +217,31 @@ func (s *Server) SetNow(now func() time.Time) {
 }
 
 // SetSiteURL makes answers carry _links.base = siteURL + "/wiki", as the real
-// API does; by default the simulator leaves _links out.
+// API does; by default the simulator leaves _links.base out.
 func (s *Server) SetSiteURL(siteURL string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.siteURL = strings.TrimRight(siteURL, "/")
 }
 
-// Accept makes the simulator accept token until exp.
+// Accept makes the simulator accept token as an app token until exp.
 func (s *Server) Accept(token string, exp time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tokens[token] = exp
+}
+
+// IssueUserToken makes a random opaque user token for accountID, as Forge's
+// x-forge-oauth-user carries, that the simulator accepts until exp; calls
+// made with it are made as accountID.
+func (s *Server) IssueUserToken(accountID string, exp time.Time) string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // never fails (crypto/rand)
+	tok := "simuser." + base64.RawURLEncoding.EncodeToString(b)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.userTokens[tok] = userToken{accountID, exp}
+	return tok
 }
 
 // AddUser adds (or replaces) a user.
@@ -135,27 +251,79 @@ func (s *Server) AddUser(u User) {
 	s.users[u.AccountID] = u
 }
 
+// SetGuest makes accountID a guest (an unlicensed user): every content or
+// space call made with one of its user tokens answers 403, whatever the
+// restrictions say (Atlassian's ECO-1450). Its app-token calls are unchanged.
+func (s *Server) SetGuest(accountID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.guests[accountID] = true
+}
+
 // FailNext makes the next n authenticated calls answer status (with a
 // Retry-After header when retryAfter is not "").
 func (s *Server) FailNext(n, status int, retryAfter string) {
+	var h http.Header
+	if retryAfter != "" {
+		h = http.Header{"Retry-After": {retryAfter}}
+	}
+	s.FailNextWithHeaders(n, status, h)
+}
+
+// FailNextWithHeaders makes the next n authenticated calls answer status
+// with the headers h, e.g. Atlassian's rate-limit headers on a 429.
+func (s *Server) FailNextWithHeaders(n, status int, h http.Header) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for range n {
-		s.failures = append(s.failures, failure{status, retryAfter})
+		s.effects = append(s.effects, effect{status: status, header: h.Clone()})
 	}
 }
 
-// Calls counts every request received.
+// HangNext makes the next n authenticated calls hang without an answer until
+// the client gives up (the request's context ends) or Close. FailNext,
+// FailNextWithHeaders and HangNext queue up in the order they were called.
+func (s *Server) HangNext(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for range n {
+		s.effects = append(s.effects, effect{hang: true})
+	}
+}
+
+// Hanging counts the calls hanging now (see HangNext).
+func (s *Server) Hanging() int { return int(s.hanging.Load()) }
+
+// SetHeaders makes every authenticated answer from now on carry the headers
+// h (nil: none), e.g. X-RateLimit-NearLimit on answers that succeed; the
+// headers of a FailNextWithHeaders answer are added over them.
+func (s *Server) SetHeaders(h http.Header) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.headers = h.Clone()
+}
+
+// Calls counts every API request received.
 func (s *Server) Calls() int { return int(s.calls.Load()) }
 
 // ExpiredCalls counts the requests made with an expired, unknown or missing token.
 func (s *Server) ExpiredCalls() int { return int(s.expired.Load()) }
 
-// Requests lists "METHOD path?query" of every request, the cloud-id prefix included.
+// Requests lists "METHOD path?query" of every API request, the cloud-id prefix included.
 func (s *Server) Requests() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.requests...)
+}
+
+// ContentChecks lists every authenticated call to a content or space API
+// (Confluence's /wiki/api/v2/{pages,blogposts,spaces}… and
+// /wiki/rest/api/{content,space}…, answered or not), in order, with who it
+// was made as.
+func (s *Server) ContentChecks() []Check {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Check(nil), s.checks...)
 }
 
 func apiError(w http.ResponseWriter, status int, msg string) {
@@ -164,44 +332,83 @@ func apiError(w http.ResponseWriter, status int, msg string) {
 	_ = json.NewEncoder(w).Encode(map[string]any{"statusCode": status, "message": msg})
 }
 
+// identify says who token is: an app token (AsApp), a user's token (its
+// accountId), or none (ok false); and until when it is good.
+func (s *Server) identify(tok string) (as string, exp time.Time, ok bool) {
+	if tok == "" {
+		return "", time.Time{}, false
+	}
+	s.mu.Lock()
+	exp, ok = s.tokens[tok]
+	ut, user := s.userTokens[tok]
+	s.mu.Unlock()
+	switch {
+	case ok:
+		return AsApp, exp, true
+	case user:
+		return ut.accountID, ut.exp, true
+	}
+	if s.check != nil {
+		if exp, ok := s.check(tok); ok {
+			return AsApp, exp, true
+		}
+	}
+	if s.userCheck != nil {
+		if id, exp, ok := s.userCheck(tok); ok && id != "" && id != AsApp {
+			return id, exp, true
+		}
+	}
+	return "", time.Time{}, false
+}
+
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/_sim/") {
+		s.control(w, r)
+		return
+	}
 	s.calls.Add(1)
 	scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 	s.mu.Lock()
 	s.requests = append(s.requests, r.Method+" "+r.URL.RequestURI())
 	now := s.now()
-	exp, issued := s.tokens[tok]
 	s.mu.Unlock()
-	if !issued && s.check != nil && tok != "" {
-		exp, issued = s.check(tok)
-	}
-	valid := strings.EqualFold(scheme, "Bearer") && issued && now.Before(exp)
-	var fail *failure
-	s.mu.Lock()
-	if valid && len(s.failures) > 0 {
-		fail = &s.failures[0]
-		s.failures = s.failures[1:]
-	}
-	siteURL := s.siteURL
-	s.mu.Unlock()
-
-	if !valid {
+	as, exp, known := s.identify(tok)
+	if !strings.EqualFold(scheme, "Bearer") || !known || !now.Before(exp) {
 		s.expired.Add(1)
 		// What api.atlassian.com answers for a bad or expired bearer token.
 		apiError(w, http.StatusUnauthorized, "Unauthorized")
 		return
 	}
-	if fail != nil {
-		if fail.retryAfter != "" {
-			w.Header().Set("Retry-After", fail.retryAfter)
-		}
-		apiError(w, fail.status, http.StatusText(fail.status))
-		return
-	}
 
 	rest, ok := strings.CutPrefix(r.URL.Path, "/ex/confluence/")
 	cloudID, apiPath, _ := strings.Cut(rest, "/")
-	if !ok || cloudID == "" {
+	ok = ok && cloudID != ""
+	var eff *effect
+	s.mu.Lock()
+	if ok && isContentAPI(apiPath) {
+		s.checks = append(s.checks, Check{Method: r.Method, CloudID: cloudID, Path: "/" + apiPath, Query: r.URL.RawQuery, As: as})
+	}
+	if len(s.effects) > 0 {
+		eff = &s.effects[0]
+		s.effects = s.effects[1:]
+	}
+	siteURL := s.siteURL
+	maps.Copy(w.Header(), s.headers)
+	s.mu.Unlock()
+
+	if eff != nil && eff.hang {
+		s.hang(r.Context())
+		return
+	}
+	if eff != nil {
+		for k, v := range eff.header {
+			w.Header()[k] = append([]string(nil), v...)
+		}
+		apiError(w, eff.status, http.StatusText(eff.status))
+		return
+	}
+
+	if !ok {
 		apiError(w, http.StatusNotFound, "Not Found")
 		return
 	}
@@ -210,9 +417,23 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.user(w, r, siteURL)
 	case r.Method == http.MethodGet && strings.HasPrefix(apiPath, "wiki/rest/atlassian-connect/1/addons/"):
 		s.appProperty(w, r, cloudID, strings.TrimPrefix(apiPath, "wiki/rest/atlassian-connect/1/addons/"))
+	case r.Method == http.MethodGet && strings.HasPrefix(apiPath, "wiki/api/v2/"):
+		s.v2(w, r, strings.TrimPrefix(apiPath, "wiki/api/v2/"), as, siteURL)
 	default:
 		apiError(w, http.StatusNotFound, "No API at "+r.Method+" /"+apiPath)
 	}
+}
+
+// hang holds a call until its client gives up or the simulator closes, then
+// cuts the connection without an answer.
+func (s *Server) hang(ctx context.Context) {
+	s.hanging.Add(1)
+	defer s.hanging.Add(-1)
+	select {
+	case <-ctx.Done():
+	case <-s.closing:
+	}
+	panic(http.ErrAbortHandler)
 }
 
 // user answers GET /wiki/rest/api/user?accountId=… in the shape of Confluence's v1 API.

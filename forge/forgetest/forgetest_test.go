@@ -10,6 +10,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/forge-remote/forge-remote/devmode/confluencesim"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 )
 
@@ -120,4 +121,32 @@ func decodePayload(t *testing.T, token string) map[string]any {
 		t.Fatal(err)
 	}
 	return m
+}
+
+func TestConfluencePageCheckAsUser(t *testing.T) {
+	conf := forgetest.NewConfluence(t)
+	conf.AddPage(t, "98305", "ENG", "65537")
+	conf.AddBlogPost(t, "98306", "ENG", "65537")
+	conf.Restrict("98305", "712020:alice")
+	get := func(tok, path string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, conf.APIBaseURL(forgetest.CloudID)+path, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	exp := time.Now().Add(time.Hour)
+	alice, bob := conf.IssueUserToken(t, "712020:alice", exp), conf.IssueUserToken(t, "712020:bob", exp)
+	if get(alice, "/wiki/api/v2/pages/98305") != http.StatusOK || get(bob, "/wiki/api/v2/pages/98305") != http.StatusNotFound ||
+		get(bob, "/wiki/api/v2/blogposts/98306") != http.StatusOK || get(conf.IssueAppToken(t, exp), "/wiki/api/v2/pages/98305") != http.StatusNotFound {
+		t.Fatal("page check answers differ from Confluence's access rules")
+	}
+	checks := conf.ContentChecks()
+	if len(checks) != 4 || checks[0].As != "712020:alice" || checks[1].As != "712020:bob" || checks[3].As != confluencesim.AsApp {
+		t.Fatalf("ContentChecks = %+v", checks)
+	}
 }
