@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/forge-remote/forge-remote/chat"
+	"github.com/forge-remote/forge-remote/devmode/confluencesim"
 	"github.com/forge-remote/forge-remote/devmode/weavysim"
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
@@ -31,31 +32,63 @@ var dirS = "cf-" + forgetest.CloudID
 
 type chatFixture struct {
 	*tokenFixture
-	offset atomic.Int64 // the server's clock: wall time plus this
+	// conf is the sites' Confluence: every page, blog post and space exists
+	// and is viewable by everyone unless restricted (Restrict, RestrictSpace).
+	conf       *forgetest.Confluence
+	offset     atomic.Int64 // the server's clock: wall time plus this
+	userTokens sync.Map     // FIT → the user token Forge sends with it
 }
 
 func (f *chatFixture) now() time.Time { return time.Now().Add(time.Duration(f.offset.Load())) }
 
 func newChatFixture(t *testing.T, env map[string]string) *chatFixture {
+	return newChatFixtureWith(t, env, server.Options{})
+}
+
+// newChatFixtureWith is newChatFixture with server options (the clock is
+// the fixture's).
+func newChatFixtureWith(t *testing.T, env map[string]string, o server.Options) *chatFixture {
 	key := forgetest.NewKey(t, "k1")
 	jwks := forgetest.NewJWKSServer(t, key)
 	wv := weavysim.New("")
 	t.Cleanup(wv.Close)
 	f := &chatFixture{}
+	f.conf = forgetest.NewConfluenceWith(t, confluencesim.Options{AnyContent: true, Now: f.now})
 	e := tokenEnv(t, jwks, wv)
 	for k, v := range env {
 		e[k] = v
 	}
-	ts := startServerWith(t, e, serverOptions(f.now))
+	o.Now = f.now
+	ts := startServerWith(t, e, o)
 	ts.waitReady(t)
 	f.tokenFixture = &tokenFixture{key: key, wv: wv, ts: ts, env: e}
 	return f
 }
 
 // fit is a user's FIT on a site, naming a page (or, with page "", the
-// space or nothing: see target).
+// space or nothing: see target), its apiBaseUrl the fixture's Confluence.
+// Forge's user token for its principal goes with it (open sends it).
 func (f *chatFixture) fit(t *testing.T, account string, opts ...forgetest.FITOption) string {
-	return forgetest.MintFIT(t, f.key, append([]forgetest.FITOption{forgetest.WithNow(f.now), forgetest.WithPrincipal(account)}, opts...)...)
+	var minted forgetest.FIT
+	all := append([]forgetest.FITOption{forgetest.WithNow(f.now), forgetest.WithPrincipal(account)}, opts...)
+	all = append(all, func(x *forgetest.FIT) {
+		if x.APIBaseURL == "" {
+			x.APIBaseURL = f.conf.APIBaseURL(x.CloudID)
+		}
+		minted = *x
+	})
+	fit := forgetest.MintFIT(t, f.key, all...)
+	if minted.Principal != "" {
+		f.userTokens.Store(fit, f.conf.IssueUserToken(t, minted.Principal, f.now().Add(4*time.Hour)))
+	}
+	return fit
+}
+
+// userTokenOf is the user token minted with fit.
+func (f *chatFixture) userTokenOf(fit string) string {
+	tok, _ := f.userTokens.Load(fit)
+	s, _ := tok.(string)
+	return s
 }
 
 // onSiteT puts the FIT on the other customer's site.
@@ -76,9 +109,21 @@ func onPage(id string) forgetest.FITOption {
 	return extension(map[string]any{"type": "macro", "content": map[string]any{"id": id, "type": "page"}, "space": map[string]any{"key": "ENG"}})
 }
 
+// open calls the chat resolver as Forge does: the FIT, and the user token
+// minted with it in x-forge-oauth-user.
 func (f *chatFixture) open(t *testing.T, fit, body string) reply {
 	t.Helper()
-	return f.ts.post(t, "/resolvers/chat", fit, nil, body)
+	return f.openWith(t, fit, f.userTokenOf(fit), body)
+}
+
+// openWith calls the chat resolver with userToken ("": none) beside fit.
+func (f *chatFixture) openWith(t *testing.T, fit, userToken, body string) reply {
+	t.Helper()
+	h := map[string]string{}
+	if userToken != "" {
+		h["x-forge-oauth-user"] = userToken
+	}
+	return f.ts.post(t, "/resolvers/chat", fit, h, body)
 }
 
 // openOK opens and returns the app id, failing the test otherwise.
@@ -250,26 +295,42 @@ func TestChatSquatter(t *testing.T) {
 	}
 }
 
-// Whatever the body or the envelope says, the chat is the FIT's: a FIT
-// naming P never yields another page's membership.
-func TestChatTargetOnlyFromFIT(t *testing.T) {
+// Where the FIT names content, the body cannot name another: a
+// disagreement is refused (400) and makes nothing; fields it does not read
+// are ignored. The chat is the FIT's.
+func TestChatBodyCannotOverrideFIT(t *testing.T) {
 	f := newChatFixture(t, nil)
 	alice := forgetest.AccountID
 	other := pageUID(forgetest.CloudID, "777")
 	for _, body := range []string{
 		`{"contentId":"777"}`,
+		`{"contentId":777}`,
+		`{"contentId":"` + pageP + `","contentType":"blogpost"}`,
+		`{"contentId":"` + pageP + `","spaceKey":"OTHER"}`,
+		`{"contentType":"whiteboard"}`,
+	} {
+		if r := f.open(t, f.fit(t, alice, onPage(pageP)), body); r.Status != http.StatusBadRequest || r.ErrCode != "bad_request" {
+			t.Errorf("body %s: %d %s", body, r.Status, r.Body)
+		}
+	}
+	if f.wv.Apps() != 0 || len(f.conf.ContentChecks()) != 0 {
+		t.Fatalf("refused bodies made %d apps and %d Confluence checks", f.wv.Apps(), len(f.conf.ContentChecks()))
+	}
+	for _, body := range []string{
+		`{}`,
+		`{"contentId":"` + pageP + `","contentType":"page","spaceKey":"ENG"}`,
 		`{"uid":"` + other + `","app_id":1,"space":{"key":"X"},"cloudId":"` + cloudT + `"}`,
-		`{"contentId":777,"extension":{"content":{"id":"777"}}}`,
 	} {
 		r := f.open(t, f.fit(t, alice, onPage(pageP)), body)
 		if r.Status != http.StatusOK || r.str("uid") != pageUID(forgetest.CloudID, pageP) {
 			t.Fatalf("body %s: %d %s", body, r.Status, r.Body)
 		}
 	}
-	env := f.ts.post(t, "/resolvers", f.fit(t, alice, onPage(pageP)), nil,
+	fit := f.fit(t, alice, onPage(pageP))
+	env := f.ts.post(t, "/resolvers", fit, map[string]string{"x-forge-oauth-user": f.userTokenOf(fit)},
 		`{"call":{"functionKey":"chat","payload":{"contentId":"777"}},"context":{"extension":{"content":{"id":"777"}},"cloudId":"`+cloudT+`"}}`)
-	if env.Status != http.StatusOK || env.str("uid") != pageUID(forgetest.CloudID, pageP) {
-		t.Fatalf("envelope: %d %s", env.Status, env.Body)
+	if env.Status != http.StatusBadRequest {
+		t.Fatalf("envelope naming another page: %d %s", env.Status, env.Body)
 	}
 	if _, made := f.wv.App(other); made || f.wv.Apps() != 1 {
 		t.Fatalf("another app was made: %d apps", f.wv.Apps())
@@ -293,11 +354,65 @@ func TestChatTargetOnlyFromFIT(t *testing.T) {
 			t.Errorf("%s: %d %s; app %+v", c.uid, c.r.Status, c.r.Body, app)
 		}
 	}
+	// Each was checked at its own API, as alice; the site chat was not.
+	var paths []string
+	for _, c := range f.conf.ContentChecks() {
+		if c.As != alice {
+			t.Errorf("check %s %s made as %q", c.Path, c.Query, c.As)
+		}
+		paths = append(paths, c.Path+"?"+c.Query)
+	}
+	for _, want := range []string{"/wiki/api/v2/pages/" + pageP + "?", "/wiki/api/v2/spaces?keys=ENG", "/wiki/api/v2/blogposts/4242?"} {
+		if !slices.Contains(paths, want) {
+			t.Errorf("no check %s among %v", want, paths)
+		}
+	}
+	if len(paths) != 3 {
+		t.Errorf("%d checks, want 3 (one per target; the site chat none): %v", len(paths), paths)
+	}
 	// A FIT naming something that is no Confluence id is refused, and
 	// nothing is made.
 	apps := f.wv.Apps()
-	if r := f.open(t, f.fit(t, alice, onPage("12 OR 1=1")), `{}`); r.Status != http.StatusBadRequest || f.wv.Apps() != apps {
-		t.Fatalf("bad content id: %d %s", r.Status, r.Body)
+	for _, id := range []string{"12 OR 1=1", "99999999999999999999"} {
+		if r := f.open(t, f.fit(t, alice, onPage(id)), `{}`); r.Status != http.StatusBadRequest || f.wv.Apps() != apps {
+			t.Fatalf("bad content id %q: %d %s", id, r.Status, r.Body)
+		}
+	}
+}
+
+// Where the FIT names no content (a global page, or an app on
+// `context: trusted-only`), the body names it, and gets the same check.
+func TestChatBodyTargetIsChecked(t *testing.T) {
+	f := newChatFixture(t, nil)
+	alice, bob := forgetest.AccountID, "5b10ac8d82e05b22cc7d4ef5"
+	f.conf.Restrict("4242", alice)
+	f.conf.RestrictSpace("SEC", alice)
+	global := extension(nil)
+	blog := `{"contentId":"4242","contentType":"blogpost"}`
+	if r := f.open(t, f.fit(t, alice, global), blog); r.Status != http.StatusOK || r.str("uid") != pageUID(forgetest.CloudID, "4242") {
+		t.Fatalf("alice, body blog post: %d %s", r.Status, r.Body)
+	}
+	if r := f.open(t, f.fit(t, alice, global), `{"spaceKey":"SEC"}`); r.Status != http.StatusOK || r.str("uid") != "confluence-"+forgetest.CloudID+"-space-SEC" {
+		t.Fatalf("alice, body space: %d %s", r.Status, r.Body)
+	}
+	admin := f.wv.AdminCalls()
+	for _, body := range []string{blog, `{"contentId":"4242"}`, `{"spaceKey":"SEC"}`} {
+		if r := f.open(t, f.fit(t, bob, global), body); r.Status != http.StatusForbidden || r.ErrCode != "no_access" {
+			t.Errorf("bob, body %s: %d %s", body, r.Status, r.Body)
+		}
+	}
+	if f.wv.AdminCalls() != admin {
+		t.Errorf("bob's refused opens made %d Weavy calls", f.wv.AdminCalls()-admin)
+	}
+	for _, uid := range []string{pageUID(forgetest.CloudID, "4242"), "confluence-" + forgetest.CloudID + "-space-SEC"} {
+		if app, _ := f.wv.App(uid); app.Members[bob] != "" || app.Members[alice] == "" {
+			t.Errorf("%s members: %v", uid, app.Members)
+		}
+	}
+	// Nothing named: the site-wide chat, with no check.
+	checks := len(f.conf.ContentChecks())
+	if r := f.open(t, f.fit(t, bob, global), `{}`); r.Status != http.StatusOK || r.str("uid") != "confluence-"+forgetest.CloudID+"-global" || len(f.conf.ContentChecks()) != checks {
+		t.Fatalf("bob, site chat: %d %s", r.Status, r.Body)
 	}
 }
 
