@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/forge-remote/forge-remote/chat"
+	"github.com/forge-remote/forge-remote/devmode/confluencesim"
 	"github.com/forge-remote/forge-remote/devmode/weavysim"
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
@@ -321,7 +322,7 @@ func TestTokenWeavyTimeout(t *testing.T) {
 	}
 }
 
-// No FIT, app token, API key, store key, internal token or Weavy token ever
+// No FIT, app token, user token, API key, store key, internal token or Weavy token ever
 // appears in the logs, even at debug level and on error paths.
 func TestNoSecretsInLogs(t *testing.T) {
 	key := forgetest.NewKey(t, "k1")
@@ -339,10 +340,21 @@ func TestNoSecretsInLogs(t *testing.T) {
 	var secrets []string
 	appTok := forgetest.MintAppToken(t, time.Now().Add(3*time.Hour))
 	secrets = append(secrets, appTok, weavysim.APIKey, storeKey, internalToken)
+	// Confluence, asked as the user by the chat resolver: Forge's user
+	// token of each call's principal goes with it.
+	conf := forgetest.NewConfluenceWith(t, confluencesim.Options{AnyContent: true, Now: now})
 	call := func(path, body string, opts ...forgetest.FITOption) reply {
-		fit := forgetest.MintFIT(t, key, append([]forgetest.FITOption{forgetest.WithNow(now)}, opts...)...)
+		var minted forgetest.FIT
+		opts = append([]forgetest.FITOption{forgetest.WithNow(now), forgetest.WithAPIBaseURL(conf.APIBaseURL(forgetest.CloudID))}, opts...)
+		fit := forgetest.MintFIT(t, key, append(opts, func(f *forgetest.FIT) { minted = *f })...)
 		secrets = append(secrets, fit)
-		return ts.post(t, path, fit, map[string]string{"x-forge-oauth-system": appTok, "x-b3-traceid": "463ac35c9f6413ad48485a3953bb6124"}, body)
+		h := map[string]string{"x-forge-oauth-system": appTok, "x-b3-traceid": "463ac35c9f6413ad48485a3953bb6124"}
+		if minted.Principal != "" {
+			userTok := conf.IssueUserToken(t, minted.Principal, now().Add(4*time.Hour))
+			secrets = append(secrets, userTok)
+			h["x-forge-oauth-user"] = userTok
+		}
+		return ts.post(t, path, fit, h, body)
 	}
 	tok := call("/resolvers/token", `{}`)
 	secrets = append(secrets, tok.str("access_token"))
@@ -370,6 +382,19 @@ func TestNoSecretsInLogs(t *testing.T) {
 	call("/resolvers/chat", `{}`, onPage(pageP))
 	call("/resolvers/chat", `{}`, extension(nil))
 	call("/resolvers/chat", `{}`, onPage("1 OR 1"))
+	// The page check refusing, throttled, failing, and a restriction
+	// removing a member: none of it logs the user token.
+	conf.Restrict("556", forgetest.AccountID)
+	call("/resolvers/chat", `{}`, onPage("556"), forgetest.WithPrincipal("acc-other"))
+	conf.FailNext(1, http.StatusTooManyRequests, "30")
+	call("/resolvers/chat", `{}`, onPage("557"))
+	conf.FailNext(1, http.StatusInternalServerError, "")
+	call("/resolvers/chat", `{}`, onPage("558"))
+	offset.Add(int64(chat.DefaultRecheck))
+	conf.Restrict("555", "nobody")
+	if r := call("/resolvers/chat", `{}`, onPage("555")); r.ErrCode != "no_access" {
+		t.Fatalf("chat after a restriction: %d %s", r.Status, r.Body)
+	}
 	squatTok := call("/resolvers/token", `{}`, forgetest.WithPrincipal("acc-squatter")).str("access_token")
 	secrets = append(secrets, squatTok)
 	if st := putAsUser(t, wv.URL, squatTok, pageUID(forgetest.CloudID, "666")); st != http.StatusCreated {
@@ -411,7 +436,8 @@ func TestNoSecretsInLogs(t *testing.T) {
 	wv.SetMode(weavysim.OK)
 
 	logs := ts.Logs.String() + lockOut.String()
-	for _, want := range []string{"chat app provisioned", "chat memberships past their lease removed", "app_id"} {
+	for _, want := range []string{"chat app provisioned", "chat memberships past their lease removed", "app_id",
+		"Confluence says the user cannot view the target", "confluence_unavailable"} {
 		if !strings.Contains(logs, want) {
 			t.Fatalf("the chat paths under test did not log %q:\n%s", want, logs)
 		}
