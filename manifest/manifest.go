@@ -138,9 +138,22 @@ const (
 	UninstallPath = "/triggers/uninstall"
 )
 
-// RequiredScopes are needed by the remote: without read:app-system-token no app
-// token is sent; read:confluence-user is what the profile sync calls.
-var RequiredScopes = []string{"read:app-system-token", "read:confluence-user"}
+// Scope is a permission scope the remote needs, and why.
+type Scope struct {
+	Name string
+	Why  string
+}
+
+// RequiredScopes are needed by the remote; Validate names the reason of each
+// one missing. The last three serve the chat resolver's page-access check,
+// made as the user with the token Forge sends to auth.appUserToken endpoints.
+var RequiredScopes = []Scope{
+	{"read:app-system-token", "without it Forge sends no app token (x-forge-oauth-system)"},
+	{"read:confluence-user", "the profile sync reads display names and avatars with it"},
+	{"read:app-user-token", "without it Forge sends no user token (x-forge-oauth-user) on UI calls"},
+	{"read:page:confluence", "the chat resolver checks, as the user, that they can view the page or blog post (REST v2 GET /pages/{id}, /blogposts/{id})"},
+	{"read:space:confluence", "the chat resolver checks, as the user, that they can view the space (REST v2 GET /spaces?keys=...)"},
+}
 
 // RequiredEvents are the lifecycle events the remote records.
 var RequiredEvents = []string{"avi:forge:installed:app", "avi:forge:upgraded:app"}
@@ -232,8 +245,15 @@ func (m *Manifest) Validate(served Served) error {
 	}
 
 	uis := 0
-	for kind, mods := range map[string][]UIModule{"confluence:globalPage": m.Modules.GlobalPage, "macro": m.Modules.Macro} {
-		for i, u := range mods {
+	// resolverEndpoints are the endpoints UI modules call that the remote
+	// answers resolvers on, with the modules calling each.
+	resolverEndpoints := map[string][]string{}
+	for _, k := range []struct {
+		kind string
+		mods []UIModule
+	}{{"confluence:globalPage", m.Modules.GlobalPage}, {"macro", m.Modules.Macro}} {
+		kind := k.kind
+		for i, u := range k.mods {
 			uis++
 			where := fmt.Sprintf("modules.%s[%d] %s", kind, i, u.Key)
 			if u.Resolver.Function != "" {
@@ -246,6 +266,8 @@ func (m *Manifest) Validate(served Served) error {
 			}
 			if e.Route.Path != "" && served != nil && !served("POST", strings.TrimRight(e.Route.Path, "/")+"/resolvers/token") {
 				add(where, "endpoint %q prefixes %s: the remote serves /resolvers/... at its root", e.Key, e.Route.Path)
+			} else {
+				resolverEndpoints[e.Key] = append(resolverEndpoints[e.Key], fmt.Sprintf("modules.%s[%d] %s", kind, i, u.Key))
 			}
 			if !e.Auth.AppSystemToken.Enabled {
 				add(where, "endpoint %q should set auth.appSystemToken.enabled: true so UI calls keep the app token fresh", e.Key)
@@ -254,6 +276,16 @@ func (m *Manifest) Validate(served Served) error {
 	}
 	if uis == 0 {
 		add("modules", "no confluence:globalPage or macro uses the remote's resolvers")
+	}
+	// Forge sends the user's token only to endpoints that ask for it
+	// (auth.appUserToken on the endpoint module, not on remotes[]).
+	for i, e := range m.Modules.Endpoint {
+		if users, ok := resolverEndpoints[e.Key]; ok && !e.Auth.AppUserToken.Enabled {
+			add(fmt.Sprintf("modules.endpoint[%d] %s", i, e.Key),
+				"auth.appUserToken.enabled must be true: the chat resolver checks page access as the user (the resolver endpoint of %s)",
+				strings.Join(users, ", "))
+			delete(resolverEndpoints, e.Key) // a key declared twice is reported once
+		}
 	}
 
 	if len(m.Modules.ScheduledTrigger) == 0 {
@@ -285,8 +317,8 @@ func (m *Manifest) Validate(served Served) error {
 	}
 
 	for _, s := range RequiredScopes {
-		if !slices.Contains(m.Permissions.Scopes, s) {
-			add("permissions.scopes", "missing %s", s)
+		if !slices.Contains(m.Permissions.Scopes, s.Name) {
+			add("permissions.scopes", "missing %s: %s", s.Name, s.Why)
 		}
 	}
 	if c := m.App.Connect; c != nil {

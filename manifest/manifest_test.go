@@ -64,6 +64,77 @@ func TestValidateFindsProblems(t *testing.T) {
 	}
 }
 
+// The chat resolver checks page access as the user: each UI resolver
+// endpoint must ask Forge for the user's token, and the scopes it reads the
+// page, blog post or space with must be declared. Each case fails if its
+// rule is removed from Validate.
+func TestValidateRefusesWithoutUserToken(t *testing.T) {
+	const userToken = "        appUserToken:\n          enabled: true\n"
+	const tokenRule = "auth.appUserToken.enabled must be true: the chat resolver checks page access as the user"
+	cases := []struct {
+		name, from, to, want string
+	}{
+		{"no appUserToken", userToken, "", "modules.endpoint[0] remote-resolver: " + tokenRule},
+		{"appUserToken disabled", userToken, "        appUserToken:\n          enabled: false\n", "modules.endpoint[0] remote-resolver: " + tokenRule},
+		// A second resolver endpoint, taken by the macro, is held to the same rule.
+		{"another resolver endpoint without it", "        endpoint: remote-resolver\n  endpoint:\n",
+			"        endpoint: remote-resolver-2\n  endpoint:\n    - key: remote-resolver-2\n      remote: forge-remote\n      auth:\n        appSystemToken:\n          enabled: true\n",
+			"modules.endpoint[0] remote-resolver-2: " + tokenRule + " (the resolver endpoint of modules.macro[0] weavy-chat-macro)"},
+		{"no read:app-user-token", "    - read:app-user-token #", "    # read:app-user-token #", "permissions.scopes: missing read:app-user-token: "},
+		{"no read:page:confluence", "    - read:page:confluence #", "    # read:page:confluence #", "permissions.scopes: missing read:page:confluence: "},
+		{"no read:space:confluence", "    - read:space:confluence #", "    # read:space:confluence #", "permissions.scopes: missing read:space:confluence: "},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src := string(repoManifest(t))
+			if strings.Count(src, tc.from) != 1 {
+				t.Fatalf("test setup: manifest.yml holds %q %d times, want once", tc.from, strings.Count(src, tc.from))
+			}
+			m, err := manifest.Parse([]byte(strings.Replace(src, tc.from, tc.to, 1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = m.Validate(server.Serves)
+			var ve *manifest.ValidationError
+			if !errors.As(err, &ve) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate = %v, want a problem mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// Only the endpoints UI modules call need the user's token: the trigger
+// endpoints in manifest.yml have none, and the rule names each resolver
+// endpoint once however many modules use it.
+func TestUserTokenOnlyOnResolverEndpoints(t *testing.T) {
+	m, err := manifest.Parse(repoManifest(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ui, other int
+	for _, e := range m.Modules.Endpoint {
+		switch {
+		case e.Key == "remote-resolver":
+			ui++
+			if !e.Auth.AppUserToken.Enabled || !e.Auth.AppSystemToken.Enabled {
+				t.Errorf("endpoint %s: auth %+v, want both tokens", e.Key, e.Auth)
+			}
+		case e.Auth.AppUserToken.Enabled:
+			t.Errorf("endpoint %s (a trigger's) asks for a user token: Forge sends none without a user in session", e.Key)
+		default:
+			other++
+		}
+	}
+	if ui != 1 || other == 0 {
+		t.Fatalf("manifest.yml: %d resolver endpoints, %d others", ui, other)
+	}
+	m.Modules.Endpoint[0].Auth.AppUserToken.Enabled = false
+	err = m.Validate(nil) // no router: every UI endpoint counts as a resolver endpoint
+	if err == nil || strings.Count(err.Error(), "appUserToken") != 1 {
+		t.Fatalf("Validate = %v, want remote-resolver named once (the global page and the macro share it)", err)
+	}
+}
+
 func TestRender(t *testing.T) {
 	out, err := manifest.Render(repoManifest(t), manifest.RenderOptions{
 		AppID:    "ari:cloud:ecosystem::app/11111111-2222-4333-8444-555555555555",

@@ -19,7 +19,9 @@ const manifestUsage = `usage:
 const manifestCheckUsage = `usage: forge-remote manifest check [file]
 
 Checks a Forge manifest (default: manifest.yml) against Forge's rules and
-against this remote: its endpoints, app system token, triggers and scopes.
+against this remote: its endpoints, the app system token, the user token on
+the resolver endpoint (the chat resolver checks page access as the user),
+triggers and scopes.
 `
 
 const manifestRenderUsage = `usage: forge-remote manifest render --app-id ID --base-url URL --weavy-url URL [--connect-key KEY]
