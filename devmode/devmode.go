@@ -36,9 +36,17 @@ const (
 	// AppTokenKeyID names the dev key in the app tokens dev mode makes, which
 	// the Confluence simulator accepts by their signature.
 	AppTokenKeyID = "forge/app-system-token/dev"
+	// UserTokenKeyID names the dev key in the user tokens dev mode makes (the
+	// x-forge-oauth-user header): another key id than the app token's, so
+	// that neither check takes one kind of token for the other.
+	UserTokenKeyID = "forge/app-user-token/dev"
 	// FITLifetime: genuine FITs live 25 s; dev FITs live an hour so that
 	// printed commands can be pasted.
 	FITLifetime = time.Hour
+	// UserTokenLifetime: Forge's app user tokens live a few hours (up to
+	// 4 h); dev ones live 3 h, as dev app tokens do, which outlives the
+	// FIT they come with.
+	UserTokenLifetime = 3 * time.Hour
 )
 
 // State is what a dev server leaves for `invoke`: where it listens and the
@@ -237,6 +245,43 @@ func CheckAppToken(key *rsa.PublicKey) confluencesim.TokenCheck {
 	}
 }
 
+// UserToken makes an app user token for accountID that expires at exp, as
+// Forge's x-forge-oauth-user header carries to endpoints with
+// auth.appUserToken, signed with the dev key so that the Confluence simulator
+// of any dev process answers its calls as accountID (see CheckUserToken).
+// Genuine user tokens are opaque to the app; this one names the user in sub.
+func UserToken(key *rsa.PrivateKey, accountID string, exp, now time.Time) (string, error) {
+	if accountID == "" {
+		return "", errors.New("dev: a user token needs an accountId")
+	}
+	t := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{
+		"iss": "dev-forge-user", "sub": accountID, "aud": "api.atlassian.com",
+		"iat": now.Unix(), "exp": exp.Unix(), "jti": randomHex(8),
+	})
+	t.Header["kid"] = UserTokenKeyID
+	return t.SignedString(key)
+}
+
+// CheckUserToken accepts the user tokens UserToken signed with key: whose
+// they are (sub) and when they expire; expiry itself is the simulator's to
+// judge, by its clock. App tokens and FITs are not user tokens.
+func CheckUserToken(key *rsa.PublicKey) confluencesim.UserTokenCheck {
+	p := jwt.NewParser(jwt.WithValidMethods([]string{"RS256"}), jwt.WithoutClaimsValidation())
+	return func(token string) (string, time.Time, bool) {
+		var c jwt.RegisteredClaims
+		t, err := p.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
+			if t.Header["kid"] != UserTokenKeyID {
+				return nil, errors.New("not a dev user token")
+			}
+			return key, nil
+		})
+		if err != nil || !t.Valid || c.ExpiresAt == nil || c.Subject == "" || c.Issuer != "dev-forge-user" {
+			return "", time.Time{}, false
+		}
+		return c.Subject, c.ExpiresAt.Time, true
+	}
+}
+
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
@@ -281,18 +326,28 @@ func Commands(key *rsa.PrivateKey, base, apiBase, accountID, internalToken strin
 	if err != nil {
 		return "", err
 	}
+	// The endpoint of the UI resolvers enables auth.appUserToken, so Forge
+	// sends the user's token with their calls: the chat resolver asks
+	// Confluence with it whether they can view the page.
+	userTok, err := UserToken(key, accountID, now.Add(UserTokenLifetime), now)
+	if err != nil {
+		return "", err
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n# The install event Forge sends (records the installation):\n")
 	fmt.Fprintf(&b, "curl -sS -X POST %s/triggers/lifecycle -H 'Authorization: Bearer %s' -H 'x-forge-oauth-system: %s' -H 'Content-Type: application/json' -d '{\"eventType\":\"avi:forge:installed:app\",\"id\":\"%s\",\"context\":\"ari:cloud:confluence::site/%s\",\"installerAccountId\":\"%s\",\"app\":{\"id\":\"%s\",\"version\":\"1.0.0\"},\"environment\":{\"id\":\"dev\"}}'\n", base, trigFIT, appTok, InstallationID, CloudID, accountID, AppID)
 	fmt.Fprintf(&b, "\n# The hourly scheduled trigger (brings a fresh app token):\n")
 	fmt.Fprintf(&b, "curl -sS -X POST %s/triggers/scheduled -H 'Authorization: Bearer %s' -H 'x-forge-oauth-system: %s' -H 'Content-Type: application/json' -d '{}'\n", base, trigFIT, appTok)
 	fmt.Fprintf(&b, "\n# A Weavy token for %s (the Custom UI's token resolver):\n", accountID)
-	fmt.Fprintf(&b, "curl -sS -X POST %s/resolvers/token -H 'Authorization: Bearer %s' -H 'x-forge-oauth-system: %s' -H 'Content-Type: application/json' -d '{\"refresh\":false}'\n", base, userFIT, appTok)
-	fmt.Fprintf(&b, "\n# The chat of page 98305 for %s (the chat resolver: the page comes from the signed FIT only):\n", accountID)
-	fmt.Fprintf(&b, "curl -sS -X POST %s/resolvers/chat -H 'Authorization: Bearer %s' -H 'x-forge-oauth-system: %s' -H 'Content-Type: application/json' -d '{}'\n", base, pageFIT, appTok)
+	fmt.Fprintf(&b, "curl -sS -X POST %s/resolvers/token -H 'Authorization: Bearer %s' -H 'x-forge-oauth-system: %s' -H 'x-forge-oauth-user: %s' -H 'Content-Type: application/json' -d '{\"refresh\":false}'\n", base, userFIT, appTok, userTok)
+	fmt.Fprintf(&b, "\n# The chat of page 98305 for %s (the chat resolver: the page comes from the signed FIT only;\n", accountID)
+	fmt.Fprintf(&b, "# the simulated Confluence, asked with the user's token, lets everyone view every page until restricted):\n")
+	fmt.Fprintf(&b, "curl -sS -X POST %s/resolvers/chat -H 'Authorization: Bearer %s' -H 'x-forge-oauth-system: %s' -H 'x-forge-oauth-user: %s' -H 'Content-Type: application/json' -d '{}'\n", base, pageFIT, appTok, userTok)
 	fmt.Fprintf(&b, "\n# The operator's view:\n")
 	fmt.Fprintf(&b, "curl -sS %s/internal/installations -H 'Authorization: Bearer %s'\n", base, internalToken)
 	fmt.Fprintf(&b, "\n# Or sign and send one call: go run . invoke token --account-id %s --refresh\n", accountID)
-	fmt.Fprintf(&b, "# (any resolver by its function key, with a payload: go run . invoke token --payload '{\"refresh\":true}')\n\n")
+	fmt.Fprintf(&b, "# (any resolver by its function key, with a payload: go run . invoke token --payload '{\"refresh\":true}')\n")
+	fmt.Fprintf(&b, "# See a refusal: go run . invoke chat --content-id 98305 --restricted (the simulated Confluence then\n")
+	fmt.Fprintf(&b, "# lets nobody view page 98305: 403 no_access); undo it with --unrestricted. --space-key KEY alike.\n\n")
 	return b.String(), nil
 }

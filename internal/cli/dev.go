@@ -31,8 +31,13 @@ const devUsage = `usage: forge-remote dev [--account-id ID]
 Runs the server on LISTEN_ADDR (default 127.0.0.1:8080, loopback only) with a
 simulated Forge (its own signing key and JWKS), a simulated Confluence (the
 installation's apiBaseUrl) and, unless WEAVY_URL is set, a simulated Weavy.
-Prints ready-to-paste curl commands. Key, state and database are kept in
-FORGE_REMOTE_DEV_DIR (default: the user's cache directory).
+The simulated Confluence lets every user view every page, blog post (any
+numeric id) and space (any key) until ` + "`forge-remote invoke chat ... --restricted`" + `
+restricts one; dev mode sets CHAT_RECHECK=0 unless you set it, so that every
+chat open asks it and a restriction shows at once. Prints ready-to-paste curl
+commands, the UI calls with a user token (x-forge-oauth-user). Key, state and
+database are kept in FORGE_REMOTE_DEV_DIR (default: the user's cache
+directory).
 
 flags:
 `
@@ -80,6 +85,13 @@ func devCmd(ctx context.Context, args []string, getenv func(string) string, stdo
 		"LISTEN_ADDR":        listen,
 		"INTERNAL_API_TOKEN": "dev-" + hex.EncodeToString(internal),
 	}
+	// The server keeps Confluence's verdict on a page for CHAT_RECHECK (10
+	// min by default): in dev mode every open asks, so that `invoke chat
+	// --restricted` shows the refusal at once, unless the developer says
+	// otherwise.
+	if getenv("CHAT_RECHECK") == "" {
+		env["CHAT_RECHECK"] = "0"
+	}
 	if sims.weavy != nil {
 		env["WEAVY_URL"] = sims.weavy.URL
 		env["WEAVY_API_KEY"] = weavysim.APIKey
@@ -117,8 +129,9 @@ func devCmd(ctx context.Context, args []string, getenv func(string) string, stdo
 		if sims.weavy == nil {
 			weavy = cfg.WeavyURL
 		}
-		fmt.Fprintf(stderr, "\nforge-remote dev mode on %s (Forge and Confluence simulated; Weavy %s; data in %s)\n%s",
-			base, weavy, dir, cmds)
+		fmt.Fprintf(stderr, "\nforge-remote dev mode on %s (Forge and Confluence simulated; Weavy %s; data in %s)\n"+
+			"# CHAT_RECHECK=%s: Confluence's verdict on a page is kept that long (0: every chat open asks, so a restriction shows at once)\n%s",
+			base, weavy, dir, cfg.ChatRecheck, cmds)
 		if onListen != nil {
 			onListen(devStarted{a, sims})
 		}
@@ -145,7 +158,15 @@ func startSimulators(dir string, key *rsa.PrivateKey, weavy bool) *simulators {
 	if prev, err := devmode.LoadState(dir); err == nil && prev.ConfluenceAddr != "" && devmode.CheckLoopback(prev.ConfluenceAddr) == nil {
 		ln, _ = net.Listen("tcp", prev.ConfluenceAddr)
 	}
-	s.confluence = confluencesim.New(ln, confluencesim.Options{Tokens: devmode.CheckAppToken(&key.PublicKey), AnyUser: true})
+	// Every accountId is a user, every numeric id a viewable page and blog
+	// post, every key a space, until `invoke --restricted` says otherwise;
+	// app and user tokens are those any dev process signs with the key.
+	s.confluence = confluencesim.New(ln, confluencesim.Options{
+		Tokens:     devmode.CheckAppToken(&key.PublicKey),
+		UserTokens: devmode.CheckUserToken(&key.PublicKey),
+		AnyUser:    true,
+		AnyContent: true,
+	})
 	s.confluence.SetSiteURL(devmode.SiteURL)
 	if weavy {
 		s.weavy = weavysim.New("")
@@ -184,15 +205,26 @@ func devDir(getenv func(string) string) string {
 
 const invokeUsage = `usage: forge-remote invoke FUNCTION_KEY [--account-id ID] [--payload JSON]
        forge-remote invoke token [--account-id ID] [--refresh]
-       forge-remote invoke chat [--account-id ID] [--content-id ID | --space-key KEY]
+       forge-remote invoke chat [--account-id ID] [--content-id ID | --space-key KEY] [--restricted | --unrestricted]
 
 Signs one call to the resolver FUNCTION_KEY with the dev key, as Forge would
-for a user of the simulated site, and sends it to the running ` + "`forge-remote dev`" + `.
-Prints the answer; exits 1 unless it is 200. --content-id and --space-key
-put the page or space in the FIT's context.extension, as Forge does for a
-module on that page: the chat resolver opens that page's (or space's) chat,
-and without them the site-wide one. The answer's app_id is the Weavy app
-(kept with its members by the simulated Weavy), uid its Weavy uid.
+for a user of the simulated site, and sends it to the running ` + "`forge-remote dev`" + `,
+with an app token (x-forge-oauth-system) and the user's token
+(x-forge-oauth-user). Prints the answer; exits 1 unless it is 200.
+--content-id and --space-key put the page or space in the FIT's
+context.extension, as Forge does for a module on that page: the chat
+resolver opens that page's (or space's) chat, once the simulated Confluence
+says the user can view it, and without them the site-wide one. The answer's
+app_id is the Weavy app (kept with its members by the simulated Weavy), uid
+its Weavy uid.
+
+--restricted first restricts the page (--content-id) or else the space
+(--space-key) in the running dev server's simulated Confluence so that
+nobody can view it, every user and the app alike: the chat call then shows
+the refusal (403 no_access) and removes the user's membership if they had
+one. --unrestricted lifts that restriction first. A restriction lasts until
+lifted or until ` + "`dev`" + ` restarts; it shows at once because dev mode sets
+CHAT_RECHECK=0 (unless you set it).
 
 flags:
 `
@@ -208,6 +240,8 @@ func invokeCmd(ctx context.Context, args []string, getenv func(string) string, s
 	var where devmode.Where
 	fs.StringVar(&where.ContentID, "content-id", "", "the page (content id) the call comes from, in the FIT's context.extension")
 	fs.StringVar(&where.SpaceKey, "space-key", "", "the space the call comes from, in the FIT's context.extension")
+	restricted := fs.Bool("restricted", false, "chat only: first let nobody view the page (--content-id) or else space (--space-key) in the simulated Confluence")
+	unrestricted := fs.Bool("unrestricted", false, "chat only: first lift the restriction --restricted put on the page or space")
 	// The function key comes first (`invoke token --refresh`); flags may
 	// also come before it.
 	var key string
@@ -236,6 +270,16 @@ func invokeCmd(ctx context.Context, args []string, getenv func(string) string, s
 	case body == "":
 		body = "{}"
 	}
+	if *restricted || *unrestricted {
+		switch {
+		case *restricted && *unrestricted:
+			return errors.New("invoke: --restricted and --unrestricted together")
+		case key != "chat":
+			return errors.New("invoke: --restricted and --unrestricted are for the chat resolver")
+		case where == devmode.Where{}:
+			return errors.New("invoke: --restricted and --unrestricted need --content-id or --space-key")
+		}
+	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(body), &obj); err != nil {
 		return fmt.Errorf("invoke: --payload must be a JSON object: %w", err)
@@ -248,6 +292,11 @@ func invokeCmd(ctx context.Context, args []string, getenv func(string) string, s
 	sk, err := devmode.LoadOrCreateKey(dir)
 	if err != nil {
 		return err
+	}
+	if *restricted || *unrestricted {
+		if err := restrict(ctx, st, where, *restricted, stderr); err != nil {
+			return err
+		}
 	}
 	now := time.Now()
 	fit, err := devmode.FITIn(sk, *account, st.APIBaseURL, where, now)
@@ -264,6 +313,15 @@ func invokeCmd(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	req.Header.Set("Authorization", "Bearer "+fit)
 	req.Header.Set("x-forge-oauth-system", appTok) // as Forge sends to appSystemToken endpoints
+	if *account != "" {
+		// As Forge sends to appUserToken endpoints on a user's call: the
+		// chat resolver checks the page with it.
+		userTok, err := devmode.UserToken(sk, *account, now.Add(devmode.UserTokenLifetime), now)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("x-forge-oauth-user", userTok)
+	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
@@ -274,6 +332,48 @@ func invokeCmd(ctx context.Context, args []string, getenv func(string) string, s
 	fmt.Fprintf(stdout, "%s\n", bytes.TrimSpace(out))
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("invoke: the remote answered %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// restrict restricts (on true) the page, or else the space, where names to
+// nobody in the running dev server's Confluence simulator, or lifts that
+// restriction (on false), through the simulator's control endpoint.
+func restrict(ctx context.Context, st devmode.State, where devmode.Where, on bool, stderr io.Writer) error {
+	u, err := url.Parse(st.APIBaseURL)
+	if err != nil || u.Scheme != "http" || devmode.CheckLoopback(u.Host) != nil {
+		return fmt.Errorf("invoke: the dev state's apiBaseUrl %q is not a local Confluence simulator", st.APIBaseURL)
+	}
+	ctl := map[string]any{"contentId": where.ContentID}
+	what := "page " + where.ContentID
+	if where.ContentID == "" {
+		ctl = map[string]any{"spaceKey": where.SpaceKey}
+		what = "space " + where.SpaceKey
+	}
+	path := "/_sim/unrestrict"
+	if on {
+		path = "/_sim/restrict"
+		ctl["viewers"] = []string{} // nobody
+	}
+	body, _ := json.Marshal(ctl)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.Scheme+"://"+u.Host+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("invoke: is `go run . dev` running? the simulated Confluence: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		return fmt.Errorf("invoke: the simulated Confluence refused to %s %s: %d %s", strings.TrimPrefix(path, "/_sim/"), what, resp.StatusCode, bytes.TrimSpace(msg))
+	}
+	if on {
+		fmt.Fprintf(stderr, "invoke: the simulated Confluence now lets nobody view %s (undo: --unrestricted)\n", what)
+	} else {
+		fmt.Fprintf(stderr, "invoke: the simulated Confluence lifted the restriction on %s\n", what)
 	}
 	return nil
 }

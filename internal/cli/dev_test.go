@@ -80,6 +80,17 @@ func TestDevModeCommandsWork(t *testing.T) {
 			t.Errorf("printed command names a real host or a made-up event id: %.200s", c)
 		}
 	}
+	// Dev mode asks Confluence on every chat open, and says how to see a refusal.
+	if banner := d.errOut.String(); !strings.Contains(banner, "CHAT_RECHECK=0s") || !strings.Contains(banner, "invoke chat --content-id 98305 --restricted") {
+		t.Errorf("the printed text does not tell CHAT_RECHECK=0s and --restricted:\n%s", banner)
+	}
+	// The UI calls carry the user's token, as Forge sends it to an endpoint
+	// with auth.appUserToken; the triggers and the operator view do not.
+	for i, c := range cmds {
+		if ui := strings.Contains(c, "/resolvers/"); ui != strings.Contains(c, "-H 'x-forge-oauth-user: ey") {
+			t.Errorf("command %d: a UI call %v, but its user token header does not agree: %.200s", i, ui, c)
+		}
+	}
 	paste := func(cmd string) string {
 		t.Helper()
 		b, err := exec.Command("bash", "-c", cmd+" -w '\\n%{http_code}'").Output()
@@ -104,6 +115,10 @@ func TestDevModeCommandsWork(t *testing.T) {
 	pageApp, ok := d.sims.weavy.App("confluence-00000000-0000-4000-8000-00000000c10d-page-98305")
 	if !ok || pageApp.Access != "none" || len(pageApp.Members) != 1 {
 		t.Fatalf("the page chat in the Weavy simulator: %+v (found %v)", pageApp, ok)
+	}
+	// The simulated Confluence was asked, as the dev user, about the page.
+	if checks := d.sims.confluence.ContentChecks(); len(checks) != 1 || checks[0].Path != "/wiki/api/v2/pages/98305" || checks[0].As != "5b10ac8d82e05b22cc7d4ef5" {
+		t.Fatalf("Confluence's page checks: %+v", checks)
 	}
 	got := paste(cmds[4])
 	if !strings.Contains(got, "installation/00000000-0000-4000-8000-00000000de01") || !strings.Contains(got, `"app_token_fresh":true`) ||
@@ -150,9 +165,14 @@ func TestDevModeCommandsWork(t *testing.T) {
 
 // invoke calls any resolver the dev server has: the payload is sent as the
 // body, an unknown key is the server's 404 (its message without Go package
-// names), and bad arguments are refused before anything is sent.
+// names), and bad arguments are refused before anything is sent. (A
+// CHAT_RECHECK the developer sets overrides dev mode's 0.)
 func TestDevInvokeAnyResolver(t *testing.T) {
-	d := startDev(t, map[string]string{"LISTEN_ADDR": "127.0.0.1:0", "FORGE_REMOTE_DEV_DIR": privateDir(t), "LOG_LEVEL": "warn"})
+	d := startDev(t, map[string]string{"LISTEN_ADDR": "127.0.0.1:0", "FORGE_REMOTE_DEV_DIR": privateDir(t), "LOG_LEVEL": "warn", "CHAT_RECHECK": "5m"})
+	// A CHAT_RECHECK the developer set is kept, and said.
+	if !strings.Contains(d.errOut.String(), "CHAT_RECHECK=5m0s") {
+		t.Errorf("dev mode's text does not tell the CHAT_RECHECK set:\n%s", d.errOut.String())
+	}
 	invoke := func(args ...string) (string, string, error) {
 		var out, errOut syncBuffer
 		err := run(context.Background(), append([]string{"forge-remote", "invoke"}, args...), d.getenv, &out, &errOut)
@@ -328,5 +348,95 @@ func TestDevInvokeChat(t *testing.T) {
 	apps := d.sims.weavy.Apps()
 	if _, out, err := invoke("--content-id", "../1"); err == nil || !strings.Contains(err.Error(), "400") || d.sims.weavy.Apps() != apps {
 		t.Fatalf("a content id that is no id: %v %s", err, out)
+	}
+	// Each page open asked the simulated Confluence as the user who opened.
+	var asked []string
+	for _, c := range d.sims.confluence.ContentChecks() {
+		asked = append(asked, c.As+" "+c.Path)
+	}
+	if want := []string{
+		devAccountID + " /wiki/api/v2/pages/98305", "712020:second-user /wiki/api/v2/pages/98305", devAccountID + " /wiki/api/v2/spaces",
+	}; strings.Join(asked, ",") != strings.Join(want, ",") {
+		t.Errorf("Confluence was asked %q, want %q", asked, want)
+	}
+}
+
+// `invoke chat --restricted` restricts the page (or the space) in the dev
+// server's simulated Confluence first: the open is refused 403 no_access at
+// once (dev mode asks on every open), nobody is added to the chat and a
+// member is removed; --unrestricted lets them in again.
+func TestDevInvokeChatRestricted(t *testing.T) {
+	d := startDev(t, map[string]string{"LISTEN_ADDR": "127.0.0.1:0", "FORGE_REMOTE_DEV_DIR": privateDir(t), "LOG_LEVEL": "error"})
+	invoke := func(args ...string) (string, string, error) {
+		t.Helper()
+		var out, errOut syncBuffer
+		err := run(context.Background(), append([]string{"forge-remote", "invoke", "chat"}, args...), d.getenv, &out, &errOut)
+		return out.String(), errOut.String(), err
+	}
+	refused := func(what string, out string, err error) {
+		t.Helper()
+		if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(out, `"no_access"`) {
+			t.Fatalf("%s: %v %s", what, err, out)
+		}
+	}
+
+	// A page nobody opened yet: refused, and no member anywhere.
+	page := "confluence-" + devmode.CloudID + "-page-4242"
+	out, errOut, err := invoke("--content-id", "4242", "--restricted")
+	refused("a restricted page", out, err)
+	if !strings.Contains(errOut, "nobody view page 4242") || !strings.Contains(errOut, "--unrestricted") {
+		t.Errorf("invoke does not say what it restricted: %q", errOut)
+	}
+	if app, ok := d.sims.weavy.App(page); ok && len(app.Members) != 0 {
+		t.Fatalf("a refused user is a member: %+v", app)
+	}
+	// It stays restricted for the next call, whoever makes it.
+	out, _, err = invoke("--content-id", "4242", "--account-id", "712020:second-user")
+	refused("the restricted page again", out, err)
+
+	// Lifted: the user gets in.
+	if out, errOut, err := invoke("--content-id", "4242", "--unrestricted"); err != nil || !strings.Contains(out, page) || !strings.Contains(errOut, "lifted the restriction on page 4242") {
+		t.Fatalf("--unrestricted: %v %s %s", err, out, errOut)
+	}
+	if app, _ := d.sims.weavy.App(page); len(app.Members) != 1 {
+		t.Fatalf("after --unrestricted: members %v", app.Members)
+	}
+	// Restricted after joining: refused at once, and the membership goes.
+	out, _, err = invoke("--content-id", "4242", "--restricted")
+	refused("restricted after joining", out, err)
+	if app, _ := d.sims.weavy.App(page); len(app.Members) != 0 {
+		t.Fatalf("a member of a page restricted since: %v", app.Members)
+	}
+
+	// A space alike; its pages stay open.
+	out, _, err = invoke("--space-key", "SECRET", "--restricted")
+	refused("a restricted space", out, err)
+	if _, ok := d.sims.weavy.App("confluence-" + devmode.CloudID + "-space-SECRET"); ok {
+		t.Error("a refused open made the space's app")
+	}
+	if out, _, err := invoke("--space-key", "SECRET", "--unrestricted"); err != nil || !strings.Contains(out, "space-SECRET") {
+		t.Fatalf("the space unrestricted: %v %s", err, out)
+	}
+
+	// Refused before anything is restricted or sent.
+	checks := len(d.sims.confluence.ContentChecks())
+	for _, bad := range [][]string{
+		{"--restricted"}, // nothing to restrict
+		{"--content-id", "1", "--restricted", "--unrestricted"}, // both
+	} {
+		if _, _, err := invoke(bad...); err == nil {
+			t.Errorf("invoke chat %q: no error", bad)
+		}
+	}
+	var tokOut syncBuffer
+	if err := run(context.Background(), []string{"forge-remote", "invoke", "token", "--content-id", "1", "--restricted"}, d.getenv, &tokOut, &syncBuffer{}); err == nil {
+		t.Error("invoke token --restricted: no error")
+	}
+	// A content id the simulator cannot restrict: its reason, nothing sent.
+	if _, _, err := invoke("--content-id", "../1", "--restricted"); err == nil || !strings.Contains(err.Error(), "400") || !strings.Contains(err.Error(), "contentId") {
+		t.Errorf("restricting a content id that is no id: %v", err)
+	}
+	if got := len(d.sims.confluence.ContentChecks()); got != checks {
+		t.Errorf("refused invokes asked Confluence %d times", got-checks)
 	}
 }
