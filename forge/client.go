@@ -17,6 +17,7 @@ import (
 	"github.com/forge-remote/forge-remote/internal/ctxtime"
 	"github.com/forge-remote/forge-remote/internal/httpx"
 	"github.com/forge-remote/forge-remote/internal/metrics"
+	"github.com/forge-remote/forge-remote/internal/safeurl"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -295,8 +296,10 @@ func idempotent(method string) bool {
 func (a *AppClient) send(ctx context.Context, method string, tok AppToken, path string, payload []byte) (int, http.Header, []byte, error) {
 	c := a.c
 	base, err := url.Parse(tok.APIBaseURL)
-	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" {
-		return 0, nil, nil, fmt.Errorf("forge: installation %s has no usable apiBaseUrl", a.inst)
+	// A token captured before Verify refused cleartext apiBaseUrls may
+	// still name one: the app token goes over https only (http to loopback).
+	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" || !safeurl.OK(tok.APIBaseURL) {
+		return 0, nil, nil, fmt.Errorf("forge: installation %s has no usable apiBaseUrl (https, or http on loopback only)", a.inst)
 	}
 	target := strings.TrimRight(tok.APIBaseURL, "/") + path
 
