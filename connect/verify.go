@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/forge-remote/forge-remote/internal/secret"
 )
 
 // Lifecycle events of Connect's signed install callbacks.
@@ -42,16 +40,17 @@ func (e *VerifyError) Unwrap() error { return e.Err }
 func refuse(reason string, err error) error { return &VerifyError{Reason: reason, Err: err} }
 
 // Lifecycle is a verified Connect lifecycle callback body. Fields the server
-// does not use are not decoded, so they never cause a refusal.
+// does not use are not decoded, so they never cause a refusal; the
+// sharedSecret is one of them: the server signs nothing with it, so it is
+// neither kept nor held in memory.
 type Lifecycle struct {
-	Key            string        `json:"key"`
-	ClientKey      string        `json:"clientKey"`
-	SharedSecret   secret.String `json:"sharedSecret"` // prints as a fingerprint, never itself
-	BaseURL        string        `json:"baseUrl"`
-	DisplayURL     string        `json:"displayUrl"`
-	ProductType    string        `json:"productType"`
-	EventType      string        `json:"eventType"`
-	InstallationID string        `json:"installationId"`
+	Key            string `json:"key"`
+	ClientKey      string `json:"clientKey"`
+	BaseURL        string `json:"baseUrl"`
+	DisplayURL     string `json:"displayUrl"`
+	ProductType    string `json:"productType"`
+	EventType      string `json:"eventType"`
+	InstallationID string `json:"installationId"`
 }
 
 // KeyGetter returns an install key by site host and kid; *KeySource is one.

@@ -2,11 +2,15 @@ package e2e
 
 import (
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/forge-remote/forge-remote/connect"
+	"github.com/forge-remote/forge-remote/connect/connecttest"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
+	"github.com/forge-remote/forge-remote/store/bolt"
 )
 
 // A FIT whose app.apiBaseUrl is cleartext off loopback is refused (401
@@ -42,5 +46,75 @@ func TestFITAPIBaseURLMustBeHTTPS(t *testing.T) {
 	}
 	if r := ts.internal(t, "/internal/app-token?installationId="+forgetest.InstallationID); r.Status != http.StatusOK || r.str("api_base_url") != base {
 		t.Fatalf("app token after the loopback FIT: %d %s", r.Status, r.Body)
+	}
+}
+
+// Connect's sharedSecret is kept nowhere: a genuine install records the
+// mapping only, and the secrets an earlier server stored are deleted at start
+// (whatever key sealed them), the mapping kept; a second start finds nothing
+// to do.
+func TestConnectSharedSecretsDropped(t *testing.T) {
+	key := forgetest.NewKey(t, "k1")
+	installKey := forgetest.NewKey(t, "install-kid-1")
+	ks := connecttest.NewKeyServer(t, installKey)
+	env := baseEnv(t, forgetest.NewJWKSServer(t, key))
+	path := filepath.Join(t.TempDir(), "x.db")
+	env["STORE_URL"] = "bolt://" + path
+	env["CONNECT_APP_KEY"] = connectAppKey
+	env["CONNECT_BASE_URL"] = connectBaseURL
+	env["CONNECT_KEYS_URL"] = ks.URL()
+	keys := func(t *testing.T, prefix string) []string {
+		t.Helper()
+		b, err := bolt.Open(path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		var ks []string
+		if err := b.Scan(t.Context(), prefix, func(k string, _ []byte) error { ks = append(ks, k); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return ks
+	}
+	// As an earlier server left them (beneath the sealing: this one could
+	// not even open them).
+	b, err := bolt.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"connect/secret/ari%3Acloud%3Aecosystem%3A%3Ainstallation%2Fold-1", "connect/secret/old-2"} {
+		if err := b.Put(t.Context(), k, []byte("sealed-by-an-earlier-server"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.Close()
+
+	ts := startServer(t, env)
+	ts.waitReady(t)
+	const secret = "connect-shared-secret-never-kept-7a1b"
+	in := connecttest.Install{
+		AppKey: connectAppKey, ClientKey: "connect-client-key-a", SharedSecret: secret, BaseURL: connectSite,
+		InstallationID: "ari:cloud:ecosystem::installation/" + forgetest.InstallationID, Event: connect.EventInstalled,
+		Aud: connectBaseURL, Path: "/installed",
+	}
+	if r := ts.do(t, http.MethodPost, "/connect/installed", map[string]string{"Authorization": "JWT " + in.Token(t, installKey)}, in.Body()); r.Status != http.StatusOK {
+		t.Fatalf("install: %d %s", r.Status, r.Body)
+	}
+	ts.Stop(t)
+	if got := keys(t, "connect/secret/"); len(got) != 0 {
+		t.Fatalf("shared secrets in the store: %v", got)
+	}
+	if got := keys(t, "connect/installation/"); len(got) != 1 {
+		t.Fatalf("mappings: %v", got)
+	}
+
+	ts = startServer(t, env)
+	ts.waitReady(t)
+	if v := ts.connectKeys(t); len(v.Keys) != 1 || v.Keys[0].ClientKey != "connect-client-key-a" {
+		t.Fatalf("after a second start: %+v", v)
+	}
+	ts.Stop(t)
+	if strings.Contains(ts.Logs.String(), "not deleted") {
+		t.Fatalf("the cleanup failed: %s", ts.Logs)
 	}
 }
