@@ -124,6 +124,9 @@ type installClaims struct {
 
 // Verify checks a signed callback for event (EventInstalled or
 // EventUninstalled) and returns its body. Every refusal is a *VerifyError.
+// When the install key cannot be had (the key server failed or could not be
+// reached, fetches are rate limited, ctx ended during the fetch) the install
+// is not judged: the error wraps ErrKeysUnavailable and is no *VerifyError.
 func (v *Verifier) Verify(ctx context.Context, r Request, event string) (*Lifecycle, error) {
 	var lc Lifecycle
 	if err := json.Unmarshal(r.Body, &lc); err != nil {
@@ -187,10 +190,12 @@ func classifyJWT(tok *jwt.Token, err error) error {
 	switch {
 	case errors.As(err, &ve):
 		return ve
+	case errors.Is(err, ErrKeysUnavailable):
+		return err
+	case errors.Is(err, ErrKeyFetchLimited), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: %w", ErrKeysUnavailable, err)
 	case tok != nil && tok.Header != nil && tok.Header["alg"] != jwt.SigningMethodRS256.Alg():
 		return refuse("bad_algorithm", errors.New("only RS256 is accepted"))
-	case errors.Is(err, ErrKeyFetchLimited):
-		return refuse("key_fetch_limited", err)
 	case errors.Is(err, ErrUnknownKid), errors.Is(err, ErrNotAtlassianHost):
 		return refuse("unknown_kid", err)
 	case errors.Is(err, jwt.ErrTokenMalformed):
@@ -205,8 +210,6 @@ func classifyJWT(tok *jwt.Token, err error) error {
 		return refuse("missing_claim", err)
 	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued), errors.Is(err, jwt.ErrTokenNotValidYet):
 		return refuse("not_yet_valid", err)
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return refuse("key_unavailable", err)
 	default:
 		return refuse("invalid_token", err)
 	}

@@ -118,3 +118,42 @@ func TestConnectSharedSecretsDropped(t *testing.T) {
 		t.Fatalf("the cleanup failed: %s", ts.Logs)
 	}
 }
+
+// An install key server that is down answers Connect's installed callback
+// with 503 and a JSON error (Atlassian retries), never 401 (a refused
+// install), and records nothing; once it is back the same install records.
+func TestConnectKeyServerDown(t *testing.T) {
+	key := forgetest.NewKey(t, "k1")
+	installKey := forgetest.NewKey(t, "install-kid-1")
+	ks := connecttest.NewKeyServer(t, installKey)
+	env := baseEnv(t, forgetest.NewJWKSServer(t, key))
+	env["CONNECT_APP_KEY"] = connectAppKey
+	env["CONNECT_BASE_URL"] = connectBaseURL
+	env["CONNECT_KEYS_URL"] = ks.URL()
+	ts := startServer(t, env)
+	ts.waitReady(t)
+	in := connecttest.Install{
+		AppKey: connectAppKey, ClientKey: "connect-client-key-a", BaseURL: connectSite,
+		InstallationID: "ari:cloud:ecosystem::installation/" + forgetest.InstallationID, Event: connect.EventInstalled,
+		Aud: connectBaseURL, Path: "/installed",
+	}
+	send := func() reply {
+		return ts.do(t, http.MethodPost, "/connect/installed", map[string]string{"Authorization": "JWT " + in.Token(t, installKey)}, in.Body())
+	}
+
+	ks.SetDown(true)
+	r := send()
+	if r.Status != http.StatusServiceUnavailable || r.ErrCode != "connect_keys_unavailable" || !strings.HasPrefix(r.CType, "application/json") {
+		t.Fatalf("key server down: %d %s %s, want 503 connect_keys_unavailable", r.Status, r.CType, r.Body)
+	}
+	if v := ts.connectKeys(t); len(v.Keys) != 0 {
+		t.Fatalf("recorded while unverified: %+v", v)
+	}
+	ks.SetDown(false)
+	if r := send(); r.Status != http.StatusOK {
+		t.Fatalf("key server back: %d %s", r.Status, r.Body)
+	}
+	if v := ts.connectKeys(t); len(v.Keys) != 1 {
+		t.Fatalf("after the retry: %+v", v)
+	}
+}
