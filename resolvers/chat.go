@@ -55,7 +55,7 @@ func Chat(o ChatOpener, scope weavy.UIDScope) Handler {
 		}
 		user, err := weavy.UID(scope, inv.CloudID(), inv.Principal)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrNoUser, err)
+			return nil, fmt.Errorf("%w: %w", ErrNoUser, err)
 		}
 		c, err := o.Open(ctx, chat.Request{
 			InstallationID: inv.InstallationID(),
@@ -64,10 +64,10 @@ func Chat(o ChatOpener, scope weavy.UIDScope) Handler {
 			Target:         TargetOf(inv),
 		})
 		if errors.Is(err, chat.ErrSiteMismatch) {
-			return nil, &BadRequestError{Msg: "the invocation's site is not its installation's"}
+			return nil, &BadRequestError{Msg: "the invocation's site is not its installation's", Err: err}
 		}
 		if errors.Is(err, chat.ErrBadTarget) {
-			return nil, &BadRequestError{Msg: "the page, space or site of this invocation cannot name a chat"}
+			return nil, &BadRequestError{Msg: "the page, space or site of this invocation cannot name a chat", Err: err}
 		}
 		if err != nil {
 			return nil, err
