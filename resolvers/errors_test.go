@@ -21,7 +21,9 @@ func (noBroker) Token(context.Context, string, string, bool) (weavy.Token, error
 
 type failingOpener struct{ err error }
 
-func (o failingOpener) Open(context.Context, chat.Request) (chat.Chat, error) { return chat.Chat{}, o.err }
+func (o failingOpener) Open(context.Context, chat.Request) (chat.Chat, error) {
+	return chat.Chat{}, o.err
+}
 
 // The resolvers' wraps keep what they wrap: errors.Is and errors.As reach the
 // cause through them, while classify still sees the resolver's own error.
