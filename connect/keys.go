@@ -23,9 +23,20 @@ import (
 
 // Errors of KeySource.Key.
 var (
-	ErrUnknownKid       = errors.New("connect: no install key server has this kid")
+	// ErrUnknownKid: every install key server answered that it has no key
+	// of this kid (404 or 410), or the kid is no kid at all. A refusal (401).
+	ErrUnknownKid = errors.New("connect: no install key server has this kid")
+	// ErrKeysUnavailable: the key could not be had from a server (it could
+	// not be reached, timed out, answered another error or something that is
+	// no public key). Not a refusal: the install may be genuine, so Verify
+	// passes it on and the server answers 503, which Atlassian retries, not
+	// 401, which it reads as a refused install.
+	ErrKeysUnavailable  = errors.New("connect: install key server unavailable")
 	ErrKeyFetchLimited  = errors.New("connect: install key fetches are rate limited")
 	ErrNotAtlassianHost = errors.New("connect: baseUrl is not an Atlassian site")
+
+	// errNotServed is one server's "no such kid".
+	errNotServed = errors.New("no key of this kid")
 )
 
 // keyServers maps a site's host suffix to the servers publishing the keys of
@@ -141,6 +152,7 @@ func (k *KeySource) Key(ctx context.Context, host, kid string) (*rsa.PublicKey, 
 		}
 	}
 	var errs []error
+	unavailable := false
 	for _, srv := range servers {
 		key, err := k.keyFrom(ctx, srv, kid)
 		if err == nil {
@@ -149,7 +161,12 @@ func (k *KeySource) Key(ctx context.Context, host, kid string) (*rsa.PublicKey, 
 		if errors.Is(err, ErrKeyFetchLimited) || ctx.Err() != nil {
 			return nil, err
 		}
+		unavailable = unavailable || !errors.Is(err, errNotServed)
 		errs = append(errs, err)
+	}
+	if unavailable {
+		// A server that failed may hold the kid: the install cannot be judged.
+		return nil, fmt.Errorf("%w: %w", ErrKeysUnavailable, errors.Join(errs...))
 	}
 	return nil, fmt.Errorf("%w: %w", ErrUnknownKid, errors.Join(errs...))
 }
@@ -209,7 +226,11 @@ func (k *KeySource) fetch(ctx context.Context, target string) (*rsa.PublicKey, e
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusOK {
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound, http.StatusGone:
+		return nil, fmt.Errorf("%w (HTTP %d)", errNotServed, resp.StatusCode)
+	default:
 		return nil, fmt.Errorf("HTTP %d", resp.StatusCode)
 	}
 	if len(b) > maxKeyBody {

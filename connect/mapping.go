@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/forge-remote/forge-remote/internal/secret"
 	"github.com/forge-remote/forge-remote/store"
 )
 
@@ -19,8 +18,8 @@ const (
 	SourceAppProperty    = "app_property"    // the reserved app property, read with the app token
 )
 
-// Mapping ties a Forge installation to its Connect clientKey. It never holds
-// the shared secret, which is kept apart (see Store.SetSecret).
+// Mapping ties a Forge installation to its Connect clientKey. Connect's
+// sharedSecret is not kept anywhere: the server signs nothing with it.
 type Mapping struct {
 	InstallationID string    `json:"installation_id"`
 	CloudID        string    `json:"cloud_id,omitempty"`
@@ -35,14 +34,19 @@ type Mapping struct {
 const (
 	mappingPrefix = "connect/installation/" // + inst → Mapping
 	clientPrefix  = "connect/clientkey/"    // + clientKey → inst (the newest installation of the key)
-	secretPrefix  = "connect/secret/"       // + inst → the sharedSecret
 	probePrefix   = "connect/probe/"        // + inst → the app-property reader's state
+
+	// legacySecretPrefix + inst held the installation's Connect sharedSecret,
+	// which servers before this one sealed and kept though nothing read it.
+	// Nothing is written there any more; DropSecrets deletes what is left.
+	legacySecretPrefix = "connect/secret/"
 )
 
 func mappingKey(inst string) string { return mappingPrefix + url.PathEscape(inst) }
 func clientKeyKey(ck string) string { return clientPrefix + url.PathEscape(ck) }
-func secretKey(inst string) string  { return secretPrefix + url.PathEscape(inst) }
 func probeKey(inst string) string   { return probePrefix + url.PathEscape(inst) }
+
+func legacySecretKey(inst string) string { return legacySecretPrefix + url.PathEscape(inst) }
 
 // Store keeps the mappings in the server's store, sealed like every record.
 type Store struct {
@@ -96,11 +100,7 @@ func (s *Store) Record(ctx context.Context, m Mapping) error {
 		return fmt.Errorf("connect: indexing clientKey: %w", err)
 	}
 	if previous != "" && previous != m.ClientKey {
-		if err := s.unindex(ctx, previous, m.InstallationID); err != nil {
-			return err
-		}
-		// The old tenant's secret is no secret of this one.
-		return s.DropSecret(ctx, m.InstallationID)
+		return s.unindex(ctx, previous, m.InstallationID)
 	}
 	return nil
 }
@@ -182,53 +182,22 @@ func (s *Store) List(ctx context.Context, fn func(Mapping) error) error {
 	return nil
 }
 
-// SetSecret seals the installation's Connect sharedSecret; it lives as long
-// as the mapping (PurgeInstallation) or until Connect's uninstall (DropSecret).
-func (s *Store) SetSecret(ctx context.Context, inst string, shared secret.String) error {
-	if shared == "" {
-		return nil
-	}
-	if err := s.kv.Put(ctx, secretKey(inst), []byte(shared), 0); err != nil {
-		return fmt.Errorf("connect: storing the shared secret: %w", err)
-	}
-	return nil
-}
-
-// HasSecret reports whether a shared secret is held for the installation.
-// There is deliberately no way to read it back out of this package's API.
-func (s *Store) HasSecret(ctx context.Context, inst string) (bool, error) {
-	_, err := s.kv.Get(ctx, secretKey(inst))
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrSealed):
-		return false, nil
-	}
-	return false, fmt.Errorf("connect: reading the shared secret: %w", err)
-}
-
-// DropSecret forgets the installation's shared secret; the mapping stays.
-func (s *Store) DropSecret(ctx context.Context, inst string) error {
-	if err := s.kv.Delete(ctx, secretKey(inst)); err != nil {
-		return fmt.Errorf("connect: deleting the shared secret: %w", err)
+// DropSecrets deletes every Connect sharedSecret an earlier server stored
+// (under connect/secret/, whatever STORE_KEY sealed it). The server runs it
+// at each start, with or without CONNECT_APP_KEY: it is idempotent (a store
+// already clean is one empty prefix scan), needs no schema version change
+// (the key was only ever written, never read), and also catches a secret an
+// older replica still wrote during a rolling upgrade.
+func (s *Store) DropSecrets(ctx context.Context) error {
+	if err := store.DeletePrefix(ctx, s.kv, legacySecretPrefix); err != nil {
+		return fmt.Errorf("connect: deleting stored shared secrets: %w", err)
 	}
 	return nil
-}
-
-// InstallationsOf lists the installations mapped to clientKey.
-func (s *Store) InstallationsOf(ctx context.Context, clientKey string) ([]string, error) {
-	var ids []string
-	err := s.List(ctx, func(m Mapping) error {
-		if m.ClientKey == clientKey {
-			ids = append(ids, m.InstallationID)
-		}
-		return nil
-	})
-	return ids, err
 }
 
 // PurgeInstallation forgets everything held for the installation: mapping,
-// clientKey index entry, shared secret and reader state (a Forge uninstall).
+// clientKey index entry, reader state and a shared secret an earlier server
+// may have left (a Forge uninstall).
 // It keeps going past a failure so that one bad record does not keep the rest.
 func (s *Store) PurgeInstallation(ctx context.Context, inst string) error {
 	var errs []error
@@ -239,7 +208,7 @@ func (s *Store) PurgeInstallation(ctx context.Context, inst string) error {
 	}
 	errs = append(errs,
 		s.kv.Delete(ctx, mappingKey(inst)),
-		s.kv.Delete(ctx, secretKey(inst)),
+		s.kv.Delete(ctx, legacySecretKey(inst)),
 		s.kv.Delete(ctx, probeKey(inst)),
 	)
 	if err := errors.Join(errs...); err != nil {

@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/forge-remote/forge-remote/internal/secret"
 )
 
 // Lifecycle events of Connect's signed install callbacks.
@@ -42,16 +40,17 @@ func (e *VerifyError) Unwrap() error { return e.Err }
 func refuse(reason string, err error) error { return &VerifyError{Reason: reason, Err: err} }
 
 // Lifecycle is a verified Connect lifecycle callback body. Fields the server
-// does not use are not decoded, so they never cause a refusal.
+// does not use are not decoded, so they never cause a refusal; the
+// sharedSecret is one of them: the server signs nothing with it, so it is
+// neither kept nor held in memory.
 type Lifecycle struct {
-	Key            string        `json:"key"`
-	ClientKey      string        `json:"clientKey"`
-	SharedSecret   secret.String `json:"sharedSecret"` // prints as a fingerprint, never itself
-	BaseURL        string        `json:"baseUrl"`
-	DisplayURL     string        `json:"displayUrl"`
-	ProductType    string        `json:"productType"`
-	EventType      string        `json:"eventType"`
-	InstallationID string        `json:"installationId"`
+	Key            string `json:"key"`
+	ClientKey      string `json:"clientKey"`
+	BaseURL        string `json:"baseUrl"`
+	DisplayURL     string `json:"displayUrl"`
+	ProductType    string `json:"productType"`
+	EventType      string `json:"eventType"`
+	InstallationID string `json:"installationId"`
 }
 
 // KeyGetter returns an install key by site host and kid; *KeySource is one.
@@ -125,6 +124,9 @@ type installClaims struct {
 
 // Verify checks a signed callback for event (EventInstalled or
 // EventUninstalled) and returns its body. Every refusal is a *VerifyError.
+// When the install key cannot be had (the key server failed or could not be
+// reached, fetches are rate limited, ctx ended during the fetch) the install
+// is not judged: the error wraps ErrKeysUnavailable and is no *VerifyError.
 func (v *Verifier) Verify(ctx context.Context, r Request, event string) (*Lifecycle, error) {
 	var lc Lifecycle
 	if err := json.Unmarshal(r.Body, &lc); err != nil {
@@ -188,10 +190,12 @@ func classifyJWT(tok *jwt.Token, err error) error {
 	switch {
 	case errors.As(err, &ve):
 		return ve
+	case errors.Is(err, ErrKeysUnavailable):
+		return err
+	case errors.Is(err, ErrKeyFetchLimited), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: %w", ErrKeysUnavailable, err)
 	case tok != nil && tok.Header != nil && tok.Header["alg"] != jwt.SigningMethodRS256.Alg():
 		return refuse("bad_algorithm", errors.New("only RS256 is accepted"))
-	case errors.Is(err, ErrKeyFetchLimited):
-		return refuse("key_fetch_limited", err)
 	case errors.Is(err, ErrUnknownKid), errors.Is(err, ErrNotAtlassianHost):
 		return refuse("unknown_kid", err)
 	case errors.Is(err, jwt.ErrTokenMalformed):
@@ -206,8 +210,6 @@ func classifyJWT(tok *jwt.Token, err error) error {
 		return refuse("missing_claim", err)
 	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued), errors.Is(err, jwt.ErrTokenNotValidYet):
 		return refuse("not_yet_valid", err)
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return refuse("key_unavailable", err)
 	default:
 		return refuse("invalid_token", err)
 	}

@@ -3,6 +3,14 @@ package connect_test
 import (
 	"context"
 	"errors"
+	"maps"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -66,7 +74,7 @@ func TestVerifyRefusals(t *testing.T) {
 	v := newVerifier(t, ks.URL(), time.Now)
 
 	if lc, err := verify(t, v, install(), key, "/connect/installed"); err != nil || lc.ClientKey != "client-key-1" ||
-		lc.InstallationID != "ari:cloud:ecosystem::installation/1111" || string(lc.SharedSecret) != "s3cr3t-shared-0123456789abcdef" {
+		lc.InstallationID != "ari:cloud:ecosystem::installation/1111" {
 		t.Fatalf("a correct install: %+v %v", lc, err)
 	}
 	in := install()
@@ -218,5 +226,104 @@ func TestSiteHost(t *testing.T) {
 	}
 	if s := connect.DefaultServers("acme.atlassian.net"); len(s) == 0 || s[0] != "https://connect-install-keys.atlassian.com" {
 		t.Errorf("servers for atlassian.net: %v", s)
+	}
+}
+
+// An install key server that cannot be reached, fails, or answers something
+// that is no key leaves the install unjudged: the error is ErrKeysUnavailable
+// and no *VerifyError (503, not the 401 Atlassian reads as a refusal). So is
+// a fetch the rate limit holds back. Only a kid every server says it lacks
+// (404) is refused, unknown_kid.
+func TestVerifyKeyServerUnavailable(t *testing.T) {
+	key := forgetest.NewKey(t, "kid-1")
+	down := connecttest.NewKeyServer(t, key)
+	down.SetDown(true)
+	garbage := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("<html>maintenance</html>")) }))
+	t.Cleanup(garbage.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unreachable := "http://" + ln.Addr().String()
+	ln.Close()
+
+	for name, url := range map[string]string{"503": down.URL(), "not a key": garbage.URL, "unreachable": unreachable} {
+		t.Run(name, func(t *testing.T) {
+			lc, err := verify(t, newVerifier(t, url, time.Now), install(), key, "/connect/installed")
+			var ve *connect.VerifyError
+			if lc != nil || !errors.Is(err, connect.ErrKeysUnavailable) || errors.As(err, &ve) {
+				t.Fatalf("got %+v, %v; want ErrKeysUnavailable and no refusal", lc, err)
+			}
+		})
+	}
+
+	t.Run("rate limited", func(t *testing.T) {
+		ks := connecttest.NewKeyServer(t, key)
+		v, err := connect.NewVerifier(connect.VerifierConfig{AppKey: appKey, BaseURL: baseURL,
+			Keys: connect.NewKeySource(connect.KeySourceOptions{Override: ks.URL(), Limit: rate.Every(time.Hour), Burst: 1})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := install()
+		in.Edit = func(h, _ map[string]any) { h["kid"] = "kid-unknown" }
+		if _, err := verify(t, v, in, key, "/connect/installed"); reasonOf(err) != "unknown_kid" {
+			t.Fatalf("first unknown kid: %v", err)
+		}
+		lc, err := verify(t, v, install(), key, "/connect/installed")
+		if lc != nil || !errors.Is(err, connect.ErrKeysUnavailable) || !errors.Is(err, connect.ErrKeyFetchLimited) || reasonOf(err) != "" {
+			t.Fatalf("a genuine install held back by the limit: %+v, %v", lc, err)
+		}
+	})
+
+	t.Run("caller gone", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		in := install()
+		_, err := newVerifier(t, down.URL(), time.Now).Verify(ctx, connect.Request{
+			Method: "POST", EscapedPath: "/connect/installed", Authorization: "JWT " + in.Token(t, key), Body: []byte(in.Body()),
+		}, in.Event)
+		if !errors.Is(err, connect.ErrKeysUnavailable) || reasonOf(err) != "" {
+			t.Fatalf("canceled: %v", err)
+		}
+	})
+
+	t.Run("kid absent: refused", func(t *testing.T) {
+		empty := connecttest.NewKeyServer(t)
+		if _, err := verify(t, newVerifier(t, empty.URL(), time.Now), install(), key, "/connect/installed"); reasonOf(err) != "unknown_kid" {
+			t.Fatalf("kid absent: %v", err)
+		}
+	})
+}
+
+func reasonOf(err error) string {
+	var ve *connect.VerifyError
+	if errors.As(err, &ve) {
+		return ve.Reason
+	}
+	return ""
+}
+
+// docs/ARCHITECTURE.md lists every reason Verify refuses with, and no other.
+func TestRefusalReasonsDocumented(t *testing.T) {
+	src, err := os.ReadFile("verify.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("../docs/ARCHITECTURE.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(doc), "**Connect refusals**")
+	section, _, _ = strings.Cut(section, "\n### ")
+	inCode := map[string]bool{}
+	for _, m := range regexp.MustCompile(`refuse\("([a-z_]+)"`).FindAllStringSubmatch(string(src), -1) {
+		inCode[m[1]] = true
+	}
+	inDoc := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `([a-z_]+)` \\|").FindAllStringSubmatch(section, -1) {
+		inDoc[m[1]] = true
+	}
+	if len(inCode) == 0 || !maps.Equal(inCode, inDoc) {
+		t.Fatalf("refusal reasons in verify.go %v, in ARCHITECTURE.md %v", slices.Sorted(maps.Keys(inCode)), slices.Sorted(maps.Keys(inDoc)))
 	}
 }

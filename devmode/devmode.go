@@ -24,6 +24,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/forge-remote/forge-remote/devmode/confluencesim"
+	"github.com/forge-remote/forge-remote/internal/safeurl"
 )
 
 // Identities of the simulated Forge installation.
@@ -95,10 +96,7 @@ func CheckLoopback(addr string) error {
 	if err != nil {
 		return fmt.Errorf("dev: LISTEN_ADDR %q: %w", addr, err)
 	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+	if safeurl.Loopback(host) {
 		return nil
 	}
 	return fmt.Errorf("dev: LISTEN_ADDR %q is not a loopback address; dev mode signs its own tokens and only listens on 127.0.0.1 or ::1", addr)

@@ -17,6 +17,7 @@ import (
 	"github.com/forge-remote/forge-remote/internal/ctxtime"
 	"github.com/forge-remote/forge-remote/internal/httpx"
 	"github.com/forge-remote/forge-remote/internal/metrics"
+	"github.com/forge-remote/forge-remote/internal/safeurl"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -295,8 +296,10 @@ func idempotent(method string) bool {
 // answer's status, header and body.
 func (c *Client) send(ctx context.Context, method, apiBaseURL, token, path string, payload []byte) (int, http.Header, []byte, error) {
 	base, err := url.Parse(apiBaseURL)
-	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" {
-		return 0, nil, nil, errors.New("forge: the installation has no usable apiBaseUrl")
+	// A token captured before Verify refused cleartext apiBaseUrls may
+	// still name one: tokens go over https only (http to loopback).
+	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" || !safeurl.OK(apiBaseURL) {
+		return 0, nil, nil, errors.New("forge: the installation has no usable apiBaseUrl (https, or http on loopback only)")
 	}
 	target := strings.TrimRight(apiBaseURL, "/") + path
 

@@ -105,6 +105,20 @@ func TestClientGetJSON(t *testing.T) {
 	}
 }
 
+// A token held with a cleartext apiBaseUrl off loopback (captured before
+// Verify refused such FITs) is never sent: not there, not anywhere.
+func TestClientRefusesCleartextAPIBaseURL(t *testing.T) {
+	e := newClientEnv(t, forge.ClientOptions{})
+	e.capture(t, e.conf.IssueAppToken(t, e.clock.Now().Add(3*time.Hour)), "http://evil.example/ex/confluence/"+clientCloud)
+	err := e.client.AsApp(clientInst).GetJSON(t.Context(), userPath, nil)
+	if err == nil || !strings.Contains(err.Error(), "no usable apiBaseUrl") {
+		t.Fatalf("cleartext apiBaseUrl: %v", err)
+	}
+	if e.conf.Calls() != 0 {
+		t.Fatalf("Confluence got %d calls", e.conf.Calls())
+	}
+}
+
 func TestClientNoFreshTokenSendsNothing(t *testing.T) {
 	e := newClientEnv(t, forge.ClientOptions{})
 	app := e.client.AsApp(clientInst)

@@ -19,6 +19,7 @@ import (
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/internal/corpus"
+	"github.com/forge-remote/forge-remote/internal/safeurl"
 )
 
 // FuzzVerify feeds arbitrary tokens to the verifier: it must never panic, and
@@ -121,6 +122,8 @@ func FuzzVerifyMatchesGolangJWT(f *testing.F) {
 	f.Add(hdr, []byte(`{"ISS":"forge/invocation-token","Aud":["x","`+forgetest.AppID+`"],"exp":"`+strconv.FormatInt(now.Unix()+60, 10)+`","iat":1e9,"app":{"installationId":"i"},"app":{"id":"a"}}`))
 	f.Add(hdr, []byte(`{"iss":"forge/invocation-token","aud":"`+forgetest.AppID+`","exp":`+strconv.FormatInt(now.Unix()+60, 10)+`}`))
 	f.Add(hdr, []byte(`null`))
+	f.Add(hdr, []byte(`{"iss":"forge/invocation-token","aud":"`+forgetest.AppID+`","exp":`+strconv.FormatInt(now.Unix()+60, 10)+`,"app":{"installationId":"i","apiBaseUrl":"http://evil.example"}}`))
+	f.Add(hdr, []byte(`{"iss":"forge/invocation-token","aud":"`+forgetest.AppID+`","exp":`+strconv.FormatInt(now.Unix()+60, 10)+`,"app":{"installationId":"i","apiBaseUrl":"http://127.0.0.1:8080"}}`))
 	for _, file := range corpus.Read(f, "fit") {
 		b := file.Data
 		// The corpus as Forge would sign it for this app, now.
@@ -152,6 +155,9 @@ func FuzzVerifyMatchesGolangJWT(f *testing.F) {
 		})
 		if wantErr == nil && want.App.InstallationID == "" {
 			wantErr = errors.New("no installationId") // Verify's own check
+		}
+		if wantErr == nil && want.App.APIBaseURL != "" && !safeurl.OK(want.App.APIBaseURL) {
+			wantErr = errors.New("cleartext apiBaseUrl") // Verify's own check
 		}
 		if (gotErr == nil) != (wantErr == nil) {
 			t.Fatalf("header %s claims %s: Verify error %v, golang-jwt error %v", header, claims, gotErr, wantErr)

@@ -148,6 +148,9 @@ func TestVerify(t *testing.T) {
 		{name: "no installationId", token: forgetest.MintFIT(t, key, at, forgetest.WithClaims(func(c map[string]any) {
 			delete(c["app"].(map[string]any), "installationId")
 		})), reason: "missing_claims"},
+		{name: "http apiBaseUrl", token: forgetest.MintFIT(t, key, at, forgetest.WithAPIBaseURL("http://evil.example/ex/confluence/"+forgetest.CloudID)), reason: "insecure_api_base_url", is: forge.ErrInsecureAPIBaseURL},
+		{name: "http apiBaseUrl through user info", token: forgetest.MintFIT(t, key, at, forgetest.WithAPIBaseURL("http://127.0.0.1@evil.example")), reason: "insecure_api_base_url"},
+		{name: "apiBaseUrl of another scheme", token: forgetest.MintFIT(t, key, at, forgetest.WithAPIBaseURL("ftp://api.atlassian.com/ex/confluence/"+forgetest.CloudID)), reason: "insecure_api_base_url"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -179,6 +182,18 @@ func TestVerify(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("apiBaseUrl over http on loopback", func(t *testing.T) {
+		for _, base := range []string{"http://127.0.0.1:38080/ex/confluence/" + forgetest.CloudID, "http://localhost:1/x", "http://[::1]:2/x"} {
+			inv, err := v.Verify(t.Context(), forgetest.MintFIT(t, key, at, forgetest.WithAPIBaseURL(base)))
+			if err != nil || inv.APIBaseURL() != base {
+				t.Errorf("apiBaseUrl %s: %v, %v", base, inv, err)
+			}
+		}
+		if msg := (&forge.VerifyError{Reason: "insecure_api_base_url", Err: forge.ErrInsecureAPIBaseURL}).Error(); !strings.Contains(msg, "app.apiBaseUrl") {
+			t.Errorf("the refusal does not name the claim: %s", msg)
+		}
+	})
 
 	t.Run("claims", func(t *testing.T) {
 		inv, err := v.Verify(t.Context(), valid)
@@ -508,6 +523,7 @@ func TestNewVerifierConfig(t *testing.T) {
 		{"no JWKS URL", forge.VerifierConfig{AppID: forgetest.AppID}},
 		{"relative JWKS URL", forge.VerifierConfig{AppID: forgetest.AppID, JWKSURL: "/jwks.json"}},
 		{"file JWKS URL", forge.VerifierConfig{AppID: forgetest.AppID, JWKSURL: "file:///etc/jwks.json"}},
+		{"cleartext JWKS URL", forge.VerifierConfig{AppID: forgetest.AppID, JWKSURL: "http://keys.example.com/jwks.json"}},
 		{"negative leeway", forge.VerifierConfig{AppID: forgetest.AppID, JWKSURL: srv.URL(), Leeway: -time.Second}},
 	}
 	for _, tt := range tests {

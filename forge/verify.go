@@ -24,6 +24,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/internal/jsonread"
 	"github.com/forge-remote/forge-remote/internal/logctx"
+	"github.com/forge-remote/forge-remote/internal/safeurl"
 )
 
 // ErrKeysUnavailable is returned by Verify while no key set was ever loaded:
@@ -55,7 +56,7 @@ func (e *VerifyError) Unwrap() error { return e.Err }
 // VerifierConfig configures NewVerifier; zero values take the defaults noted.
 type VerifierConfig struct {
 	AppID              string                // already-normalised ARI (NormalizeAppID); the only accepted aud
-	JWKSURL            string                // where Forge publishes its keys
+	JWKSURL            string                // where Forge publishes its keys: https, or http on loopback
 	HTTPClient         *http.Client          // nil: a client with a 10 s timeout
 	Logger             *zap.Logger           // nil: zap.NewNop()
 	Registerer         prometheus.Registerer // nil: no metrics
@@ -108,8 +109,8 @@ func NewVerifier(ctx context.Context, cfg VerifierConfig) (*Verifier, error) {
 	if id, err := NormalizeAppID(cfg.AppID); err != nil || id != cfg.AppID {
 		return nil, fmt.Errorf("forge: VerifierConfig.AppID %q is not a normalised app ARI", cfg.AppID)
 	}
-	if u, err := url.Parse(cfg.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, fmt.Errorf("forge: VerifierConfig.JWKSURL %q is not an http(s) URL", cfg.JWKSURL)
+	if u, err := url.Parse(cfg.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || !safeurl.OK(cfg.JWKSURL) {
+		return nil, fmt.Errorf("forge: VerifierConfig.JWKSURL %q is not an https URL (http only on loopback)", cfg.JWKSURL)
 	}
 	for name, d := range map[string]time.Duration{
 		"Leeway": cfg.Leeway, "RefreshInterval": cfg.RefreshInterval,
@@ -260,8 +261,19 @@ func (v *Verifier) verify(ctx context.Context, token string) (*Invocation, error
 	if inv.App.InstallationID == "" {
 		return nil, &VerifyError{Reason: "missing_claims", Err: errors.New("app.installationId is empty")}
 	}
+	// The app token this FIT may carry is later sent to apiBaseUrl (Client,
+	// and /internal/app-token hands it out with it): never over cleartext
+	// but to this machine. Checked here, once, where every FIT passes.
+	if inv.App.APIBaseURL != "" && !safeurl.OK(inv.App.APIBaseURL) {
+		return nil, &VerifyError{Reason: "insecure_api_base_url", Err: ErrInsecureAPIBaseURL}
+	}
 	return inv, nil
 }
+
+// ErrInsecureAPIBaseURL is the cause of a FIT refused (reason
+// insecure_api_base_url) because its app.apiBaseUrl is not https, or http on
+// loopback.
+var ErrInsecureAPIBaseURL = errors.New("app.apiBaseUrl is not https (http only on loopback)")
 
 func malformed(err error) error {
 	return &VerifyError{Reason: "malformed", Err: fmt.Errorf("%w: %w", jwt.ErrTokenMalformed, err)}

@@ -114,10 +114,10 @@ func Chat(o ChatOpener, scope weavy.UIDScope, access *Access) Handler {
 		}
 		c, err := o.Open(ctx, req)
 		if errors.Is(err, chat.ErrSiteMismatch) {
-			return nil, &BadRequestError{Msg: "the invocation's site is not its installation's"}
+			return nil, &BadRequestError{Msg: "the invocation's site is not its installation's", Err: err}
 		}
 		if errors.Is(err, chat.ErrBadTarget) {
-			return nil, &BadRequestError{Msg: "the page, space or site of this invocation cannot name a chat"}
+			return nil, &BadRequestError{Msg: "the page, space or site of this invocation cannot name a chat", Err: err}
 		}
 		if err != nil {
 			return nil, err

@@ -76,10 +76,17 @@ func (e *UnknownResolverError) Error() string {
 // Is makes errors.Is(err, ErrUnknownResolver) true.
 func (e *UnknownResolverError) Is(target error) bool { return target == ErrUnknownResolver }
 
-// BadRequestError is a payload or envelope the resolver cannot use.
-type BadRequestError struct{ Msg string }
+// BadRequestError is a payload or envelope the resolver cannot use. Msg is
+// for the caller; Err, when set, is the cause, reachable with errors.Is and
+// errors.As (a *json.SyntaxError, chat.ErrBadTarget) but never shown.
+type BadRequestError struct {
+	Msg string
+	Err error
+}
 
 func (e *BadRequestError) Error() string { return "resolvers: " + e.Msg }
+
+func (e *BadRequestError) Unwrap() error { return e.Err }
 
 // Registry is the set of resolvers. Register everything before serving; it is
 // read-only afterwards and needs no lock.
@@ -129,9 +136,9 @@ func ParseEnvelope(body []byte) (string, json.RawMessage, error) {
 	if err := json.Unmarshal(body, &env); err != nil {
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
-			return "", nil, &BadRequestError{Msg: "malformed body: " + jsonProblem(err)}
+			return "", nil, &BadRequestError{Msg: "malformed body: " + jsonProblem(err), Err: err}
 		}
-		return "", nil, &BadRequestError{Msg: "malformed envelope: " + jsonProblem(err)}
+		return "", nil, &BadRequestError{Msg: "malformed envelope: " + jsonProblem(err), Err: err}
 	}
 	if env.Call.FunctionKey == "" {
 		return "", nil, &BadRequestError{Msg: "envelope has no call.functionKey"}
@@ -146,7 +153,7 @@ func DecodePayload(payload json.RawMessage, v any) error {
 		return nil
 	}
 	if err := json.Unmarshal(p, v); err != nil {
-		return &BadRequestError{Msg: "malformed payload: " + jsonProblem(err)}
+		return &BadRequestError{Msg: "malformed payload: " + jsonProblem(err), Err: err}
 	}
 	return nil
 }

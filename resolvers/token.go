@@ -40,7 +40,7 @@ func Token(b TokenBroker, scope weavy.UIDScope, now func() time.Time) Handler {
 		}
 		uid, err := weavy.UID(scope, inv.CloudID(), inv.Principal)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrNoUser, err)
+			return nil, fmt.Errorf("%w: %w", ErrNoUser, err)
 		}
 		tok, err := b.Token(ctx, inv.InstallationID(), uid, req.Refresh)
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/chat"
 	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/internal/safeurl"
 	"github.com/forge-remote/forge-remote/internal/secret"
 	"github.com/forge-remote/forge-remote/store"
 	"github.com/forge-remote/forge-remote/weavy"
@@ -101,7 +102,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 
 	c.JWKSURL = get("FORGE_JWKS_URL", DefaultJWKSURL)
-	if err := checkHTTPURL(c.JWKSURL); err != nil {
+	if err := checkSecureURL(c.JWKSURL); err != nil {
 		bad("FORGE_JWKS_URL", "%v", err)
 	}
 
@@ -109,7 +110,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	c.WeavyAPIKey = secret.String(get("WEAVY_API_KEY", ""))
 	switch {
 	case c.WeavyURL != "":
-		if err := checkHTTPURL(c.WeavyURL); err != nil {
+		if err := checkSecureURL(c.WeavyURL); err != nil {
 			bad("WEAVY_URL", "%v", err)
 		} else if u, _ := url.Parse(c.WeavyURL); u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
 			bad("WEAVY_URL", "must be the environment's origin like https://acme.weavy.io, without path, query or credentials")
@@ -201,8 +202,8 @@ func loadConnect(c *Config, get func(v, def string) string, bad func(v, format s
 	case base == "":
 		bad("CONNECT_BASE_URL", "is required with CONNECT_APP_KEY: the Connect descriptor's baseUrl, e.g. https://remote.example.com")
 	case err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" ||
-		(u.Scheme != "https" && !(u.Scheme == "http" && loopback(u.Hostname()))):
-		bad("CONNECT_BASE_URL", "must be an https URL without credentials, query or fragment, got %q", base)
+		!safeurl.OK(base):
+		bad("CONNECT_BASE_URL", "must be an https URL (http only on loopback) without credentials, query or fragment, got %q", base)
 	case strings.TrimRight(u.Path, "/") != "" && strings.TrimRight(u.Path, "/") != "/connect":
 		// Atlassian calls <baseUrl><lifecycle path>; the remote serves /connect/installed.
 		bad("CONNECT_BASE_URL", "path must be empty (lifecycle paths /connect/installed, /connect/uninstalled) or /connect (paths /installed, /uninstalled), got %q", u.Path)
@@ -211,8 +212,7 @@ func loadConnect(c *Config, get func(v, def string) string, bad func(v, format s
 	}
 	if keys != "" {
 		u, err := url.Parse(keys)
-		if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" ||
-			(u.Scheme != "https" && !(u.Scheme == "http" && loopback(u.Hostname()))) {
+		if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || !safeurl.OK(keys) {
 			bad("CONNECT_KEYS_URL", "must be an https URL (http only on loopback) without credentials or query, got %q", keys)
 		} else {
 			c.ConnectKeysURL = strings.TrimRight(keys, "/")
@@ -220,19 +220,13 @@ func loadConnect(c *Config, get func(v, def string) string, bad func(v, format s
 	}
 }
 
-// loopback reports whether host is this machine (tests and dev fakes).
-func loopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-func checkHTTPURL(s string) error {
+// checkSecureURL accepts what the server may trust or send a credential to:
+// an absolute https URL, or http on loopback (tests, dev mode), the rule of
+// every URL in the configuration (safeurl.OK).
+func checkSecureURL(s string) error {
 	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return fmt.Errorf("must be an absolute http(s) URL, got %q", s)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || !safeurl.OK(s) {
+		return fmt.Errorf("must be an absolute https URL (http only on loopback: 127.0.0.0/8, ::1, localhost), got %q", s)
 	}
 	return nil
 }

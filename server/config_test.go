@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/base64"
+	"strings"
 	"testing"
 
 	"github.com/forge-remote/forge-remote/forge/forgetest"
@@ -42,5 +43,40 @@ func TestConfigNeverPrintsSecrets(t *testing.T) {
 		// values that are no secret.
 		secrettest.Shown(t, printed, "WeavyAPIKey", "redis://forge:xxxxx@localhost:6379/0", connectKey,
 			cfg.WeavyAPIKey.Fingerprint(), cfg.InternalAPIToken.Fingerprint(), cfg.StoreKey.Fingerprint())
+	}
+}
+
+// FORGE_JWKS_URL (the trust root) and WEAVY_URL (sent the API key) are https,
+// or http on loopback only, as CONNECT_*_URL: anything else stops the start,
+// naming the variable.
+func TestConfigURLsHTTPSOrLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		name, variable, value string
+		ok                    bool
+	}{
+		{"jwks https", "FORGE_JWKS_URL", "https://keys.example.com/.well-known/jwks.json", true},
+		{"jwks loopback http", "FORGE_JWKS_URL", "http://127.0.0.1:8080/.well-known/jwks.json", true},
+		{"jwks localhost http", "FORGE_JWKS_URL", "http://localhost:8080/jwks.json", true},
+		{"jwks ::1 http", "FORGE_JWKS_URL", "http://[::1]:8080/jwks.json", true},
+		{"jwks http", "FORGE_JWKS_URL", "http://keys.example.com/.well-known/jwks.json", false},
+		{"jwks http private address", "FORGE_JWKS_URL", "http://10.0.0.7/jwks.json", false},
+		{"jwks http through user info", "FORGE_JWKS_URL", "http://127.0.0.1@keys.example.com/jwks.json", false},
+		{"jwks ftp", "FORGE_JWKS_URL", "ftp://127.0.0.1/jwks.json", false},
+		{"weavy https", "WEAVY_URL", "https://acme.weavy.io", true},
+		{"weavy loopback http", "WEAVY_URL", "http://127.0.0.1:9090", true},
+		{"weavy http", "WEAVY_URL", "http://acme.weavy.io", false},
+		{"weavy http lookalike", "WEAVY_URL", "http://127.0.0.1.nip.io", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{"FORGE_APP_ID": forgetest.AppID, "WEAVY_API_KEY": "wys_test", "WEAVY_URL": "https://acme.weavy.io"}
+			env[tc.variable] = tc.value
+			_, err := server.LoadConfig(func(k string) string { return env[k] })
+			switch {
+			case tc.ok && err != nil:
+				t.Fatalf("%s=%s refused: %v", tc.variable, tc.value, err)
+			case !tc.ok && (err == nil || !strings.Contains(err.Error(), "config: "+tc.variable+" must be an absolute https URL")):
+				t.Fatalf("%s=%s: err %v, want one naming %s", tc.variable, tc.value, err, tc.variable)
+			}
+		})
 	}
 }

@@ -68,8 +68,9 @@ func (p purgers) PurgeInstallation(ctx context.Context, inst string) error {
 }
 
 // handleConnectInstalled is Connect's signed `installed` callback: a verified
-// one that names a Forge installation records the mapping and seals the
-// shared secret. Anything unverified is a 401 and records nothing.
+// one that names a Forge installation records the mapping (never the shared
+// secret: nothing here signs with it). Anything unverified is a 401 and
+// records nothing.
 func (s *Server) handleConnectInstalled(c *gin.Context) {
 	lc, ok := s.verifyConnect(c, connect.EventInstalled)
 	if !ok {
@@ -98,37 +99,20 @@ func (s *Server) handleConnectInstalled(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	// Connect may issue a new secret on every install: the latest one is kept.
-	if err := s.connect.store.SetSecret(ctx, inst, lc.SharedSecret); err != nil {
-		s.fail(c, err)
-		return
-	}
 	log.Info("connect install recorded", zap.String("installation_id", inst))
 	c.JSON(http.StatusOK, gin.H{"status": "ok", "recorded": true})
 }
 
-// handleConnectUninstalled is Connect's signed `uninstalled` callback: the
-// shared secrets of the clientKey's installations go, their mappings stay
-// (they are what the vendor migrates by).
+// handleConnectUninstalled is Connect's signed `uninstalled` callback,
+// acknowledged once verified: the mappings stay (they are what the vendor
+// migrates by; Forge's own uninstall purges them) and no secret is held.
 func (s *Server) handleConnectUninstalled(c *gin.Context) {
 	lc, ok := s.verifyConnect(c, connect.EventUninstalled)
 	if !ok {
 		return
 	}
-	ctx := c.Request.Context()
-	ids, err := s.connect.store.InstallationsOf(ctx, lc.ClientKey)
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	for _, inst := range ids {
-		if err := s.connect.store.DropSecret(ctx, inst); err != nil {
-			s.fail(c, err)
-			return
-		}
-	}
-	logctx.Logger(ctx, s.log).Info("connect uninstall: shared secrets dropped, mappings kept",
-		zap.String("client_key", lc.ClientKey), zap.Int("installations", len(ids)))
+	logctx.Logger(c.Request.Context(), s.log).Info("connect uninstall acknowledged, mappings kept",
+		zap.String("client_key", lc.ClientKey))
 	c.JSON(http.StatusOK, gin.H{"status": "ok"})
 }
 

@@ -79,6 +79,10 @@ func classify(err error) (int, string, string) {
 	case errors.As(err, &cve):
 		// A Connect callback that does not verify: Connect reads 401 alike.
 		return http.StatusUnauthorized, "invalid_connect_token", "Connect install token rejected: " + cve.Reason
+	case errors.Is(err, connect.ErrKeysUnavailable):
+		// Not judged, so not refused: 401 would tell Atlassian the install
+		// is refused, 503 makes it a failure to retry.
+		return http.StatusServiceUnavailable, "connect_keys_unavailable", "the Connect install key could not be fetched; retry shortly"
 	case errors.Is(err, forge.ErrKeysUnavailable):
 		return http.StatusServiceUnavailable, "keys_unavailable", "Forge signing keys are not loaded yet; retry shortly"
 	case errors.As(err, &bre):

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/forge-remote/forge-remote/connect"
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/resolvers"
 	"github.com/forge-remote/forge-remote/store"
@@ -49,12 +50,18 @@ func TestClientMessagesHaveNoPackagePrefix(t *testing.T) {
 		"deadline":           fmt.Errorf("forge: fetch: %w", context.DeadlineExceeded),
 		"other":              errors.New("resolvers: something internal"),
 		"body too large":     &http.MaxBytesError{Limit: 1 << 20},
+		"connect keys":       fmt.Errorf("%w: %w", connect.ErrKeysUnavailable, context.DeadlineExceeded),
 	}
 	for name, err := range errs {
 		_, code, msg := classify(err)
 		if packagePrefix.MatchString(msg) || msg == "" {
 			t.Errorf("%s: %s %q", name, code, msg)
 		}
+	}
+	// A Connect key that could not be fetched is no refusal: 503, not 401,
+	// and not the 504 of the deadline it wraps.
+	if st, code, _ := classify(errs["connect keys"]); st != http.StatusServiceUnavailable || code != "connect_keys_unavailable" {
+		t.Errorf("connect keys unavailable: %d %s", st, code)
 	}
 	if _, _, msg := classify(unknown); msg != `unknown resolver "x"` {
 		t.Errorf("unknown resolver message %q", msg)

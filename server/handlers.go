@@ -75,8 +75,10 @@ func (s *Server) handleResolverEnvelope(c *gin.Context) {
 }
 
 // invoke runs the resolver and writes its answer, as every answer is
-// written, by c.JSON.
+// written, by c.JSON. No resolver answer may be cached by anything between
+// Forge and here: `token` carries a bearer token, `chat` a chat's id.
 func (s *Server) invoke(c *gin.Context, key string, payload []byte) {
+	c.Header("Cache-Control", "no-store")
 	out, err := s.resolvers.Invoke(c.Request.Context(), key, invocation(c), payload)
 	if err != nil {
 		s.fail(c, err)

@@ -3,7 +3,10 @@ package server
 import (
 	"context"
 
+	"go.uber.org/zap"
+
 	"github.com/forge-remote/forge-remote/chat"
+	"github.com/forge-remote/forge-remote/connect"
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/resolvers"
 	"github.com/forge-remote/forge-remote/scheduler"
@@ -35,6 +38,11 @@ func (s *Server) wire(ctx context.Context, o Options) error {
 		return err
 	}
 	pubsub, shared := store.PubSubOf(s.kv) // replicas share the store (Redis)
+	// Servers before this one kept Connect's sharedSecret, which nothing
+	// read: delete any left, at every start (idempotent), bridge on or off.
+	if err := connect.NewStore(s.kv).DropSecrets(ctx); err != nil {
+		s.log.Warn("stored Connect shared secrets not deleted; retried at the next start", zap.Error(err))
+	}
 
 	s.verifier, err = forge.NewVerifier(ctx, forge.VerifierConfig{
 		AppID:      s.cfg.AppID,

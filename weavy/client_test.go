@@ -105,7 +105,7 @@ func TestIssueTokenRequest(t *testing.T) {
 func TestIssueTokenRejectsBadInput(t *testing.T) {
 	f := newFakeWeavy(t)
 	c := f.client(t, ClientOptions{})
-	for _, uid := range []string{"", "12345", "a b", strings.Repeat("x", 257)} {
+	for _, uid := range []string{"", "12345", "a b", strings.Repeat("x", 257), ".", ".."} {
 		if _, err := c.IssueToken(t.Context(), uid, time.Hour); !errors.Is(err, ErrInvalidUID) {
 			t.Errorf("uid %q: err = %v, want ErrInvalidUID", uid, err)
 		}

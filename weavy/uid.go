@@ -46,7 +46,8 @@ func ParseUIDScope(s string) (UIDScope, error) {
 
 // UID is the Weavy uid of the Atlassian user accountID under scope; cloudID
 // (the site) is needed for ScopeSite only. The result obeys Weavy's rules: no
-// whitespace, at least one non-digit, at most 256 characters.
+// whitespace, at least one non-digit, at most 256 characters; and it is
+// never "." or "..", which would be dot segments in Weavy's API paths.
 func UID(scope UIDScope, cloudID, accountID string) (string, error) {
 	if err := checkPart("accountId", accountID); err != nil {
 		return "", err
@@ -97,6 +98,10 @@ func checkUID(uid string) error {
 		return fmt.Errorf("%w: contains whitespace or control characters", ErrInvalidUID)
 	case allDigits(uid):
 		return fmt.Errorf("%w: all digits (Weavy would read it as a numeric id)", ErrInvalidUID)
+	case uid == "." || uid == "..":
+		// escapeSegment keeps dots: in /api/users/{uid}/tokens these would be
+		// dot segments, which a URL resolver or proxy takes for a path step.
+		return fmt.Errorf("%w: %q is a dot segment", ErrInvalidUID, uid)
 	}
 	return nil
 }

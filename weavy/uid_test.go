@@ -52,6 +52,24 @@ func TestUIDErrorsAreInvalidUID(t *testing.T) {
 	}
 }
 
+// "." and ".." would be dot segments in /api/users/{uid}/…: refused as uids,
+// whoever asks (UID, the client's calls); dots within a uid are fine.
+func TestDotSegmentUIDs(t *testing.T) {
+	for _, uid := range []string{".", ".."} {
+		if _, err := UID(ScopeAccount, "", uid); !errors.Is(err, ErrInvalidUID) {
+			t.Errorf("UID of accountId %q: %v", uid, err)
+		}
+		if err := checkUID(uid); !errors.Is(err, ErrInvalidUID) {
+			t.Errorf("checkUID(%q) = %v", uid, err)
+		}
+	}
+	for _, uid := range []string{"...", ".a", "a..b", "u-.."} {
+		if err := checkUID(uid); err != nil {
+			t.Errorf("checkUID(%q) = %v", uid, err)
+		}
+	}
+}
+
 func TestParseUIDScope(t *testing.T) {
 	tests := []struct {
 		in   string

@@ -132,7 +132,7 @@ func TestConnectSignedInstall(t *testing.T) {
 		t.Fatalf("installations lack the clientKey: %s", list.Body)
 	}
 
-	// Connect's uninstall: the secret goes, the mapping stays.
+	// Connect's uninstall is acknowledged; the mapping stays.
 	un := good
 	un.Event, un.Path, un.SharedSecret = connect.EventUninstalled, "/uninstalled", ""
 	if r := send("/connect/uninstalled", un, installKey); r.Status != http.StatusOK {
