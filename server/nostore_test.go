@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/forge-remote/forge-remote/devmode/confluencesim"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 )
 
@@ -16,13 +17,16 @@ import (
 func TestResolverAnswersAreNotStored(t *testing.T) {
 	key := forgetest.NewKey(t, "k1")
 	srv, _ := newServer(t, key)
-	fit := forgetest.MintFIT(t, key)
+	conf := forgetest.NewConfluenceWith(t, confluencesim.Options{AnyContent: true})
+	fit := forgetest.MintFIT(t, key, forgetest.WithAPIBaseURL(conf.APIBaseURL(forgetest.CloudID)))
+	userTok := conf.IssueUserToken(t, forgetest.AccountID, time.Now().Add(3*time.Hour))
 	appTok := forgetest.MintAppToken(t, time.Now().Add(3*time.Hour))
 	do := func(path, fit, body string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+fit)
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("x-forge-oauth-system", appTok)
+		req.Header.Set("x-forge-oauth-user", userTok)
 		w := httptest.NewRecorder()
 		srv.ServeHTTP(w, req)
 		return w
