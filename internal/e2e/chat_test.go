@@ -479,6 +479,22 @@ func TestChatConcurrentFirstOpens(t *testing.T) {
 			t.Fatalf("answers name different apps: %v", ids)
 		}
 	}
+
+	// One user opening one page many times at once: one Confluence check.
+	checks := len(f.conf.ContentChecks())
+	f.offset.Add(int64(chat.DefaultRecheck)) // every verdict held is stale
+	fit := f.fit(t, "acc-00", onPage("31337"))
+	for range n {
+		wg.Go(func() {
+			if r := f.open(t, fit, `{}`); r.Status != http.StatusOK {
+				t.Errorf("concurrent open: %d %s", r.Status, r.Body)
+			}
+		})
+	}
+	wg.Wait()
+	if d := len(f.conf.ContentChecks()) - checks; d != 1 {
+		t.Fatalf("%d concurrent opens by one user made %d Confluence checks, want 1", n, d)
+	}
 }
 
 func serverOptions(now func() time.Time) server.Options { return server.Options{Now: now} }
