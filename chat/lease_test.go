@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/forge-remote/forge-remote/store"
 	"github.com/forge-remote/forge-remote/weavy"
 )
 
@@ -337,5 +338,89 @@ func TestLeaseExpiredUnprunedReopened(t *testing.T) {
 	wantLease(t, l, ok, c.AppID, alice, t1)
 	if !f.isMember(alice, cloud, "1") {
 		t.Fatal("alice is no member after re-opening")
+	}
+}
+
+// Re-opened during removal: the prune marked the lease revoking and is in
+// DeleteMember when the user opens the chat again, and the open finishes
+// (its member added) before Weavy gets the delete. The prune sees the
+// renewal and puts the member back: the user is a member with an active
+// lease, and nothing is counted removed.
+func TestLeaseReopenedDuringRemoval(t *testing.T) {
+	f := newLeaseFixture(t)
+	c := f.open(t, f.s, f.req(alice, "1"))
+	f.clock.advance(testLease)
+
+	deleting, proceed := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	f.weavy.hooks(nil, func(int64, string) {
+		once.Do(func() {
+			close(deleting)
+			<-proceed
+		})
+	})
+	pruned := make(chan error, 1)
+	go func() { pruned <- f.s.PruneLeases(context.Background(), inst) }()
+	<-deleting
+	if l, ok := f.leaseOn(t, inst, cloud, alice, "1"); !ok || l.State != stateRevoking {
+		t.Fatalf("lease during the removal: %+v %v; want revoking", l, ok)
+	}
+	t1, m := f.clock.now(), f.weavy.mark()
+	f.open(t, f.s, f.req(alice, "1"))
+	close(proceed)
+	if err := <-pruned; err != nil {
+		t.Fatal(err)
+	}
+
+	if !f.isMember(alice, cloud, "1") {
+		t.Fatal("alice re-opened during the removal and is no member")
+	}
+	l, ok := f.leaseOn(t, inst, cloud, alice, "1")
+	wantLease(t, l, ok, c.AppID, alice, t1)
+	want := []string{put(c.AppID, alice), put(c.AppID, alice)} // the open's, then the prune's put-back
+	if got := f.weavy.since(m); !slices.Equal(got, want) {
+		t.Fatalf("member calls after the delete began %q; want %q", got, want)
+	}
+	if n := f.removed(t, "lease_expired"); n != 0 {
+		t.Fatalf("lease_expired %v; want 0", n)
+	}
+}
+
+// scanHookKV runs afterScan once a Scan has returned: the moment between
+// the prune's listing of expired leases and its revoking of each.
+type scanHookKV struct {
+	store.KV
+	afterScan func()
+}
+
+func (k scanHookKV) Scan(ctx context.Context, prefix string, fn func(string, []byte) error) error {
+	err := k.KV.Scan(ctx, prefix, fn)
+	k.afterScan()
+	return err
+}
+
+// Renewed after the prune listed the lease as expired, before it revoked
+// it: the lease is left alone, with no Weavy call.
+func TestLeaseRenewedBeforeRevoke(t *testing.T) {
+	f := newLeaseFixture(t)
+	c := f.open(t, f.s, f.req(alice, "1"))
+	f.clock.advance(testLease)
+	t1 := f.clock.now()
+	var once sync.Once
+	hooked := scanHookKV{KV: f.kv, afterScan: func() {
+		once.Do(func() { f.open(t, f.s, f.req(alice, "1")) })
+	}}
+	pruner := New(f.weavy, hooked, Options{Lease: testLease, Now: f.clock.now, Registerer: prometheus.NewRegistry()})
+	m := f.weavy.mark()
+	if err := pruner.PruneLeases(context.Background(), inst); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.weavy.since(m); !slices.Equal(got, []string{put(c.AppID, alice)}) {
+		t.Fatalf("member calls %q; want the open's put alone", got)
+	}
+	l, ok := f.leaseOn(t, inst, cloud, alice, "1")
+	wantLease(t, l, ok, c.AppID, alice, t1)
+	if !f.isMember(alice, cloud, "1") {
+		t.Fatal("alice is no member")
 	}
 }
