@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -422,5 +423,117 @@ func TestLeaseRenewedBeforeRevoke(t *testing.T) {
 	wantLease(t, l, ok, c.AppID, alice, t1)
 	if !f.isMember(alice, cloud, "1") {
 		t.Fatal("alice is no member")
+	}
+}
+
+// Two sites sharing a person (WEAVY_UID_SCOPE=account: one Weavy uid on
+// both): each site's page is its own app, and pruning one installation's
+// leases, even when the other site's have expired too, leaves the other
+// site's membership and lease as they are.
+func TestLeaseTwoSitesSharingAPerson(t *testing.T) {
+	f := newLeaseFixture(t)
+	here := f.open(t, f.s, f.reqOn(inst, cloud, alice, "1"))
+	there := f.open(t, f.s, f.reqOn(instOther, cloudOther, alice, "1"))
+	if here.AppID == there.AppID {
+		t.Fatalf("both sites' page 1 is app %d", here.AppID)
+	}
+	before, _ := f.leaseOn(t, instOther, cloudOther, alice, "1")
+	f.clock.advance(testLease)
+	m := f.weavy.mark()
+	f.prune(t, inst)
+	if got := f.weavy.since(m); !slices.Equal(got, []string{remove(here.AppID, alice)}) {
+		t.Fatalf("member calls %q; want one delete on app %d", got, here.AppID)
+	}
+	if f.isMember(alice, cloud, "1") || !f.isMember(alice, cloudOther, "1") {
+		t.Fatalf("member here %v (want false), there %v (want true)", f.isMember(alice, cloud, "1"), f.isMember(alice, cloudOther, "1"))
+	}
+	if after, ok := f.leaseOn(t, instOther, cloudOther, alice, "1"); !ok || after != before {
+		t.Fatalf("the other site's lease: %+v %v; want untouched %+v", after, ok, before)
+	}
+	f.prune(t, instOther)
+	if f.isMember(alice, cloudOther, "1") {
+		t.Fatal("the other site's own prune kept alice")
+	}
+}
+
+// Two installations on one site (Forge environments) share the site's app:
+// the second's first provisioning keeps the first's member, and pruning one
+// installation's expired lease keeps the member while the other still
+// leases it; the last lease's prune removes it.
+func TestLeaseTwoInstallationsOneSite(t *testing.T) {
+	f := newLeaseFixture(t)
+	c := f.open(t, f.s, f.reqOn(inst, cloud, alice, "1"))
+	f.clock.advance(testLease / 2)
+	m := f.weavy.mark()
+	cs := f.open(t, f.s, f.reqOn(instStaging, cloud, alice, "1"))
+	if cs.AppID != c.AppID {
+		t.Fatalf("the site's page 1 is app %d under one installation, %d under the other", c.AppID, cs.AppID)
+	}
+	if got := f.weavy.since(m); !slices.Equal(got, []string{put(c.AppID, alice)}) || f.removed(t, "squatter") != 0 {
+		t.Fatalf("the second installation's first open: member calls %q, squatters %v; want one put, none",
+			got, f.removed(t, "squatter"))
+	}
+	stagingLease, _ := f.leaseOn(t, instStaging, cloud, alice, "1")
+
+	f.clock.advance(testLease / 2) // inst's lease expired, instStaging's not
+	m = f.weavy.mark()
+	f.prune(t, inst)
+	if got := f.weavy.since(m); len(got) != 0 {
+		t.Fatalf("member calls %q; want none", got)
+	}
+	if !f.isMember(alice, cloud, "1") {
+		t.Fatal("alice lost the membership the other installation leases")
+	}
+	if _, ok := f.leaseOn(t, inst, cloud, alice, "1"); ok {
+		t.Fatal("the expired lease was kept")
+	}
+	if l, ok := f.leaseOn(t, instStaging, cloud, alice, "1"); !ok || l != stagingLease {
+		t.Fatalf("the other installation's lease: %+v %v; want untouched %+v", l, ok, stagingLease)
+	}
+	if n := f.removed(t, "lease_expired"); n != 0 {
+		t.Fatalf("lease_expired %v; want 0", n)
+	}
+
+	f.clock.advance(testLease / 2)
+	f.prune(t, instStaging)
+	if got := f.weavy.since(m); !slices.Equal(got, []string{remove(c.AppID, alice)}) || f.isMember(alice, cloud, "1") {
+		t.Fatalf("the last lease's prune: member calls %q, member %v", got, f.isMember(alice, cloud, "1"))
+	}
+	if n := f.removed(t, "lease_expired"); n != 1 {
+		t.Fatalf("lease_expired %v; want 1", n)
+	}
+}
+
+// Denied: Confluence's verdict is the site's, so a denied member loses the
+// lease under every installation on the site and the Weavy membership, in
+// one DeleteMember; another member keeps theirs.
+func TestLeaseDeniedRemovesEveryInstallationsLease(t *testing.T) {
+	f := newLeaseFixture(t)
+	c := f.open(t, f.s, f.reqOn(inst, cloud, bob, "1"))
+	f.open(t, f.s, f.reqOn(instStaging, cloud, bob, "1"))
+	f.open(t, f.s, f.reqOn(inst, cloud, alice, "1"))
+	aliceLease, _ := f.leaseOn(t, inst, cloud, alice, "1")
+
+	f.conf.allow("1", alice) // the page is restricted: bob can no longer view it
+	m := f.weavy.mark()
+	if _, err := f.s.Open(context.Background(), f.reqOn(inst, cloud, bob, "1")); !errors.Is(err, ErrNoAccess) {
+		t.Fatalf("bob's open: %v; want ErrNoAccess", err)
+	}
+	if got := f.weavy.since(m); !slices.Equal(got, []string{remove(c.AppID, bob)}) {
+		t.Fatalf("member calls %q; want one delete", got)
+	}
+	for _, i := range []string{inst, instStaging} {
+		if l, ok := f.leaseOn(t, i, cloud, bob, "1"); ok {
+			t.Fatalf("bob's lease under %s kept: %+v", i, l)
+		}
+	}
+	if f.isMember(bob, cloud, "1") {
+		t.Fatal("bob is still a member")
+	}
+	if n := f.removed(t, "access_denied"); n != 1 {
+		t.Fatalf("access_denied %v; want 1", n)
+	}
+	if l, ok := f.leaseOn(t, inst, cloud, alice, "1"); !ok || l != aliceLease || !f.isMember(alice, cloud, "1") {
+		t.Fatalf("alice's lease %+v %v, member %v; want untouched", l, ok, f.isMember(alice, cloud, "1"))
 	}
 }
