@@ -81,9 +81,11 @@ func (c *confluence) check(id, user string) func(context.Context) (bool, error) 
 type accessFixture struct {
 	s     *Service
 	wv    *weavysim.Server
+	weavy *spyWeavy // what s calls: the simulator's client, its member calls recorded
 	kv    store.KV
 	clock *clock
 	conf  *confluence
+	reg   *prometheus.Registry // s's metrics
 }
 
 func newAccessFixture(t *testing.T, o Options) *accessFixture {
@@ -99,10 +101,11 @@ func newAccessFixture(t *testing.T, o Options) *accessFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = kv.Close() })
-	f := &accessFixture{wv: wv, kv: kv, clock: newClock(), conf: &confluence{}}
+	f := &accessFixture{wv: wv, weavy: &spyWeavy{Weavy: c}, kv: kv, clock: newClock(), conf: &confluence{},
+		reg: prometheus.NewRegistry()}
 	o.Now = f.clock.now
-	o.Registerer = prometheus.NewRegistry()
-	f.s = New(c, kv, o)
+	o.Registerer = f.reg
+	f.s = New(f.weavy, kv, o)
 	return f
 }
 
