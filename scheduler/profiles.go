@@ -22,8 +22,10 @@ import (
 )
 
 const (
-	// resyncAfter: a profile synced longer ago is synced again on a scheduled run.
-	resyncAfter = 24 * time.Hour
+	// DefaultProfileResync: a profile synced longer ago is synced again on
+	// a scheduled run (PROFILE_RESYNC). Names and avatars change rarely; a
+	// week costs a seventh of the daily resync's Confluence points.
+	DefaultProfileResync = 7 * 24 * time.Hour
 	// userRetention: a user with no first mint for this long leaves the sync
 	// set (the record expires in the store).
 	userRetention = 30 * 24 * time.Hour
@@ -85,8 +87,8 @@ func (u userRecord) ttl(now time.Time) time.Duration {
 	return max(u.LastMintAt.Add(userRetention).Sub(now), time.Minute)
 }
 
-func (u userRecord) due(now time.Time) bool {
-	return u.SyncedAt.IsZero() || now.Sub(u.SyncedAt) >= resyncAfter
+func (u userRecord) due(now time.Time, resync time.Duration) bool {
+	return u.SyncedAt.IsZero() || now.Sub(u.SyncedAt) >= resync
 }
 
 // confluenceUser is what GET /wiki/rest/api/user answers, in part.
@@ -118,7 +120,7 @@ func (s *Queue) syncMintedUser(ctx context.Context, inst, uid string) error {
 	if err != nil {
 		return fmt.Errorf("scheduler: recording user: %w", err)
 	}
-	if !u.due(now) {
+	if !u.due(now, s.resync) {
 		return nil
 	}
 	return s.syncUsers(ctx, inst, []userRecord{u})
@@ -133,7 +135,7 @@ func (s *Queue) syncProfiles(ctx context.Context, inst string) error {
 	err := s.kv.Scan(ctx, prefix, func(key string, v []byte) error {
 		var u userRecord
 		u.UID, _ = url.PathUnescape(strings.TrimPrefix(key, prefix))
-		if u.decode(v) && u.UID != "" && u.due(now) {
+		if u.decode(v) && u.UID != "" && u.due(now, s.resync) {
 			due = append(due, u)
 		}
 		return nil

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"fmt"
 	"net/http"
 	"testing"
@@ -41,7 +42,7 @@ func TestProfileSyncAfterFirstMint(t *testing.T) {
 	e.minted(t, instA, "557058:hidden")
 	e.wantProfile(t, "557058:hidden", "Grace Hopper", e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/557058:hidden", "")
 
-	// Another first mint within a day (a new session) costs no call.
+	// Another first mint within the resync period (a new session) costs no call.
 	calls := e.conf.Calls()
 	e.clock.Advance(time.Hour)
 	e.minted(t, instA, ada)
@@ -71,24 +72,42 @@ func TestProfileSyncSiteAvatar(t *testing.T) {
 	}
 }
 
-func TestProfileResyncDaily(t *testing.T) {
-	e := newEnv(t, nil)
-	e.deliverToken(t, instA, cloudA, start.Add(3*time.Hour))
-	e.conf.AddUser(ada, "Ada", "", "/wiki/aa-avatar/1")
-	e.minted(t, instA, ada)
-	e.conf.AddUser(ada, "Ada Lovelace", "", "/wiki/aa-avatar/2")
+// A profile is read again once PROFILE_RESYNC (7 days by default) has
+// passed since its last sync, not before.
+func TestProfileResyncAfterResyncPeriod(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		resync time.Duration
+	}{
+		{"default", 0},
+		{"PROFILE_RESYNC=36h", 36 * time.Hour},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, func(o *testOptions) { o.Resync = tt.resync })
+			period := cmp.Or(tt.resync, DefaultProfileResync)
+			e.deliverToken(t, instA, cloudA, start.Add(3*time.Hour))
+			e.conf.AddUser(ada, "Ada", "", "/wiki/aa-avatar/1")
+			e.minted(t, instA, ada)
+			e.conf.AddUser(ada, "Ada Lovelace", "", "/wiki/aa-avatar/2")
 
-	e.clock.Advance(time.Hour)
-	e.deliverToken(t, instA, cloudA, e.clock.Now().Add(3*time.Hour))
-	calls := e.conf.Calls()
-	e.scheduled(t, instA, cloudA)
-	if e.conf.Calls() != calls {
-		t.Fatal("a profile synced an hour ago was fetched again")
+			// Hourly runs up to an hour short of the period read nothing.
+			calls := e.conf.Calls()
+			for e.clock.Now().Before(start.Add(period - time.Hour)) {
+				e.clock.Advance(time.Hour)
+				e.deliverToken(t, instA, cloudA, e.clock.Now().Add(3*time.Hour))
+				e.scheduled(t, instA, cloudA)
+			}
+			if e.conf.Calls() != calls {
+				t.Fatalf("a profile synced less than %v ago was read again (%d calls)", period, e.conf.Calls()-calls)
+			}
+			e.wantProfile(t, ada, "Ada", e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/1", "")
+			// The run at the period reads it.
+			e.clock.Advance(time.Hour)
+			e.deliverToken(t, instA, cloudA, e.clock.Now().Add(3*time.Hour))
+			e.scheduled(t, instA, cloudA)
+			e.wantProfile(t, ada, "Ada Lovelace", e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/2", "")
+		})
 	}
-	e.clock.Advance(24 * time.Hour)
-	e.deliverToken(t, instA, cloudA, e.clock.Now().Add(3*time.Hour))
-	e.scheduled(t, instA, cloudA)
-	e.wantProfile(t, ada, "Ada Lovelace", e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/2", "")
 }
 
 func TestProfileSyncStaleTokenMakesNoCall(t *testing.T) {
@@ -202,8 +221,8 @@ func TestSimulatedDayNoExpiredCalls(t *testing.T) {
 	}
 }
 
-// syncedUsers sets up n users synced a day ago, due again, with a fresh
-// token held, and returns their uids.
+// syncedUsers sets up n users synced a resync period ago, due again, with a
+// fresh token held, and returns their uids.
 func (e *env) syncedUsers(t *testing.T, n int) []string {
 	t.Helper()
 	e.deliverToken(t, instA, cloudA, e.clock.Now().Add(3*time.Hour))
@@ -214,7 +233,7 @@ func (e *env) syncedUsers(t *testing.T, n int) []string {
 		e.minted(t, instA, uid)
 		uids = append(uids, uid)
 	}
-	e.clock.Advance(25 * time.Hour)
+	e.clock.Advance(DefaultProfileResync + time.Hour)
 	e.deliverToken(t, instA, cloudA, e.clock.Now().Add(3*time.Hour))
 	return uids
 }

@@ -25,6 +25,9 @@ type QueueOptions struct {
 	// site's own among them); nil leaves directories alone.
 	Directories Directories
 	UIDScope    weavy.UIDScope // how uids were made from accountIds ("" = account)
+	// Resync is how long a synced profile is left alone before it is read
+	// from Confluence again; 0 means DefaultProfileResync.
+	Resync time.Duration
 
 	// 0 (or a negative value) means the default.
 	Concurrency int           // jobs running at once; 0 means 4
@@ -48,6 +51,7 @@ type Queue struct {
 	weavy    ProfileUpserter
 	dirs     Directories
 	scope    weavy.UIDScope
+	resync   time.Duration
 	now      func() time.Time
 	log      *zap.Logger
 	reg      prometheus.Registerer
@@ -67,6 +71,7 @@ func NewQueue(o QueueOptions) *Queue {
 		weavy:    o.Weavy,
 		dirs:     o.Directories,
 		scope:    cmp.Or(o.UIDScope, weavy.ScopeAccount),
+		resync:   cmp.Or(max(o.Resync, 0), DefaultProfileResync),
 		now:      o.Now,
 		log:      o.Logger,
 		reg:      o.Registerer,
