@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,6 +52,53 @@ type env struct {
 	reg    *prometheus.Registry
 	logs   *observer.ObservedLogs
 	svc    *Service
+	timers *fakeTimers // the first-sync windows: they end when a test says
+}
+
+// fakeTimers stands for time.AfterFunc: a timer fires when the test calls
+// fire, never by itself.
+type fakeTimers struct {
+	mu      sync.Mutex
+	pending []*fakeTimer
+}
+
+type fakeTimer struct {
+	f    func()
+	done bool // stopped or fired
+}
+
+func (ft *fakeTimers) after(_ time.Duration, f func()) func() bool {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	t := &fakeTimer{f: f}
+	ft.pending = append(ft.pending, t)
+	return func() bool {
+		ft.mu.Lock()
+		defer ft.mu.Unlock()
+		was := !t.done
+		t.done = true
+		return was
+	}
+}
+
+// fire runs the timers pending now (not those they start) and reports how
+// many ran.
+func (ft *fakeTimers) fire() int {
+	ft.mu.Lock()
+	due := ft.pending
+	ft.pending = nil
+	var run []func()
+	for _, t := range due {
+		if !t.done {
+			t.done = true
+			run = append(run, t.f)
+		}
+	}
+	ft.mu.Unlock()
+	for _, f := range run {
+		f()
+	}
+	return len(run)
 }
 
 // testOptions are the options of a Queue and of the Service on it, for
@@ -102,6 +150,8 @@ func newEnv(t *testing.T, edit func(*testOptions)) *env {
 		edit(&o)
 	}
 	e.svc = o.build()
+	e.timers = &fakeTimers{}
+	e.svc.first.after = e.timers.after // before any mint: no window is open yet
 	t.Cleanup(e.svc.Close)
 	return e
 }

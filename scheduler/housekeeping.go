@@ -82,7 +82,7 @@ func (s *Service) housekeeping(ctx context.Context, _ string) error {
 				continue
 			}
 		}
-		s.run.forget(r.InstallationID)
+		s.Forget(r.InstallationID)
 		if err := s.purge(ctx, r.InstallationID); err != nil {
 			return fmt.Errorf("scheduler: housekeeping: purging %s: %w", r.InstallationID, err)
 		}

@@ -1,10 +1,17 @@
 package scheduler
 
 import (
+	"cmp"
+	"context"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/forge-remote/forge-remote/devmode/confluencesim"
 
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/weavy"
@@ -12,9 +19,20 @@ import (
 
 const ada = "712020:1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
 
+// minted tells the Queue of the user's first token and lets the first-sync
+// window pass: the user is synced (if due and Confluence answers).
 func (e *env) minted(t *testing.T, inst, uid string) {
 	t.Helper()
 	e.svc.UserMinted(inst, uid)
+	e.svc.run.waitIdle()
+	e.windowEnds(t)
+}
+
+// windowEnds ends the first-sync windows open now and waits for the syncs
+// they start.
+func (e *env) windowEnds(t *testing.T) {
+	t.Helper()
+	e.timers.fire()
 	e.svc.run.waitIdle()
 }
 
@@ -32,24 +50,45 @@ func (e *env) wantProfile(t *testing.T, uid, name, picture, email string) {
 func TestProfileSyncAfterFirstMint(t *testing.T) {
 	e := newEnv(t, nil)
 	e.deliverToken(t, instA, cloudA, start.Add(3*time.Hour))
+	e.scheduled(t, instA, cloudA) // the trigger records the installation's apiBaseUrl; no user yet
 	e.conf.AddUser(ada, "Ada Lovelace", "ada@example.com", "/wiki/aa-avatar/"+ada)
 	e.conf.AddUser("557058:hidden", "Grace Hopper", "", "/wiki/aa-avatar/557058:hidden")
 
 	e.minted(t, instA, ada)
-	// No site known: apiBaseUrl + path.
+	// No site known (Confluence sent no _links.base): apiBaseUrl + path.
 	e.wantProfile(t, ada, "Ada Lovelace", e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/"+ada, "ada@example.com")
 	e.minted(t, instA, "557058:hidden")
 	e.wantProfile(t, "557058:hidden", "Grace Hopper", e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/557058:hidden", "")
 
-	// Another first mint within a day (a new session) costs no call.
+	// Another first mint within the resync period (a new session) costs no call.
 	calls := e.conf.Calls()
 	e.clock.Advance(time.Hour)
 	e.minted(t, instA, ada)
 	if e.conf.Calls() != calls {
 		t.Fatalf("a recently synced user was fetched again")
 	}
+	if got := e.counter(t, "scheduler_job_runs_total", map[string]string{"job": "profile_mint", "result": "ok"}); got != 3 {
+		t.Errorf("profile_mint ok runs = %v, want 3", got)
+	}
 	if got := e.counter(t, "scheduler_job_runs_total", map[string]string{"job": "profile_sync", "result": "ok"}); got != 3 {
-		t.Errorf("profile_sync ok runs = %v, want 3", got)
+		t.Errorf("profile_sync ok runs = %v, want 3 (the scheduled one, two first syncs)", got)
+	}
+	if n := e.conf.BulkUserCalls(); n != 2 {
+		t.Errorf("bulk reads = %d, want 2", n)
+	}
+}
+
+// With no trigger seen yet and no _links.base in Confluence's answer, the
+// sync knows no site to make the avatar's path absolute with: the picture
+// is left out (the next sync, with the site known, sets it); the name is
+// synced. It never goes to the app token store for the apiBaseUrl.
+func TestProfileSyncNoSiteKnownLeavesPictureOut(t *testing.T) {
+	e := newEnv(t, nil)
+	e.deliverToken(t, instA, cloudA, start.Add(3*time.Hour))
+	e.conf.AddUser(ada, "Ada Lovelace", "", "/wiki/aa-avatar/"+ada)
+	e.minted(t, instA, ada)
+	if p, _ := e.weavy.Profile(ada); p["name"] != "Ada Lovelace" || p["picture"] != nil {
+		t.Fatalf("profile = %v, want the name and no picture", p)
 	}
 }
 
@@ -71,24 +110,43 @@ func TestProfileSyncSiteAvatar(t *testing.T) {
 	}
 }
 
-func TestProfileResyncDaily(t *testing.T) {
-	e := newEnv(t, nil)
-	e.deliverToken(t, instA, cloudA, start.Add(3*time.Hour))
-	e.conf.AddUser(ada, "Ada", "", "/wiki/aa-avatar/1")
-	e.minted(t, instA, ada)
-	e.conf.AddUser(ada, "Ada Lovelace", "", "/wiki/aa-avatar/2")
+// A profile is read again once PROFILE_RESYNC (7 days by default) has
+// passed since its last sync, not before.
+func TestProfileResyncAfterResyncPeriod(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		resync time.Duration
+	}{
+		{"default", 0},
+		{"PROFILE_RESYNC=36h", 36 * time.Hour},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, func(o *testOptions) { o.Resync = tt.resync })
+			period := cmp.Or(tt.resync, DefaultProfileResync)
+			e.deliverToken(t, instA, cloudA, start.Add(3*time.Hour))
+			e.scheduled(t, instA, cloudA)
+			e.conf.AddUser(ada, "Ada", "", "/wiki/aa-avatar/1")
+			e.minted(t, instA, ada)
+			e.conf.AddUser(ada, "Ada Lovelace", "", "/wiki/aa-avatar/2")
 
-	e.clock.Advance(time.Hour)
-	e.deliverToken(t, instA, cloudA, e.clock.Now().Add(3*time.Hour))
-	calls := e.conf.Calls()
-	e.scheduled(t, instA, cloudA)
-	if e.conf.Calls() != calls {
-		t.Fatal("a profile synced an hour ago was fetched again")
+			// Hourly runs up to an hour short of the period read nothing.
+			calls := e.conf.Calls()
+			for e.clock.Now().Before(start.Add(period - time.Hour)) {
+				e.clock.Advance(time.Hour)
+				e.deliverToken(t, instA, cloudA, e.clock.Now().Add(3*time.Hour))
+				e.scheduled(t, instA, cloudA)
+			}
+			if e.conf.Calls() != calls {
+				t.Fatalf("a profile synced less than %v ago was read again (%d calls)", period, e.conf.Calls()-calls)
+			}
+			e.wantProfile(t, ada, "Ada", e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/1", "")
+			// The run at the period reads it.
+			e.clock.Advance(time.Hour)
+			e.deliverToken(t, instA, cloudA, e.clock.Now().Add(3*time.Hour))
+			e.scheduled(t, instA, cloudA)
+			e.wantProfile(t, ada, "Ada Lovelace", e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/2", "")
+		})
 	}
-	e.clock.Advance(24 * time.Hour)
-	e.deliverToken(t, instA, cloudA, e.clock.Now().Add(3*time.Hour))
-	e.scheduled(t, instA, cloudA)
-	e.wantProfile(t, ada, "Ada Lovelace", e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/2", "")
 }
 
 func TestProfileSyncStaleTokenMakesNoCall(t *testing.T) {
@@ -188,9 +246,6 @@ func TestSimulatedDayNoExpiredCalls(t *testing.T) {
 	if n := e.conf.ExpiredCalls(); n != 0 {
 		t.Fatalf("%d calls reached Confluence with an expired token", n)
 	}
-	if e.conf.Calls() < len(users) {
-		t.Fatalf("only %d calls for %d users", e.conf.Calls(), len(users))
-	}
 	if len(e.logsWith("code", "app_token_stale")) == 0 {
 		t.Fatal("the day never had a stale token: the test proves nothing")
 	}
@@ -202,8 +257,8 @@ func TestSimulatedDayNoExpiredCalls(t *testing.T) {
 	}
 }
 
-// syncedUsers sets up n users synced a day ago, due again, with a fresh
-// token held, and returns their uids.
+// syncedUsers sets up n users synced a resync period ago, due again, with a
+// fresh token held, and returns their uids.
 func (e *env) syncedUsers(t *testing.T, n int) []string {
 	t.Helper()
 	e.deliverToken(t, instA, cloudA, e.clock.Now().Add(3*time.Hour))
@@ -214,7 +269,7 @@ func (e *env) syncedUsers(t *testing.T, n int) []string {
 		e.minted(t, instA, uid)
 		uids = append(uids, uid)
 	}
-	e.clock.Advance(25 * time.Hour)
+	e.clock.Advance(DefaultProfileResync + time.Hour)
 	e.deliverToken(t, instA, cloudA, e.clock.Now().Add(3*time.Hour))
 	return uids
 }
@@ -298,5 +353,196 @@ func TestUserRecordDecode(t *testing.T) {
 		if (&userRecord{}).decode(v) {
 			t.Errorf("decode(%q) ok", v)
 		}
+	}
+}
+
+// addDue records n users of inst that never had a profile sync, without
+// asking for one (as a sync set holds users a scheduled run finds due), each
+// a Confluence user; it returns their uids.
+func (e *env) addDue(t *testing.T, inst string, n int) []string {
+	t.Helper()
+	now := e.clock.Now()
+	var uids []string
+	for i := range n {
+		uid := fmt.Sprintf("557058:due-%04d", i)
+		e.conf.AddUser(uid, "User "+uid, "", "/wiki/aa-avatar/"+uid)
+		u := userRecord{UID: uid, AddedAt: now, LastMintAt: now}
+		if err := e.kv.Put(t.Context(), userKey(inst, uid), u.encode(), u.ttl(now)); err != nil {
+			t.Fatal(err)
+		}
+		uids = append(uids, uid)
+	}
+	return uids
+}
+
+// hourly moves the clock an hour on and delivers the hourly trigger with a
+// fresh token.
+func (e *env) hourly(t *testing.T, inst, cloud string) {
+	t.Helper()
+	e.clock.Advance(time.Hour)
+	e.deliverToken(t, inst, cloud, e.clock.Now().Add(3*time.Hour))
+	e.scheduled(t, inst, cloud)
+}
+
+// N users' profiles cost ⌈N/100⌉ requests to Confluence, 100 being what its
+// bulk lookup returns at most, counted at the simulator; each scheduled run
+// makes at most maxBatchesPerRun of them.
+func TestProfileSyncCostsCeilNOver100Requests(t *testing.T) {
+	for _, n := range []int{1, 99, 100, 101, 250, 401} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			e := newEnv(t, nil)
+			e.deliverToken(t, instA, cloudA, start.Add(3*time.Hour))
+			e.scheduled(t, instA, cloudA) // no user yet: no call
+			uids := e.addDue(t, instA, n)
+			want := (n + confluencesim.UserBulkMax - 1) / confluencesim.UserBulkMax
+
+			for runs := 0; runs*maxBatchesPerRun < want; runs++ {
+				before := e.conf.BulkUserCalls()
+				e.hourly(t, instA, cloudA)
+				if got := e.conf.BulkUserCalls() - before; got > maxBatchesPerRun {
+					t.Fatalf("one run made %d bulk reads, want at most %d", got, maxBatchesPerRun)
+				}
+			}
+			e.hourly(t, instA, cloudA) // nothing left due: no call
+			if got := e.conf.BulkUserCalls(); got != want {
+				t.Errorf("%d users cost %d bulk reads, want %d", n, got, want)
+			}
+			if got := e.conf.Calls(); got != want {
+				t.Errorf("%d calls to Confluence, want %d (no single-user reads)", got, want)
+			}
+			for _, r := range e.conf.Requests() {
+				if ids := strings.Count(r, "accountId="); ids > confluencesim.UserBulkMax {
+					t.Errorf("a request asked for %d users: over Confluence's maximum", ids)
+				}
+			}
+			for _, uid := range uids {
+				if p, ok := e.weavy.Profile(uid); !ok || p["name"] != "User "+uid {
+					t.Fatalf("%s: profile %v", uid, p)
+				}
+			}
+		})
+	}
+}
+
+// A user's first token syncs their profile at once in a quiet installation;
+// the first tokens minted within the next minute are synced together when it
+// ends, in one read with the users then due for a resync.
+func TestFirstSyncsBatchedPerWindow(t *testing.T) {
+	e := newEnv(t, nil)
+	e.deliverToken(t, instA, cloudA, start.Add(3*time.Hour))
+	e.scheduled(t, instA, cloudA)
+	const old = "557058:old"
+	e.conf.AddUser(old, "Old Name", "", "/wiki/aa-avatar/old")
+	e.minted(t, instA, old)
+	e.conf.AddUser(old, "New Name", "", "/wiki/aa-avatar/old")
+	e.clock.Advance(DefaultProfileResync + time.Minute) // old is due again; no scheduled run since
+	e.deliverToken(t, instA, cloudA, e.clock.Now().Add(3*time.Hour))
+	reads := e.conf.BulkUserCalls()
+
+	users := []string{"557058:n0", "557058:n1", "557058:n2", "557058:n3"}
+	for _, u := range users {
+		e.conf.AddUser(u, "User "+u, "", "/wiki/aa-avatar/"+u)
+	}
+	e.svc.UserMinted(instA, users[0])
+	e.svc.run.waitIdle()
+	if got := e.conf.BulkUserCalls() - reads; got != 1 {
+		t.Fatalf("first token in a quiet installation: %d reads, want 1", got)
+	}
+	e.wantProfile(t, users[0], "User "+users[0], e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/"+users[0], "")
+	e.wantProfile(t, old, "New Name", e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/old", "") // batched with it
+
+	for _, u := range users[1:] {
+		e.svc.UserMinted(instA, u)
+	}
+	e.svc.run.waitIdle()
+	if got := e.conf.BulkUserCalls() - reads; got != 1 {
+		t.Fatalf("first tokens within the window: %d reads before it ended, want still 1", got)
+	}
+	if _, ok := e.weavy.Profile(users[1]); ok {
+		t.Fatal("synced before the window ended")
+	}
+	e.windowEnds(t)
+	if got := e.conf.BulkUserCalls() - reads; got != 2 {
+		t.Fatalf("%d reads after the window, want 2: the three new users in one", got)
+	}
+	reqs := e.conf.Requests()
+	if last := reqs[len(reqs)-1]; strings.Count(last, "accountId=") != 3 {
+		t.Errorf("the window's read = %s, want the three users", last)
+	}
+	for _, u := range users {
+		e.wantProfile(t, u, "User "+u, e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/"+u, "")
+	}
+
+	// A quiet window later, the next first token is synced at once again.
+	e.windowEnds(t)
+	e.conf.AddUser(ada, "Ada Lovelace", "", "/wiki/aa-avatar/"+ada)
+	e.svc.UserMinted(instA, ada)
+	e.svc.run.waitIdle()
+	if got := e.conf.BulkUserCalls() - reads; got != 3 {
+		t.Fatalf("%d reads, want 3", got)
+	}
+	// Another installation is paced apart.
+	e.deliverToken(t, instB, cloudB, e.clock.Now().Add(3*time.Hour))
+	e.conf.AddUser("557058:b", "B", "", "/wiki/aa-avatar/b")
+	e.svc.UserMinted(instB, "557058:b")
+	e.svc.run.waitIdle()
+	if _, ok := e.weavy.Profile("557058:b"); !ok {
+		t.Fatal("B's first token waited for A's window")
+	}
+}
+
+// fakeBudget answers Allow with allow and records the points asked.
+type fakeBudget struct {
+	mu    sync.Mutex
+	allow bool
+	asked []int
+}
+
+func (b *fakeBudget) Allow(_ context.Context, inst string, points int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.asked = append(b.asked, points)
+	return b.allow
+}
+
+func (b *fakeBudget) set(allow bool) []int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.allow = allow
+	asked := b.asked
+	b.asked = nil
+	return asked
+}
+
+// The budget is asked before every bulk read, with its expected points: a
+// refusal makes no call and leaves the users due; a deferred first sync is
+// tried again when the window ends.
+func TestProfileSyncAsksTheBudget(t *testing.T) {
+	b := &fakeBudget{}
+	e := newEnv(t, func(o *testOptions) { o.Budget = b })
+	e.deliverToken(t, instA, cloudA, start.Add(3*time.Hour))
+	e.scheduled(t, instA, cloudA)
+	e.conf.AddUser(ada, "Ada Lovelace", "", "/wiki/aa-avatar/"+ada)
+
+	e.svc.UserMinted(instA, ada)
+	e.svc.run.waitIdle()
+	if e.conf.Calls() != 0 {
+		t.Fatal("Confluence called with the budget refusing")
+	}
+	if asked := b.set(true); !slices.Equal(asked, []int{BulkReadPoints(1)}) || BulkReadPoints(1) != 3 {
+		t.Fatalf("budget asked for %v points, want [3]", asked)
+	}
+	e.windowEnds(t) // the deferred first sync, now allowed
+	e.wantProfile(t, ada, "Ada Lovelace", e.conf.APIBaseURL(cloudA)+"/wiki/aa-avatar/"+ada, "")
+
+	// The scheduled run asks per batch: 150 users are 201 then 101 points.
+	e.addDue(t, instA, 150)
+	b.set(true)
+	e.hourly(t, instA, cloudA)
+	if asked := b.set(false); !slices.Equal(asked, []int{201, 101}) {
+		t.Fatalf("budget asked for %v, want [201 101]", asked)
+	}
+	if e.conf.BulkUserCalls() != 3 {
+		t.Fatalf("%d reads, want 3", e.conf.BulkUserCalls())
 	}
 }

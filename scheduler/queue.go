@@ -25,6 +25,15 @@ type QueueOptions struct {
 	// site's own among them); nil leaves directories alone.
 	Directories Directories
 	UIDScope    weavy.UIDScope // how uids were made from accountIds ("" = account)
+	// Resync is how long a synced profile is left alone before it is read
+	// from Confluence again; 0 means DefaultProfileResync.
+	Resync time.Duration
+	// FirstSyncWindow paces the syncs first tokens ask for: at most one
+	// starts per window per installation, the asks within it batched; 0
+	// means DefaultFirstSyncWindow.
+	FirstSyncWindow time.Duration
+	// Budget is asked before each bulk read of users; nil allows every read.
+	Budget Budget
 
 	// 0 (or a negative value) means the default.
 	Concurrency int           // jobs running at once; 0 means 4
@@ -48,6 +57,9 @@ type Queue struct {
 	weavy    ProfileUpserter
 	dirs     Directories
 	scope    weavy.UIDScope
+	resync   time.Duration
+	budget   Budget
+	first    *firstSyncs
 	now      func() time.Time
 	log      *zap.Logger
 	reg      prometheus.Registerer
@@ -67,6 +79,8 @@ func NewQueue(o QueueOptions) *Queue {
 		weavy:    o.Weavy,
 		dirs:     o.Directories,
 		scope:    cmp.Or(o.UIDScope, weavy.ScopeAccount),
+		resync:   cmp.Or(max(o.Resync, 0), DefaultProfileResync),
+		budget:   o.Budget,
 		now:      o.Now,
 		log:      o.Logger,
 		reg:      o.Registerer,
@@ -77,6 +91,10 @@ func NewQueue(o QueueOptions) *Queue {
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
+	if s.budget == nil {
+		s.budget = allowAll{}
+	}
+	s.first = newFirstSyncs(cmp.Or(max(o.FirstSyncWindow, 0), DefaultFirstSyncWindow), realAfter, s.enqueueFirstSync)
 	s.run = newRunner(runnerOptions{
 		workers:  cmp.Or(max(o.Concurrency, 0), defaultConcurrency),
 		capacity: cmp.Or(max(o.QueueSize, 0), defaultQueueSize),
@@ -87,33 +105,57 @@ func NewQueue(o QueueOptions) *Queue {
 	return s
 }
 
-// Close stops accepting work, drops the jobs still queued, cancels the
-// running ones and waits for them to return. It is safe to call twice.
-func (s *Queue) Close() { s.run.close() }
+// Close stops accepting work, drops the jobs still queued (and the first
+// syncs still waiting for their window), cancels the running ones and waits
+// for them to return. It is safe to call twice.
+func (s *Queue) Close() {
+	s.first.close()
+	s.run.close()
+}
 
-// Forget drops the installation's queued jobs and cancels its running one on
-// this replica only, without touching the store: for a replica told that
-// another one handled the installation's uninstall.
-func (s *Queue) Forget(installationID string) { s.run.forget(installationID) }
+// Forget drops the installation's queued jobs and waiting first sync, and
+// cancels its running job, on this replica only, without touching the
+// store: for a replica told that another one handled the installation's
+// uninstall.
+func (s *Queue) Forget(installationID string) {
+	s.first.forget(installationID)
+	s.run.forget(installationID)
+}
 
 func (s *Queue) profileSyncEnabled() bool {
 	return s.weavy != nil && s.products != nil
 }
 
-// UserMinted queues, without blocking, a profile sync for the user's first
-// token (weavy.MintObserver). A full queue drops it (counted in
+// UserMinted records, off the caller's path, the user's first token
+// (weavy.MintObserver): the user joins the installation's sync set and, if
+// their profile is due, is synced within FirstSyncWindow, in one bulk read
+// with the other users then due. A full queue drops it (counted in
 // scheduler_queue_dropped_total); the user is picked up by a later mint. For
-// an uninstalled installation the queued sync does nothing.
+// an uninstalled installation it does nothing.
 func (s *Queue) UserMinted(installationID, uid string) {
 	if !s.profileSyncEnabled() || installationID == "" || uid == "" {
 		return
 	}
 	s.run.enqueue(task{
 		inst: installationID,
-		job:  jobProfileSync,
-		key:  jobProfileSync + "\x00" + uid,
+		job:  jobProfileMint,
+		key:  jobProfileMint + "\x00" + uid,
 		run: s.unlessUninstalled(installationID, func(ctx context.Context) error {
-			return s.syncMintedUser(ctx, installationID, uid)
+			return s.recordMint(ctx, installationID, uid)
+		}),
+	})
+}
+
+// enqueueFirstSync queues the sync first tokens asked for; one already
+// waiting absorbs it. It is its own task (not the scheduled profile_sync):
+// one bulk read, where the scheduled run does up to maxBatchesPerRun.
+func (s *Queue) enqueueFirstSync(inst string) {
+	s.run.enqueue(task{
+		inst: inst,
+		job:  jobProfileSync,
+		key:  jobProfileSync + "\x00first",
+		run: s.unlessUninstalled(inst, func(ctx context.Context) error {
+			return s.syncFirst(ctx, inst)
 		}),
 	})
 }

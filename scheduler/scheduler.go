@@ -79,6 +79,7 @@ const (
 	tombstoneTTL = 30 * 24 * time.Hour
 
 	jobProfileSync  = "profile_sync"
+	jobProfileMint  = "profile_mint" // records a first token's user; the sync is profile_sync
 	jobHousekeeping = "housekeeping"
 )
 

@@ -435,7 +435,7 @@ func (s *Service) Uninstall(ctx context.Context, inv *forge.Invocation) error {
 	// The tombstone first: a job starting from now on sees it; the running
 	// one is cancelled next.
 	tombErr := s.kv.Put(ctx, tombstoneKey(inst), []byte(s.now().UTC().Format(time.RFC3339Nano)), tombstoneTTL)
-	s.run.forget(inst)
+	s.Forget(inst)
 	if err := errors.Join(tombErr, s.purge(ctx, inst)); err != nil {
 		return fmt.Errorf("scheduler: uninstall: %w", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/forge-remote/forge-remote/forge"
 	"github.com/forge-remote/forge-remote/internal/safeurl"
 	"github.com/forge-remote/forge-remote/internal/secret"
+	"github.com/forge-remote/forge-remote/scheduler"
 	"github.com/forge-remote/forge-remote/store"
 	"github.com/forge-remote/forge-remote/weavy"
 )
@@ -41,7 +42,8 @@ type Config struct {
 	ListenAddr       string
 	InternalAPIToken secret.String
 	LogLevel         zapcore.Level
-	JobConcurrency   int // background jobs running at once
+	JobConcurrency   int           // background jobs running at once
+	ProfileResync    time.Duration // a synced profile is read from Confluence again after this long
 
 	// The Connect/Forge bridge: off unless ConnectAppKey is set. None of
 	// these is a secret: the app key is in the Connect descriptor, and each
@@ -161,6 +163,12 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if c.InternalAPIToken != "" && len(c.InternalAPIToken) < 16 {
 		bad("INTERNAL_API_TOKEN", "must be at least 16 characters")
 	}
+
+	// At least an hour: the sync runs hourly, so less would change nothing
+	// but the promise; at most 30 days, the time a user with no new token
+	// stays in the sync set (scheduler's userRetention): beyond it a profile
+	// would never be read again.
+	c.ProfileResync = dur("PROFILE_RESYNC", scheduler.DefaultProfileResync, time.Hour, 30*24*time.Hour)
 
 	c.JobConcurrency = 4
 	if s := get("JOB_CONCURRENCY", ""); s != "" {

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/internal/secret/secrettest"
@@ -76,6 +77,37 @@ func TestConfigURLsHTTPSOrLoopback(t *testing.T) {
 				t.Fatalf("%s=%s refused: %v", tc.variable, tc.value, err)
 			case !tc.ok && (err == nil || !strings.Contains(err.Error(), "config: "+tc.variable+" must be an absolute https URL")):
 				t.Fatalf("%s=%s: err %v, want one naming %s", tc.variable, tc.value, err, tc.variable)
+			}
+		})
+	}
+}
+
+// PROFILE_RESYNC is a Go duration from 1h to 30 days (720h), 7 days unset;
+// anything else stops the start with a message naming it.
+func TestConfigProfileResync(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  time.Duration // 0: refused
+	}{
+		{"", 7 * 24 * time.Hour},
+		{"1h", time.Hour},
+		{"168h", 7 * 24 * time.Hour},
+		{"720h", 30 * 24 * time.Hour},
+		{"59m", 0},
+		{"721h", 0},
+		{"0", 0},
+		{"-24h", 0},
+		{"7d", 0}, // not a Go duration
+		{"weekly", 0},
+	} {
+		t.Run(tc.value, func(t *testing.T) {
+			env := map[string]string{"FORGE_APP_ID": forgetest.AppID, "PROFILE_RESYNC": tc.value}
+			cfg, err := server.LoadConfig(func(k string) string { return env[k] })
+			switch {
+			case tc.want != 0 && (err != nil || cfg.ProfileResync != tc.want):
+				t.Fatalf("PROFILE_RESYNC=%q: %v, err %v; want %v", tc.value, cfg.ProfileResync, err, tc.want)
+			case tc.want == 0 && (err == nil || !strings.Contains(err.Error(), "config: PROFILE_RESYNC ")):
+				t.Fatalf("PROFILE_RESYNC=%q: err %v, want one naming PROFILE_RESYNC", tc.value, err)
 			}
 		})
 	}

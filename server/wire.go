@@ -86,6 +86,7 @@ func (s *Server) wire(ctx context.Context, o Options) error {
 		Products:    products,
 		UIDScope:    s.cfg.WeavyUIDScope,
 		Concurrency: s.cfg.JobConcurrency,
+		Resync:      s.cfg.ProfileResync,
 		Now:         s.now,
 		Logger:      s.log.Named("scheduler"),
 		Registerer:  s.registry,

@@ -25,6 +25,13 @@
 // Options.AnyContent every numeric id is a page and a blog post in space
 // AnySpaceKey, and every space key or id a space.
 //
+// The user endpoints answered, as the app or a user: GET /wiki/rest/api/user?accountId=…
+// (one user, 404 when unknown) and GET /wiki/rest/api/user/bulk?accountId=A&accountId=B…
+// (Confluence's v1 bulk lookup: at most UserBulkMax users, those of the first
+// UserBulkMax ids; unknown ids left out of the results; 400 without an id).
+// Both leave out the email of a user whose profile visibility hides it;
+// BulkUserCalls counts the bulk calls answered.
+//
 // The v2 endpoints answered: GET /wiki/api/v2/pages/{id} and
 // /wiki/api/v2/blogposts/{id} (200 with the content; 404 in v2's error shape
 // when it does not exist, is of the other type or the caller may not view it:
@@ -68,6 +75,12 @@ type TokenCheck func(token string) (exp time.Time, ok bool)
 // UserTokenCheck tells whether token is a user token, whose, and when it
 // expires.
 type UserTokenCheck func(token string) (accountID string, exp time.Time, ok bool)
+
+// UserBulkMax is the most users GET /wiki/rest/api/user/bulk returns:
+// "Currently this API returns a maximum of 100 results. If more than 100
+// account ids are passed in, then the first 100 will be returned."
+// (developer.atlassian.com/cloud/confluence/rest/v1/api-group-users/).
+const UserBulkMax = 100
 
 // AsApp is Check.As for a call made with an app token, and the viewer that
 // lets the app user see restricted content or a restricted space.
@@ -118,6 +131,7 @@ type Server struct {
 	calls      atomic.Int64
 	expired    atomic.Int64
 	hanging    atomic.Int64
+	bulkUsers  atomic.Int64
 	check      TokenCheck
 	userCheck  UserTokenCheck
 	anyUser    bool
@@ -306,6 +320,10 @@ func (s *Server) SetHeaders(h http.Header) {
 // Calls counts every API request received.
 func (s *Server) Calls() int { return int(s.calls.Load()) }
 
+// BulkUserCalls counts the calls to GET /wiki/rest/api/user/bulk answered
+// 200 (one per batch of users read).
+func (s *Server) BulkUserCalls() int { return int(s.bulkUsers.Load()) }
+
 // ExpiredCalls counts the requests made with an expired, unknown or missing token.
 func (s *Server) ExpiredCalls() int { return int(s.expired.Load()) }
 
@@ -415,6 +433,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Method == http.MethodGet && apiPath == "wiki/rest/api/user":
 		s.user(w, r, siteURL)
+	case r.Method == http.MethodGet && apiPath == "wiki/rest/api/user/bulk":
+		s.usersBulk(w, r, siteURL)
 	case r.Method == http.MethodGet && strings.HasPrefix(apiPath, "wiki/rest/atlassian-connect/1/addons/"):
 		s.appProperty(w, r, cloudID, strings.TrimPrefix(apiPath, "wiki/rest/atlassian-connect/1/addons/"))
 	case r.Method == http.MethodGet && strings.HasPrefix(apiPath, "wiki/api/v2/"):
@@ -443,16 +463,64 @@ func (s *Server) user(w http.ResponseWriter, r *http.Request, siteURL string) {
 		apiError(w, http.StatusBadRequest, "accountId is required")
 		return
 	}
+	u, ok := s.lookupUser(id)
+	if !ok {
+		apiError(w, http.StatusNotFound, "No user found with accountId "+id)
+		return
+	}
+	answer := userJSON(u)
+	if siteURL != "" {
+		answer["_links"] = map[string]any{"base": siteURL + "/wiki", "context": "/wiki"}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(answer)
+}
+
+// usersBulk answers GET /wiki/rest/api/user/bulk?accountId=A&accountId=B…
+// in the shape of Confluence's v1 API (BulkUserLookupArray): the known users
+// among the first UserBulkMax ids, in the order asked, each once; an unknown
+// id is left out, not an error.
+func (s *Server) usersBulk(w http.ResponseWriter, r *http.Request, siteURL string) {
+	ids := r.URL.Query()["accountId"]
+	if len(ids) == 0 {
+		apiError(w, http.StatusBadRequest, "accountId is required")
+		return
+	}
+	ids = ids[:min(len(ids), UserBulkMax)]
+	results := []map[string]any{}
+	seen := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if id == "" || seen[id] {
+			continue
+		}
+		seen[id] = true
+		if u, ok := s.lookupUser(id); ok {
+			results = append(results, userJSON(u))
+		}
+	}
+	answer := map[string]any{"results": results, "start": 0, "limit": UserBulkMax, "size": len(results)}
+	if siteURL != "" {
+		answer["_links"] = map[string]any{"base": siteURL + "/wiki", "context": "/wiki"}
+	}
+	s.bulkUsers.Add(1)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(answer)
+}
+
+// lookupUser finds a user added, or any accountId with Options.AnyUser.
+func (s *Server) lookupUser(id string) (User, bool) {
 	s.mu.Lock()
 	u, ok := s.users[id]
 	s.mu.Unlock()
 	if !ok && s.anyUser {
 		u, ok = User{AccountID: id, DisplayName: "Dev User " + id, AvatarPath: "/wiki/aa-avatar/" + id}, true
 	}
-	if !ok {
-		apiError(w, http.StatusNotFound, "No user found with accountId "+id)
-		return
-	}
+	return u, ok
+}
+
+// userJSON is a user as Confluence's v1 API answers it; the email only when
+// the user's profile visibility shows it.
+func userJSON(u User) map[string]any {
 	answer := map[string]any{
 		"type":        "known",
 		"accountId":   u.AccountID,
@@ -466,11 +534,7 @@ func (s *Server) user(w http.ResponseWriter, r *http.Request, siteURL string) {
 	if u.Email != "" {
 		answer["email"] = u.Email
 	}
-	if siteURL != "" {
-		answer["_links"] = map[string]any{"base": siteURL + "/wiki", "context": "/wiki"}
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(answer)
+	return answer
 }
 
 // SetConnectClientKey makes the site cloudID answer clientKey for the

@@ -494,3 +494,47 @@ func TestControlEndpoint(t *testing.T) {
 		t.Fatalf("%d calls, %d checks, %d expired", calls, len(e.sim.ContentChecks()), e.sim.ExpiredCalls())
 	}
 }
+
+// GET /wiki/rest/api/user/bulk answers as Confluence's v1 bulk lookup: the
+// known users among the first 100 ids, unknown ids left out, emails only
+// where the profile shows them, _links.base naming the site.
+func TestUsersBulk(t *testing.T) {
+	e := start(t, confluencesim.Options{})
+	e.sim.SetSiteURL("https://acme.atlassian.net")
+	e.sim.AddUser(confluencesim.User{AccountID: alice, DisplayName: "Alice", Email: "alice@example.com", AvatarPath: "/wiki/aa-avatar/a"})
+	e.sim.AddUser(confluencesim.User{AccountID: bob, DisplayName: "Bob", AvatarPath: "/wiki/aa-avatar/b"}) // email hidden
+
+	a := e.status(t, e.app, "/wiki/rest/api/user/bulk?accountId="+alice+"&accountId=712020:nobody&accountId="+bob+"&accountId="+alice, http.StatusOK)
+	results, _ := a.body["results"].([]any)
+	if len(results) != 2 || a.body["size"] != float64(2) || a.body["limit"] != float64(confluencesim.UserBulkMax) {
+		t.Fatalf("bulk = %v, want alice and bob once each", a.body)
+	}
+	first, second := results[0].(map[string]any), results[1].(map[string]any)
+	if first["accountId"] != alice || first["displayName"] != "Alice" || first["email"] != "alice@example.com" ||
+		first["profilePicture"].(map[string]any)["path"] != "/wiki/aa-avatar/a" {
+		t.Errorf("alice = %v", first)
+	}
+	if _, shown := second["email"]; second["accountId"] != bob || shown {
+		t.Errorf("bob = %v, want no email", second)
+	}
+	if links, _ := a.body["_links"].(map[string]any); links["base"] != "https://acme.atlassian.net/wiki" {
+		t.Errorf("_links = %v", a.body["_links"])
+	}
+
+	// Only the first 100 ids are looked at: the 101st, known, is not returned.
+	q := ""
+	for i := range confluencesim.UserBulkMax {
+		q += "accountId=712020:missing-" + string(rune('a'+i%26)) + strings.Repeat("x", i) + "&"
+	}
+	a = e.status(t, e.app, "/wiki/rest/api/user/bulk?"+q+"accountId="+alice, http.StatusOK)
+	if results, _ := a.body["results"].([]any); len(results) != 0 {
+		t.Errorf("the 101st id was answered: %v", results)
+	}
+	// A user token reads it too (Confluence's 'Can use' permission).
+	e.status(t, e.user(bob), "/wiki/rest/api/user/bulk?accountId="+alice, http.StatusOK)
+	e.status(t, e.app, "/wiki/rest/api/user/bulk", http.StatusBadRequest)
+	e.status(t, "nope", "/wiki/rest/api/user/bulk?accountId="+alice, http.StatusUnauthorized)
+	if n := e.sim.BulkUserCalls(); n != 3 {
+		t.Errorf("BulkUserCalls = %d, want the 3 answered", n)
+	}
+}
