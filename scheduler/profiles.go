@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/forge/budget"
 	"github.com/forge-remote/forge-remote/store"
 	"github.com/forge-remote/forge-remote/weavy"
 )
@@ -170,7 +171,7 @@ func (s *Queue) syncUsers(ctx context.Context, inst string, users []userRecord) 
 			rec.APIBaseURL = t.APIBaseURL
 		}
 	}
-	client := s.products.AsApp(inst)
+	client := s.products.AsApp(inst).For(budget.ProfileSync)
 	if !rec.FirstSeen.IsZero() {
 		client = client.InstalledAt(rec.FirstSeen)
 	}
@@ -194,6 +195,8 @@ func (s *Queue) syncUsers(ctx context.Context, inst string, users []userRecord) 
 		switch {
 		case errors.Is(err, forge.ErrAppTokenStale), errors.Is(err, forge.ErrUnknownInstallation):
 			return err
+		case errors.Is(err, budget.ErrRefused):
+			return err // nothing was asked: the points budget says wait (the runner does not count it a failure)
 		case errors.As(err, &perr) && perr.Status == http.StatusUnauthorized:
 			return err // the token is now marked unusable: the others would fail alike
 		case errors.As(err, &perr) && (perr.Status == http.StatusTooManyRequests || perr.Status >= 500):
