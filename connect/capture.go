@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/forge/budget"
 	"github.com/forge-remote/forge-remote/store"
 )
 
@@ -101,7 +102,7 @@ func (c *Capturer) Run(ctx context.Context, inst string) error {
 
 	// Within the client's grace after the first attempt (queued by the
 	// install event), 401/403 are retried and do not spoil the app token.
-	client := c.products.AsApp(inst).InstalledAt(p.FirstAttempt)
+	client := c.products.AsApp(inst).For(budget.ConnectCapture).InstalledAt(p.FirstAttempt)
 	var answer struct {
 		Key   string          `json:"key"`
 		Value json.RawMessage `json:"value"`
@@ -111,6 +112,8 @@ func (c *Capturer) Run(ctx context.Context, inst string) error {
 	switch {
 	case errors.Is(err, forge.ErrAppTokenStale), errors.Is(err, forge.ErrUnknownInstallation):
 		return err // nothing was asked: no hold-off
+	case errors.Is(err, budget.ErrRefused):
+		return err // nothing was asked: the points budget says wait (a later hourly run asks)
 	case errors.As(err, &perr):
 		c.failed(ctx, inst, p, perr.Status)
 		switch perr.Status {

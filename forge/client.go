@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/forge-remote/forge-remote/forge/budget"
 	"github.com/forge-remote/forge-remote/internal/ctxtime"
 	"github.com/forge-remote/forge-remote/internal/httpx"
 	"github.com/forge-remote/forge-remote/internal/metrics"
@@ -39,7 +41,7 @@ type ClientOptions struct {
 	// Sleep waits between attempts; nil waits on a timer. It must return
 	// ctx.Err() when ctx ends first.
 	Sleep func(ctx context.Context, d time.Duration) error
-	// Retries is how many times one call may be repeated (429, 5xx on an
+	// Retries is how many times one call may be repeated (429 or 5xx on an
 	// idempotent method, 401/403 within Grace of the install); 0 means 3.
 	Retries int
 	// Grace is how long after an install 401/403 are taken for grants still
@@ -47,6 +49,10 @@ type ClientOptions struct {
 	Grace time.Duration
 	// MaxRetryAfter: a 429 asking to wait longer is returned at once; 0 means 30 s.
 	MaxRetryAfter time.Duration
+	// Budget, when set, admits each attempt (Take: a refusal is a
+	// *budget.PausedError, and nothing is sent) and is told of each answer
+	// (Done: points, Atlassian's headers, 429 pauses); nil: no budget.
+	Budget *budget.Budget
 }
 
 const (
@@ -104,6 +110,7 @@ type Client struct {
 	retries       int
 	grace         time.Duration
 	maxRetryAfter time.Duration
+	budget        *budget.Budget
 	requests      *prometheus.CounterVec
 }
 
@@ -121,6 +128,7 @@ func NewClient(tokens AppTokenSource, o ClientOptions) *Client {
 		retries:       cmp.Or(max(o.Retries, 0), defaultRetries),
 		grace:         cmp.Or(max(o.Grace, 0), defaultGrace),
 		maxRetryAfter: cmp.Or(max(o.MaxRetryAfter, 0), defaultMaxRetryAfter),
+		budget:        o.Budget,
 	}
 	if c.hc == nil {
 		c.hc = &http.Client{
@@ -138,7 +146,7 @@ func NewClient(tokens AppTokenSource, o ClientOptions) *Client {
 	}
 	c.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "forge_product_requests_total",
-		Help: "Attempts to call a product API by method and HTTP status (or stale, transport).",
+		Help: "Attempts to call a product API by method and HTTP status (or stale, transport, refused by the points budget).",
 	}, []string{"method", "status"})
 	if o.Registerer != nil {
 		var err error
@@ -159,6 +167,15 @@ type AppClient struct {
 	c           *Client
 	inst        string
 	installedAt time.Time
+	kind        budget.Kind
+}
+
+// For returns a copy of a whose calls the budget counts as kind (the
+// default is budget.Other, background work).
+func (a *AppClient) For(kind budget.Kind) *AppClient {
+	cp := *a
+	cp.kind = kind
+	return &cp
 }
 
 // InstalledAt returns a copy of a that knows when the installation was first
@@ -181,8 +198,10 @@ func (a *AppClient) GetJSON(ctx context.Context, path string, out any) error {
 //
 // The token is read from the AppTokenSource just before each attempt: when none with
 // enough life is held, Do returns the *StaleError (or ErrUnknownInstallation)
-// without sending anything. A non-2xx answer is a *ProductError; a 401 outside
-// the install grace period marks the token unusable.
+// without sending anything; so does a refusal of the Client's budget (a
+// *budget.PausedError: a pause after a quota 429, the hour spent, or for a
+// background kind the reserve reached). A non-2xx answer is a *ProductError;
+// a 401 outside the install grace period marks the token unusable.
 func (a *AppClient) Do(ctx context.Context, method, path string, body, out any) error {
 	c := a.c
 	if !strings.HasPrefix(path, "/") || strings.HasPrefix(path, "//") {
@@ -211,7 +230,12 @@ func (a *AppClient) Do(ctx context.Context, method, path string, body, out any) 
 			}
 			return err
 		}
+		ticket, err := c.take(ctx, a.kind, tok.APIBaseURL, method, path)
+		if err != nil {
+			return err
+		}
 		status, header, data, err := c.send(ctx, method, tok.APIBaseURL, tok.Token, path, payload)
+		c.done(ctx, ticket, method, path, status, header, data)
 		if err != nil {
 			c.requests.WithLabelValues(method, "transport").Inc()
 			return err
@@ -266,10 +290,12 @@ func (a *AppClient) retryable(status int, header http.Header, attempt int, metho
 	}
 	switch {
 	case status == http.StatusTooManyRequests:
+		// Atlassian: retry only idempotent requests; without Retry-After,
+		// back off with jitter so that callers do not come back in step.
 		if d, ok := httpx.RetryAfter(header.Get("Retry-After"), a.c.now()); ok {
-			return d, true
+			return d, idempotent(method)
 		}
-		return backoff, true
+		return jitter(backoff), idempotent(method)
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		return backoff, a.propagating()
 	case status == http.StatusBadGateway || status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout:
@@ -282,6 +308,32 @@ func (a *AppClient) retryable(status int, header http.Header, attempt int, metho
 // to be still on their way.
 func (a *AppClient) propagating() bool {
 	return !a.installedAt.IsZero() && a.c.now().Sub(a.installedAt) < a.c.grace
+}
+
+// jitter spreads d over [0.7, 1.3) of itself, as Atlassian's pseudocode does.
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.7 + 0.6*rand.Float64()))
+}
+
+// take asks the budget, when there is one, to admit an attempt.
+func (c *Client) take(ctx context.Context, kind budget.Kind, apiBaseURL, method, path string) (*budget.Ticket, error) {
+	if c.budget == nil {
+		return nil, nil
+	}
+	t, err := c.budget.Take(ctx, cmp.Or(kind, budget.Other), apiBaseURL, method, path)
+	if err != nil {
+		c.requests.WithLabelValues(method, "refused").Inc()
+		return nil, err
+	}
+	return t, nil
+}
+
+// done tells the budget, when there is one, of an attempt's answer (status
+// 0: none came).
+func (c *Client) done(ctx context.Context, t *budget.Ticket, method, path string, status int, header http.Header, data []byte) {
+	if c.budget != nil {
+		c.budget.Done(ctx, t, method, path, status, header, data)
+	}
 }
 
 func idempotent(method string) bool {
@@ -341,6 +393,14 @@ func (c *Client) AsUser(apiBaseURL, token string) *UserClient {
 	return &UserClient{c: c, base: apiBaseURL, token: token}
 }
 
+// For returns a copy of u whose calls the budget counts as kind (the
+// default is budget.Other; the page check is budget.PageCheck).
+func (u *UserClient) For(kind budget.Kind) *UserClient {
+	cp := *u
+	cp.kind = kind
+	return &cp
+}
+
 // UserClient calls product APIs as one user, for one request of theirs. It is
 // not retried: a person waits for the answer, and a 429's Retry-After is
 // theirs to honour (ProductError.RetryAfter).
@@ -348,18 +408,25 @@ type UserClient struct {
 	c     *Client
 	base  string
 	token string
+	kind  budget.Kind
 }
 
 // GetJSON sends GET path (relative to apiBaseUrl, with its query) once and
 // decodes a 2xx answer into out (nil discards it). A non-2xx answer is a
 // *ProductError, a 429's with RetryAfter set from its Retry-After header (0:
-// none given). A 401 marks nothing: the user token is Forge's to renew.
+// none given). A 401 marks nothing: the user token is Forge's to renew. A
+// refusal of the Client's budget is a *budget.PausedError, nothing sent.
 func (u *UserClient) GetJSON(ctx context.Context, path string, out any) error {
 	c := u.c
 	if !strings.HasPrefix(path, "/") || strings.HasPrefix(path, "//") {
 		return fmt.Errorf("forge: product API path %q must start with a single '/'", path)
 	}
+	ticket, err := c.take(ctx, u.kind, u.base, http.MethodGet, path)
+	if err != nil {
+		return err // the budget refused: nothing was sent
+	}
 	status, header, data, err := c.send(ctx, http.MethodGet, u.base, u.token, path, nil)
+	c.done(ctx, ticket, http.MethodGet, path, status, header, data)
 	if err != nil {
 		c.requests.WithLabelValues(http.MethodGet, "transport").Inc()
 		return err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/chat"
 	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/forge/budget"
 	"github.com/forge-remote/forge-remote/internal/logctx"
 )
 
@@ -95,7 +96,7 @@ func (a *Access) Check(apiBaseURL, token string, t chat.Target, contentType stri
 	return func(ctx context.Context) (bool, error) {
 		ctx, cancel := context.WithTimeout(ctx, a.timeout)
 		defer cancel()
-		u := a.c.AsUser(apiBaseURL, token)
+		u := a.c.AsUser(apiBaseURL, token).For(budget.PageCheck)
 		switch t.Kind {
 		case chat.KindPage:
 			path := "/wiki/api/v2/pages/" + t.ID
@@ -127,10 +128,16 @@ func (a *Access) Check(apiBaseURL, token string, t chat.Target, contentType stri
 }
 
 // verdict reads Confluence's answer: 2xx can view, 403 or 404 cannot,
-// anything else no verdict.
+// anything else no verdict. A call the points budget refused (a pause after
+// a quota 429, or the hour spent) is Confluence throttling, answered at once
+// without calling: 503 confluence_busy with the pause's Retry-After.
 func verdict(err error) (bool, error) {
 	if err == nil {
 		return true, nil
+	}
+	var paused *budget.PausedError
+	if errors.As(err, &paused) {
+		return false, &ConfluenceError{Status: http.StatusTooManyRequests, RetryAfter: paused.RetryAfter, Err: err}
 	}
 	var pe *forge.ProductError
 	if errors.As(err, &pe) {

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/forge/budget"
 	"github.com/forge-remote/forge-remote/store"
 	"github.com/forge-remote/forge-remote/weavy"
 )
@@ -220,7 +221,7 @@ func (s *Queue) syncDue(ctx context.Context, inst string, maxBatches int) (defer
 	if err != nil {
 		return false, err
 	}
-	client := s.products.AsApp(inst)
+	client := s.products.AsApp(inst).For(budget.ProfileSync)
 	if !rec.FirstSeen.IsZero() {
 		client = client.InstalledAt(rec.FirstSeen)
 	}
@@ -328,6 +329,10 @@ func (s *Queue) readUsers(ctx context.Context, client *forge.AppClient, inst str
 	switch {
 	case err == nil:
 		return &answer, nil
+	case errors.Is(err, budget.ErrRefused):
+		// Nothing was asked: the points budget says wait, and the runner
+		// does not count it a failure.
+		return nil, err
 	case errors.As(err, &perr) && (perr.Status == http.StatusTooManyRequests || perr.Status >= 500):
 		// Throttled or failing past the client's retries: more calls
 		// now would only make it worse.

@@ -39,6 +39,10 @@ type QueueOptions struct {
 	Concurrency int           // jobs running at once; 0 means 4
 	QueueSize   int           // jobs waiting at most; 0 means 1024
 	JobTimeout  time.Duration // per job; 0 means 30 s
+	// Spread, when set, is how long the jobs of an hourly trigger wait
+	// before they are queued (budget.Delay: each installation at its own
+	// moment of the hour); nil queues them at once.
+	Spread func(installationID string, now time.Time) time.Duration
 
 	Now        func() time.Time // nil: time.Now
 	Logger     *zap.Logger      // nil: no logs
@@ -64,6 +68,7 @@ type Queue struct {
 	log      *zap.Logger
 	reg      prometheus.Registerer
 	run      *runner
+	spread   func(string, time.Time) time.Duration
 }
 
 var _ weavy.MintObserver = (*Queue)(nil)
@@ -84,6 +89,7 @@ func NewQueue(o QueueOptions) *Queue {
 		now:      o.Now,
 		log:      o.Logger,
 		reg:      o.Registerer,
+		spread:   o.Spread,
 	}
 	if s.now == nil {
 		s.now = time.Now

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/forge/budget"
 	"github.com/forge-remote/forge-remote/internal/metrics"
 )
 
@@ -71,7 +72,7 @@ func newRunner(o runnerOptions) *runner {
 		keys:     make(map[string]struct{}),
 		runs: metrics.MustRegister(o.reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "scheduler_job_runs_total",
-			Help: "Background job runs by job and result (ok, error, stale, timeout, canceled).",
+			Help: "Background job runs by job and result (ok, error, stale, waiting for the Confluence budget, timeout, canceled).",
 		}, []string{"job", "result"})),
 		duration: metrics.MustRegister(o.reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "scheduler_job_duration_seconds",
@@ -198,6 +199,11 @@ func (r *runner) execute(ctx context.Context, t task) {
 		zap.String("installation_id", t.inst), zap.String("job", t.job),
 		zap.String("code", code), zap.Error(err),
 	}
+	if result == "waiting" {
+		// The budget logged it once for the hour: no line per job.
+		r.log.Debug("job waits for the Confluence budget", fields...)
+		return
+	}
 	if result == "stale" || result == "canceled" {
 		r.log.Warn("job skipped", fields...)
 		return
@@ -224,6 +230,8 @@ func classify(err error) (result, code string) {
 		return "stale", "app_token_stale"
 	case errors.Is(err, forge.ErrUnknownInstallation):
 		return "stale", "app_token_unknown"
+	case errors.Is(err, budget.ErrRefused):
+		return "waiting", "confluence_budget"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout", "job_timeout"
 	case errors.Is(err, context.Canceled):

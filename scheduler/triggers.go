@@ -68,7 +68,7 @@ func (s *Service) Scheduled(ctx context.Context, inv *forge.Invocation) error {
 		s.log.Info("duplicate scheduled trigger ignored", zap.String("installation_id", inst))
 		return nil
 	}
-	s.enqueueJobs(inst)
+	s.enqueueScheduled(inst)
 	return nil
 }
 

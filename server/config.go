@@ -16,6 +16,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/chat"
 	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/forge/budget"
 	"github.com/forge-remote/forge-remote/internal/safeurl"
 	"github.com/forge-remote/forge-remote/internal/secret"
 	"github.com/forge-remote/forge-remote/scheduler"
@@ -44,6 +45,12 @@ type Config struct {
 	LogLevel         zapcore.Level
 	JobConcurrency   int           // background jobs running at once
 	ProfileResync    time.Duration // a synced profile is read from Confluence again after this long
+
+	// The Confluence points budget (README "Confluence rate limits").
+	ConfluencePointsPerHour int64       // per UTC hour, for the app or each site
+	ConfluencePool          budget.Pool // app (Tier 1) or site (Tier 2)
+	ConfluenceReserve       float64     // the fraction background work leaves to page checks
+	ConfluenceSpread        bool        // hourly jobs at each installation's own moment of the hour
 
 	// The Connect/Forge bridge: off unless ConnectAppKey is set. None of
 	// these is a secret: the app key is in the Connect descriptor, and each
@@ -180,6 +187,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 	}
 
+	loadConfluence(&c, get, bad)
 	loadConnect(&c, get, bad)
 
 	if err := c.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL", "info"))); err != nil ||
@@ -187,6 +195,41 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		bad("LOG_LEVEL", "must be debug, info, warn or error")
 	}
 	return c, errors.Join(errs...)
+}
+
+// loadConfluence reads the points budget's variables.
+func loadConfluence(c *Config, get func(v, def string) string, bad func(v, format string, args ...any)) {
+	c.ConfluencePointsPerHour = budget.DefaultPointsPerHour
+	if s := get("CONFLUENCE_POINTS_PER_HOUR", ""); s != "" {
+		// Atlassian's pools: 65,000 (Tier 1, Tier 2 Free) to 500,000 (Tier 2 cap).
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 100 || n > 500_000 {
+			bad("CONFLUENCE_POINTS_PER_HOUR", "must be a whole number of points from 100 to 500000 (Atlassian's Tier 1 pool is 65000), got %q", s)
+		} else {
+			c.ConfluencePointsPerHour = n
+		}
+	}
+	switch s := get("CONFLUENCE_POOL", "app"); s {
+	case "app", "site":
+		c.ConfluencePool = budget.Pool(s)
+	default:
+		bad("CONFLUENCE_POOL", "must be app (Tier 1: one pool for every site) or site (Tier 2: a pool per site), got %q", s)
+	}
+	c.ConfluenceReserve = budget.DefaultReserve
+	if s := get("CONFLUENCE_RESERVE", ""); s != "" {
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || f != f || f < 0 || f > 0.9 {
+			bad("CONFLUENCE_RESERVE", "must be a fraction from 0 to 0.9 of the hour's points kept for page checks (e.g. 0.3), got %q", s)
+		} else {
+			c.ConfluenceReserve = f
+		}
+	}
+	switch s := get("CONFLUENCE_SPREAD", "on"); s {
+	case "on", "off":
+		c.ConfluenceSpread = s == "on"
+	default:
+		bad("CONFLUENCE_SPREAD", "must be on (hourly jobs at each installation's own moment of the hour) or off (when the trigger comes), got %q", s)
+	}
 }
 
 // loadConnect reads CONNECT_*: the key turns the bridge on and needs the base

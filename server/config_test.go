@@ -112,3 +112,37 @@ func TestConfigProfileResync(t *testing.T) {
 		})
 	}
 }
+
+// The Confluence budget's variables: defaults, accepted values, and bad
+// values that stop the start naming the variable.
+func TestConfigConfluenceBudget(t *testing.T) {
+	load := func(env map[string]string) (server.Config, error) {
+		env["FORGE_APP_ID"] = forgetest.AppID
+		return server.LoadConfig(func(k string) string { return env[k] })
+	}
+	cfg, err := load(map[string]string{})
+	if err != nil || cfg.ConfluencePointsPerHour != 65000 || cfg.ConfluencePool != "app" || cfg.ConfluenceReserve != 0.3 || !cfg.ConfluenceSpread {
+		t.Fatalf("defaults: %+v, %v", cfg, err)
+	}
+	cfg, err = load(map[string]string{"CONFLUENCE_POINTS_PER_HOUR": "120000", "CONFLUENCE_POOL": "site", "CONFLUENCE_RESERVE": "0", "CONFLUENCE_SPREAD": "off"})
+	if err != nil || cfg.ConfluencePointsPerHour != 120000 || cfg.ConfluencePool != "site" || cfg.ConfluenceReserve != 0 || cfg.ConfluenceSpread {
+		t.Fatalf("set: %+v, %v", cfg, err)
+	}
+	for _, tc := range []struct{ variable, value string }{
+		{"CONFLUENCE_POINTS_PER_HOUR", "65k"},
+		{"CONFLUENCE_POINTS_PER_HOUR", "0"},
+		{"CONFLUENCE_POINTS_PER_HOUR", "-1"},
+		{"CONFLUENCE_POINTS_PER_HOUR", "600000"},
+		{"CONFLUENCE_POOL", "tenant"},
+		{"CONFLUENCE_RESERVE", "30%"},
+		{"CONFLUENCE_RESERVE", "-0.1"},
+		{"CONFLUENCE_RESERVE", "1"},
+		{"CONFLUENCE_RESERVE", "NaN"},
+		{"CONFLUENCE_SPREAD", "yes"},
+	} {
+		_, err := load(map[string]string{tc.variable: tc.value})
+		if err == nil || !strings.Contains(err.Error(), "config: "+tc.variable+" must") {
+			t.Errorf("%s=%s: %v, want an error naming %s", tc.variable, tc.value, err, tc.variable)
+		}
+	}
+}

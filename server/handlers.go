@@ -166,6 +166,18 @@ func (s *Server) handleAppToken(c *gin.Context) {
 	c.JSON(http.StatusOK, appTokenAnswer{AccessToken: t.Token, APIBaseURL: t.APIBaseURL, ExpiresAt: t.Exp})
 }
 
+// handleConfluence is the operator's view of the Confluence points budget:
+// the UTC hour's spend by kind and what is left, per pool, and the pauses
+// on now with their reason, as the fleet shares them.
+func (s *Server) handleConfluence(c *gin.Context) {
+	st, err := s.budget.Status(c.Request.Context())
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, st)
+}
+
 // handleInstallations is the operator's view: every installation with its
 // site, app version, token freshness (never the token) and trigger health.
 func (s *Server) handleInstallations(c *gin.Context) {

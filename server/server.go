@@ -18,6 +18,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/chat"
 	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/forge/budget"
 	"github.com/forge-remote/forge-remote/internal/httplimits"
 	"github.com/forge-remote/forge-remote/resolvers"
 	"github.com/forge-remote/forge-remote/scheduler"
@@ -71,6 +72,7 @@ type Server struct {
 	kv        store.KV
 	verifier  *forge.Verifier
 	appTokens *forge.AppTokens
+	budget    *budget.Budget    // the Confluence points budget of the fleet
 	broker    *weavy.Broker     // nil when Weavy is not configured
 	weavy     *weavy.Client     // nil when Weavy is not configured
 	chat      *chat.Service     // nil when Weavy is not configured

@@ -2,12 +2,14 @@ package server
 
 import (
 	"context"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/forge-remote/forge-remote/chat"
 	"github.com/forge-remote/forge-remote/connect"
 	"github.com/forge-remote/forge-remote/forge"
+	"github.com/forge-remote/forge-remote/forge/budget"
 	"github.com/forge-remote/forge-remote/resolvers"
 	"github.com/forge-remote/forge-remote/scheduler"
 	"github.com/forge-remote/forge-remote/store"
@@ -58,8 +60,14 @@ func (s *Server) wire(ctx context.Context, o Options) error {
 	s.appTokens = forge.NewAppTokens(s.kv, forge.AppTokensOptions{
 		Now: o.Now, Logger: o.Logger.Named("forge"), Registerer: s.registry,
 	})
+	// One points budget for the fleet: counted in the shared store.
+	s.budget = budget.New(budget.Options{
+		KV: s.kv, PointsPerHour: s.cfg.ConfluencePointsPerHour, Pool: s.cfg.ConfluencePool,
+		Reserve: s.cfg.ConfluenceReserve,
+		Now:     s.now, Logger: s.log.Named("confluence"), Registerer: s.registry,
+	})
 	products := forge.NewClient(s.appTokens, forge.ClientOptions{
-		Now: s.now, Logger: s.log.Named("confluence"), Registerer: s.registry,
+		Now: s.now, Logger: s.log.Named("confluence"), Registerer: s.registry, Budget: s.budget,
 	})
 
 	if s.cfg.WeavyURL != "" {
@@ -87,6 +95,7 @@ func (s *Server) wire(ctx context.Context, o Options) error {
 		UIDScope:    s.cfg.WeavyUIDScope,
 		Concurrency: s.cfg.JobConcurrency,
 		Resync:      s.cfg.ProfileResync,
+		Spread:      spread(s.cfg.ConfluenceSpread),
 		Now:         s.now,
 		Logger:      s.log.Named("scheduler"),
 		Registerer:  s.registry,
@@ -144,6 +153,15 @@ func (s *Server) wire(ctx context.Context, o Options) error {
 
 	s.registerResolvers()
 	return nil
+}
+
+// spread is the scheduler's Spread for CONFLUENCE_SPREAD: on, each
+// installation's hourly jobs at its own moment of the hour.
+func spread(on bool) func(string, time.Time) time.Duration {
+	if !on {
+		return nil
+	}
+	return budget.Delay
 }
 
 // registerResolvers registers the token and chat resolvers: backed by the

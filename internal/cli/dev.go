@@ -92,6 +92,11 @@ func devCmd(ctx context.Context, args []string, getenv func(string) string, stdo
 	if getenv("CHAT_RECHECK") == "" {
 		env["CHAT_RECHECK"] = "0"
 	}
+	// The hourly trigger's curl runs its jobs at once, not at the
+	// installation's moment of the hour, unless the developer says otherwise.
+	if getenv("CONFLUENCE_SPREAD") == "" {
+		env["CONFLUENCE_SPREAD"] = "off"
+	}
 	if sims.weavy != nil {
 		env["WEAVY_URL"] = sims.weavy.URL
 		env["WEAVY_API_KEY"] = weavysim.APIKey

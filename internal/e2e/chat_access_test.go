@@ -129,7 +129,12 @@ func TestChatCheckFailures(t *testing.T) {
 		retryAfter string
 		fail       func()
 	}{
-		{"429 with Retry-After", "confluence_busy", 503, "42", func() { f.conf.FailNext(1, http.StatusTooManyRequests, "42") }},
+		// A burst 429 holds back only its call: a quota one would pause
+		// every later check (TestQuota429PausesEveryReplica, resolvers).
+		{"429 with Retry-After", "confluence_busy", 503, "42", func() {
+			f.conf.FailNextWithHeaders(1, http.StatusTooManyRequests, http.Header{
+				"Retry-After": {"42"}, "Ratelimit-Reason": {"confluence-burst-based"}})
+		}},
 		{"429 without Retry-After", "confluence_busy", 503, "5", func() { f.conf.FailNext(1, http.StatusTooManyRequests, "") }},
 		{"500", "confluence_unavailable", 503, "", func() { f.conf.FailNext(1, http.StatusInternalServerError, "") }},
 		{"401 (a stale user token)", "confluence_unavailable", 503, "", func() { f.conf.FailNext(1, http.StatusUnauthorized, "") }},
