@@ -65,12 +65,15 @@ func TestPurgeRemovesMembersWithoutLeaseRecords(t *testing.T) {
 	for _, r := range []Request{
 		{InstallationID: testInst, CloudID: cloud, User: "ada", Target: page},
 		{InstallationID: testInst, CloudID: cloud, User: "bob", Target: page},
+		{InstallationID: other, CloudID: cloud, User: "bob", Target: page}, // provisions other's app record now
 	} {
 		if _, err := s.Open(t.Context(), r); err != nil {
 			t.Fatal(err)
 		}
 	}
-	clock.Advance(lease + leaseMargin + time.Minute) // ada's and bob's lease records are gone
+	clock.Advance(lease + leaseMargin + time.Minute) // every lease record is gone
+	// bob opens the page again through the other installation: a renewal,
+	// no provisioning (which would remove ada as a squatter).
 	if _, err := s.Open(t.Context(), Request{InstallationID: other, CloudID: cloud, User: "bob", Target: page}); err != nil {
 		t.Fatal(err)
 	}
