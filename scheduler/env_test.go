@@ -135,7 +135,14 @@ func (e *env) scheduled(t *testing.T, inst, cloud string) {
 	if err := e.svc.Scheduled(t.Context(), e.inv(inst, cloud)); err != nil {
 		t.Fatal(err)
 	}
-	e.svc.run.waitIdle()
+	e.svc.settle()
+}
+
+// settle waits until no job waits or runs, and the purge loop waits with no
+// attempt running (the purges a job stored included).
+func (s *Service) settle() {
+	s.run.waitIdle()
+	s.purges.waitIdle()
 }
 
 func (e *env) keys(t *testing.T) []string {

@@ -43,6 +43,7 @@ func (s *Server) routes(e *gin.Engine) {
 		internal := e.Group("/internal", s.internalAuth)
 		internal.GET("/app-token", s.handleAppToken)
 		internal.GET("/installations", s.handleInstallations)
+		internal.GET("/purges", s.handlePurges)
 		if s.connect != nil {
 			internal.GET("/connect-keys", s.handleConnectKeys)
 		}
