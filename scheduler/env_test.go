@@ -62,6 +62,7 @@ type testOptions struct {
 	// server does: a Broker telling the Queue of its mints.
 	PurgerOn func(*Queue) Purger
 	Jobs     []Job
+	After    func(time.Duration) <-chan time.Time
 }
 
 func (o testOptions) build() *Service {
@@ -69,7 +70,7 @@ func (o testOptions) build() *Service {
 	if o.PurgerOn != nil {
 		o.Purger = o.PurgerOn(q)
 	}
-	return New(Options{Queue: q, Purger: o.Purger, Jobs: o.Jobs})
+	return New(Options{Queue: q, Purger: o.Purger, Jobs: o.Jobs, After: o.After})
 }
 
 func newEnv(t *testing.T, edit func(*testOptions)) *env {
