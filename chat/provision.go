@@ -259,10 +259,11 @@ func (s *Service) checkSite(ctx context.Context, inst, cloudID string) error {
 }
 
 // leaseMargin is how long a lease record outlives its lease in the store:
-// long enough for the hourly prune (and a missed run or two) to find it
-// expired and remove the membership; after that the store drops it whatever
-// happened to the jobs, so no lease record outlives its meaning.
-const leaseMargin = 2 * time.Hour
+// long enough for the hourly prune to find it expired and remove the
+// membership through a day of failed runs (Weavy down, triggers lost; 2 h
+// lost the membership to a single failed run); after that the store drops
+// it whatever happened to the jobs, so no lease record outlives its meaning.
+const leaseMargin = 24 * time.Hour
 
 // leaseTTL is the store TTL of a lease record renewed at renewed: the lease
 // plus leaseMargin, counted from now.
