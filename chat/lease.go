@@ -75,7 +75,7 @@ func (s *Service) revoke(ctx context.Context, inst, key string, now time.Time, r
 			return nil, 0, store.Keep
 		}
 		l.State = stateRevoking
-		return l.encode(), 0, nil
+		return l.encode(), s.leaseTTL(l.Renewed), nil
 	})
 	if err != nil || !valid || l.State != stateRevoking {
 		return false, err

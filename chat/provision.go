@@ -258,6 +258,19 @@ func (s *Service) checkSite(ctx context.Context, inst, cloudID string) error {
 	return nil
 }
 
+// leaseMargin is how long a lease record outlives its lease in the store:
+// long enough for the hourly prune to find it expired and remove the
+// membership through a day of failed runs (Weavy down, triggers lost; 2 h
+// lost the membership to a single failed run); after that the store drops
+// it whatever happened to the jobs, so no lease record outlives its meaning.
+const leaseMargin = 24 * time.Hour
+
+// leaseTTL is the store TTL of a lease record renewed at renewed: the lease
+// plus leaseMargin, counted from now.
+func (s *Service) leaseTTL(renewed time.Time) time.Duration {
+	return max(renewed.Add(s.lease+leaseMargin).Sub(s.now()), time.Second)
+}
+
 // renew extends the user's lease on the app, writing the store only when the
 // renewal held is older than Lease/4. A membership is added in Weavy when
 // the store holds none that is live (added is then true). It returns the
@@ -278,10 +291,10 @@ func (s *Service) renew(ctx context.Context, r Request, appID int64, now time.Ti
 			kept = true
 			return nil, 0, store.Keep
 		case had && prev.State == stateActive && prev.AppID == appID:
-			return lease{State: stateActive, Renewed: now, AppID: appID, AppUID: uid, User: r.User}.encode(), 0, nil
+			return lease{State: stateActive, Renewed: now, AppID: appID, AppUID: uid, User: r.User}.encode(), s.leaseTTL(now), nil
 		}
 		// No live membership known: pending until Weavy has it.
-		return lease{State: statePending, Renewed: now, AppID: appID, AppUID: uid, User: r.User}.encode(), 0, nil
+		return lease{State: statePending, Renewed: now, AppID: appID, AppUID: uid, User: r.User}.encode(), s.leaseTTL(now), nil
 	})
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("chat: renewing the lease: %w", err)
@@ -301,7 +314,7 @@ func (s *Service) renew(ctx context.Context, r Request, appID int64, now time.Ti
 			return nil, 0, store.Keep // pruned or renewed meanwhile
 		}
 		l.State = stateActive
-		return l.encode(), 0, nil
+		return l.encode(), s.leaseTTL(l.Renewed), nil
 	})
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("chat: recording the membership: %w", err)

@@ -20,8 +20,10 @@ const purgeParallel = 8
 // site-wide chat is closed, its users leave the site's directory (the
 // directory is deleted unless another installation on the same site, such as
 // another Forge environment, still uses it), and its records go. What fails
-// is kept and reported, so a retried uninstall, or `forge-remote weavy
-// lockdown --apply`, finishes it.
+// is kept and reported, so the next attempt of the scheduler's durable
+// uninstall purge (or `forge-remote weavy lockdown --apply`) finishes it:
+// each step is idempotent, and the records it needs (the site, the apps, the
+// leases, the directory's users) go only once their Weavy side is done.
 func (s *Service) PurgeInstallation(ctx context.Context, inst string) error {
 	if inst == "" {
 		return errors.New("chat: purge: empty installation id")
@@ -43,7 +45,7 @@ func (s *Service) PurgeInstallation(ctx context.Context, inst string) error {
 	// shares its apps and directory: they stay as they are for it.
 	shared := slices.ContainsFunc(insts, func(i string) bool { return i != inst })
 	errs := []error{s.purgeLeases(ctx, inst)}
-	errs = append(errs, s.purgeApps(ctx, inst, shared)...)
+	errs = append(errs, s.purgeApps(ctx, inst, string(cloudID), shared)...)
 	errs = append(errs, s.purgeDirectory(ctx, inst, string(cloudID), dir, shared)...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("chat: purge: %w", err)
@@ -69,7 +71,7 @@ func (s *Service) scanKeys(ctx context.Context, prefix string) (map[string][]byt
 }
 
 // purgeLeases removes every membership the installation's leases record,
-// purgeParallel at a time (Forge gives the uninstall a few seconds).
+// purgeParallel at a time.
 func (s *Service) purgeLeases(ctx context.Context, inst string) error {
 	leases, err := s.scanKeys(ctx, leasesOf(inst))
 	if err != nil {
@@ -113,9 +115,10 @@ func (s *Service) purgeLeases(ctx context.Context, inst string) error {
 }
 
 // purgeApps closes the site-wide chat (open to a directory about to go)
-// unless another installation on the site still serves it, and forgets the
-// installation's apps.
-func (s *Service) purgeApps(ctx context.Context, inst string, shared bool) []error {
+// unless another installation on the site still serves it, removes from each
+// page and space chat every member no installation on the site leases, and
+// forgets the installation's apps.
+func (s *Service) purgeApps(ctx context.Context, inst, cloudID string, shared bool) []error {
 	apps, err := s.scanKeys(ctx, appsOf(inst))
 	if err != nil {
 		return []error{fmt.Errorf("listing apps: %w", err)}
@@ -123,9 +126,20 @@ func (s *Service) purgeApps(ctx context.Context, inst string, shared bool) []err
 	var errs []error
 	for key, v := range apps {
 		rec, ok := decodeApp(v)
-		if _, t, parsed := parseAppUID(rec.UID); ok && parsed && t.Kind == KindSite && !shared {
+		_, t, parsed := parseAppUID(rec.UID)
+		if ok && parsed && t.Kind == KindSite && !shared {
 			closed := weavy.AppSpec{Type: "chat", Name: Name(t), Access: weavy.AccessNone}
 			if _, err := s.w.UpsertApp(ctx, rec.UID, closed); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if ok && parsed && t.Kind != KindSite {
+			// The leases may not name every member any more (a lease record
+			// expires Lease + leaseMargin after its renewal, and a purge
+			// delayed by a Weavy outage can start after that): every member
+			// no installation on the site still leases goes.
+			if _, err := s.removeUnleased(ctx, cloudID, rec.UID, rec.ID, "uninstall", nil); err != nil {
 				errs = append(errs, err)
 				continue
 			}

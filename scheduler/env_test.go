@@ -110,6 +110,7 @@ type testOptions struct {
 	// server does: a Broker telling the Queue of its mints.
 	PurgerOn func(*Queue) Purger
 	Jobs     []Job
+	After    func(time.Duration) <-chan time.Time
 }
 
 func (o testOptions) build() *Service {
@@ -117,7 +118,7 @@ func (o testOptions) build() *Service {
 	if o.PurgerOn != nil {
 		o.Purger = o.PurgerOn(q)
 	}
-	return New(Options{Queue: q, Purger: o.Purger, Jobs: o.Jobs})
+	return New(Options{Queue: q, Purger: o.Purger, Jobs: o.Jobs, After: o.After})
 }
 
 func newEnv(t *testing.T, edit func(*testOptions)) *env {
@@ -185,7 +186,14 @@ func (e *env) scheduled(t *testing.T, inst, cloud string) {
 	if err := e.svc.Scheduled(t.Context(), e.inv(inst, cloud)); err != nil {
 		t.Fatal(err)
 	}
-	e.svc.run.waitIdle()
+	e.svc.settle()
+}
+
+// settle waits until no job waits or runs, and the purge loop waits with no
+// attempt running (the purges a job stored included).
+func (s *Service) settle() {
+	s.run.waitIdle()
+	s.purges.waitIdle()
 }
 
 func (e *env) keys(t *testing.T) []string {

@@ -27,7 +27,8 @@ const (
 
 // housekeeping drops what is no longer needed; its work is bounded per run.
 //
-// Installations silent for 30 days are purged (at most 20 per run); one whose
+// Installations silent for 30 days get a stored purge, the uninstall's (at
+// most 20 per run; one pending is not stored again); one whose
 // app token cannot be read for a passing reason (the store unavailable) is
 // kept. Users without a first mint for 30 days, lifecycle marks after 7 days,
 // app tokens 7 days after they expire and Weavy tokens when they expire all
@@ -83,12 +84,15 @@ func (s *Service) housekeeping(ctx context.Context, _ string) error {
 			}
 		}
 		s.Forget(r.InstallationID)
-		if err := s.purge(ctx, r.InstallationID); err != nil {
+		if err := s.requestPurge(ctx, r.InstallationID, purgeReasonSilent); err != nil {
 			return fmt.Errorf("scheduler: housekeeping: purging %s: %w", r.InstallationID, err)
 		}
 		forgotten++
-		s.log.Info("silent installation forgotten", zap.String("installation_id", r.InstallationID),
+		s.log.Info("silent installation forgotten, its purge stored", zap.String("installation_id", r.InstallationID),
 			zap.Time("last_seen", r.LastSeen))
+	}
+	if forgotten > 0 {
+		s.purges.wake()
 	}
 
 	expired := 0

@@ -58,6 +58,14 @@ type Options struct {
 	Purger Purger
 	// Jobs are queued after the built-in ones on every scheduled trigger.
 	Jobs []Job
+
+	// After returns a channel that receives once d has passed, on the clock
+	// the uninstall purges wait by (their retries, their lock renewals);
+	// nil: time.After. Tests give a manual clock's.
+	After func(d time.Duration) <-chan time.Time
+	// PurgeBackoff is the wait after a purge's first failed attempt, doubled
+	// after each next one up to PurgeBackoffMax; 0: 5 s and 5 min.
+	PurgeBackoff, PurgeBackoffMax time.Duration
 }
 
 const (
@@ -71,8 +79,9 @@ const (
 	// staleAfter: no scheduled trigger for this long means an uninstall that
 	// was never announced, or a broken manifest.
 	staleAfter = 2 * time.Hour
-	// uninstallBudget keeps the uninstall answer inside Forge's 5 s.
-	uninstallBudget = 4 * time.Second
+	// uninstallBudget bounds the uninstall trigger's store writes (the
+	// tombstone, the purge record), well inside Forge's 5 s.
+	uninstallBudget = time.Second
 	// tombstoneTTL: how long an uninstalled installation's triggers and jobs
 	// are ignored. A reinstall gets a new installationId, so nothing that
 	// should run is ever held back by it.
@@ -173,6 +182,9 @@ type Installation struct {
 	// ConnectClientKey is the installation's Connect clientKey, once the
 	// Connect bridge captured it (set by the server, never the secret).
 	ConnectClientKey string `json:"connect_client_key,omitempty"`
+	// PurgePending: the installation was uninstalled (or forgotten) and its
+	// purge is not done yet; /internal/purges tells how it goes.
+	PurgePending bool `json:"purge_pending,omitempty"`
 }
 
 // Service holds the trigger handlers and runs their jobs on its Queue, whose
@@ -181,6 +193,7 @@ type Service struct {
 	*Queue
 	purger Purger
 	jobs   []Job
+	purges *purges // the durable uninstall purges (purge.go)
 
 	duplicates prometheus.Counter
 }
@@ -201,7 +214,17 @@ func New(o Options) *Service {
 	}
 	s.jobs = append(s.jobs, Job{Name: jobHousekeeping, Run: s.housekeeping})
 	s.jobs = append(s.jobs, o.Jobs...)
+	// Started at once: purges stored by a process that stopped or crashed
+	// before finishing them are resumed now.
+	s.purges = newPurges(s, o)
 	return s
+}
+
+// Close stops the uninstall purges (each stays stored, to be resumed by the
+// next start) and then the Queue. It is safe to call twice.
+func (s *Service) Close() {
+	s.purges.close()
+	s.Queue.Close()
 }
 
 // enqueueJobs queues every registered job for the installation.
@@ -301,6 +324,16 @@ func (s *Service) Installations(ctx context.Context) ([]Installation, error) {
 		if err != nil {
 			return nil, fmt.Errorf("scheduler: listing app tokens: %w", err)
 		}
+	}
+	err = s.kv.Scan(ctx, purgePrefix, func(_ string, v []byte) error {
+		var r purgeRecord
+		if json.Unmarshal(v, &r) == nil && byID[r.InstallationID] != nil {
+			byID[r.InstallationID].PurgePending = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: listing purges: %w", err)
 	}
 	list := make([]Installation, 0, len(byID))
 	for id, in := range byID {

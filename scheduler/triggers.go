@@ -419,12 +419,14 @@ func (s *Service) undoIfUninstalled(ctx context.Context, inst string) bool {
 	return true
 }
 
-// Uninstall handles preUninstall: it forgets everything held for the
-// installation, and nothing of any other — app token, installation record,
-// users and their sync state, lifecycle marks, cached Weavy tokens — and
-// cancels its jobs. A tombstone kept for 30 days makes later triggers, mints
-// and jobs of the installation (on any replica) do nothing. It gives up after
-// 4 s so that Forge gets its answer in 5.
+// Uninstall handles preUninstall. It answers at once, whatever the state of
+// Weavy: it stores the installation's tombstone (kept 30 days: later
+// triggers, mints and jobs of the installation, on any replica, do nothing)
+// and a purge record, cancels the installation's jobs on this replica,
+// forgets its app token, and wakes the purge loop. The purge itself (Weavy
+// memberships, directory and tokens, then the installation's records) is a
+// durable job (purge.go) the tombstone does not stop. An error here is the
+// store's: the trigger fails and Forge retries it.
 func (s *Service) Uninstall(ctx context.Context, inv *forge.Invocation) error {
 	inst := inv.InstallationID()
 	if inst == "" {
@@ -432,19 +434,28 @@ func (s *Service) Uninstall(ctx context.Context, inv *forge.Invocation) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, uninstallBudget)
 	defer cancel()
-	// The tombstone first: a job starting from now on sees it; the running
-	// one is cancelled next.
+	// The tombstone first: a job starting from now on sees it.
 	tombErr := s.kv.Put(ctx, tombstoneKey(inst), []byte(s.now().UTC().Format(time.RFC3339Nano)), tombstoneTTL)
-	s.Forget(inst)
-	if err := errors.Join(tombErr, s.purge(ctx, inst)); err != nil {
+	if err := errors.Join(tombErr, s.requestPurge(ctx, inst, purgeReasonUninstall)); err != nil {
 		return fmt.Errorf("scheduler: uninstall: %w", err)
 	}
-	s.log.Info("installation purged", zap.String("installation_id", inst))
+	s.Forget(inst) // its jobs and waiting first syncs on this replica
+	// The app token is a credential nothing of the purge needs: it goes now
+	// (and again with the records, should this fail).
+	if s.tokens != nil {
+		if err := s.tokens.PurgeInstallation(ctx, inst); err != nil {
+			s.log.Warn("uninstall: deleting the app token failed; the purge retries it",
+				zap.String("installation_id", inst), zap.Error(err))
+		}
+	}
+	s.purges.wake()
+	s.log.Info("installation uninstalled; its purge is stored and runs in the background", zap.String("installation_id", inst))
 	return nil
 }
 
-// purge deletes every record of the installation; it keeps going past a
-// failure so that one bad record does not keep the rest.
+// purge deletes every record the scheduler holds of the installation (the
+// last step of its purge, once the Weavy side is done); it keeps going past
+// a failure so that one bad record does not keep the rest.
 func (s *Service) purge(ctx context.Context, inst string) error {
 	var errs []error
 	if s.tokens != nil {
@@ -456,8 +467,5 @@ func (s *Service) purge(ctx context.Context, inst string) error {
 		store.DeletePrefix(ctx, s.kv, eventsOf(inst)),
 		s.kv.Delete(ctx, notBeforeKey(inst)),
 	)
-	if s.purger != nil {
-		errs = append(errs, s.purger.PurgeInstallation(ctx, inst))
-	}
 	return errors.Join(errs...)
 }

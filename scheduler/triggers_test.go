@@ -314,6 +314,7 @@ func TestUninstallPurgesOnlyThatInstallation(t *testing.T) {
 	if err := e.svc.Uninstall(ctx, e.inv(instA, cloudA)); err != nil {
 		t.Fatal(err)
 	}
+	e.svc.settle() // the purge runs in the background
 	after := e.keys(t)
 	// All of A is gone but its uninstall tombstone (which holds no data).
 	want := slices.DeleteFunc(slices.Clone(before), func(k string) bool { return slices.Contains(aKeys, k) })

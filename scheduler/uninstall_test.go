@@ -60,7 +60,7 @@ func TestUninstallTombstone(t *testing.T) {
 		t.Fatalf("lifecycle after uninstall: %v", err)
 	}
 	e.svc.UserMinted(instA, ada)
-	e.svc.run.waitIdle()
+	e.svc.settle()
 	if got := e.schedulerKeysOf(t, instA); len(got) != 0 {
 		t.Fatalf("recorded after uninstall: %q", got)
 	}
@@ -119,7 +119,8 @@ func TestJobsOfInstallationUninstalledElsewhereExitEarly(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(release)
-	e.svc.run.waitIdle()
+	e.svc.settle()
+	other.settle()
 	if n := c.n(instA); n != 0 {
 		t.Fatalf("a job queued before the uninstall ran %d times on the other replica", n)
 	}
@@ -203,6 +204,7 @@ func TestUninstallPurgesUnopenableRecords(t *testing.T) {
 	if err := s.Uninstall(ctx, trigger("inst-1")); err != nil {
 		t.Fatal(err)
 	}
+	s.settle()
 	var left []string
 	if err := mem.Scan(ctx, "scheduler/", func(k string, _ []byte) error { left = append(left, k); return nil }); err != nil {
 		t.Fatal(err)

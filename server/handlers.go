@@ -123,13 +123,25 @@ func (s *Server) handleLifecycle(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"status": "ok"})
 }
 
-// handleUninstall purges everything held for the installation (preUninstall).
+// handleUninstall stores the installation's tombstone and purge and answers
+// at once (preUninstall); the purge runs in the background, retried until
+// done (GET /internal/purges).
 func (s *Server) handleUninstall(c *gin.Context) {
 	if err := s.scheduler.Uninstall(c.Request.Context(), invocation(c)); err != nil {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"status": "purged"})
+	c.JSON(http.StatusOK, gin.H{"status": "purge_pending"})
+}
+
+// handlePurges is the operator's view of the uninstall purges not done yet.
+func (s *Server) handlePurges(c *gin.Context) {
+	list, err := s.scheduler.Purges(c.Request.Context())
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"purges": list})
 }
 
 type appTokenAnswer struct {

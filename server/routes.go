@@ -44,6 +44,7 @@ func (s *Server) routes(e *gin.Engine) {
 		internal.GET("/app-token", s.handleAppToken)
 		internal.GET("/installations", s.handleInstallations)
 		internal.GET("/confluence", s.handleConfluence)
+		internal.GET("/purges", s.handlePurges)
 		if s.connect != nil {
 			internal.GET("/connect-keys", s.handleConnectKeys)
 		}

@@ -41,6 +41,10 @@ type Options struct {
 	// Timeouts overrides the http.Server limits (tests of slow clients);
 	// zero fields keep the defaults; a negative one is refused.
 	Timeouts Timeouts
+	// PurgeBackoff, if set, is the wait between the attempts of an
+	// uninstall purge, without doubling (tests; the default is 5 s doubling
+	// to 5 min).
+	PurgeBackoff time.Duration
 }
 
 // Timeouts are the http.Server's limits on slow and idle clients.
@@ -203,6 +207,11 @@ func (s *Server) String() string { return "server.Server{" + s.cfg.ListenAddr + 
 func (s *Server) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, s.String()) }
 
 func (s *Server) close() {
+	if s.scheduler != nil {
+		// The uninstall purges stop (each stays stored for the next start),
+		// then the Queue's jobs, before the store closes.
+		s.scheduler.Close()
+	}
 	if s.queue != nil {
 		s.queue.Close() // running jobs finish (bounded by their timeout) before the store closes
 	}

@@ -133,7 +133,7 @@ func (s *Server) wire(ctx context.Context, o Options) error {
 		s.fleet = startFleet(pubsub, o.Logger.Named("fleet"), s.appTokens, s.broker, s.chat, s.queue)
 	}
 
-	so := scheduler.Options{Queue: s.queue}
+	so := scheduler.Options{Queue: s.queue, PurgeBackoff: o.PurgeBackoff, PurgeBackoffMax: o.PurgeBackoff}
 	if s.weavy != nil {
 		// Memberships past their lease go with each installation's hourly jobs.
 		so.Jobs = append(so.Jobs, scheduler.Job{Name: "chat_leases", Run: s.chat.PruneLeases})

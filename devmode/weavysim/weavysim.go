@@ -50,6 +50,11 @@ type Server struct {
 	// SameToken makes every mint for a uid return that uid's previous token
 	// (Weavy never does this; the broker must cope).
 	SameToken atomic.Bool
+	// FailAdmin makes every call with the API key (apps, members,
+	// directories, users, tokens) answer 500 until it is set back to false:
+	// a Weavy outage as the server's background work sees it. The call is
+	// still counted.
+	FailAdmin atomic.Bool
 
 	mu       sync.Mutex
 	profiles map[string]map[string]any
@@ -171,6 +176,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	if !isAdmin && (caller == "" || !strings.HasPrefix(authz, "Bearer wyu_")) {
 		problem(w, http.StatusUnauthorized, "Unauthorized")
+		return
+	}
+	if isAdmin && s.FailAdmin.Load() {
+		problem(w, http.StatusInternalServerError, "Internal Server Error")
 		return
 	}
 	path := r.URL.EscapedPath()

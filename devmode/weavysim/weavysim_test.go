@@ -50,3 +50,21 @@ func TestUpsertKeepsPropertiesNotSent(t *testing.T) {
 		t.Fatalf("a refused upsert changed the profile: %v", p)
 	}
 }
+
+// FailAdmin fails every API-key call with 500 until it is cleared; the
+// world is left as it was.
+func TestFailAdmin(t *testing.T) {
+	s := New("")
+	defer s.Close()
+	s.FailAdmin.Store(true)
+	if got := put(t, s, "ada", `{"name":"Ada"}`); got != http.StatusInternalServerError {
+		t.Fatalf("upsert while failing: %d, want 500", got)
+	}
+	if _, ok := s.Profile("ada"); ok {
+		t.Fatal("a failed upsert was kept")
+	}
+	s.FailAdmin.Store(false)
+	if got := put(t, s, "ada", `{"name":"Ada"}`); got != http.StatusCreated {
+		t.Fatalf("upsert after recovery: %d, want 201", got)
+	}
+}

@@ -159,6 +159,7 @@ func TestChatUninstall(t *testing.T) {
 	if r := f.ts.post(t, "/triggers/uninstall", fit, nil, `{}`); r.Status != http.StatusOK {
 		t.Fatalf("uninstall: %d %s", r.Status, r.Body)
 	}
+	waitPurged(t, f.ts)
 	p, _ := f.wv.App(pageUID(forgetest.CloudID, pageP))
 	site, _ := f.wv.App("confluence-" + forgetest.CloudID + "-global")
 	if len(p.Members) != 0 || site.Access != "none" || f.wv.Directory(dirS) {
@@ -194,6 +195,7 @@ func TestChatTwoInstallationsOneSite(t *testing.T) {
 	if r := f.ts.post(t, "/triggers/uninstall", fit, nil, `{}`); r.Status != http.StatusOK {
 		t.Fatalf("uninstall of S2: %d %s", r.Status, r.Body)
 	}
+	waitPurged(t, f.ts)
 	site, _ := f.wv.App("confluence-" + forgetest.CloudID + "-global")
 	if f.member(uid, bob) || !f.member(uid, alice) || site.Access != "write" || !f.wv.Directory(dirS) {
 		t.Fatalf("after S2's uninstall: bob %v, alice %v, site chat %+v, directory %v",

@@ -168,6 +168,7 @@ func TestConnectSignedInstall(t *testing.T) {
 	if r := ts.post(t, "/triggers/uninstall", fit, nil, `{}`); r.Status != http.StatusOK {
 		t.Fatalf("forge uninstall: %d %s", r.Status, r.Body)
 	}
+	waitPurged(t, ts)
 	if v := ts.connectKeys(t); len(v.Keys) != 0 {
 		t.Fatalf("the mapping survived the Forge uninstall: %+v", v)
 	}

@@ -253,6 +253,9 @@ func TestForgeCorpus(t *testing.T) {
 				t.Fatalf("%d %q, want %d %q: %s", r.Status, r.ErrCode, tc.status, tc.code, r.Body)
 			}
 
+			if tc.effect == purged {
+				waitPurged(t, ts) // the uninstall answers before its purge runs
+			}
 			after := ts.installations(t)
 			rec, recorded := after[inst]
 			switch tc.effect {

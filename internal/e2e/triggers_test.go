@@ -113,6 +113,7 @@ func TestTriggersEndToEnd(t *testing.T) {
 	if r := ts.internal(t, "/internal/app-token?installationId=ari:cloud:ecosystem::installation/"+instB); r.Status != http.StatusOK {
 		t.Fatalf("B's app token was purged: %d %s", r.Status, r.Body)
 	}
+	waitPurged(t, ts) // A's records go as its purge's last step
 	list = ts.internal(t, "/internal/installations")
 	if strings.Contains(string(list.Body), instA) || !strings.Contains(string(list.Body), instB) {
 		t.Fatalf("after uninstall: %s", list.Body)
