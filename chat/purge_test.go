@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -35,7 +36,7 @@ func newTestService(t *testing.T, lease time.Duration) (*Service, *weavysim.Serv
 func TestLeaseRecordExpiresInTheStore(t *testing.T) {
 	const lease = 12 * time.Hour
 	s, _, clock, kv := newTestService(t, lease)
-	r := Request{InstallationID: testInst, CloudID: cloud, User: "ada", Target: Target{KindPage, "98305"}}
+	r := Request{InstallationID: testInst, CloudID: cloud, User: "ada", Target: Target{KindPage, "98305"}, Check: canView}
 	if _, err := s.Open(t.Context(), r); err != nil {
 		t.Fatal(err)
 	}
@@ -63,9 +64,9 @@ func TestPurgeRemovesMembersWithoutLeaseRecords(t *testing.T) {
 	const other = "ari:cloud:ecosystem::installation/inst-2"
 	page := Target{KindPage, "98305"}
 	for _, r := range []Request{
-		{InstallationID: testInst, CloudID: cloud, User: "ada", Target: page},
-		{InstallationID: testInst, CloudID: cloud, User: "bob", Target: page},
-		{InstallationID: other, CloudID: cloud, User: "bob", Target: page}, // provisions other's app record now
+		{InstallationID: testInst, CloudID: cloud, User: "ada", Target: page, Check: canView},
+		{InstallationID: testInst, CloudID: cloud, User: "bob", Target: page, Check: canView},
+		{InstallationID: other, CloudID: cloud, User: "bob", Target: page, Check: canView}, // provisions other's app record now
 	} {
 		if _, err := s.Open(t.Context(), r); err != nil {
 			t.Fatal(err)
@@ -74,7 +75,7 @@ func TestPurgeRemovesMembersWithoutLeaseRecords(t *testing.T) {
 	clock.Advance(lease + leaseMargin + time.Minute) // every lease record is gone
 	// bob opens the page again through the other installation: a renewal,
 	// no provisioning (which would remove ada as a squatter).
-	if _, err := s.Open(t.Context(), Request{InstallationID: other, CloudID: cloud, User: "bob", Target: page}); err != nil {
+	if _, err := s.Open(t.Context(), Request{InstallationID: other, CloudID: cloud, User: "bob", Target: page, Check: canView}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.PurgeInstallation(t.Context(), testInst); err != nil {
@@ -88,3 +89,6 @@ func TestPurgeRemovesMembersWithoutLeaseRecords(t *testing.T) {
 		t.Fatalf("bob, leased by the other installation, was removed: %v", app.Members)
 	}
 }
+
+// canView is a page check Confluence always allows.
+func canView(context.Context) (bool, error) { return true, nil }
