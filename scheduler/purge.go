@@ -39,9 +39,11 @@ func purgeLockKey(inst string) string { return purgeLockPrefix + url.PathEscape(
 
 const (
 	// DefaultPurgeBackoff and DefaultPurgeBackoffMax: a failed attempt is
-	// retried after 5 s, doubling up to 5 minutes.
+	// retried after 5 s, doubling up to a minute, so that a purge finishes
+	// within about a minute of Weavy's recovery however long it was down
+	// (at most a minute more when a killed replica's lock must lapse first).
 	DefaultPurgeBackoff    = 5 * time.Second
-	DefaultPurgeBackoffMax = 5 * time.Minute
+	DefaultPurgeBackoffMax = time.Minute
 	// purgeLockTTL: how long a replica's claim on a purge lasts unless it
 	// renews it (every third of it while the attempt runs); also how often a
 	// replica looks for purges nobody is running.
