@@ -118,3 +118,39 @@ func BenchmarkEntryMemory(b *testing.B) {
 	for range b.N {
 	}
 }
+
+// What provisioned apps and directory assignments cost in memory, per entry,
+// keys included (as a request's decoding allocates them).
+func BenchmarkAppAndDirMemory(b *testing.B) {
+	const n = 100_000
+	measure := func(b *testing.B, fill func(s *Service)) {
+		s := New(nil, nil, Options{})
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		fill(s)
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/entry")
+		runtime.KeepAlive(s)
+		for range b.N {
+		}
+	}
+	instOf := func(i int) string {
+		return strings.Clone("ari:cloud:ecosystem::installation/9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b" + fmt.Sprintf("%04d", i%10_000))
+	}
+	b.Run("apps", func(b *testing.B) {
+		measure(b, func(s *Service) {
+			for i := range n {
+				s.apps[appMemKey{instOf(i), strings.Clone(cloud), KindPage, strconv.Itoa(98305 + i)}] = int64(i + 1)
+			}
+		})
+	})
+	b.Run("inDir", func(b *testing.B) {
+		measure(b, func(s *Service) {
+			for i := range n {
+				s.inDir[userMemKey{instOf(i), "712020:1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c" + fmt.Sprintf("%06d", i)}] = true
+			}
+		})
+	})
+}
