@@ -123,6 +123,12 @@ func writeResults(path, root string, r *report, note string) error {
 	} else {
 		p("the other, forge-remote first.\n\n")
 	}
+	if c.Chats > 0 {
+		p("Before the load, forge-remote's users opened %d distinct page chats (`POST /resolvers/chat` with the user's FIT and\n", c.Chats)
+		p("`x-forge-oauth-user` token and `{\"contentId\":…}`, chat i by user i mod %d on that user's site): each a Confluence check as\n", c.Users)
+		p("the user (simulated in the load tool, not counted in the server's RSS), the app provisioned in Weavy, the member\n")
+		p("added, the user put in the site's directory. Their peak RSS counts in forge-remote's. The peer and the floor open none.\n\n")
+	}
 	if len(c.GC) > 0 {
 		p("%s ran with %s: the image's Go GC settings, unless the tool's environment set others.\n\n",
 			r.gcServers(), gcLine(c.GC))
