@@ -310,3 +310,13 @@ func TestChatPages(t *testing.T) {
 func digitsOnly(s string) bool {
 	return s != "" && strings.Trim(s, "0123456789") == ""
 }
+
+// TestCommandLineTMPDIR: a run made with TMPDIR says so in its command.
+func TestCommandLineTMPDIR(t *testing.T) {
+	if got, want := commandLine([]string{"-chats", "5"}, "/dev/shm"), "TMPDIR=/dev/shm go run ./bench/load -chats 5"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got, want := commandLine([]string{"-note", "a b"}, ""), "go run ./bench/load -note 'a b'"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}

@@ -287,9 +287,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	rep := &report{
 		Machine: machineInfo(root, o.compare || o.cmd != ""),
-		Command: commandLine(o.args),
+		Command: commandLine(o.args, os.Getenv("TMPDIR")),
 		Config: runConfig{Duration: o.duration.String(), Warmup: o.warmup.String(), Conns: o.conns,
-			Users: o.users, Installs: o.installs, Pool: o.poolSize, Chats: o.chats, Store: o.store, AppToken: o.appToken, Smoke: o.smoke, GC: gc},
+			Users: o.users, Installs: o.installs, Pool: o.poolSize, Chats: o.chats, Store: o.store, TempDir: os.Getenv("TMPDIR"), AppToken: o.appToken, Smoke: o.smoke, GC: gc},
 	}
 	f := startFakes(s)
 	defer f.close()
@@ -491,7 +491,7 @@ func runOne(ctx context.Context, o *options, name string, argv, extraEnv []strin
 		PeakRSSMiB:     float64(rss) / (1 << 20),
 		EndRSSMiB:      float64(mem["VmRSS"]) / (1 << 20),
 		EndAnonMiB:     float64(mem["RssAnon"]) / (1 << 20),
-		EndFileMiB:     float64(mem["RssFile"]) / (1 << 20),
+		EndFileMiB:     float64(mem["RssFile"]+mem["RssShmem"]) / (1 << 20), // tmpfs files are shmem
 		WeavyCalls:     weavy1 - weavy0,
 		JWKSFetches:    jwks1 - jwks0,
 		Non2xx:         st.Non2xx,

@@ -58,6 +58,7 @@ type runConfig struct {
 	Pool     int    `json:"distinct_fits"`
 	Chats    int    `json:"page_chats,omitempty"` // opened by forge-remote before the load
 	Store    string `json:"store"`
+	TempDir  string `json:"tmpdir,omitempty"` // TMPDIR: where the store's bolt file was
 	AppToken bool   `json:"app_token_header"`
 	Smoke    bool   `json:"smoke,omitempty"`
 	// GC is what forge-remote and the HTTP floor ran with; none for -cmd.
@@ -103,7 +104,7 @@ type runResult struct {
 	PeakRSSMiB            float64       `json:"peak_rss_mib"`
 	EndRSSMiB             float64       `json:"end_rss_mib"`  // resident after the run
 	EndAnonMiB            float64       `json:"end_anon_mib"` // of which heap and stacks
-	EndFileMiB            float64       `json:"end_file_mib"` // of which mapped files (bolt)
+	EndFileMiB            float64       `json:"end_file_mib"` // of which mapped files (bolt, the binary; on disk or tmpfs)
 	WeavyCalls            int           `json:"weavy_calls"`
 	JWKSFetches           int64         `json:"jwks_fetches"`
 	Non2xx                int64         `json:"non_2xx"`
@@ -373,9 +374,13 @@ func runQuiet(ctx context.Context, dir, name string, args ...string) error {
 	return nil
 }
 
-// commandLine is how to repeat this run from the module root.
-func commandLine(args []string) string {
-	q := make([]string, 0, len(args)+3)
+// commandLine is how to repeat this run from the module root; tmpdir, when
+// set, is the TMPDIR it ran with (where the binaries and bolt's file went).
+func commandLine(args []string, tmpdir string) string {
+	q := make([]string, 0, len(args)+4)
+	if tmpdir != "" {
+		q = append(q, "TMPDIR="+tmpdir)
+	}
 	q = append(q, "go", "run", "./bench/load")
 	for _, a := range args {
 		if a == "" || strings.ContainsAny(a, " \t'\"$\\;&|<>()*?`") {

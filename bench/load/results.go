@@ -114,7 +114,11 @@ func writeResults(path, root string, r *report, note string) error {
 	p("## Configuration\n\n")
 	p("`POST /resolvers/token` with `{\"refresh\":false}`, %d keep-alive connections, %s measured per server after a\n", c.Conns, c.Duration)
 	p("per-user warm-up and %s of unmeasured load; %d distinct FITs (RS256, 2048-bit) over %d users on %d sites,\n", c.Warmup, c.Pool, c.Users, c.Installs)
-	p("a different FIT on each request; app token header: %v; forge-remote store: %s. The servers run one after\n", c.AppToken, c.Store)
+	store := c.Store
+	if c.Store == "bolt" && c.TempDir != "" {
+		store += " (its file in TMPDIR=" + c.TempDir + ")"
+	}
+	p("a different FIT on each request; app token header: %v; forge-remote store: %s. The servers run one after\n", c.AppToken, store)
 	if r.Floor != nil {
 		p("the other, forge-remote first, then the node peer, then the HTTP floor: `bench/floor`, net/http + Gin with the same\n")
 		p("server limits and no middleware, reading each request and answering a constant token, with no verification.\n")
