@@ -16,9 +16,9 @@ import (
 // the site-wide chat admits the directory's users, and users of one site see
 // only that site's people.
 func (s *Service) ensureInDirectory(ctx context.Context, inst, cloudID, user string) error {
-	k := userMemKey{inst, user}
+	k := s.keys.user(inst, user)
 	s.mu.RLock()
-	known := s.inDir[k]
+	_, known := s.inDir[k]
 	s.mu.RUnlock()
 	if known {
 		return nil
@@ -48,7 +48,7 @@ func (s *Service) ensureInDirectory(ctx context.Context, inst, cloudID, user str
 		return fmt.Errorf("chat: reading the directory assignment: %w", err)
 	}
 	s.mu.Lock()
-	s.inDir[k] = true
+	putBounded(s.inDir, s.maxUsers, k, s.keys.tag(inst))
 	s.mu.Unlock()
 	return nil
 }

@@ -21,12 +21,12 @@ const memberPage = 100
 // provisioned (cold is then true). One provisioning per app in this process;
 // replicas provisioning the same app at once send the same idempotent PUTs.
 func (s *Service) ensureApp(ctx context.Context, r Request) (id int64, cold bool, err error) {
-	ak := appMemKey{r.InstallationID, r.CloudID, r.Target.Kind, r.Target.ID}
+	ak := s.keys.app(r.InstallationID, r.CloudID, r.Target)
 	s.mu.RLock()
-	id = s.apps[ak]
+	e, ok := s.apps[ak]
 	s.mu.RUnlock()
-	if id > 0 {
-		return id, false, nil
+	if ok {
+		return e.id, false, nil
 	}
 	uid := AppUID(r.CloudID, r.Target)
 	v, err, _ := s.appFlights.Do(r.InstallationID+"\x00"+uid, func() (any, error) {
@@ -47,7 +47,7 @@ func (s *Service) ensureApp(ctx context.Context, r Request) (id int64, cold bool
 	}
 	id = v.(int64)
 	s.mu.Lock()
-	s.apps[ak] = id
+	putBounded(s.apps, s.maxApps, ak, appEntry{id: id, inst: s.keys.tag(r.InstallationID)})
 	s.mu.Unlock()
 	return id, cold, nil
 }
@@ -183,8 +183,9 @@ func (s *Service) heldElsewhere(ctx context.Context, inst, uid, user string, now
 
 // ensureDirectory creates the site's Weavy directory once (409: it exists).
 func (s *Service) ensureDirectory(ctx context.Context, cloudID string) error {
+	dk := s.keys.dir(cloudID)
 	s.mu.RLock()
-	known := s.dirs[cloudID]
+	_, known := s.dirs[dk]
 	s.mu.RUnlock()
 	if known {
 		return nil
@@ -209,7 +210,7 @@ func (s *Service) ensureDirectory(ctx context.Context, cloudID string) error {
 		return err
 	}
 	s.mu.Lock()
-	s.dirs[cloudID] = true
+	putBounded(s.dirs, s.maxSites, dk, struct{}{})
 	s.mu.Unlock()
 	return nil
 }
@@ -225,17 +226,52 @@ var ErrSiteMismatch = fmt.Errorf("%w: the invocation's site is not its installat
 // site's installation with another site's cloudId would otherwise reach that
 // site's chats.
 func (s *Service) checkSite(ctx context.Context, inst, cloudID string) error {
+	sk, want := s.keys.site(inst), s.keys.siteCloud(cloudID)
 	s.mu.RLock()
-	known := s.sites[inst]
+	known, ok := s.sites[sk]
 	s.mu.RUnlock()
-	if known == cloudID {
+	switch {
+	case ok && known == want:
 		return nil
-	}
-	if known != "" {
+	case ok:
 		return ErrSiteMismatch
 	}
+	if err := s.recordSite(ctx, inst, cloudID); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	putBounded(s.sites, s.maxSites, sk, want)
+	s.mu.Unlock()
+	return nil
+}
+
+// recordSite records inst's site as cloudID, or checks that it is the one
+// recorded. A site recorded already (memory evicted it, or another replica
+// or an earlier process wrote it) costs store reads only.
+func (s *Service) recordSite(ctx context.Context, inst, cloudID string) error {
+	b, err := s.kv.Get(ctx, siteKey(inst))
+	switch {
+	case err == nil && string(b) != cloudID:
+		return ErrSiteMismatch
+	case err == nil:
+		// Recorded; the site's list has it unless a write failed between
+		// the two below.
+		_, err := s.kv.Get(ctx, onSiteKey(cloudID, inst))
+		switch {
+		case err == nil:
+			return nil
+		case !errNotFound(err):
+			return fmt.Errorf("chat: reading the site record: %w", err)
+		}
+		if err := s.kv.Put(ctx, onSiteKey(cloudID, inst), []byte(inst), 0); err != nil {
+			return fmt.Errorf("chat: storing the site record: %w", err)
+		}
+		return nil
+	case !errNotFound(err):
+		return fmt.Errorf("chat: reading the site record: %w", err)
+	}
 	var recorded string
-	err := s.kv.Update(ctx, siteKey(inst), func(old []byte, exists bool) ([]byte, time.Duration, error) {
+	err = s.kv.Update(ctx, siteKey(inst), func(old []byte, exists bool) ([]byte, time.Duration, error) {
 		if exists {
 			recorded = string(old)
 			return nil, 0, store.Keep
@@ -252,9 +288,6 @@ func (s *Service) checkSite(ctx context.Context, inst, cloudID string) error {
 	if err := s.kv.Put(ctx, onSiteKey(cloudID, inst), []byte(inst), 0); err != nil {
 		return fmt.Errorf("chat: storing the site record: %w", err)
 	}
-	s.mu.Lock()
-	s.sites[inst] = cloudID
-	s.mu.Unlock()
 	return nil
 }
 

@@ -181,7 +181,7 @@ func (s *Service) purgeDirectory(ctx context.Context, inst, cloudID, dir string,
 		return []error{err}
 	}
 	s.mu.Lock()
-	delete(s.dirs, cloudID)
+	delete(s.dirs, s.keys.dir(cloudID))
 	s.mu.Unlock()
 	return nil
 }
@@ -189,24 +189,27 @@ func (s *Service) purgeDirectory(ctx context.Context, inst, cloudID, dir string,
 // ForgetInstallation drops what this process holds in memory for inst
 // (another replica purged it).
 func (s *Service) ForgetInstallation(inst string) {
+	// Entries carry a 32-bit tag of their installation: rarely, another
+	// installation's go too, and are read back from the store.
+	tag := s.keys.tag(inst)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for k := range s.members {
-		if k.inst == inst {
+	for k, e := range s.members {
+		if e.inst == tag {
 			delete(s.members, k)
 		}
 	}
-	for k := range s.apps {
-		if k.inst == inst {
+	for k, e := range s.apps {
+		if e.inst == tag {
 			delete(s.apps, k)
 		}
 	}
-	for k := range s.inDir {
-		if k.inst == inst {
+	for k, t := range s.inDir {
+		if t == tag {
 			delete(s.inDir, k)
 		}
 	}
-	delete(s.sites, inst)
+	delete(s.sites, s.keys.site(inst))
 	// The site's directory may have gone with it: read the store again.
 	clear(s.dirs)
 }

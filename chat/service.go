@@ -44,6 +44,18 @@ type Options struct {
 	// goes first, then arbitrary entries: an evicted entry costs a store
 	// read or a Confluence check, never a wrong answer.
 	MaxEntries int
+	// MaxApps bounds the provisioned apps' ids held in memory; 0 (or a
+	// negative value) means DefaultMaxApps. Past it, arbitrary entries go:
+	// an evicted app is read back from the store, never provisioned again.
+	MaxApps int
+	// MaxUsers bounds the (installation, user) pairs memory knows to be in
+	// the site's directory; 0 (or a negative value) means DefaultMaxUsers.
+	// Past it, arbitrary entries go: an evicted one costs a store read.
+	MaxUsers int
+	// MaxSites bounds the installations' sites and the sites' directories
+	// held in memory, each; 0 (or a negative value) means DefaultMaxSites.
+	// Past it, arbitrary entries go: an evicted one costs store reads.
+	MaxSites   int
 	Now        func() time.Time // nil: time.Now
 	Logger     *zap.Logger      // nil: no logs
 	Registerer prometheus.Registerer
@@ -55,10 +67,19 @@ const DefaultLease = 12 * time.Hour
 // DefaultRecheck is CHAT_RECHECK's default.
 const DefaultRecheck = 10 * time.Minute
 
-// DefaultMaxEntries bounds the (installation, user, target) entries held in
-// memory: at about 340 bytes each, key strings included
-// (BenchmarkEntryMemory), 200,000 hold in about 68 MB.
-const DefaultMaxEntries = 200_000
+// Default bounds of what memory holds (see memory.go for what an entry
+// costs: together, full, about 35 MB).
+const (
+	// DefaultMaxEntries bounds the (installation, user, target) entries.
+	DefaultMaxEntries = 200_000
+	// DefaultMaxApps bounds the provisioned apps' ids.
+	DefaultMaxApps = 200_000
+	// DefaultMaxUsers bounds the (installation, user) directory assignments.
+	DefaultMaxUsers = 200_000
+	// DefaultMaxSites bounds the installations' sites, and the sites'
+	// directories.
+	DefaultMaxSites = 50_000
+)
 
 // renewFraction: an open renews the stored lease only when the renewal held
 // is older than Lease/renewFraction, so warm opens cost no store write.
@@ -96,15 +117,20 @@ type Service struct {
 	lease      time.Duration
 	recheck    int64 // ns
 	maxEntries int
+	maxApps    int
+	maxUsers   int
+	maxSites   int
 	now        func() time.Time
 	log        *zap.Logger
+	keys       keyer
 
+	// What memory holds, each map bounded (memory.go).
 	mu      sync.RWMutex
-	members map[memberKey]memberEntry // memberships renewed and verdicts given recently
-	apps    map[appMemKey]int64       // provisioned apps
-	dirs    map[string]bool           // cloudID → the site's directory exists
-	inDir   map[userMemKey]bool       // user put in the site's directory
-	sites   map[string]string         // installation → its site, as recorded
+	members map[memKey]memberEntry // memberships renewed and verdicts given recently
+	apps    map[memKey]appEntry    // provisioned apps
+	dirs    map[memKey]struct{}    // site: its directory exists
+	inDir   map[memKey]uint32      // (installation, user) put in the site's directory → installation tag
+	sites   map[memKey]memKey      // installation → its site (keyer.siteCloud), as recorded
 
 	lastSweep int64 // unix ns
 
@@ -115,30 +141,14 @@ type Service struct {
 	memberFlights, appFlights, dirFlights singleflight.Group
 }
 
-// appMemKey names an app in memory. The site is part of it: an
-// installation is pinned to one site (checkSite), and a warm open must never
-// answer one site's app for a FIT naming another.
-type appMemKey struct {
-	inst  string
-	cloud string
-	kind  Kind
-	id    string
-}
-
-type memberKey struct {
-	appMemKey
-	user string
-}
-
-type userMemKey struct{ inst, user string }
-
 // memberEntry is what memory holds of one (installation, site, target,
 // user): the membership, and Confluence's last verdict on the target.
 type memberEntry struct {
-	appID   int64 // 0: no membership known
-	renewed int64 // unix ns of the last renewal this process wrote or read
-	checked int64 // unix ns when the verdict was asked; 0: none held
-	allowed bool  // the verdict
+	appID   int64  // 0: no membership known
+	renewed int64  // unix ns of the last renewal this process wrote or read
+	checked int64  // unix ns when the verdict was asked; 0: none held
+	inst    uint32 // tag of the installation, for ForgetInstallation
+	allowed bool   // the verdict
 }
 
 // verdict reports the verdict e holds at now, if it is fresh.
@@ -152,11 +162,15 @@ func New(w Weavy, kv store.KV, o Options) *Service {
 		w: w, kv: kv, lease: cmp.Or(max(o.Lease, 0), DefaultLease), now: o.Now, log: o.Logger,
 		recheck:    int64(max(o.Recheck, 0)),
 		maxEntries: cmp.Or(max(o.MaxEntries, 0), DefaultMaxEntries),
-		members:    make(map[memberKey]memberEntry),
-		apps:       make(map[appMemKey]int64),
-		dirs:       make(map[string]bool),
-		inDir:      make(map[userMemKey]bool),
-		sites:      make(map[string]string),
+		maxApps:    cmp.Or(max(o.MaxApps, 0), DefaultMaxApps),
+		maxUsers:   cmp.Or(max(o.MaxUsers, 0), DefaultMaxUsers),
+		maxSites:   cmp.Or(max(o.MaxSites, 0), DefaultMaxSites),
+		keys:       newKeyer(),
+		members:    make(map[memKey]memberEntry),
+		apps:       make(map[memKey]appEntry),
+		dirs:       make(map[memKey]struct{}),
+		inDir:      make(map[memKey]uint32),
+		sites:      make(map[memKey]memKey),
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -182,7 +196,7 @@ func (s *Service) Open(ctx context.Context, r Request) (Chat, error) {
 		s.opens.WithLabelValues("refused").Inc()
 		return Chat{}, err
 	}
-	k := memberKey{appMemKey{r.InstallationID, r.CloudID, r.Target.Kind, r.Target.ID}, r.User}
+	k := s.keys.member(r.InstallationID, r.CloudID, r.Target, r.User)
 	now := s.now().UnixNano()
 	s.mu.RLock()
 	e, ok := s.members[k]
@@ -224,7 +238,7 @@ func (s *Service) Open(ctx context.Context, r Request) (Chat, error) {
 // access asks r.Check unless memory holds a fresh verdict (an open that
 // joined a flight late finds the first one's), records the verdict, and on a
 // denial removes the user's membership.
-func (s *Service) access(ctx context.Context, r Request, k memberKey) error {
+func (s *Service) access(ctx context.Context, r Request, k memKey) error {
 	if r.Target.Kind == KindSite {
 		return nil
 	}
@@ -248,7 +262,7 @@ func (s *Service) access(ctx context.Context, r Request, k memberKey) error {
 		if s.recheck > 0 {
 			s.mu.Lock()
 			e := s.members[k]
-			e.checked, e.allowed = now, true
+			e.checked, e.allowed, e.inst = now, true, s.keys.tag(r.InstallationID)
 			s.putLocked(k, e, now)
 			s.mu.Unlock()
 		}
@@ -257,7 +271,7 @@ func (s *Service) access(ctx context.Context, r Request, k memberKey) error {
 	s.checks.WithLabelValues("denied").Inc()
 	s.mu.Lock()
 	if s.recheck > 0 {
-		s.putLocked(k, memberEntry{checked: now}, now)
+		s.putLocked(k, memberEntry{checked: now, inst: s.keys.tag(r.InstallationID)}, now)
 	} else {
 		delete(s.members, k)
 	}
@@ -288,7 +302,7 @@ func (s *Service) answer(r Request, appID int64) Chat {
 // open is the slow path: the app (memory, store, else provisioned), the
 // user in the site's directory, and the lease renewed (a membership added
 // in Weavy only when the store does not hold a live one).
-func (s *Service) open(ctx context.Context, r Request, k memberKey) (int64, error) {
+func (s *Service) open(ctx context.Context, r Request, k memKey) (int64, error) {
 	if err := s.access(ctx, r, k); err != nil {
 		return 0, err
 	}
@@ -329,7 +343,7 @@ func (s *Service) open(ctx context.Context, r Request, k memberKey) (int64, erro
 	}
 	s.mu.Lock()
 	e = s.members[k] // the verdict access recorded, if kept
-	e.appID, e.renewed = appID, renewed.UnixNano()
+	e.appID, e.renewed, e.inst = appID, renewed.UnixNano(), s.keys.tag(r.InstallationID)
 	s.putLocked(k, e, now.UnixNano())
 	s.mu.Unlock()
 	s.opens.WithLabelValues(result).Inc()
@@ -338,24 +352,13 @@ func (s *Service) open(ctx context.Context, r Request, k memberKey) (int64, erro
 
 // putLocked stores e under k, sweeping first when it is due or when memory
 // holds MaxEntries. s.mu is held.
-func (s *Service) putLocked(k memberKey, e memberEntry, now int64) {
+func (s *Service) putLocked(k memKey, e memberEntry, now int64) {
 	if _, ok := s.members[k]; !ok && len(s.members) >= s.maxEntries {
 		s.lastSweep = 0 // full: sweep now
 	}
 	s.sweepLocked(now)
-	if _, ok := s.members[k]; !ok && len(s.members) >= s.maxEntries {
-		// Still full of live entries: drop arbitrary ones (map order), an
-		// eighth at a time so that a full map does not sweep on every put.
-		drop := max(s.maxEntries/8, 1)
-		for old := range s.members {
-			if drop == 0 {
-				break
-			}
-			delete(s.members, old)
-			drop--
-		}
-	}
-	s.members[k] = e
+	// Still full of live entries: arbitrary ones go, an eighth at a time.
+	putBounded(s.members, s.maxEntries, k, e)
 }
 
 // sweepLocked drops, at most every Recheck (or Lease/4, if shorter), the

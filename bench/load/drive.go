@@ -176,7 +176,14 @@ func (l *loader) do(cn *conn, i int) (status int, ok, keep bool, err error) {
 	w = append(w, "\r\n\r\n"...)
 	w = append(w, body...)
 	cn.w = w
+	return l.exchange(cn)
+}
 
+// exchange sends the request in cn.w and reads the whole answer into cn.body:
+// its status, whether a 2xx body carries a wyu_ token, and whether the
+// connection may be reused.
+func (l *loader) exchange(cn *conn) (status int, ok, keep bool, err error) {
+	w := cn.w
 	_ = cn.c.SetDeadline(time.Now().Add(l.timeout))
 	if _, err = cn.c.Write(w); err != nil {
 		return 0, false, false, err

@@ -214,7 +214,7 @@ func TestMemoryTarget(t *testing.T) {
 		}
 		rep.finish()
 		for _, tg := range rep.Targets {
-			if tg.Goal == memoryGoal {
+			if tg.Goal == memoryGoal || tg.Goal == chatMemoryGoal {
 				return tg, true
 			}
 		}
@@ -232,10 +232,91 @@ func TestMemoryTarget(t *testing.T) {
 	if tg, ok := judge(300, 4, 50); ok {
 		t.Errorf("a 300-user run judged the memory target: %+v", tg)
 	}
+	// With 200,000 page chats opened first, the goal is 150 MB (143.1 MiB).
+	chats := runConfig{Users: 100_000, Installs: 10_000, AppToken: true, Chats: 200_000}
+	if tg, ok := judgeWith(chats, 143.0); !ok || !tg.Met || tg.Goal != chatMemoryGoal {
+		t.Errorf("200,000 chats at 143.0 MiB: %+v %v", tg, ok)
+	}
+	if tg, ok := judgeWith(chats, 143.2); !ok || tg.Met {
+		t.Errorf("200,000 chats at 143.2 MiB (150.2 MB): %+v %v", tg, ok)
+	}
 	// Without app tokens the installations hold nothing; a smoke is a smoke.
 	for _, c := range []runConfig{{Users: 100_000, Installs: 10_000}, {Users: 100_000, Installs: 10_000, AppToken: true, Smoke: true}} {
 		if tg, ok := judgeWith(c, 50); ok {
 			t.Errorf("%+v judged the memory target: %+v", c, tg)
 		}
+	}
+}
+
+// TestChatsFlag: -chats is parsed and checked; the smoke opens 100 chats
+// unless told otherwise.
+func TestChatsFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want int
+		err  string
+	}{
+		{nil, 0, ""},
+		{[]string{"-chats", "200000"}, 200_000, ""},
+		{[]string{"-smoke"}, 100, ""},
+		{[]string{"-smoke", "-chats", "0"}, 0, ""},
+		{[]string{"-smoke", "-chats", "7"}, 7, ""},
+		{[]string{"-chats", "-1"}, 0, "-chats must not be negative"},
+		{[]string{"-chats", "5", "-cmd", "node bench/peer/server.mjs"}, 0, "a -cmd server does not serve them"},
+		{[]string{"-chats", "many"}, 0, "invalid value"},
+	} {
+		var stderr strings.Builder
+		o, err := parseFlags(tc.args, &stderr)
+		switch {
+		case tc.err != "":
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: error %v, want one saying %q", tc.args, err, tc.err)
+			}
+		case err != nil:
+			t.Errorf("%q: %v", tc.args, err)
+		case o.chats != tc.want:
+			t.Errorf("%q: -chats %d, want %d", tc.args, o.chats, tc.want)
+		}
+	}
+}
+
+// TestChatPages: every chat of a run names its own page, and the chat FITs'
+// cache reads back what was written.
+func TestChatPages(t *testing.T) {
+	seen := map[string]bool{}
+	for i := range 1000 {
+		if p := chatPage(i); seen[p] || !digitsOnly(p) {
+			t.Fatalf("chat %d: page %q repeated or not numeric", i, p)
+		}
+		seen[chatPage(i)] = true
+	}
+	path := filepath.Join(t.TempDir(), "chat.txt")
+	f := &chatFITs{Header: chatHeader{poolHeader{Version: poolVersion, Users: 2, N: 2}, "http://127.0.0.1:1234"}, FITs: []string{"a.b.c", "d.e.f"}}
+	if err := writeChatFITs(path, f); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readChatFITs(path)
+	if err != nil || got.Header != f.Header || !slices.Equal(got.FITs, f.FITs) {
+		t.Fatalf("read back %+v, %v; want %+v", got, err, f)
+	}
+	if id, _, ok := checkUserToken(benchUserToken(3)); !ok || id != accountID(3) {
+		t.Errorf("user token of user 3 reads back as %q, %v", id, ok)
+	}
+	if _, _, ok := checkUserToken("simuser.x"); ok {
+		t.Error("another token read as a bench user's")
+	}
+}
+
+func digitsOnly(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
+}
+
+// TestCommandLineTMPDIR: a run made with TMPDIR says so in its command.
+func TestCommandLineTMPDIR(t *testing.T) {
+	if got, want := commandLine([]string{"-chats", "5"}, "/dev/shm"), "TMPDIR=/dev/shm go run ./bench/load -chats 5"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got, want := commandLine([]string{"-note", "a b"}, ""), "go run ./bench/load -note 'a b'"; got != want {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }

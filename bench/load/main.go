@@ -54,6 +54,7 @@ type options struct {
 	conns            int
 	users, installs  int
 	poolSize         int
+	chats            int
 	cache            string
 	store            string
 	logLevel         string
@@ -82,6 +83,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.users, "users", 300, "distinct users (accountIds) the FITs are spread over")
 	fs.IntVar(&o.installs, "installs", 4, "distinct installations (sites) the users are spread over")
 	fs.IntVar(&o.poolSize, "pool", 20000, "distinct pre-signed FITs (at least -users)")
+	fs.IntVar(&o.chats, "chats", 0, "forge-remote's run first opens this many distinct page chats (POST /resolvers/chat, chat i by user i mod -users, Confluence simulated in this process); 0: none")
 	fs.StringVar(&o.cache, "cache", "", "where the signing key and FIT pools are kept between runs (default <user cache dir>/forge-remote-bench)")
 	fs.StringVar(&o.store, "store", "bolt", "STORE_URL of the server under test: bolt (a fresh file in a temp dir) or memory")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "LOG_LEVEL of the server under test")
@@ -114,10 +116,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		def("c", func() { o.conns = 8 })
 		def("duration", func() { o.duration = 1500 * time.Millisecond })
 		def("warmup", func() { o.warmup = 300 * time.Millisecond })
+		def("chats", func() { o.chats = 100 })
 	}
 	switch {
 	case o.conns < 1 || o.users < 1 || o.installs < 1:
 		return nil, errors.New("-c, -users and -installs must be positive")
+	case o.chats < 0:
+		return nil, errors.New("-chats must not be negative")
+	case o.chats > 0 && o.cmd != "":
+		return nil, errors.New("-chats opens forge-remote's chats; a -cmd server does not serve them")
 	case o.poolSize < o.users:
 		return nil, errors.New("-pool must be at least -users (every user is warmed with its own FIT)")
 	case o.installs > o.users:
@@ -143,6 +150,7 @@ type fakes struct {
 	jwks        *httptest.Server
 	jwksFetches atomic.Int64
 	weavy       *weavysim.Server
+	conf        *confluence // with -chats
 }
 
 func startFakes(s *signer) *fakes {
@@ -164,6 +172,9 @@ func startFakes(s *signer) *fakes {
 func (f *fakes) close() {
 	f.jwks.Close()
 	f.weavy.Close()
+	if f.conf != nil {
+		f.conf.close()
+	}
 }
 
 func (f *fakes) weavyCalls() int { return len(f.weavy.Requests()) }
@@ -276,12 +287,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	rep := &report{
 		Machine: machineInfo(root, o.compare || o.cmd != ""),
-		Command: commandLine(o.args),
+		Command: commandLine(o.args, os.Getenv("TMPDIR")),
 		Config: runConfig{Duration: o.duration.String(), Warmup: o.warmup.String(), Conns: o.conns,
-			Users: o.users, Installs: o.installs, Pool: o.poolSize, Store: o.store, AppToken: o.appToken, Smoke: o.smoke, GC: gc},
+			Users: o.users, Installs: o.installs, Pool: o.poolSize, Chats: o.chats, Store: o.store, TempDir: os.Getenv("TMPDIR"), AppToken: o.appToken, Smoke: o.smoke, GC: gc},
 	}
 	f := startFakes(s)
 	defer f.close()
+	if o.chats > 0 {
+		if f.conf, err = startConfluence(o.cache, s, o.users, o.installs, time.Now(), progress); err != nil {
+			return fmt.Errorf("chat FITs: %w", err)
+		}
+	}
 	for _, sp := range specs {
 		fmt.Fprintf(progress, "running %s…\n", sp.name)
 		r, err := runOne(ctx, o, sp.name, sp.argv, sp.env, root, tmp, p, f)
@@ -409,6 +425,21 @@ func runOne(ctx context.Context, o *options, name string, argv, extraEnv []strin
 	warmTime := time.Since(warmStart)
 	warmWeavy := f.weavyCalls() - weavyBefore
 
+	// Page chats, forge-remote's only (neither the peer nor the floor
+	// serves the chat resolver).
+	var chats chatStats
+	var chatWeavy, chatChecks int
+	var chatRSS int64
+	if o.chats > 0 && name == "forge-remote" {
+		weavy0, checks0 := f.weavyCalls(), len(f.conf.sim.ContentChecks())
+		chats = l.openChats(ctx, o.conns, o.chats, o.users, o.installs, f.conf.fits.FITs)
+		chatWeavy, chatChecks = f.weavyCalls()-weavy0, len(f.conf.sim.ContentChecks())-checks0
+		chatRSS = treePeakRSS(srv.pid())
+		if chats.Errors > 0 || chats.Opens < int64(o.chats) {
+			return runResult{}, fmt.Errorf("page chats: %d of %d opened: %s; server output:\n%s", chats.Opens, o.chats, chats.FirstErr, srv.out)
+		}
+	}
+
 	conns := make([]*conn, o.conns)
 	for i := range conns {
 		if conns[i], err = l.dial(); err != nil {
@@ -460,7 +491,7 @@ func runOne(ctx context.Context, o *options, name string, argv, extraEnv []strin
 		PeakRSSMiB:     float64(rss) / (1 << 20),
 		EndRSSMiB:      float64(mem["VmRSS"]) / (1 << 20),
 		EndAnonMiB:     float64(mem["RssAnon"]) / (1 << 20),
-		EndFileMiB:     float64(mem["RssFile"]) / (1 << 20),
+		EndFileMiB:     float64(mem["RssFile"]+mem["RssShmem"]) / (1 << 20), // tmpfs files are shmem
 		WeavyCalls:     weavy1 - weavy0,
 		JWKSFetches:    jwks1 - jwks0,
 		Non2xx:         st.Non2xx,
@@ -469,6 +500,11 @@ func runOne(ctx context.Context, o *options, name string, argv, extraEnv []strin
 		FirstError:     st.FirstErr,
 		Statuses:       st.StatusSet,
 		FITReuse:       float64(st.Requests) / float64(len(p.FITs)),
+		ChatOpens:      chats.Opens,
+		ChatSeconds:    chats.Elapsed.Seconds(),
+		ChatWeavyCalls: chatWeavy,
+		ChatChecks:     chatChecks,
+		ChatPeakRSSMiB: float64(chatRSS) / (1 << 20),
 	}
 	if st.Requests > 0 {
 		r.ServerCPUMicrosPerReq = micros(cpu1-cpu0) / float64(st.Requests)

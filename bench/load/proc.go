@@ -87,8 +87,9 @@ func treeCPU(pid int) time.Duration {
 func treePeakRSS(pid int) int64 { return treeStatus(pid)["VmHWM"] }
 
 // treeStatus sums the memory lines of /proc/<pid>/status (VmHWM, VmRSS,
-// RssAnon, RssFile; in bytes) over pid and its descendants. RssAnon is what
-// the process holds in its heap; RssFile is mapped files (bolt's mmap).
+// RssAnon, RssFile, RssShmem; in bytes) over pid and its descendants.
+// RssAnon is what the process holds in its heap; RssFile is mapped files
+// (bolt's mmap, the binary), RssShmem the same of files on a tmpfs.
 func treeStatus(pid int) map[string]int64 {
 	total := map[string]int64{}
 	for _, p := range tree(pid) {

@@ -114,7 +114,11 @@ func writeResults(path, root string, r *report, note string) error {
 	p("## Configuration\n\n")
 	p("`POST /resolvers/token` with `{\"refresh\":false}`, %d keep-alive connections, %s measured per server after a\n", c.Conns, c.Duration)
 	p("per-user warm-up and %s of unmeasured load; %d distinct FITs (RS256, 2048-bit) over %d users on %d sites,\n", c.Warmup, c.Pool, c.Users, c.Installs)
-	p("a different FIT on each request; app token header: %v; forge-remote store: %s. The servers run one after\n", c.AppToken, c.Store)
+	store := c.Store
+	if c.Store == "bolt" && c.TempDir != "" {
+		store += " (its file in TMPDIR=" + c.TempDir + ")"
+	}
+	p("a different FIT on each request; app token header: %v; forge-remote store: %s. The servers run one after\n", c.AppToken, store)
 	if r.Floor != nil {
 		p("the other, forge-remote first, then the node peer, then the HTTP floor: `bench/floor`, net/http + Gin with the same\n")
 		p("server limits and no middleware, reading each request and answering a constant token, with no verification.\n")
@@ -122,6 +126,12 @@ func writeResults(path, root string, r *report, note string) error {
 		p("no ratio and no target.\n\n")
 	} else {
 		p("the other, forge-remote first.\n\n")
+	}
+	if c.Chats > 0 {
+		p("Before the load, forge-remote's users opened %d distinct page chats (`POST /resolvers/chat` with the user's FIT and\n", c.Chats)
+		p("`x-forge-oauth-user` token and `{\"contentId\":…}`, chat i by user i mod %d on that user's site): each a Confluence check as\n", c.Users)
+		p("the user (simulated in the load tool, not counted in the server's RSS), the app provisioned in Weavy, the member\n")
+		p("added, the user put in the site's directory. Their peak RSS counts in forge-remote's. The peer and the floor open none.\n\n")
 	}
 	if len(c.GC) > 0 {
 		p("%s ran with %s: the image's Go GC settings, unless the tool's environment set others.\n\n",

@@ -10,8 +10,9 @@ import (
 )
 
 // TestSmoke builds forge-remote and runs the load tool's smoke against it, so
-// the tool cannot rot. No timing is asserted: only that the server starts, the
-// warm path answers 2xx with a token, and Weavy is not called on it.
+// the tool cannot rot. No timing is asserted: only that the server starts, it
+// opens the smoke's page chats, the warm path answers 2xx with a token, and
+// Weavy is not called on it.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the load smoke builds and starts the server: skipped with -short")
@@ -28,7 +29,8 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatalf("smoke: %v\nstderr:\n%s\nstdout:\n%s", err, &errOut, &out)
 	}
-	for _, want := range []string{`"name": "forge-remote"`, `"weavy_calls": 0`, `"non_2xx": 0`} {
+	// The smoke opens 100 page chats first, each checked with Confluence.
+	for _, want := range []string{`"name": "forge-remote"`, `"weavy_calls": 0`, `"non_2xx": 0`, `"chat_opens": 100,`, `"chat_confluence_checks": 100,`} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %s:\n%s", want, &out)
 		}
