@@ -68,11 +68,13 @@ func (s *Server) wire(ctx context.Context, o Options) error {
 	})
 	products := forge.NewClient(s.appTokens, forge.ClientOptions{
 		Now: s.now, Logger: s.log.Named("confluence"), Registerer: s.registry, Budget: s.budget,
+		HTTPClient: o.ProductHTTPClient,
 	})
 
 	if s.cfg.WeavyURL != "" {
 		s.weavy, err = weavy.NewClient(s.cfg.WeavyURL, string(s.cfg.WeavyAPIKey), weavy.ClientOptions{
 			Timeout:    s.cfg.WeavyTimeout,
+			HTTPClient: o.WeavyHTTPClient,
 			Registerer: s.registry,
 			Now:        s.now,
 		})
