@@ -140,6 +140,7 @@ type Budget struct {
 	now     func() time.Time
 	log     *zap.Logger
 	points  *prometheus.CounterVec
+	refused *prometheus.CounterVec
 
 	mu     sync.Mutex
 	pools  map[string]*poolState
@@ -175,6 +176,10 @@ func New(o Options) *Budget {
 		Name: "confluence_points_total",
 		Help: "Confluence points spent by this replica, by Atlassian's table, by kind of call.",
 	}, []string{"kind"}))
+	b.refused = metrics.MustRegister(o.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "confluence_budget_refused_total",
+		Help: "Confluence calls the points budget refused before they were made, by kind of call and reason (global_pause, site_pause, reserve, exhausted).",
+	}, []string{"kind", "reason"}))
 	metrics.MustRegister(o.Registerer, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "confluence_budget_remaining",
 		Help: "Points left of the UTC hour's Confluence budget as this replica last saw it (with CONFLUENCE_POOL=site: the lowest site's).",
@@ -344,6 +349,14 @@ func nextHour(now time.Time) time.Time { return now.UTC().Truncate(time.Hour).Ad
 // store makes it return another error, and then only for background kinds
 // (a page check goes on, counted in memory).
 func (b *Budget) Take(ctx context.Context, kind Kind, apiBaseURL, method, path string) (*Ticket, error) {
+	t, err := b.take(ctx, kind, apiBaseURL, method, path)
+	if pe := (*PausedError)(nil); errors.As(err, &pe) {
+		b.refused.WithLabelValues(kind.label(), pe.Reason).Inc()
+	}
+	return t, err
+}
+
+func (b *Budget) take(ctx context.Context, kind Kind, apiBaseURL, method, path string) (*Ticket, error) {
 	now := b.now()
 	site := Site(apiBaseURL)
 	for _, scope := range []Scope{ScopeApp, ScopeSite} {
