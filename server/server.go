@@ -41,6 +41,9 @@ type Options struct {
 	ProductHTTPClient *http.Client
 	// WeavyHTTPClient carries the calls to Weavy; nil → weavy.NewClient's own.
 	WeavyHTTPClient *http.Client
+	// KV, when set, is the store, used as given instead of opening
+	// STORE_URL (no sealing); the server closes it. For the scale run.
+	KV store.KV
 	// PageCheckTimeout bounds the chat resolver's check with Confluence; 0
 	// means resolvers.DefaultCheckTimeout.
 	PageCheckTimeout time.Duration

@@ -35,9 +35,11 @@ import (
 // built (Server.close skips what was not).
 func (s *Server) wire(ctx context.Context, o Options) error {
 	var err error
-	s.kv, err = open.Store(ctx, open.Options{URL: string(s.cfg.StoreURL), Key: s.cfg.StoreKey.Bytes(), Logger: o.Logger, Now: o.Now})
-	if err != nil {
-		return err
+	if s.kv = o.KV; s.kv == nil {
+		s.kv, err = open.Store(ctx, open.Options{URL: string(s.cfg.StoreURL), Key: s.cfg.StoreKey.Bytes(), Logger: o.Logger, Now: o.Now})
+		if err != nil {
+			return err
+		}
 	}
 	pubsub, shared := store.PubSubOf(s.kv) // replicas share the store (Redis)
 	// Servers before this one kept Connect's sharedSecret, which nothing
