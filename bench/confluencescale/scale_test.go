@@ -353,9 +353,14 @@ func (w *world) run(t *testing.T) result {
 	for i := range w.insts {
 		warm = append(warm, event{inst: i})
 	}
+	hourLogged := 0
 	for _, ev := range append(warm, w.events...) {
 		if d := ev.at - time.Since(w.start); d > 0 {
 			time.Sleep(d)
+		}
+		if h := int(ev.at / time.Hour); h > hourLogged && testing.Verbose() {
+			hourLogged = h
+			t.Logf("simulated hour %02d begins", h) // progress, with -v
 		}
 		if ev.inst >= 0 {
 			in := w.insts[ev.inst]
