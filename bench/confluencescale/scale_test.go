@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,6 +32,7 @@ import (
 
 var (
 	scaleFlag   = flag.Float64("scale", 0.02, "fraction of the issue's fleet: 1 is 10,000 installations, 1,000,000 known users, 100,000 active a day, 20,000 chat opens an hour and Tier 1's 65,000 points an hour")
+	heapFlag    = flag.String("heapprofile", "", "write a heap profile here at the day's end, before the server closes (what holds the peak: go tool pprof -top -inuse_space)")
 	logFlag     = flag.Bool("log", false, "print the server's logs (info and up)")
 	resultsFile = flag.String("results-file", "", "write the run's figures into this markdown file, between its confluence-scale markers (bench/RESULTS-scale.md)")
 )
@@ -83,6 +85,7 @@ type result struct {
 	knownUsers            int
 	maxFirstSync          time.Duration
 	heapBaseline          uint64 // after seeding, before the server started
+	liveEnd               uint64 // live heap at the day's end, after a GC, before the server closed
 	peakHeapInuse         uint64
 	peakSys               uint64
 	wall                  time.Duration
@@ -460,6 +463,19 @@ func (w *world) run(t *testing.T) result {
 			t.Fatal(err)
 		}
 	}
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	res.liveEnd = ms.HeapAlloc
+	if *heapFlag != "" {
+		f, err := os.Create(*heapFlag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			t.Error(err)
+		}
+		f.Close()
+	}
 	srv.Close()
 	return res
 }
@@ -510,6 +526,7 @@ func (r result) markdown() string {
 		{"heap in use after seeding the store, before the server", mib(r.heapBaseline), ""},
 		{"peak heap in use less that baseline", mib(r.peakHeapInuse - min(r.heapBaseline, r.peakHeapInuse)), ""},
 		{"peak memory from the OS (runtime Sys)", mib(r.peakSys), ""},
+		{"live heap at the day's end (after a GC, server still open)", mib(r.liveEnd), ""},
 		{"wall time of the run", r.wall.Round(time.Second).String(), ""},
 	}
 	b.WriteString("| figure | this run | target |\n| --- | --- | --- |\n")
