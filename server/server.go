@@ -35,6 +35,15 @@ type Options struct {
 	Logger     *zap.Logger
 	Now        func() time.Time
 	HTTPClient *http.Client // towards Forge's JWKS; nil → a default client
+	// ProductHTTPClient carries the calls to Confluence (apiBaseUrl); nil →
+	// forge.NewClient's own, which never follows a redirect. The scale run
+	// (bench/confluencescale) hands the server a model of Confluence here.
+	ProductHTTPClient *http.Client
+	// WeavyHTTPClient carries the calls to Weavy; nil → weavy.NewClient's own.
+	WeavyHTTPClient *http.Client
+	// KV, when set, is the store, used as given instead of opening
+	// STORE_URL (no sealing); the server closes it. For the scale run.
+	KV store.KV
 	// PageCheckTimeout bounds the chat resolver's check with Confluence; 0
 	// means resolvers.DefaultCheckTimeout.
 	PageCheckTimeout time.Duration

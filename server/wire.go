@@ -35,9 +35,11 @@ import (
 // built (Server.close skips what was not).
 func (s *Server) wire(ctx context.Context, o Options) error {
 	var err error
-	s.kv, err = open.Store(ctx, open.Options{URL: string(s.cfg.StoreURL), Key: s.cfg.StoreKey.Bytes(), Logger: o.Logger, Now: o.Now})
-	if err != nil {
-		return err
+	if s.kv = o.KV; s.kv == nil {
+		s.kv, err = open.Store(ctx, open.Options{URL: string(s.cfg.StoreURL), Key: s.cfg.StoreKey.Bytes(), Logger: o.Logger, Now: o.Now})
+		if err != nil {
+			return err
+		}
 	}
 	pubsub, shared := store.PubSubOf(s.kv) // replicas share the store (Redis)
 	// Servers before this one kept Connect's sharedSecret, which nothing
@@ -68,11 +70,13 @@ func (s *Server) wire(ctx context.Context, o Options) error {
 	})
 	products := forge.NewClient(s.appTokens, forge.ClientOptions{
 		Now: s.now, Logger: s.log.Named("confluence"), Registerer: s.registry, Budget: s.budget,
+		HTTPClient: o.ProductHTTPClient,
 	})
 
 	if s.cfg.WeavyURL != "" {
 		s.weavy, err = weavy.NewClient(s.cfg.WeavyURL, string(s.cfg.WeavyAPIKey), weavy.ClientOptions{
 			Timeout:    s.cfg.WeavyTimeout,
+			HTTPClient: o.WeavyHTTPClient,
 			Registerer: s.registry,
 			Now:        s.now,
 		})

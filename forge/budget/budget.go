@@ -140,6 +140,7 @@ type Budget struct {
 	now     func() time.Time
 	log     *zap.Logger
 	points  *prometheus.CounterVec
+	refused *prometheus.CounterVec
 
 	mu     sync.Mutex
 	pools  map[string]*poolState
@@ -175,6 +176,10 @@ func New(o Options) *Budget {
 		Name: "confluence_points_total",
 		Help: "Confluence points spent by this replica, by Atlassian's table, by kind of call.",
 	}, []string{"kind"}))
+	b.refused = metrics.MustRegister(o.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "confluence_budget_refused_total",
+		Help: "Confluence calls the points budget refused before they were made, by kind of call and reason (global_pause, site_pause, reserve, exhausted).",
+	}, []string{"kind", "reason"}))
 	metrics.MustRegister(o.Registerer, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "confluence_budget_remaining",
 		Help: "Points left of the UTC hour's Confluence budget as this replica last saw it (with CONFLUENCE_POOL=site: the lowest site's).",
@@ -332,8 +337,15 @@ func (b *Budget) left(r record) int64 {
 	return n
 }
 
-func (b *Budget) floor(r record) int64 {
-	return int64(b.reserve * float64(b.effLimit(r)))
+// floor is what background work leaves to page checks at now: the reserve's
+// share of the rest of the hour. A person opening a chat in the hour's last
+// minute needs a sixtieth of what the hour's page checks need, and points
+// held back past the top of the hour are lost: a fixed floor (the reserve of
+// the whole hour, to its end) starved the profile sync of a tenth of the
+// pool each hour under the load (bench/confluencescale).
+func (b *Budget) floor(r record, now time.Time) int64 {
+	rest := nextHour(now).Sub(now)
+	return int64(b.reserve * float64(b.effLimit(r)) * float64(rest) / float64(time.Hour))
 }
 
 func nextHour(now time.Time) time.Time { return now.UTC().Truncate(time.Hour).Add(time.Hour) }
@@ -344,6 +356,14 @@ func nextHour(now time.Time) time.Time { return now.UTC().Truncate(time.Hour).Ad
 // store makes it return another error, and then only for background kinds
 // (a page check goes on, counted in memory).
 func (b *Budget) Take(ctx context.Context, kind Kind, apiBaseURL, method, path string) (*Ticket, error) {
+	t, err := b.take(ctx, kind, apiBaseURL, method, path)
+	if pe := (*PausedError)(nil); errors.As(err, &pe) {
+		b.refused.WithLabelValues(kind.label(), pe.Reason).Inc()
+	}
+	return t, err
+}
+
+func (b *Budget) take(ctx context.Context, kind Kind, apiBaseURL, method, path string) (*Ticket, error) {
 	now := b.now()
 	site := Site(apiBaseURL)
 	for _, scope := range []Scope{ScopeApp, ScopeSite} {
@@ -379,12 +399,12 @@ func (b *Budget) Take(ctx context.Context, kind Kind, apiBaseURL, method, path s
 		}
 	}
 	until := nextHour(now)
-	if !kind.Interactive() && b.left(ps.view)+ps.local-est < b.floor(ps.view) {
+	if !kind.Interactive() && b.left(ps.view)+ps.local-est < b.floor(ps.view, now) {
 		if !ps.warned {
 			ps.warned = true
 			b.log.Warn("Confluence budget: the hour is down to its reserve for page checks; background work waits for the next hour",
 				zap.String("pool", ps.key), zap.Int64("left", max(b.left(ps.view)+ps.local, 0)),
-				zap.Int64("reserve", b.floor(ps.view)), zap.Time("until", until))
+				zap.Int64("reserve", b.floor(ps.view, now)), zap.Time("until", until))
 		}
 		return nil, &PausedError{Kind: kind, Reason: ReasonReserve, Site: site, Until: until, RetryAfter: until.Sub(now)}
 	}
@@ -426,7 +446,7 @@ func (b *Budget) sync(ctx context.Context, ps *poolState, now time.Time, want in
 		if local+took < want {
 			avail := b.left(rec)
 			if !interactive {
-				avail -= b.floor(rec)
+				avail -= b.floor(rec, now)
 			}
 			// Near the end, smaller chunks: one replica must not hold the
 			// last points while the others starve.
@@ -668,7 +688,7 @@ func (b *Budget) Status(ctx context.Context) (Status, error) {
 			return nil
 		}
 		p := PoolStatus{Pool: strings.TrimPrefix(key, prefix), Spent: r.ByKind, Taken: r.Reserved,
-			Remaining: max(b.left(r), 0), ReservePoints: b.floor(r), Background: "running",
+			Remaining: max(b.left(r), 0), ReservePoints: b.floor(r, now), Background: "running",
 			AtlassianRemaining: r.Remaining, AtlassianQuota: r.Quota, NearLimit: r.Near}
 		if p.Spent == nil {
 			p.Spent = map[string]int64{}
@@ -688,7 +708,7 @@ func (b *Budget) Status(ctx context.Context) (Status, error) {
 	}
 	if len(st.Pools) == 0 && b.pool == PoolApp {
 		st.Pools = append(st.Pools, PoolStatus{Pool: "app", Spent: map[string]int64{}, Remaining: b.limit,
-			ReservePoints: b.floor(record{}), Background: "running"})
+			ReservePoints: b.floor(record{}, now), Background: "running"})
 	}
 	err = b.kv.Scan(ctx, pausePrefix, func(key string, v []byte) error {
 		var p pauseRecord

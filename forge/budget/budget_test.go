@@ -136,8 +136,9 @@ func TestReserveIsForPageChecks(t *testing.T) {
 		}
 		n++
 	}
-	if spent := int64(n * 3); spent > 700 || spent < 700-30 {
-		t.Fatalf("background spent %d points before the reserve; want about 700 of 1000", spent)
+	// At 14:05 the reserve is 0.3 of the 55 minutes left: 275 points.
+	if spent := int64(n * 3); spent > 725 || spent < 725-30 {
+		t.Fatalf("background spent %d points before the reserve; want about 725 of 1000", spent)
 	}
 	pages := 0
 	for call(t, b, budget.PageCheck, siteA, page, 200, nil, `{}`) == nil {
@@ -149,6 +150,22 @@ func TestReserveIsForPageChecks(t *testing.T) {
 	c.Add(time.Hour)
 	if err := call(t, b, budget.ProfileSync, siteA, user, 200, nil, `{}`); err != nil {
 		t.Fatalf("the next hour, background refused: %v", err)
+	}
+}
+
+// The reserve is a share of the rest of the hour: in its last minutes
+// background work may spend what page checks no longer need.
+func TestReserveShrinksWithTheHour(t *testing.T) {
+	c := newClock()
+	c.Add(51 * time.Minute) // 14:56: 4 minutes left, the reserve 20 of 1000
+	kv := memory.New(c.Now)
+	b := newBudget(kv, c, budget.Options{PointsPerHour: 1000, Reserve: 0.3, Chunk: 20})
+	n := 0
+	for call(t, b, budget.ProfileSync, siteA, user, 200, nil, `{"accountId":"abc"}`) == nil {
+		n++
+	}
+	if spent := n * 3; spent < 950 || spent > 980 {
+		t.Fatalf("background spent %d points at 14:56; want about 980 of 1000", spent)
 	}
 }
 
