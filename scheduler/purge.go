@@ -253,6 +253,24 @@ func (p *purges) attempt(ctx context.Context, inst string) {
 		p.mu.Unlock()
 		return
 	}
+	// The scan read the record before the lock was ours: meanwhile the
+	// holder may have finished the purge (it deletes the record, then
+	// releases the lock) or recorded a failure and its back-off. Only the
+	// record as read under the lock says whether an attempt is due.
+	if due, err := p.due(ctx, inst); err != nil || !due {
+		if err != nil && ctx.Err() == nil {
+			log.Warn("uninstall purge: reading its record failed", zap.Error(err))
+			p.mu.Lock()
+			p.skipUntil[inst] = p.s.now().Add(p.min)
+			p.mu.Unlock()
+		}
+		uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer ucancel()
+		if uerr := p.unlock(uctx, inst); uerr != nil {
+			log.Warn("uninstall purge: releasing its lock failed; it lapses by itself", zap.Error(uerr))
+		}
+		return // the loop, woken as the attempt ends, rescans
+	}
 	actx, cancel := context.WithTimeout(ctx, purgeAttemptTimeout)
 	lost := make(chan struct{})
 	var renewer sync.WaitGroup
@@ -302,6 +320,23 @@ func (p *purges) attempt(ctx context.Context, inst string) {
 	}
 	log.Warn("uninstall purge attempt failed, will retry", zap.Int("attempts", r.Attempts),
 		zap.Time("next_attempt_at", r.NextAttemptAt), zap.Error(err))
+}
+
+// due reports whether inst's purge is still pending and due, as stored now
+// (read under its lock: no other replica changes it meanwhile).
+func (p *purges) due(ctx context.Context, inst string) (bool, error) {
+	v, err := p.s.kv.Get(ctx, purgeKey(inst))
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil // done
+	}
+	if err != nil {
+		return false, err
+	}
+	var r purgeRecord
+	if json.Unmarshal(v, &r) != nil || r.InstallationID == "" {
+		return false, nil // unreadable: the scan skips it too
+	}
+	return !r.NextAttemptAt.After(p.s.now()), nil
 }
 
 // backoff is the wait after the n-th failed attempt: min doubling to max.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/forge-remote/forge-remote/chat"
 	"github.com/forge-remote/forge-remote/internal/testwait"
+	"github.com/forge-remote/forge-remote/store"
 	"github.com/forge-remote/forge-remote/weavy"
 )
 
@@ -299,6 +300,13 @@ func TestPurgeRunsOnceAcrossReplicas(t *testing.T) {
 	p := newPurgeEnv(t, func(o *testOptions) { o.PurgerOn = nil; o.Purger = bp })
 	other := testOptions{QueueOptions: QueueOptions{KV: p.kv, AppTokens: p.tokens, Now: p.clock.Now}, Purger: bp, After: p.tm.After}.build()
 	defer other.Close()
+	// The other replica's first scan is over before the purge is stored:
+	// left to run late, it could take the lock first and run the purge
+	// itself, which is right but not the case under test (and its attempt,
+	// blocked in the Purger, would keep other.settle below from returning).
+	// Parked, it looks again only when woken (no test timer fires here).
+	other.settle()
+	p.svc.settle()
 
 	if err := p.svc.Uninstall(t.Context(), p.inv(instA, cloudA)); err != nil {
 		t.Fatal(err)
@@ -325,6 +333,61 @@ func TestPurgeRunsOnceAcrossReplicas(t *testing.T) {
 	}
 	if got := p.counter(t, "uninstall_purge_attempts_total", map[string]string{"result": "canceled"}); got != 0 {
 		t.Fatalf("the purge was cancelled %v times", got)
+	}
+}
+
+// gatedKV holds the first scan of the purge records, once it has read
+// them, until the test lets it go: a replica whose scan read a purge
+// another replica then finishes.
+type gatedKV struct {
+	store.KV
+	armed  atomic.Bool
+	read   chan struct{}
+	resume chan struct{}
+}
+
+func (g *gatedKV) Scan(ctx context.Context, prefix string, fn func(string, []byte) error) error {
+	err := g.KV.Scan(ctx, prefix, fn)
+	if prefix == purgePrefix && g.armed.CompareAndSwap(true, false) {
+		g.read <- struct{}{}
+		<-g.resume
+	}
+	return err
+}
+
+// A replica that read a purge record just before another replica finished
+// that purge and released its lock does not run it again: it takes the
+// free lock, finds the record gone, and lets go.
+func TestPurgeDoneMeanwhileIsNotRunAgain(t *testing.T) {
+	bp := &blockingPurger{entered: make(chan struct{}, 4), release: make(chan struct{})}
+	p := newPurgeEnv(t, func(o *testOptions) { o.PurgerOn = nil; o.Purger = bp })
+	gate := &gatedKV{KV: p.kv, read: make(chan struct{}), resume: make(chan struct{})}
+	other := testOptions{QueueOptions: QueueOptions{KV: gate, AppTokens: p.tokens, Now: p.clock.Now}, Purger: bp, After: p.tm.After}.build()
+	defer other.Close()
+	other.settle()
+	p.svc.settle()
+
+	if err := p.svc.Uninstall(t.Context(), p.inv(instA, cloudA)); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Recv(t, "the purge to start", bp.entered)
+	gate.armed.Store(true)
+	other.purges.wake()
+	testwait.Recv(t, "the other replica to read the purge", gate.read)
+	// This replica finishes: the record goes, then the lock.
+	close(bp.release)
+	p.svc.settle()
+	if list := p.purges(t); len(list) != 0 || slices.Contains(p.keys(t), purgeLockKey(instA)) {
+		t.Fatalf("after the purge: pending %+v, keys %q", list, p.keys(t))
+	}
+	// The other replica goes on with what it read.
+	close(gate.resume)
+	other.settle()
+	if n := bp.runs.Load(); n != 1 {
+		t.Fatalf("the purge ran %d times, want once", n)
+	}
+	if slices.Contains(p.keys(t), purgeLockKey(instA)) {
+		t.Fatal("the other replica kept the lock of a purge that is done")
 	}
 }
 

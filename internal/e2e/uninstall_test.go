@@ -78,9 +78,12 @@ func TestUninstallDuringWeavyOutageResumesAfterRestart(t *testing.T) {
 	if !f.member(pageUID(cloudT, "1234"), alice) {
 		t.Fatal("the other site's chat lost alice")
 	}
-	if _, m := f.ts.get(t, "/metrics", ""); !strings.Contains(string(m.Body), `uninstall_purge_attempts_total{result="ok"} 1`) {
-		t.Errorf("metrics do not count the done purge")
-	}
+	// The attempt counts itself once it has ended: after the purge record,
+	// its last step, is gone (what waitPurged sees) and the lock released.
+	testwait.For(t, "the metrics to count the done purge", func() bool {
+		_, m := f.ts.get(t, "/metrics", "")
+		return strings.Contains(string(m.Body), `uninstall_purge_attempts_total{result="ok"} 1`)
+	})
 	for _, in := range f.ts.internal(t, "/internal/installations").JSON["installations"].([]any) {
 		if in.(map[string]any)["installation_id"] == forgetest.InstallationID {
 			t.Fatalf("the uninstalled installation is still listed: %v", in)
