@@ -440,6 +440,7 @@ func TestChaos(t *testing.T) {
 	nextFault := began.Add(time.Duration(2+rng.IntN(5)) * time.Second)
 	nextInstall := began.Add(15 * time.Second)
 	nextUninstall := began.Add(20 * time.Second)
+	var lastUninstall time.Time
 	var (
 		cur     = -1 // the fault in force, if any
 		curFrom time.Time
@@ -459,6 +460,11 @@ func TestChaos(t *testing.T) {
 			curFrom = time.Now()
 			faultKinds[cur].set()
 			curTill = curFrom.Add(time.Duration(2000+rng.IntN(4000)) * time.Millisecond)
+			// Most uninstalls come as Weavy fails, so that their purges
+			// fail, back off, meet kills and resume.
+			if strings.HasPrefix(faultKinds[cur].what, "weavy") && now.After(lastUninstall.Add(15*time.Second)) {
+				nextUninstall = now
+			}
 		}
 		if !quiet && now.After(nextKill) {
 			r := reps[victim]
@@ -489,6 +495,7 @@ func TestChaos(t *testing.T) {
 		}
 		if !quiet && now.After(nextUninstall) {
 			if ls := live(); len(ls) > 2 {
+				lastUninstall = now
 				s := ls[rng.IntN(len(ls))]
 				uninstalled = append(uninstalled, s)
 				bg.Go(func() {
