@@ -33,6 +33,32 @@ func (s *Server) App(uid string) (AppView, bool) {
 		Members: maps.Clone(a.Members), Messages: len(a.Messages)}, true
 }
 
+// AppViews returns every app, in id order, for assertions over all of them.
+func (s *Server) AppViews() []AppView {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]AppView, 0, len(s.apps))
+	for _, id := range slices.Sorted(maps.Keys(s.apps)) {
+		a := s.apps[id]
+		out = append(out, AppView{ID: a.ID, UID: a.UID, Access: a.Access, Directory: a.Directory,
+			Members: maps.Clone(a.Members), Messages: len(a.Messages)})
+	}
+	return out
+}
+
+// DirectoryMembers maps each user in a directory to its directories.
+func (s *Server) DirectoryMembers() map[string][]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string][]string, len(s.userDirs))
+	for uid, dirs := range s.userDirs {
+		if len(dirs) > 0 {
+			out[uid] = slices.Clone(dirs)
+		}
+	}
+	return out
+}
+
 // Apps is the number of apps.
 func (s *Server) Apps() int {
 	s.mu.Lock()
