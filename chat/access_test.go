@@ -88,7 +88,9 @@ type accessFixture struct {
 	reg   *prometheus.Registry // s's metrics
 }
 
-func newAccessFixture(t *testing.T, o Options) *accessFixture {
+// newWeavyAndStore starts a Weavy simulator with a client on it and opens a
+// memory store, both closed when t ends.
+func newWeavyAndStore(t *testing.T) (*weavysim.Server, *weavy.Client, store.KV) {
 	t.Helper()
 	wv := weavysim.New("")
 	t.Cleanup(wv.Close)
@@ -101,6 +103,12 @@ func newAccessFixture(t *testing.T, o Options) *accessFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = kv.Close() })
+	return wv, c, kv
+}
+
+func newAccessFixture(t *testing.T, o Options) *accessFixture {
+	t.Helper()
+	wv, c, kv := newWeavyAndStore(t)
 	f := &accessFixture{wv: wv, weavy: &spyWeavy{Weavy: c}, kv: kv, clock: newClock(), conf: &confluence{},
 		reg: prometheus.NewRegistry()}
 	o.Now = f.clock.now

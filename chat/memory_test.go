@@ -13,8 +13,6 @@ import (
 
 	"github.com/forge-remote/forge-remote/devmode/weavysim"
 	"github.com/forge-remote/forge-remote/store"
-	"github.com/forge-remote/forge-remote/store/open"
-	"github.com/forge-remote/forge-remote/weavy"
 )
 
 // writeCounter is a store that records the keys written (Put, and Update
@@ -67,17 +65,7 @@ type memFixture struct {
 
 func newMemFixture(t *testing.T, o Options) *memFixture {
 	t.Helper()
-	wv := weavysim.New("")
-	t.Cleanup(wv.Close)
-	c, err := weavy.NewClient(wv.URL, weavysim.APIKey, weavy.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := open.Store(context.Background(), open.Options{URL: "memory://"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = kv.Close() })
+	wv, c, kv := newWeavyAndStore(t)
 	f := &memFixture{wv: wv, kv: &writeCounter{KV: kv}, clock: newClock()}
 	o.Now = f.clock.now
 	o.Registerer = prometheus.NewRegistry()
