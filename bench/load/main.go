@@ -289,7 +289,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Machine: machineInfo(root, o.compare || o.cmd != ""),
 		Command: commandLine(o.args, os.Getenv("TMPDIR")),
 		Config: runConfig{Duration: o.duration.String(), Warmup: o.warmup.String(), Conns: o.conns,
-			Users: o.users, Installs: o.installs, Pool: o.poolSize, Chats: o.chats, Store: o.store, TempDir: os.Getenv("TMPDIR"), AppToken: o.appToken, Smoke: o.smoke, GC: gc},
+			Users: o.users, Installs: o.installs, Pool: o.poolSize, Chats: o.chats, ChatBudget: chatBudgetIf(o.chats), Store: o.store, TempDir: os.Getenv("TMPDIR"), AppToken: o.appToken, Smoke: o.smoke, GC: gc},
 	}
 	f := startFakes(s)
 	defer f.close()
@@ -378,13 +378,14 @@ func runOne(ctx context.Context, o *options, name string, argv, extraEnv []strin
 	if err != nil {
 		return runResult{}, err
 	}
-	storeURL := "memory://"
+	storeURL, boltPath := "memory://", ""
 	if o.store == "bolt" {
 		dir, err := os.MkdirTemp(tmp, "store-*")
 		if err != nil {
 			return runResult{}, err
 		}
-		storeURL = "bolt://" + filepath.Join(dir, "bench.db")
+		boltPath = filepath.Join(dir, "bench.db")
+		storeURL = "bolt://" + boltPath
 	}
 	env := []string{
 		"FORGE_APP_ID=" + forgetest.AppID,
@@ -397,6 +398,9 @@ func runOne(ctx context.Context, o *options, name string, argv, extraEnv []strin
 		"NODE_ENV=production",
 	}
 	env = append(env, extraEnv...)
+	if o.chats > 0 && name == "forge-remote" {
+		env = append(env, chatBudgetEnv()...)
+	}
 	srv, err := startServer(ctx, root, argv, env, addr, o.readyTimeout)
 	if err != nil {
 		return runResult{}, err
@@ -461,11 +465,13 @@ func runOne(ctx context.Context, o *options, name string, argv, extraEnv []strin
 	}
 
 	pid := srv.pid()
+	gc0, gcOK0 := scrapeGC(addr)
 	weavy0, jwks0 := f.weavyCalls(), f.jwksFetches.Load()
 	cpu0, self0 := treeCPU(pid), selfCPU()
 	st := l.run(ctx, conns, o.duration)
 	cpu1, self1 := treeCPU(pid), selfCPU()
 	weavy1, jwks1 := f.weavyCalls(), f.jwksFetches.Load()
+	gc1, gcOK1 := scrapeGC(addr)
 	mem := treeStatus(pid)
 	rss := mem["VmHWM"]
 	if ctx.Err() != nil {
@@ -510,7 +516,53 @@ func runOne(ctx context.Context, o *options, name string, argv, extraEnv []strin
 		r.ServerCPUMicrosPerReq = micros(cpu1-cpu0) / float64(st.Requests)
 		r.GenCPUMicrosPerReq = micros(self1-self0) / float64(st.Requests)
 	}
+	if gcOK0 && gcOK1 && st.Elapsed > 0 {
+		r.GCPerSec = (gc1.Cycles - gc0.Cycles) / st.Elapsed.Seconds()
+		r.LiveHeapMiB, r.GCLimitMiB = gc1.LiveHeapMiB, gc1.LimitMiB
+	}
+	if boltPath != "" {
+		srv.stop() // bolt's lock: the file opens only once the server is gone
+		if r.Store, err = readStore(boltPath); err != nil {
+			return runResult{}, err
+		}
+	}
 	return r, nil
+}
+
+// chatBudgetEnv is what the chats' server runs with besides the rest: a
+// Confluence pool per site (Atlassian's Tier 2), unless the environment
+// chose the pool or its points. The page checks cost 2 points each (a
+// request and a page): one app-wide pool (Tier 1: 65,000 an hour) holds
+// about 30,000 of them, and the budget rightly refuses the rest with 503
+// confluence_busy, while 200,000 chats over 10,000 sites are 20 checks a
+// site.
+func chatBudgetEnv() []string {
+	if os.Getenv("CONFLUENCE_POOL") != "" || os.Getenv("CONFLUENCE_POINTS_PER_HOUR") != "" {
+		return nil
+	}
+	return []string{"CONFLUENCE_POOL=site"}
+}
+
+// chatBudgetIf is chatBudget when the run opens chats.
+func chatBudgetIf(chats int) string {
+	if chats == 0 {
+		return ""
+	}
+	return chatBudget()
+}
+
+// chatBudget names the Confluence pool the chats ran against.
+func chatBudget() string {
+	if env := chatBudgetEnv(); len(env) > 0 {
+		return env[0] + " (set by the tool: a pool per site)"
+	}
+	var set []string
+	for _, name := range []string{"CONFLUENCE_POOL", "CONFLUENCE_POINTS_PER_HOUR"} {
+		if v := os.Getenv(name); v != "" {
+			set = append(set, name+"="+v)
+		}
+	}
+	return strings.Join(set, " ") + " (from the environment)"
 }
 
 // warm sends users' first FITs (pool indexes 0..users-1), each once, on n

@@ -57,10 +57,12 @@ type runConfig struct {
 	Installs int    `json:"installations"`
 	Pool     int    `json:"distinct_fits"`
 	Chats    int    `json:"page_chats,omitempty"` // opened by forge-remote before the load
-	Store    string `json:"store"`
-	TempDir  string `json:"tmpdir,omitempty"` // TMPDIR: where the store's bolt file was
-	AppToken bool   `json:"app_token_header"`
-	Smoke    bool   `json:"smoke,omitempty"`
+	// ChatBudget is the Confluence pool the chats' page checks spent from.
+	ChatBudget string `json:"chat_confluence_budget,omitempty"`
+	Store      string `json:"store"`
+	TempDir    string `json:"tmpdir,omitempty"` // TMPDIR: where the store's bolt file was
+	AppToken   bool   `json:"app_token_header"`
+	Smoke      bool   `json:"smoke,omitempty"`
 	// GC is what forge-remote and the HTTP floor ran with; none for -cmd.
 	GC []gcSetting `json:"go_gc,omitempty"`
 }
@@ -119,6 +121,12 @@ type runResult struct {
 	ChatWeavyCalls int     `json:"chat_weavy_calls,omitempty"`
 	ChatChecks     int     `json:"chat_confluence_checks,omitempty"` // as the user, on the simulator
 	ChatPeakRSSMiB float64 `json:"chat_peak_rss_mib,omitempty"`      // VmHWM right after the chats
+	// The Go runtime's, from the server's /metrics (forge-remote's only).
+	GCPerSec    float64 `json:"gc_per_s,omitempty"`      // collections a second during the measured load
+	LiveHeapMiB float64 `json:"live_heap_mib,omitempty"` // kept by the last collection, after the load
+	GCLimitMiB  float64 `json:"gomemlimit_mib,omitempty"`
+	// Store is what the bolt file held after the run (-store bolt).
+	Store *storeFigures `json:"store,omitempty"`
 }
 
 type ratios struct {
@@ -283,7 +291,7 @@ func (r *report) writeTable(w io.Writer) {
 	fmt.Fprintf(w, "POST /resolvers/token · %d connections · %s measured after %s of warm-up · %d distinct FITs over %d users on %d sites · store %s\n",
 		c.Conns, c.Duration, c.Warmup, c.Pool, c.Users, c.Installs, c.Store)
 	if c.Chats > 0 {
-		fmt.Fprintf(w, "forge-remote first opened %d distinct page chats (POST /resolvers/chat), Confluence simulated in the load tool\n", c.Chats)
+		fmt.Fprintf(w, "forge-remote first opened %d distinct page chats (POST /resolvers/chat), Confluence simulated in the load tool, budget %s\n", c.Chats, orDash(c.ChatBudget))
 	}
 	m := r.Machine
 	fmt.Fprintf(w, "machine: %s · %d cores · linux %s · %s", m.CPU, m.Cores, m.Kernel, m.GoVersion)
@@ -311,6 +319,15 @@ func (r *report) writeTable(w io.Writer) {
 		}
 		if len(run.Statuses) > 0 {
 			fmt.Fprintf(w, "%s: non-2xx statuses: %v\n", run.Name, run.Statuses)
+		}
+	}
+	if st := r.run("forge-remote").Store; st != nil {
+		fmt.Fprintf(w, "\nforge-remote's store after the run:\n")
+		for _, line := range st.lines() {
+			fmt.Fprintf(w, "  %s\n", line)
+		}
+		for _, k := range st.Kinds {
+			fmt.Fprintf(w, "  %-22s %8d records  key %4.0f B  value %4.0f B  %7.1f MB\n", k.Kind, k.Count, k.KeyBytes, k.ValueBytes, k.Bytes()/1e6)
 		}
 	}
 	if len(r.Targets) > 0 {
@@ -445,6 +462,12 @@ func (r *report) rows() [][]string {
 	row("peak RSS (MiB)", func(x *ratios) float64 { return x.PeakRSS }, "peer/ours", func(x runResult) string { return f1(x.PeakRSSMiB) })
 	row("RSS after the run: anon + file (MiB)", nil, "", func(x runResult) string {
 		return f1(x.EndRSSMiB) + " = " + f1(x.EndAnonMiB) + " + " + f1(x.EndFileMiB)
+	})
+	row("Go GC: collections/s in the load · live heap after (MiB)", nil, "", func(x runResult) string {
+		if x.LiveHeapMiB == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.1f/s · %.1f", x.GCPerSec, x.LiveHeapMiB)
 	})
 	row("start to ready (ms)", func(x *ratios) float64 { return x.StartToReady }, "peer/ours", func(x runResult) string { return f1(x.StartToReadyMs) })
 	row("requests measured", nil, "", func(x runResult) string { return fmt.Sprint(x.Requests) })

@@ -131,7 +131,8 @@ func writeResults(path, root string, r *report, note string) error {
 		p("Before the load, forge-remote's users opened %d distinct page chats (`POST /resolvers/chat` with the user's FIT and\n", c.Chats)
 		p("`x-forge-oauth-user` token and `{\"contentId\":…}`, chat i by user i mod %d on that user's site): each a Confluence check as\n", c.Users)
 		p("the user (simulated in the load tool, not counted in the server's RSS), the app provisioned in Weavy, the member\n")
-		p("added, the user put in the site's directory. Their peak RSS counts in forge-remote's. The peer and the floor open none.\n\n")
+		p("added, the user put in the site's directory. Their peak RSS counts in forge-remote's. The peer and the floor open none.\n")
+		p("Their page checks spent from the Confluence budget as %s.\n\n", orDash(c.ChatBudget))
 	}
 	if len(c.GC) > 0 {
 		p("%s ran with %s: the image's Go GC settings, unless the tool's environment set others.\n\n",
@@ -148,6 +149,16 @@ func writeResults(path, root string, r *report, note string) error {
 	}
 	if line := r.floorLine(); line != "" {
 		p("\n%s.\n", line)
+	}
+	if st := r.run("forge-remote").Store; st != nil {
+		p("\n## What forge-remote's store held after the run\n\n")
+		for _, line := range st.lines() {
+			p("%s\n", line)
+		}
+		p("\n| record kind | records | key (B, mean) | value (B, mean) | in leaf pages (MB) | share |\n| --- | --- | --- | --- | --- | --- |\n")
+		for _, k := range st.Kinds {
+			p("| `%s` | %d | %.0f | %.0f | %.1f | %.0f %% |\n", k.Kind, k.Count, k.KeyBytes, k.ValueBytes, k.Bytes()/1e6, 100*k.Bytes()/st.kindBytes())
+		}
 	}
 	p("\n## Targets of issue 7 (forge-remote)\n\n| goal | this run | met |\n| --- | --- | --- |\n")
 	for _, t := range r.Targets {

@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os/exec"
 	"strings"
 	"testing"
@@ -34,5 +35,26 @@ func TestSmoke(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %s:\n%s", want, &out)
 		}
+	}
+	// What the store held: a lease and an app record for each chat, read
+	// from the bolt file once the server stopped; the GC figures from its
+	// /metrics.
+	var r report
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("report: %v\n%s", err, &out)
+	}
+	ours := r.run("forge-remote")
+	if ours.LiveHeapMiB <= 0 || ours.GCLimitMiB <= 0 {
+		t.Errorf("no GC figures from /metrics: live heap %.1f MiB, limit %.1f MiB", ours.LiveHeapMiB, ours.GCLimitMiB)
+	}
+	if ours.Store == nil {
+		t.Fatalf("no store figures:\n%s", &out)
+	}
+	counts := map[string]int{}
+	for _, k := range ours.Store.Kinds {
+		counts[k.Kind] = k.Count
+	}
+	if counts["chat/lease"] != 100 || counts["chat/app"] != 100 {
+		t.Errorf("store held %d leases and %d app records for 100 chats: %+v", counts["chat/lease"], counts["chat/app"], ours.Store.Kinds)
 	}
 }
