@@ -111,16 +111,16 @@ func BenchmarkEntryMemory(b *testing.B) {
 		}},
 		{"apps", func(s *Service, i int, _ int64) {
 			putBounded(s.apps, s.maxApps, s.keys.app(instOf(i), cloud, Target{KindPage, strconv.Itoa(98305 + i)}),
-				appEntry{id: int64(i + 1), inst: s.keys.tag(instOf(i))})
+				appEntry{id: int64(i + 1), inst: s.keys.tag(instOf(i))}, nil)
 		}},
 		{"inDir", func(s *Service, i int, _ int64) {
-			putBounded(s.inDir, s.maxUsers, s.keys.user(instOf(i), userOf(i)), s.keys.tag(instOf(i)))
+			putBounded(s.inDir, s.maxUsers, s.keys.user(instOf(i), userOf(i)), s.keys.tag(instOf(i)), nil)
 		}},
 		{"sites", func(s *Service, i int, _ int64) {
-			putBounded(s.sites, s.maxSites, s.keys.site(instOf(i)+strconv.Itoa(i)), s.keys.siteCloud(cloudOf(i)))
+			putBounded(s.sites, s.maxSites, s.keys.site(instOf(i)+strconv.Itoa(i)), s.keys.siteCloud(cloudOf(i)), nil)
 		}},
 		{"dirs", func(s *Service, i int, _ int64) {
-			putBounded(s.dirs, s.maxSites, s.keys.dir(cloudOf(i)), struct{}{})
+			putBounded(s.dirs, s.maxSites, s.keys.dir(cloudOf(i)), struct{}{}, nil)
 		}},
 	} {
 		b.Run(m.name, func(b *testing.B) {

@@ -48,7 +48,7 @@ func (s *Service) ensureInDirectory(ctx context.Context, inst, cloudID, user str
 		return fmt.Errorf("chat: reading the directory assignment: %w", err)
 	}
 	s.mu.Lock()
-	putBounded(s.inDir, s.maxUsers, k, s.keys.tag(inst))
+	putBounded(s.inDir, s.maxUsers, k, s.keys.tag(inst), s.evicted.directory)
 	s.mu.Unlock()
 	return nil
 }

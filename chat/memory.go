@@ -6,6 +6,10 @@ import (
 	"encoding/binary"
 	"hash/maphash"
 	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/forge-remote/forge-remote/internal/metrics"
 )
 
 // What the Service holds in memory, and what bounds it. Every map is keyed
@@ -16,16 +20,16 @@ import (
 // and never a Weavy call:
 //
 //	map      entry                                     bound (Options)         B/entry
-//	members  (inst, site, target, user) → membership    MaxEntries 200,000      74 (was 339)
+//	members  (inst, site, target, user) → membership    MaxEntries  50,000      74 (was 339)
 //	         renewed, Confluence verdict; swept too
-//	apps     (inst, site, target) → Weavy app id        MaxApps    200,000      52 (was 238)
-//	inDir    (inst, user) put in the site's directory   MaxUsers   200,000      28 (was 191)
+//	apps     (inst, site, target) → Weavy app id        MaxApps     50,000      52 (was 238)
+//	inDir    (inst, user) put in the site's directory   MaxUsers    50,000      28 (was 191)
 //	sites    inst → its site                            MaxSites    50,000      52
 //	dirs     site whose Weavy directory exists          MaxSites    50,000      24
 //
 // (B/entry: BenchmarkEntryMemory, map slots included, 100,000 entries; "was":
 // keyed by the id strings. At the default bounds, full, the five hold about
-// 35 MB.) An evicted membership or verdict costs a Confluence check and a
+// 12 MB; CHAT_CACHE_ENTRIES sets the first three bounds.) An evicted membership or verdict costs a Confluence check and a
 // lease read; an evicted app, directory assignment, site or directory costs
 // store reads (TestEvictionCostsOnlyStoreReads).
 
@@ -160,10 +164,68 @@ func evictLocked[V any](m map[memKey]V, n int) {
 
 // putBounded stores v under k in m, first dropping an eighth of m's entries
 // when it already holds bound others, so that a full map does not evict on
-// every put. s.mu is held.
-func putBounded[V any](m map[memKey]V, bound int, k memKey, v V) {
+// every put; evicted, when not nil, counts them
+// (chat_memory_evictions_total). s.mu is held.
+func putBounded[V any](m map[memKey]V, bound int, k memKey, v V, evicted prometheus.Counter) {
 	if _, ok := m[k]; !ok && len(m) >= bound {
-		evictLocked(m, max(bound/8, 1))
+		n := max(min(bound/8, len(m)), 1)
+		evictLocked(m, n)
+		if evicted != nil {
+			evicted.Add(float64(n))
+		}
 	}
 	m[k] = v
+}
+
+// Names of the maps in chat_memory_entries and chat_memory_evictions_total.
+const (
+	mapMembers   = "members"
+	mapApps      = "apps"
+	mapDirectory = "directory" // inDir
+	mapSites     = "sites"
+	mapDirs      = "dirs"
+)
+
+// evictions counts, by map, the entries a full map dropped.
+type evictions struct {
+	members, apps, directory, sites, dirs prometheus.Counter
+}
+
+// registerMemory exports how full each map is (chat_memory_entries) beside
+// its bound (chat_memory_entries_max), and counts what a full map evicted.
+func (s *Service) registerMemory(r prometheus.Registerer) {
+	evicted := metrics.MustRegister(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "chat_memory_evictions_total",
+		Help: "Entries a full in-memory chat map dropped to make room, by map: members (memberships and Confluence verdicts: each costs a Confluence check and a store read when next needed), apps, directory (users put in a site's directory), sites, dirs (each a store read). Steadily rising: raise CHAT_CACHE_ENTRIES, and GOMEMLIMIT with it.",
+	}, []string{"map"}))
+	s.evicted = evictions{
+		members: evicted.WithLabelValues(mapMembers), apps: evicted.WithLabelValues(mapApps),
+		directory: evicted.WithLabelValues(mapDirectory), sites: evicted.WithLabelValues(mapSites),
+		dirs: evicted.WithLabelValues(mapDirs),
+	}
+	for _, m := range []struct {
+		name  string
+		bound int
+		size  func() int
+	}{
+		{mapMembers, s.maxEntries, func() int { return len(s.members) }},
+		{mapApps, s.maxApps, func() int { return len(s.apps) }},
+		{mapDirectory, s.maxUsers, func() int { return len(s.inDir) }},
+		{mapSites, s.maxSites, func() int { return len(s.sites) }},
+		{mapDirs, s.maxSites, func() int { return len(s.dirs) }},
+	} {
+		labels := prometheus.Labels{"map": m.name}
+		metrics.MustRegister(r, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "chat_memory_entries", ConstLabels: labels,
+			Help: "Entries an in-memory chat map holds now, by map (see chat_memory_evictions_total).",
+		}, func() float64 {
+			s.mu.RLock()
+			defer s.mu.RUnlock()
+			return float64(m.size())
+		}))
+		metrics.MustRegister(r, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "chat_memory_entries_max", ConstLabels: labels,
+			Help: "The bound of an in-memory chat map, by map: CHAT_CACHE_ENTRIES for members, apps and directory.",
+		}, func() float64 { return float64(m.bound) }))
+	}
 }

@@ -68,7 +68,9 @@ func newMemFixture(t *testing.T, o Options) *memFixture {
 	wv, c, kv := newWeavyAndStore(t)
 	f := &memFixture{wv: wv, kv: &writeCounter{KV: kv}, clock: newClock()}
 	o.Now = f.clock.now
-	o.Registerer = prometheus.NewRegistry()
+	if o.Registerer == nil {
+		o.Registerer = prometheus.NewRegistry()
+	}
 	f.s = New(c, f.kv, o)
 	return f
 }
@@ -120,6 +122,63 @@ func TestMemoryBoundedUnderChurn(t *testing.T) {
 	}
 	if peak != [5]int{maxEntries, maxApps, maxUsers, maxSites, maxSites} {
 		t.Errorf("peaks %v: every map should have reached its bound", peak)
+	}
+}
+
+// What a full map evicts is counted by map, and each map's size and bound
+// are on /metrics: nine distinct chats by nine users into maps of eight
+// evict one entry from each of members, apps and directory.
+func TestMemoryMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	f := newMemFixture(t, Options{Recheck: time.Hour, MaxEntries: 8, MaxApps: 8, MaxUsers: 8, MaxSites: 3, Registerer: reg})
+	for n := range 9 {
+		if _, err := f.s.Open(context.Background(), memReq(0, n, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, a, u, s, d := f.sizes()
+	want := map[string]float64{
+		`chat_memory_evictions_total{map="members"}`:   1,
+		`chat_memory_evictions_total{map="apps"}`:      1,
+		`chat_memory_evictions_total{map="directory"}`: 1,
+		`chat_memory_evictions_total{map="sites"}`:     0,
+		`chat_memory_evictions_total{map="dirs"}`:      0,
+		`chat_memory_entries{map="members"}`:           float64(m),
+		`chat_memory_entries{map="apps"}`:              float64(a),
+		`chat_memory_entries{map="directory"}`:         float64(u),
+		`chat_memory_entries{map="sites"}`:             float64(s),
+		`chat_memory_entries{map="dirs"}`:              float64(d),
+		`chat_memory_entries_max{map="members"}`:       8,
+		`chat_memory_entries_max{map="apps"}`:          8,
+		`chat_memory_entries_max{map="directory"}`:     8,
+		`chat_memory_entries_max{map="sites"}`:         3,
+		`chat_memory_entries_max{map="dirs"}`:          3,
+	}
+	if m != 8 || a != 8 || u != 8 || s != 1 || d != 1 {
+		t.Fatalf("sizes: members %d, apps %d, directory %d, sites %d, dirs %d; want 8, 8, 8, 1, 1", m, a, u, s, d)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range families {
+		if !strings.HasPrefix(mf.GetName(), "chat_memory_") {
+			continue
+		}
+		for _, metric := range mf.GetMetric() {
+			name := mf.GetName() + `{map="` + metric.GetLabel()[0].GetValue() + `"}`
+			if c := metric.GetCounter(); c != nil {
+				got[name] = c.GetValue()
+			} else {
+				got[name] = metric.GetGauge().GetValue()
+			}
+		}
+	}
+	for name, v := range want {
+		if g, ok := got[name]; !ok || g != v {
+			t.Errorf("%s = %v (present %v), want %v", name, g, ok, v)
+		}
 	}
 }
 

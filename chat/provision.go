@@ -47,7 +47,7 @@ func (s *Service) ensureApp(ctx context.Context, r Request) (id int64, cold bool
 	}
 	id = v.(int64)
 	s.mu.Lock()
-	putBounded(s.apps, s.maxApps, ak, appEntry{id: id, inst: s.keys.tag(r.InstallationID)})
+	putBounded(s.apps, s.maxApps, ak, appEntry{id: id, inst: s.keys.tag(r.InstallationID)}, s.evicted.apps)
 	s.mu.Unlock()
 	return id, cold, nil
 }
@@ -210,7 +210,7 @@ func (s *Service) ensureDirectory(ctx context.Context, cloudID string) error {
 		return err
 	}
 	s.mu.Lock()
-	putBounded(s.dirs, s.maxSites, dk, struct{}{})
+	putBounded(s.dirs, s.maxSites, dk, struct{}{}, s.evicted.dirs)
 	s.mu.Unlock()
 	return nil
 }
@@ -240,7 +240,7 @@ func (s *Service) checkSite(ctx context.Context, inst, cloudID string) error {
 		return err
 	}
 	s.mu.Lock()
-	putBounded(s.sites, s.maxSites, sk, want)
+	putBounded(s.sites, s.maxSites, sk, want, s.evicted.sites)
 	s.mu.Unlock()
 	return nil
 }

@@ -38,6 +38,7 @@ type Config struct {
 	WeavyTimeout     time.Duration
 	ChatLease        time.Duration // how long an open keeps a page chat membership
 	ChatRecheck      time.Duration // how long Confluence's verdict on a page is kept; 0: every open asks
+	ChatCacheEntries int           // bound of each of the chat's memberships, apps and directory maps
 	StoreURL         secret.URL    // a redis URL may carry a password
 	StoreKey         secret.String // unset: the backend decides (bolt creates a key file)
 	ListenAddr       string
@@ -140,6 +141,19 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	// At most an hour: a user whose access was taken away reads on for up
 	// to this long through opens answered from memory.
 	c.ChatRecheck = dur("CHAT_RECHECK", chat.DefaultRecheck, 0, time.Hour)
+	// The bound of each of the chat's three large in-memory maps (members
+	// and verdicts, apps, directory assignments): at least 1,000, so that
+	// a typo does not make every open a store read and a Confluence check;
+	// at most 10,000,000 (about 1.5 GB of heap full).
+	c.ChatCacheEntries = chat.DefaultMaxEntries
+	if s := get("CHAT_CACHE_ENTRIES", ""); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1000 || n > 10_000_000 {
+			bad("CHAT_CACHE_ENTRIES", "must be a whole number from 1000 to 10000000 (each entry costs about 150 B of heap across the three maps), got %q", s)
+		} else {
+			c.ChatCacheEntries = n
+		}
+	}
 	scope, err := weavy.ParseUIDScope(get("WEAVY_UID_SCOPE", string(weavy.ScopeAccount)))
 	if err != nil {
 		bad("WEAVY_UID_SCOPE", "must be account or site")

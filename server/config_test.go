@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/forge-remote/forge-remote/chat"
 	"github.com/forge-remote/forge-remote/forge/forgetest"
 	"github.com/forge-remote/forge-remote/internal/secret/secrettest"
 	"github.com/forge-remote/forge-remote/server"
@@ -108,6 +109,37 @@ func TestConfigProfileResync(t *testing.T) {
 				t.Fatalf("PROFILE_RESYNC=%q: %v, err %v; want %v", tc.value, cfg.ProfileResync, err, tc.want)
 			case tc.want == 0 && (err == nil || !strings.Contains(err.Error(), "config: PROFILE_RESYNC ")):
 				t.Fatalf("PROFILE_RESYNC=%q: err %v, want one naming PROFILE_RESYNC", tc.value, err)
+			}
+		})
+	}
+}
+
+// CHAT_CACHE_ENTRIES is a whole number from 1,000 to 10,000,000, the chat's
+// default bound unset; anything else stops the start naming it.
+func TestConfigChatCacheEntries(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  int // 0: refused
+	}{
+		{"", chat.DefaultMaxEntries},
+		{"1000", 1000},
+		{"250000", 250_000},
+		{"10000000", 10_000_000},
+		{"999", 0},
+		{"10000001", 0},
+		{"0", 0},
+		{"-5", 0},
+		{"50k", 0},
+		{"1e5", 0},
+	} {
+		t.Run(tc.value, func(t *testing.T) {
+			env := map[string]string{"FORGE_APP_ID": forgetest.AppID, "CHAT_CACHE_ENTRIES": tc.value}
+			cfg, err := server.LoadConfig(func(k string) string { return env[k] })
+			switch {
+			case tc.want != 0 && (err != nil || cfg.ChatCacheEntries != tc.want):
+				t.Fatalf("CHAT_CACHE_ENTRIES=%q: %v, err %v; want %v", tc.value, cfg.ChatCacheEntries, err, tc.want)
+			case tc.want == 0 && (err == nil || !strings.Contains(err.Error(), "config: CHAT_CACHE_ENTRIES ")):
+				t.Fatalf("CHAT_CACHE_ENTRIES=%q: err %v, want one naming CHAT_CACHE_ENTRIES", tc.value, err)
 			}
 		})
 	}

@@ -85,6 +85,7 @@ func (s *Server) wire(ctx context.Context, o Options) error {
 		}
 		s.chat = chat.New(s.weavy, s.kv, chat.Options{
 			Lease: s.cfg.ChatLease, Recheck: s.cfg.ChatRecheck,
+			MaxEntries: s.cfg.ChatCacheEntries, MaxApps: s.cfg.ChatCacheEntries, MaxUsers: s.cfg.ChatCacheEntries,
 			Now: s.now, Logger: s.log.Named("chat"), Registerer: s.registry,
 		})
 		s.access = resolvers.NewAccess(products, resolvers.AccessOptions{

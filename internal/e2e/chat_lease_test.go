@@ -225,3 +225,18 @@ func TestChatExpiredLeaseReadds(t *testing.T) {
 		t.Fatal("an open after the lease ended trusted the expired lease and did not add alice back")
 	}
 }
+
+// CHAT_CACHE_ENTRIES bounds the chat's three large in-memory maps (members,
+// apps, directory), and /metrics shows each map's bound and size.
+func TestChatCacheEntries(t *testing.T) {
+	f := newChatFixture(t, map[string]string{"CHAT_CACHE_ENTRIES": "1000"})
+	f.openOK(t, f.fit(t, forgetest.AccountID, onPage(pageP)))
+	// members, apps and directory at 1,000; sites and dirs at their own 50,000.
+	if got, want := metric(t, f.ts, "chat_memory_entries_max"), 3*1000.0+2*chat.DefaultMaxSites; got != want {
+		t.Errorf("chat_memory_entries_max sums to %v, want %v", got, want)
+	}
+	// One open: a membership, an app, a user in the directory, a site, its directory.
+	if got := metric(t, f.ts, "chat_memory_entries"); got != 5 {
+		t.Errorf("chat_memory_entries sums to %v after one open, want 5", got)
+	}
+}

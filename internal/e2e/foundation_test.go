@@ -337,6 +337,7 @@ func TestConfigErrors(t *testing.T) {
 		"INTERNAL_API_TOKEN": {"INTERNAL_API_TOKEN": "short"},
 		"JOB_CONCURRENCY":    {"JOB_CONCURRENCY": "0"},
 		"PROFILE_RESYNC":     {"PROFILE_RESYNC": "7d"},
+		"CHAT_CACHE_ENTRIES": {"CHAT_CACHE_ENTRIES": "999"},
 		"WEAVY_URL ":         {"WEAVY_URL": "https://acme.weavy.io/?x=1", "WEAVY_API_KEY": "wys_x"},
 		"WEAVY_API_KEY ":     {"WEAVY_URL": "https://acme.weavy.io", "WEAVY_API_KEY": "wys_ spaced"},
 	}
