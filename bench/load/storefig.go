@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"cmp"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -54,17 +55,23 @@ func (k recordsKind) Bytes() float64 {
 var boltBucket = []byte("kv")
 
 // readStore reads the figures of the bolt file at path, which no process may
-// hold open for writing (bolt's file lock; one second's wait).
+// hold open for writing (bolt's file lock; one second's wait). No file at
+// path is no figures: the server ignored STORE_URL (the Node peer and the
+// HTTP floor do).
 func readStore(path string) (*storeFigures, error) {
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store figures: %w", err)
+	}
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("store figures: %w", err)
 	}
 	defer db.Close()
-	f := &storeFigures{}
-	if fi, err := os.Stat(path); err == nil {
-		f.FileMiB = float64(fi.Size()) / (1 << 20)
-	}
+	f := &storeFigures{FileMiB: float64(fi.Size()) / (1 << 20)}
 	type sum struct{ n, k, v int }
 	kinds := map[string]*sum{}
 	err = db.View(func(tx *bbolt.Tx) error {
