@@ -85,7 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.poolSize, "pool", 20000, "distinct pre-signed FITs (at least -users)")
 	fs.IntVar(&o.chats, "chats", 0, "forge-remote's run first opens this many distinct page chats (POST /resolvers/chat, chat i by user i mod -users, Confluence simulated in this process); 0: none")
 	fs.StringVar(&o.cache, "cache", "", "where the signing key and FIT pools are kept between runs (default <user cache dir>/forge-remote-bench)")
-	fs.StringVar(&o.store, "store", "bolt", "STORE_URL of the server under test: bolt (a fresh file in a temp dir) or memory")
+	fs.StringVar(&o.store, "store", "bolt", "STORE_URL of the server under test: bolt (a fresh file in a temp dir), memory, or redis (a redis-server from PATH started for each run, with a STORE_KEY made for it)")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "LOG_LEVEL of the server under test")
 	fs.BoolVar(&o.appToken, "app-token", true, "send an x-forge-oauth-system app token (one per installation), as Forge does when the manifest asks for it")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "per-request timeout")
@@ -129,8 +129,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-pool must be at least -users (every user is warmed with its own FIT)")
 	case o.installs > o.users:
 		return nil, errors.New("-installs must not exceed -users")
-	case o.store != "bolt" && o.store != "memory":
-		return nil, errors.New("-store must be bolt or memory")
+	case o.store != "bolt" && o.store != "memory" && o.store != "redis":
+		return nil, errors.New("-store must be bolt, memory or redis")
 	case o.results && !o.compare:
 		return nil, errors.New("-results needs -compare: RESULTS.md holds both servers side by side")
 	case o.compare && o.cmd != "":
@@ -183,6 +183,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	if o.store == "redis" {
+		if _, err := redisServerPath(); err != nil { // before the build, not after
+			return err
+		}
 	}
 	root, err := moduleRoot()
 	if err != nil {
@@ -379,13 +384,26 @@ func runOne(ctx context.Context, o *options, name string, argv, extraEnv []strin
 		return runResult{}, err
 	}
 	storeURL, boltPath := "memory://", ""
-	if o.store == "bolt" {
+	var storeEnv []string
+	var rds *redisServer
+	switch o.store {
+	case "bolt":
 		dir, err := os.MkdirTemp(tmp, "store-*")
 		if err != nil {
 			return runResult{}, err
 		}
 		boltPath = filepath.Join(dir, "bench.db")
 		storeURL = "bolt://" + boltPath
+	case "redis":
+		// Every run gets one, as every run gets a bolt path: a -peer may be
+		// another forge-remote build. The Node peer and the HTTP floor leave
+		// theirs empty.
+		if rds, err = startRedis(ctx, tmp, o.readyTimeout); err != nil {
+			return runResult{}, err
+		}
+		defer rds.stop() // after the server's stop, deferred below
+		storeURL = rds.url()
+		storeEnv = []string{"STORE_KEY=" + newStoreKey()}
 	}
 	env := []string{
 		"FORGE_APP_ID=" + forgetest.AppID,
@@ -397,7 +415,7 @@ func runOne(ctx context.Context, o *options, name string, argv, extraEnv []strin
 		"LOG_LEVEL=" + o.logLevel,
 		"NODE_ENV=production",
 	}
-	env = append(env, extraEnv...)
+	env = append(append(env, storeEnv...), extraEnv...)
 	if o.chats > 0 && name == "forge-remote" {
 		env = append(env, chatBudgetEnv()...)
 	}
@@ -523,6 +541,12 @@ func runOne(ctx context.Context, o *options, name string, argv, extraEnv []strin
 	if boltPath != "" {
 		srv.stop() // bolt's lock: the file opens only once the server is gone
 		if r.Store, err = readStore(boltPath); err != nil {
+			return runResult{}, err
+		}
+	}
+	if rds != nil {
+		srv.stop() // what the server left, with nothing writing any more
+		if r.Redis, err = rds.figures(ctx); err != nil {
 			return runResult{}, err
 		}
 	}

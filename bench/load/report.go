@@ -60,7 +60,7 @@ type runConfig struct {
 	// ChatBudget is the Confluence pool the chats' page checks spent from.
 	ChatBudget string `json:"chat_confluence_budget,omitempty"`
 	Store      string `json:"store"`
-	TempDir    string `json:"tmpdir,omitempty"` // TMPDIR: where the store's bolt file was
+	TempDir    string `json:"tmpdir,omitempty"` // TMPDIR: where the store's bolt file (or Redis's directory) was
 	AppToken   bool   `json:"app_token_header"`
 	Smoke      bool   `json:"smoke,omitempty"`
 	// GC is what forge-remote and the HTTP floor ran with; none for -cmd.
@@ -127,6 +127,8 @@ type runResult struct {
 	GCLimitMiB  float64 `json:"gomemlimit_mib,omitempty"`
 	// Store is what the bolt file held after the run (-store bolt).
 	Store *storeFigures `json:"store,omitempty"`
+	// Redis is what the run's redis-server held after it (-store redis).
+	Redis *redisFigures `json:"redis,omitempty"`
 }
 
 type ratios struct {
@@ -330,6 +332,15 @@ func (r *report) writeTable(w io.Writer) {
 			fmt.Fprintf(w, "  %-22s %8d records  key %4.0f B  value %4.0f B  %7.1f MB\n", k.Kind, k.Count, k.KeyBytes, k.ValueBytes, k.Bytes()/1e6)
 		}
 	}
+	if rd := r.run("forge-remote").Redis; rd != nil {
+		fmt.Fprintf(w, "\nWhat Redis held after the run:\n")
+		for _, line := range rd.lines() {
+			fmt.Fprintf(w, "  %s\n", line)
+		}
+		for _, k := range rd.Kinds {
+			fmt.Fprintf(w, "  %-22s %8d keys     key %4.0f B  value %4.0f B  %7.1f MB\n", k.Kind, k.Count, k.KeyBytes, k.ValueBytes, k.dataBytes()/1e6)
+		}
+	}
 	if len(r.Targets) > 0 {
 		fmt.Fprintln(w, "\nissue 7 targets for forge-remote (informational):")
 		for _, t := range r.Targets {
@@ -460,6 +471,14 @@ func (r *report) rows() [][]string {
 	row("server CPU per request ÷ bare verify", nil, "", func(x runResult) string { return fmt.Sprintf("%.2f×", x.CPUPerVerify) })
 	row("load generator CPU per request (µs)", nil, "", func(x runResult) string { return f1(x.GenCPUMicrosPerReq) })
 	row("peak RSS (MiB)", func(x *ratios) float64 { return x.PeakRSS }, "peer/ours", func(x runResult) string { return f1(x.PeakRSSMiB) })
+	if r.Config.Store == "redis" {
+		row("redis-server beside it, not in peak RSS: peak RSS · used after (MiB)", nil, "", func(x runResult) string {
+			if x.Redis == nil {
+				return "—"
+			}
+			return f1(x.Redis.PeakRSSMiB) + " · " + f1(x.Redis.UsedMiB)
+		})
+	}
 	row("RSS after the run: anon + file (MiB)", nil, "", func(x runResult) string {
 		return f1(x.EndRSSMiB) + " = " + f1(x.EndAnonMiB) + " + " + f1(x.EndFileMiB)
 	})

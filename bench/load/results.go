@@ -115,8 +115,11 @@ func writeResults(path, root string, r *report, note string) error {
 	p("`POST /resolvers/token` with `{\"refresh\":false}`, %d keep-alive connections, %s measured per server after a\n", c.Conns, c.Duration)
 	p("per-user warm-up and %s of unmeasured load; %d distinct FITs (RS256, 2048-bit) over %d users on %d sites,\n", c.Warmup, c.Pool, c.Users, c.Installs)
 	store := c.Store
-	if c.Store == "bolt" && c.TempDir != "" {
+	switch {
+	case c.Store == "bolt" && c.TempDir != "":
 		store += " (its file in TMPDIR=" + c.TempDir + ")"
+	case c.Store == "redis":
+		store += " (a redis-server of its own for each server, started by the tool, nothing persisted)"
 	}
 	p("a different FIT on each request; app token header: %v; forge-remote store: %s. The servers run one after\n", c.AppToken, store)
 	if r.Floor != nil {
@@ -158,6 +161,16 @@ func writeResults(path, root string, r *report, note string) error {
 		p("\n| record kind | records | key (B, mean) | value (B, mean) | in leaf pages (MB) | share |\n| --- | --- | --- | --- | --- | --- |\n")
 		for _, k := range st.Kinds {
 			p("| `%s` | %d | %.0f | %.0f | %.1f | %.0f %% |\n", k.Kind, k.Count, k.KeyBytes, k.ValueBytes, k.Bytes()/1e6, 100*k.Bytes()/st.kindBytes())
+		}
+	}
+	if rd := r.run("forge-remote").Redis; rd != nil {
+		p("\n## What Redis held after the run\n\n")
+		for _, line := range rd.lines() {
+			p("%s\n", line)
+		}
+		p("\n| record kind | keys | key (B, mean) | value (B, mean) | keys + values (MB) | share |\n| --- | --- | --- | --- | --- | --- |\n")
+		for _, k := range rd.Kinds {
+			p("| `%s` | %d | %.0f | %.0f | %.1f | %.0f %% |\n", k.Kind, k.Count, k.KeyBytes, k.ValueBytes, k.dataBytes()/1e6, 100*k.dataBytes()/rd.dataBytes())
 		}
 	}
 	p("\n## Targets of issue 7 (forge-remote)\n\n| goal | this run | met |\n| --- | --- | --- |\n")

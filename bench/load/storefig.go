@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"cmp"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -54,19 +55,24 @@ func (k recordsKind) Bytes() float64 {
 var boltBucket = []byte("kv")
 
 // readStore reads the figures of the bolt file at path, which no process may
-// hold open for writing (bolt's file lock; one second's wait).
+// hold open for writing (bolt's file lock; one second's wait). No file at
+// path is no figures: the server ignored STORE_URL (the Node peer and the
+// HTTP floor do).
 func readStore(path string) (*storeFigures, error) {
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store figures: %w", err)
+	}
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("store figures: %w", err)
 	}
 	defer db.Close()
-	f := &storeFigures{}
-	if fi, err := os.Stat(path); err == nil {
-		f.FileMiB = float64(fi.Size()) / (1 << 20)
-	}
-	type sum struct{ n, k, v int }
-	kinds := map[string]*sum{}
+	f := &storeFigures{FileMiB: float64(fi.Size()) / (1 << 20)}
+	kinds := kindSums{}
 	err = db.View(func(tx *bbolt.Tx) error {
 		f.UsedMiB = float64(tx.Size()) / (1 << 20)
 		b := tx.Bucket(boltBucket)
@@ -79,15 +85,7 @@ func readStore(path string) (*storeFigures, error) {
 			f.LeafFill = float64(st.LeafInuse) / float64(st.LeafAlloc)
 		}
 		return b.ForEach(func(k, v []byte) error {
-			kind := kindOf(string(k))
-			s := kinds[kind]
-			if s == nil {
-				s = &sum{}
-				kinds[kind] = s
-			}
-			s.n++
-			s.k += len(k)
-			s.v += len(v)
+			kinds.add(kindOf(string(k)), len(k), len(v))
 			f.Records++
 			return nil
 		})
@@ -95,14 +93,36 @@ func readStore(path string) (*storeFigures, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store figures: %w", err)
 	}
-	for name, s := range kinds {
-		f.Kinds = append(f.Kinds, recordsKind{Kind: name, Count: s.n,
-			KeyBytes: float64(s.k) / float64(s.n), ValueBytes: float64(s.v) / float64(s.n)})
-	}
-	slices.SortFunc(f.Kinds, func(a, b recordsKind) int {
-		return cmp.Or(cmp.Compare(b.Bytes(), a.Bytes()), strings.Compare(a.Kind, b.Kind))
-	})
+	f.Kinds = kinds.largestFirst(recordsKind.Bytes)
 	return f, nil
+}
+
+// kindSums adds up records by kind: how many, and their key and value bytes.
+type kindSums map[string]*struct{ n, k, v int }
+
+func (s kindSums) add(kind string, keyBytes, valueBytes int) {
+	sum := s[kind]
+	if sum == nil {
+		sum = &struct{ n, k, v int }{}
+		s[kind] = sum
+	}
+	sum.n++
+	sum.k += keyBytes
+	sum.v += valueBytes
+}
+
+// largestFirst is the kinds with their means, ordered by what size says
+// each takes, then by name.
+func (s kindSums) largestFirst(size func(recordsKind) float64) []recordsKind {
+	var out []recordsKind
+	for name, sum := range s {
+		out = append(out, recordsKind{Kind: name, Count: sum.n,
+			KeyBytes: float64(sum.k) / float64(sum.n), ValueBytes: float64(sum.v) / float64(sum.n)})
+	}
+	slices.SortFunc(out, func(a, b recordsKind) int {
+		return cmp.Or(cmp.Compare(size(b), size(a)), strings.Compare(a.Kind, b.Kind))
+	})
+	return out
 }
 
 // kindOf is a key up to its second '/', or whole when it has fewer.

@@ -111,6 +111,15 @@ func TestReadStoreHeld(t *testing.T) {
 	}
 }
 
+// TestReadStoreNoFile: a server that ignored STORE_URL (the Node peer, the
+// HTTP floor) wrote no file, and has no figures rather than an error.
+func TestReadStoreNoFile(t *testing.T) {
+	st, err := readStore(filepath.Join(t.TempDir(), "bench.db"))
+	if st != nil || err != nil {
+		t.Fatalf("readStore of no file = %+v, %v; want nil, nil", st, err)
+	}
+}
+
 func TestChatBudgetEnv(t *testing.T) {
 	t.Setenv("CONFLUENCE_POOL", "")
 	t.Setenv("CONFLUENCE_POINTS_PER_HOUR", "")
