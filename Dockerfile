@@ -32,7 +32,7 @@ ENV LISTEN_ADDR=:8080 \
 # where 64MiB would let RSS reach ~118 MiB, over the 100 MB target.
 # Sizing: 40MiB holds about 100,000 cached users (~150 B of heap each plus the
 # runtime): the token path. Chats add their bounded maps (about 12 MB full at
-# CHAT_CACHE_ENTRIES=50000) and, with CONFLUENCE_POOL=site, about 1.6 KB per
+# CHAT_CACHE_ENTRIES=50000) and, with CONFLUENCE_POOL=site, about 1 KB per
 # site calling Confluence in the hour: at 100,000 users with 200,000 page
 # chats the token answer cost 190 us CPU at 40MiB and 84 us at 100MiB (README).
 # For chats, more users or a larger container, raise GOMEMLIMIT to 70-80%
