@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/forge-remote/forge-remote/store"
+	"github.com/forge-remote/forge-remote/store/open"
+	"github.com/forge-remote/forge-remote/store/redistest"
 )
 
 // countingKV is a store that counts the Scans made and the Gets of site
@@ -64,10 +66,15 @@ type siteListFixture struct {
 	ckv *countingKV
 }
 
-func newSiteListFixture(t *testing.T) *siteListFixture {
+// newSiteListFixture is a lease fixture over kv (nil: its memory store),
+// counted.
+func newSiteListFixture(t *testing.T, kv store.KV) *siteListFixture {
 	t.Helper()
 	f := newLeaseFixture(t)
-	ckv := &countingKV{KV: f.kv}
+	if kv == nil {
+		kv = f.kv
+	}
+	ckv := &countingKV{KV: kv}
 	f.kv = ckv
 	f.s = f.replica()
 	return &siteListFixture{accessFixture: f, ckv: ckv}
@@ -108,7 +115,10 @@ func recordOld(t *testing.T, kv store.KV, inst, cloudID string) {
 // site's list and no Scan; a replica's first open on the site adds one Get
 // (its check of the site) and no Scan either.
 func TestSiteListFirstOpensDoNotScan(t *testing.T) {
-	f := newSiteListFixture(t)
+	siteListFirstOpensDoNotScan(t, newSiteListFixture(t, nil))
+}
+
+func siteListFirstOpensDoNotScan(t *testing.T, f *siteListFixture) {
 	for p := range 6 {
 		f.conf.allow(fmt.Sprint(p+1), alice, bob)
 	}
@@ -146,7 +156,10 @@ func TestSiteListFirstOpensDoNotScan(t *testing.T) {
 // and nothing scans again. The other installation's member stays through
 // a provisioning under the first.
 func TestSiteListFromPreviousVersion(t *testing.T) {
-	f := newSiteListFixture(t)
+	siteListFromPreviousVersion(t, newSiteListFixture(t, nil))
+}
+
+func siteListFromPreviousVersion(t *testing.T, f *siteListFixture) {
 	ctx := context.Background()
 	// instStaging opens page 1 (alice); then the store is made to look as
 	// the previous version left it: no list.
@@ -205,7 +218,10 @@ func TestSiteListFromPreviousVersion(t *testing.T) {
 // list this version had written already: the list lacks it until an open
 // of instStaging reaches this version, whose check of the site adds it.
 func TestSiteListHealsRecordsOfThePreviousVersion(t *testing.T) {
-	f := newSiteListFixture(t)
+	siteListHealsRecordsOfThePreviousVersion(t, newSiteListFixture(t, nil))
+}
+
+func siteListHealsRecordsOfThePreviousVersion(t *testing.T, f *siteListFixture) {
 	f.open(t, f.s, f.reqOn(inst, cloud, alice, "1"))
 	recordOld(t, f.kv, instStaging, cloud)
 	if l, _ := f.siteList(t, cloud); slices.Contains(l, instStaging) {
@@ -226,7 +242,10 @@ func TestSiteListHealsRecordsOfThePreviousVersion(t *testing.T) {
 // each on its own replica, on a new site, and on a site listing a third:
 // the list ends with every one of them.
 func TestSiteListConcurrentInstallations(t *testing.T) {
-	f := newSiteListFixture(t)
+	siteListConcurrentInstallations(t, newSiteListFixture(t, nil))
+}
+
+func siteListConcurrentInstallations(t *testing.T, f *siteListFixture) {
 	for round := range 20 {
 		cloudID := fmt.Sprintf("b7e5c1d4-2f3a-4e6b-9c8d-%012d", round)
 		instOf := func(env int) string {
@@ -269,8 +288,9 @@ func TestSiteListConcurrentInstallations(t *testing.T) {
 // The uninstall of one of two installations on a site leaves the other in
 // the site's list; the last one's takes the list, and every chat/onsite/ and
 // chat/site/ record, with it.
-func TestSiteListUninstall(t *testing.T) {
-	f := newSiteListFixture(t)
+func TestSiteListUninstall(t *testing.T) { siteListUninstall(t, newSiteListFixture(t, nil)) }
+
+func siteListUninstall(t *testing.T, f *siteListFixture) {
 	ctx := context.Background()
 	f.open(t, f.s, f.reqOn(inst, cloud, alice, "1"))
 	f.open(t, f.s, f.reqOn(instStaging, cloud, bob, "1"))
@@ -301,7 +321,10 @@ func TestSiteListUninstall(t *testing.T) {
 // the uninstall of the site's last installation deletes its directory and
 // the list.
 func TestSiteListUninstallDropsPurgedInstallations(t *testing.T) {
-	f := newSiteListFixture(t)
+	siteListUninstallDropsPurgedInstallations(t, newSiteListFixture(t, nil))
+}
+
+func siteListUninstallDropsPurgedInstallations(t *testing.T, f *siteListFixture) {
 	ctx := context.Background()
 	f.open(t, f.s, f.reqOn(inst, cloud, alice, "1"))
 	f.open(t, f.s, f.reqOn(instStaging, cloud, bob, "1"))
@@ -337,6 +360,31 @@ func wantNoRecords(t *testing.T, kv store.KV, cloudID string) {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// The same on Redis, whose Update is optimistic (its function may run more
+// than once) and whose Scan walks the keyspace.
+func TestSiteListRedis(t *testing.T) {
+	rs := redistest.Start(t)
+	key := make([]byte, store.KeySize)
+	for name, run := range map[string]func(*testing.T, *siteListFixture){
+		"FirstOpensDoNotScan": siteListFirstOpensDoNotScan, "FromPreviousVersion": siteListFromPreviousVersion,
+		"HealsRecordsOfThePreviousVersion": siteListHealsRecordsOfThePreviousVersion,
+		"ConcurrentInstallations":          siteListConcurrentInstallations, "Uninstall": siteListUninstall,
+		"UninstallDropsPurgedInstallations": siteListUninstallDropsPurgedInstallations,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := rs.Client().FlushAll(t.Context()).Err(); err != nil {
+				t.Fatal(err)
+			}
+			kv, err := open.Store(t.Context(), open.Options{URL: rs.URL(), Key: key})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = kv.Close() })
+			run(t, newSiteListFixture(t, kv))
+		})
 	}
 }
 
