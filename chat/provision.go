@@ -134,17 +134,102 @@ func (s *Service) removeUnleased(ctx context.Context, cloudID, uid string, appID
 	return removed, nil
 }
 
-// installationsOn lists the installations recorded on the site cloudID.
+// installationsOn lists the installations recorded on the site cloudID: one
+// Get of the site's list (chat/sitelist/). A site without one (its
+// installations recorded by the previous version, which wrote only their
+// chat/onsite/ records, or none recorded) is listed by a prefix Scan of those
+// records, as that version did, and the list is written from what the Scan
+// found, merged with whatever another replica wrote meanwhile: each site pays
+// the Scan once.
 func (s *Service) installationsOn(ctx context.Context, cloudID string) ([]string, error) {
+	b, err := s.kv.Get(ctx, siteListKey(cloudID))
+	switch {
+	case err == nil:
+		if insts, ok := decodeSiteList(b); ok {
+			return insts, nil
+		}
+		// Unreadable: rewritten from the Scan below.
+	case !errNotFound(err):
+		return nil, fmt.Errorf("chat: reading the site's installations: %w", err)
+	}
 	var insts []string
-	err := s.kv.Scan(ctx, onSiteOf(cloudID), func(_ string, v []byte) error {
+	err = s.kv.Scan(ctx, onSiteOf(cloudID), func(_ string, v []byte) error {
 		insts = append(insts, string(v))
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("chat: listing the site's installations: %w", err)
 	}
-	return insts, nil
+	if len(insts) == 0 {
+		return nil, nil
+	}
+	return s.listOnSite(ctx, cloudID, insts...)
+}
+
+// listOnSite adds insts to the site's list (creating it) and returns the
+// list as it now stands.
+func (s *Service) listOnSite(ctx context.Context, cloudID string, insts ...string) ([]string, error) {
+	var list []string
+	err := s.kv.Update(ctx, siteListKey(cloudID), func(old []byte, exists bool) ([]byte, time.Duration, error) {
+		cur, ok := decodeSiteList(old)
+		list = normalSiteList(append(slices.Clone(cur), insts...))
+		if exists && ok && len(list) == len(cur) {
+			return nil, 0, store.Keep // a union as long as cur is cur
+		}
+		return encodeSiteList(list), 0, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("chat: storing the site's installations: %w", err)
+	}
+	return list, nil
+}
+
+// othersOnSite splits the installations insts listed on a site, but inst,
+// into those still recorded there and those whose site record (chat/site/)
+// is gone: purged by the previous version, which knew no list, or put back
+// in the list by a write racing with their purge (installationsOn's Scan saw
+// their chat/onsite/ record just before the purge deleted it). An
+// installation is listed only once its site record is written, and the
+// purge deletes that record last, so one listed without it has been purged.
+func (s *Service) othersOnSite(ctx context.Context, inst string, insts []string) (others, gone []string, err error) {
+	for _, other := range insts {
+		if other == inst {
+			continue
+		}
+		_, err := s.kv.Get(ctx, siteKey(other))
+		switch {
+		case err == nil:
+			others = append(others, other)
+		case errNotFound(err):
+			gone = append(gone, other)
+		default:
+			return nil, nil, fmt.Errorf("chat: reading the site record: %w", err)
+		}
+	}
+	return others, gone, nil
+}
+
+// unlistOnSite removes insts from the site's list; the list goes with its
+// last installation.
+func (s *Service) unlistOnSite(ctx context.Context, cloudID string, insts ...string) error {
+	err := s.kv.Update(ctx, siteListKey(cloudID), func(old []byte, exists bool) ([]byte, time.Duration, error) {
+		if !exists {
+			return nil, 0, store.Keep
+		}
+		cur, ok := decodeSiteList(old)
+		left := slices.DeleteFunc(slices.Clone(cur), func(i string) bool { return slices.Contains(insts, i) })
+		switch {
+		case len(left) == 0:
+			return nil, 0, store.Remove
+		case ok && len(left) == len(cur):
+			return nil, 0, store.Keep
+		}
+		return encodeSiteList(left), 0, nil
+	})
+	if err != nil {
+		return fmt.Errorf("chat: storing the site's installations: %w", err)
+	}
+	return nil
 }
 
 // leasedOnAny reports whether user holds a current lease on the app uid
@@ -246,27 +331,38 @@ func (s *Service) checkSite(ctx context.Context, inst, cloudID string) error {
 }
 
 // recordSite records inst's site as cloudID, or checks that it is the one
-// recorded. A site recorded already (memory evicted it, or another replica
-// or an earlier process wrote it) costs store reads only.
+// recorded, and makes sure the site's list has inst. A site recorded already
+// (memory evicted it, or another replica or an earlier process wrote it)
+// costs store reads only.
+//
+// The list is made sure of here, once per installation per process (checkSite
+// remembers the site), because a replica of the previous version records an
+// installation with its chat/onsite/ record alone. One it recorded on a site
+// whose list this version had written already (a Forge environment installed
+// on the site during a rolling upgrade) is missing from the list until one of
+// its opens reaches a replica of this version, which adds it; until then this
+// version's provisionings, prunes and denials for the site's other
+// installations do not see its leases. Reading the chat/onsite/ records on
+// every listing instead would cost the Scan the list is there to save.
 func (s *Service) recordSite(ctx context.Context, inst, cloudID string) error {
 	b, err := s.kv.Get(ctx, siteKey(inst))
 	switch {
 	case err == nil && string(b) != cloudID:
 		return ErrSiteMismatch
 	case err == nil:
-		// Recorded; the site's list has it unless a write failed between
-		// the two below.
+		// Recorded; its chat/onsite/ record is there unless a write failed
+		// between the two below.
 		_, err := s.kv.Get(ctx, onSiteKey(cloudID, inst))
 		switch {
 		case err == nil:
-			return nil
+			return s.listed(ctx, inst, cloudID)
 		case !errNotFound(err):
 			return fmt.Errorf("chat: reading the site record: %w", err)
 		}
 		if err := s.kv.Put(ctx, onSiteKey(cloudID, inst), []byte(inst), 0); err != nil {
 			return fmt.Errorf("chat: storing the site record: %w", err)
 		}
-		return nil
+		return s.listed(ctx, inst, cloudID)
 	case !errNotFound(err):
 		return fmt.Errorf("chat: reading the site record: %w", err)
 	}
@@ -288,7 +384,23 @@ func (s *Service) recordSite(ctx context.Context, inst, cloudID string) error {
 	if err := s.kv.Put(ctx, onSiteKey(cloudID, inst), []byte(inst), 0); err != nil {
 		return fmt.Errorf("chat: storing the site record: %w", err)
 	}
-	return nil
+	return s.listed(ctx, inst, cloudID)
+}
+
+// listed makes sure the site's list has inst, whose chat/onsite/ record is
+// written: a site with no list yet gets one from its chat/onsite/ records
+// (installationsOn), inst's among them, rather than one naming inst alone,
+// which would hide the installations the previous version recorded there.
+func (s *Service) listed(ctx context.Context, inst, cloudID string) error {
+	insts, err := s.installationsOn(ctx, cloudID)
+	if err != nil {
+		return err
+	}
+	if slices.Contains(insts, inst) {
+		return nil
+	}
+	_, err = s.listOnSite(ctx, cloudID, inst)
+	return err
 }
 
 // leaseMargin is how long a lease record outlives its lease in the store:

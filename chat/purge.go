@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 
 	"go.uber.org/zap"
@@ -42,12 +41,23 @@ func (s *Service) PurgeInstallation(ctx context.Context, inst string) error {
 		return fmt.Errorf("chat: purge: %w", err)
 	}
 	// Another installation on the same site (another Forge environment)
-	// shares its apps and directory: they stay as they are for it.
-	shared := slices.ContainsFunc(insts, func(i string) bool { return i != inst })
+	// shares its apps and directory: they stay as they are for it. One
+	// listed but purged already shares nothing, and leaves the list with
+	// this one.
+	others, gone, err := s.othersOnSite(ctx, inst, insts)
+	if err != nil {
+		return fmt.Errorf("chat: purge: %w", err)
+	}
+	shared := len(others) > 0
 	errs := []error{s.purgeLeases(ctx, inst)}
 	errs = append(errs, s.purgeApps(ctx, inst, string(cloudID), shared)...)
 	errs = append(errs, s.purgeDirectory(ctx, inst, string(cloudID), dir, shared)...)
 	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("chat: purge: %w", err)
+	}
+	// The site's list first, then the chat/onsite/ record it may be made
+	// from again, then the site record a retry starts from.
+	if err := s.unlistOnSite(ctx, string(cloudID), append(gone, inst)...); err != nil {
 		return fmt.Errorf("chat: purge: %w", err)
 	}
 	for _, k := range []string{onSiteKey(string(cloudID), inst), siteKey(inst)} {

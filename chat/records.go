@@ -6,18 +6,28 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"net/url"
+	"slices"
 	"time"
 )
 
 // Store keys. Ids are path-escaped (no '/'), so one installation's or app's
 // prefix never matches another's; users appear as a hash of their uid. No
 // key or value holds a token.
+//
+// A site's installations are listed twice: chat/sitelist/<cloudID>, one
+// record, sorted, so that listing them is one Get (a prefix Scan of
+// chat/onsite/<cloudID>/ walks the whole keyspace on Redis), and a
+// chat/onsite/ record each, still written for the previous version's
+// replicas during a rolling upgrade and what the list is first made from on
+// a store they wrote (installationsOn, provision.go). No other prefix starts
+// with chat/sitelist/, nor it with another.
 const (
 	appPrefix      = "chat/app/"      // + inst / appUID → appRecord
 	leasePrefix    = "chat/lease/"    // + inst / appUID / userHash → lease
 	dirPrefix      = "chat/dir/"      // + cloudID: the site's directory exists in Weavy
 	sitePrefix     = "chat/site/"     // + inst → cloudID, for the uninstall
 	onSitePrefix   = "chat/onsite/"   // + cloudID / inst: the installations on a site (Forge environments)
+	siteListPrefix = "chat/sitelist/" // + cloudID → JSON array of the site's installations (above)
 	inDirPrefix    = "chat/indir/"    // + inst / userHash → uid: put in the site's directory
 	userDirsPrefix = "chat/userdirs/" // + userHash → JSON list of the user's directories (all sites)
 )
@@ -37,6 +47,7 @@ func onSiteOf(cloudID string) string { return onSitePrefix + esc(cloudID) + "/" 
 func onSiteKey(cloudID, inst string) string {
 	return onSiteOf(cloudID) + esc(inst)
 }
+func siteListKey(cloudID string) string { return siteListPrefix + esc(cloudID) }
 func inDirsOf(inst string) string       { return inDirPrefix + esc(inst) + "/" }
 func inDirKey(inst, user string) string { return inDirsOf(inst) + userHash(user) }
 func userDirsKey(user string) string    { return userDirsPrefix + userHash(user) }
@@ -45,6 +56,34 @@ func userDirsKey(user string) string    { return userDirsPrefix + userHash(user)
 func userHash(uid string) string {
 	sum := sha256.Sum256([]byte("forge-remote/chat/user\x00" + uid))
 	return base64.RawURLEncoding.EncodeToString(sum[:16])
+}
+
+// encodeSiteList is a site's list of installations as stored: a JSON array,
+// sorted, each id once.
+func encodeSiteList(insts []string) []byte {
+	b, _ := json.Marshal(normalSiteList(insts))
+	return b
+}
+
+// decodeSiteList reads a stored site list; ok is false when b is none.
+func decodeSiteList(b []byte) (insts []string, ok bool) {
+	if b == nil || json.Unmarshal(b, &insts) != nil {
+		return nil, false
+	}
+	return normalSiteList(insts), true
+}
+
+// normalSiteList sorts insts and drops repeated and empty ids, in place.
+func normalSiteList(insts []string) []string {
+	slices.Sort(insts)
+	insts = slices.Compact(insts)
+	if len(insts) > 0 && insts[0] == "" {
+		insts = insts[1:]
+	}
+	if insts == nil {
+		insts = []string{}
+	}
+	return insts
 }
 
 // appRecord is a provisioned app: its Weavy id and uid.
