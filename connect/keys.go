@@ -158,8 +158,13 @@ func (k *KeySource) Key(ctx context.Context, host, kid string) (*rsa.PublicKey, 
 		if err == nil {
 			return key, nil
 		}
-		if errors.Is(err, ErrKeyFetchLimited) || ctx.Err() != nil {
+		if errors.Is(err, ErrKeyFetchLimited) {
 			return nil, err
+		}
+		if ctx.Err() != nil {
+			// The caller left: whatever the fetch answered meanwhile (a 503
+			// can win the race with ctx.Done), the install was not judged.
+			return nil, fmt.Errorf("%w: %w", ErrKeysUnavailable, context.Cause(ctx))
 		}
 		unavailable = unavailable || !errors.Is(err, errNotServed)
 		errs = append(errs, err)
