@@ -3,6 +3,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/forge-remote/forge-remote/internal/ctxtime"
 	"github.com/forge-remote/forge-remote/store"
@@ -41,6 +43,12 @@ type Options struct {
 	DialTimeout, ReadTimeout, WriteTimeout time.Duration
 	// PoolSize is the number of connections (go-redis' default when 0).
 	PoolSize int
+	// ReindexEvery is how often the key index is repaired across replicas
+	// (see index.go): 0 means an hour; negative, never by itself (tests
+	// call Reindex).
+	ReindexEvery time.Duration
+	// Log receives the index repair's reports (nil: none).
+	Log *zap.Logger
 }
 
 // Store is a KV in a Redis server shared by every replica.
@@ -53,6 +61,14 @@ type Store struct {
 	c      *goredis.Client
 	prefix string
 	now    func() time.Time
+	log    *zap.Logger
+
+	// The key index (index.go): the sorted set, the repair's claim, how
+	// often the repair runs, and how a Scan wakes it.
+	index, claim string
+	every        time.Duration
+	wake         chan struct{}
+	stopIndex    context.CancelFunc
 
 	mu     sync.Mutex
 	closed bool
@@ -112,7 +128,20 @@ func Open(ctx context.Context, rawURL string, o Options) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{c: goredis.NewClient(opt), prefix: prefix, now: now, subs: map[int]func(){}}, nil
+	log := o.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	r := &Store{c: goredis.NewClient(opt), prefix: prefix, now: now, log: log, subs: map[int]func(){},
+		// Outside the prefix, so that no Scan of the keyspace meets them.
+		index: "index:" + prefix, claim: "index-claim:" + prefix,
+		every: cmp.Or(o.ReindexEvery, reindexEvery), wake: make(chan struct{}, 1)}
+	ictx, cancel := context.WithCancel(context.Background())
+	r.stopIndex = cancel
+	if r.every > 0 {
+		r.wg.Go(func() { r.reindexLoop(ictx) })
+	}
+	return r, nil
 }
 
 func firstPositive[T int | time.Duration](vs ...T) T {
@@ -176,8 +205,13 @@ func (r *Store) Put(ctx context.Context, key string, value []byte, ttl time.Dura
 	if err := record.CheckWrite(key, ttl); err != nil {
 		return err
 	}
-	// go-redis sends PX (or EX for whole seconds); 0 means no expiry.
-	err := r.c.Set(ctx, r.prefix+key, record.Encode(value, ttl, r.now()), time.Duration(px(ttl))*time.Millisecond).Err()
+	// go-redis sends PX (or EX for whole seconds); 0 means no expiry. The
+	// index learns the key in the same transaction (one round trip).
+	_, err := r.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		p.Set(ctx, r.prefix+key, record.Encode(value, ttl, r.now()), time.Duration(px(ttl))*time.Millisecond)
+		p.ZAdd(ctx, r.index, goredis.Z{Member: key})
+		return nil
+	})
 	if err != nil {
 		return r.fail(ctx, "put "+strconv.Quote(key), err)
 	}
@@ -186,8 +220,9 @@ func (r *Store) Put(ctx context.Context, key string, value []byte, ttl time.Dura
 
 // casScript writes KEYS[1] only if it still holds what Update read: ARGV[1]
 // is "1" when a record was read, ARGV[2] its exact bytes. ARGV[3] is the new
-// PX in ms (0: none, -1: delete), ARGV[4] the new record. It returns 1 when
-// it wrote, 0 on a conflict.
+// PX in ms (0: none, -1: delete), ARGV[4] the new record. KEYS[2] is the
+// index, ARGV[5] the key's member there. It returns 1 when it wrote, 0 on a
+// conflict.
 var casScript = goredis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 if ARGV[1] == '1' then
@@ -198,11 +233,14 @@ end
 local ms = tonumber(ARGV[3])
 if ms < 0 then
 	redis.call('DEL', KEYS[1])
+	redis.call('ZREM', KEYS[2], ARGV[5])
+	return 1
 elseif ms == 0 then
 	redis.call('SET', KEYS[1], ARGV[4])
 else
 	redis.call('SET', KEYS[1], ARGV[4], 'PX', ms)
 end
+redis.call('ZADD', KEYS[2], 0, ARGV[5])
 return 1
 `)
 
@@ -261,7 +299,7 @@ func (r *Store) Update(ctx context.Context, key string, fn store.UpdateFunc) err
 			ms, rec = px(ttl), record.Encode(value, ttl, now)
 		}
 
-		wrote, err := casScript.Run(ctx, r.c, []string{k}, found, raw, ms, rec).Int()
+		wrote, err := casScript.Run(ctx, r.c, []string{k, r.index}, found, raw, ms, rec, key).Int()
 		if err != nil {
 			return r.fail(ctx, op, err)
 		}
@@ -281,23 +319,40 @@ func backoff(ctx context.Context, attempt int) error {
 
 // Delete removes key; a missing key is not an error.
 func (r *Store) Delete(ctx context.Context, key string) error {
-	if err := r.c.Del(ctx, r.prefix+key).Err(); err != nil {
+	_, err := r.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		p.Del(ctx, r.prefix+key)
+		p.ZRem(ctx, r.index, key)
+		return nil
+	})
+	if err != nil {
 		return r.fail(ctx, "delete "+strconv.Quote(key), err)
 	}
 	return nil
 }
 
-// Scan walks the keyspace with SCAN MATCH in batches of about 500, reading
-// each batch's values with one MGET. SCAN may repeat a key (when Redis
-// rehashes), so visited keys are remembered; keys written during the scan
+// Scan reads the keys under prefix from the key index (index.go), about 500
+// records per round trip, in key order. While the index is not trusted it
+// walks the keyspace with SCAN MATCH instead, reading each batch's values
+// with one MGET, and wakes the index's rebuild. Keys written during the scan
 // may or may not be seen.
 func (r *Store) Scan(ctx context.Context, prefix string, fn func(key string, value []byte) error) error {
+	seen := map[string]struct{}{} // what the index delivered before it failed us; SCAN repeats
+	ok, err := r.scanIndex(ctx, prefix, seen, fn)
+	if ok || err != nil {
+		return err
+	}
+	r.wakeReindex()
+	return r.scanKeyspace(ctx, prefix, seen, fn)
+}
+
+// scanKeyspace is Scan without the index: SCAN MATCH, which walks every key
+// of the database whatever the pattern.
+func (r *Store) scanKeyspace(ctx context.Context, prefix string, seen map[string]struct{}, fn func(key string, value []byte) error) error {
 	match := globEscape(r.prefix+prefix) + "*"
 	op := "scan " + strconv.Quote(prefix)
-	seen := map[string]struct{}{}
 	var cursor uint64
 	for {
-		keys, next, err := r.c.Scan(ctx, cursor, match, 500).Result()
+		keys, next, err := r.c.Scan(ctx, cursor, match, scanBatch).Result()
 		if err != nil {
 			return r.fail(ctx, op, err)
 		}
@@ -443,6 +498,7 @@ func (r *Store) Close() error {
 		return nil
 	}
 	r.closed = true
+	r.stopIndex()
 	stops := make([]func(), 0, len(r.subs))
 	for _, stop := range r.subs {
 		stops = append(stops, stop)

@@ -288,11 +288,26 @@ func TestOpenRedis(t *testing.T) {
 	if err := iter.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if len(keys) != 6 || !slices.Contains(keys, redis.DefaultPrefix+store.SchemaKey) {
-		t.Fatalf("Redis holds %q; want 5 keys and the schema version", keys)
-	}
+	// Beside the records: each store's key index (a sorted set of the key
+	// names) and the claim of its repair.
+	var records []string
 	var names, sealed, clear strings.Builder
 	for _, k := range keys {
+		switch {
+		case strings.HasPrefix(k, "index:"):
+			members, err := rc.ZRange(ctx, k, 0, -1).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			names.WriteString(strings.Join(members, "\n") + "\n")
+		case !strings.HasPrefix(k, "index-claim:"):
+			records = append(records, k)
+		}
+	}
+	if len(records) != 6 || !slices.Contains(records, redis.DefaultPrefix+store.SchemaKey) {
+		t.Fatalf("Redis holds %q; want 5 keys and the schema version", keys)
+	}
+	for _, k := range records {
 		v, err := rc.Get(ctx, k).Result()
 		if err != nil {
 			t.Fatal(err)
