@@ -86,7 +86,7 @@ func Store(ctx context.Context, o Options) (store.KV, error) {
 		if key == nil {
 			return nil, errors.New("store: STORE_KEY is required with a redis STORE_URL (replicas must share it)")
 		}
-		r, err := redis.Open(ctx, o.URL, redis.Options{Now: o.Now})
+		r, err := redis.Open(ctx, o.URL, redis.Options{Now: o.Now, Log: log})
 		if err != nil {
 			return nil, err
 		}
