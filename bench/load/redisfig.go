@@ -36,6 +36,10 @@ type redisFigures struct {
 	PeakRSSMiB  float64       `json:"peak_rss_mib"`   // redis-server's VmHWM, over the whole run
 	Keys        int           `json:"keys"`           // DBSIZE
 	Kinds       []recordsKind `json:"record_kinds"`   // largest first; keys as stored, prefix included
+	// The store's key index (store/redis/index.go), one sorted set of every
+	// record's key, outside the kinds: its members and MEMORY USAGE.
+	IndexMembers int     `json:"index_members"`
+	IndexMB      float64 `json:"index_mb"`
 }
 
 // redisServer is one redis-server run by the tool.
@@ -201,9 +205,21 @@ func (s *redisServer) figures(ctx context.Context) (*redisFigures, error) {
 	if err != nil {
 		return nil, err
 	}
+	index := "index:" + redisstore.DefaultPrefix
+	members, err := s.c.ZCard(ctx, index).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis ZCARD: %w", err)
+	}
+	var indexBytes int64
+	if members > 0 {
+		if indexBytes, err = s.c.MemoryUsage(ctx, index, 0).Result(); err != nil { // SAMPLES 0: every member
+			return nil, fmt.Errorf("redis MEMORY USAGE: %w", err)
+		}
+	}
 	mib := func(b int64) float64 { return float64(b) / (1 << 20) }
 	return &redisFigures{EmptyMiB: mib(s.empty), UsedMiB: mib(mem.used), PeakUsedMiB: mib(mem.peak), RSSMiB: mib(mem.rss),
-		PeakRSSMiB: mib(treePeakRSS(s.cmd.Process.Pid)), Keys: int(keys), Kinds: kinds}, nil
+		PeakRSSMiB: mib(treePeakRSS(s.cmd.Process.Pid)), Keys: int(keys), Kinds: kinds,
+		IndexMembers: max(int(members)-1, 0), IndexMB: float64(indexBytes) / 1e6}, nil // less its marker
 }
 
 // kinds counts the keys by kind (the key past forge-remote's prefix, up to
@@ -222,6 +238,9 @@ func (s *redisServer) kinds(ctx context.Context) ([]recordsKind, error) {
 		}
 		fresh := keys[:0]
 		for _, k := range keys {
+			if !strings.HasPrefix(k, redisstore.DefaultPrefix) {
+				continue // the store's own: its key index and the index repair's claim
+			}
 			if _, dup := seen[k]; !dup {
 				seen[k] = struct{}{}
 				fresh = append(fresh, k)
@@ -284,8 +303,12 @@ func (f *redisFigures) lines() []string {
 	}
 	if n := f.records(); n > 0 {
 		over := ((f.UsedMiB-f.EmptyMiB)*(1<<20) - f.dataBytes()) / float64(n)
-		out = append(out, fmt.Sprintf("%d keys (DBSIZE); their keys and values (expiry header and seal included) take %.1f MB, and Redis %.0f B a key besides (what used memory grew by beyond them).",
+		out = append(out, fmt.Sprintf("%d keys (DBSIZE); their keys and values (expiry header and seal included) take %.1f MB, and Redis %.0f B a key besides (what used memory grew by beyond them, the key index included).",
 			f.Keys, f.dataBytes()/1e6, over))
+	}
+	if f.IndexMembers > 0 {
+		out = append(out, fmt.Sprintf("The store's key index (what a Scan reads instead of walking the keyspace): %d members, %.1f MB (MEMORY USAGE), %.0f B a record.",
+			f.IndexMembers, f.IndexMB, f.IndexMB*1e6/float64(f.IndexMembers)))
 	}
 	return out
 }

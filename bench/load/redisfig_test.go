@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/forge-remote/forge-remote/store"
 	redisstore "github.com/forge-remote/forge-remote/store/redis"
 )
@@ -118,6 +120,29 @@ func TestRedisFigures(t *testing.T) {
 	}
 	if f.EmptyMiB <= 0 || f.UsedMiB <= f.EmptyMiB || f.PeakUsedMiB < f.UsedMiB || f.RSSMiB <= 0 || f.PeakRSSMiB <= 0 {
 		t.Errorf("memory figures %+v", f)
+	}
+	if f.IndexMembers != 0 {
+		t.Errorf("%d index members without an index", f.IndexMembers)
+	}
+
+	// The store's key index and its repair's claim are no records: they are
+	// reported apart, the marker not counted.
+	index := []goredis.Z{{Member: ""}}
+	for k := range put {
+		index = append(index, goredis.Z{Member: strings.TrimPrefix(k, p)})
+	}
+	if err := s.c.ZAdd(t.Context(), "index:"+p, index...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.c.Set(t.Context(), "index-claim:"+p, "done", time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if f, err = s.figures(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if f.Keys != 7 || len(f.Kinds) != 3 || f.records() != 5 || f.IndexMembers != 5 || f.IndexMB <= 0 {
+		t.Errorf("with the index: %d keys, %d records in %d kinds, index %d members %.3f MB; want 7 keys, 5 records in 3 kinds, 5 members",
+			f.Keys, f.records(), len(f.Kinds), f.IndexMembers, f.IndexMB)
 	}
 
 	pid := s.cmd.Process.Pid

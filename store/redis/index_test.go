@@ -1,7 +1,9 @@
 package redis_test
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -290,4 +292,59 @@ func scriptCalls(t *testing.T, rc *goredis.Client) int {
 		n += k
 	}
 	return n
+}
+
+// BenchmarkRedisScanOneInstallation is the Scan the hourly jobs run per
+// installation (20 leases) in a database of REDIS_BENCH_KEYS keys (default
+// 100,000; the memory run's 800,000 is the figure in the README): first
+// walking the keyspace, as before the index, then through the index. It
+// logs how long building the index took.
+//
+//	REDIS_BENCH_KEYS=800000 go test -run '^$' -bench RedisScanOneInstallation ./store/redis
+func BenchmarkRedisScanOneInstallation(b *testing.B) {
+	total := 100_000
+	if n, err := strconv.Atoi(os.Getenv("REDIS_BENCH_KEYS")); err == nil && n > 0 {
+		total = n
+	}
+	srv := redistest.Start(b)
+	rc := srv.Client()
+	ctx := context.Background()
+	r := newRedis(b, srv.URL(), redis.Options{Prefix: "bench:", ReindexEvery: -1})
+	raw := append(make([]byte, 8), make([]byte, 150)...) // a record of about a lease's size
+	for start := 0; start < total; start += 10_000 {
+		p := rc.Pipeline()
+		for i := start; i < min(start+10_000, total); i++ {
+			inst := i / 20 // 20 leases an installation
+			p.Set(ctx, fmt.Sprintf("bench:chat/lease/%08x-inst/app/%d", inst, i), raw, 0)
+		}
+		if _, err := p.Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	prefix := fmt.Sprintf("chat/lease/%08x-inst/", total/40)
+	scan := func(b *testing.B) {
+		for b.Loop() {
+			n := 0
+			if err := r.Scan(ctx, prefix, func(string, []byte) error { n++; return nil }); err != nil || n != 20 {
+				b.Fatalf("Scan = %d records, %v; want 20", n, err)
+			}
+		}
+	}
+	b.Run("keyspace", scan)
+	used := func() int64 {
+		m := regexp.MustCompile(`used_memory:(\d+)`).FindStringSubmatch(rc.Info(ctx, "memory").Val())
+		if m == nil {
+			b.Fatal("no used_memory in INFO")
+		}
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		return n
+	}
+	before, start := used(), time.Now()
+	added, _, err := r.Reindex(ctx)
+	if err != nil || added != total {
+		b.Fatalf("Reindex added %d, %v; want %d", added, err, total)
+	}
+	b.Logf("index of %d keys built in %v; used_memory %.1f MB before, %.1f MB after: %.0f B a key",
+		total, time.Since(start), float64(before)/1e6, float64(used())/1e6, float64(used()-before)/float64(total))
+	b.Run("index", scan)
 }
