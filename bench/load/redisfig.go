@@ -205,7 +205,7 @@ func (s *redisServer) figures(ctx context.Context) (*redisFigures, error) {
 	if err != nil {
 		return nil, err
 	}
-	index := "index:" + redisstore.DefaultPrefix
+	index := redisstore.DefaultPrefix + redisstore.IndexName
 	members, err := s.c.ZCard(ctx, index).Result()
 	if err != nil {
 		return nil, fmt.Errorf("redis ZCARD: %w", err)
@@ -238,7 +238,7 @@ func (s *redisServer) kinds(ctx context.Context) ([]recordsKind, error) {
 		}
 		fresh := keys[:0]
 		for _, k := range keys {
-			if !strings.HasPrefix(k, redisstore.DefaultPrefix) {
+			if strings.HasPrefix(k, redisstore.DefaultPrefix+"\x00") {
 				continue // the store's own: its key index and the index repair's claim
 			}
 			if _, dup := seen[k]; !dup {

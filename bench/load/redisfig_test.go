@@ -131,10 +131,10 @@ func TestRedisFigures(t *testing.T) {
 	for k := range put {
 		index = append(index, goredis.Z{Member: strings.TrimPrefix(k, p)})
 	}
-	if err := s.c.ZAdd(t.Context(), "index:"+p, index...).Err(); err != nil {
+	if err := s.c.ZAdd(t.Context(), p+redisstore.IndexName, index...).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.c.Set(t.Context(), "index-claim:"+p, "done", time.Hour).Err(); err != nil {
+	if err := s.c.Set(t.Context(), p+"\x00index-claim", "done", time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if f, err = s.figures(t.Context()); err != nil {

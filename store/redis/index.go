@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -44,6 +45,12 @@ import (
 // not on Redis Cluster.
 
 const (
+	// IndexName is the index's key, after the store's prefix. Keys that
+	// start with NUL are the store's own: writes of such keys are refused,
+	// and a walk of the keyspace passes them by.
+	IndexName = "\x00index"
+	claimName = "\x00index-claim" // the repair's claim, after the prefix
+	reserved  = "\x00"
 	// scanBatch is how many keys a Scan reads per round trip.
 	scanBatch = 500
 	// indexMarker is the member that says the index is complete.
@@ -105,6 +112,14 @@ if cur and redis.call('ZSCORE', KEYS[2], '') then return 0 end
 redis.call('SET', KEYS[1], 'running', 'PX', ARGV[1])
 return 1
 `)
+
+// checkKey is record.CheckWrite, and keeps the store's own names for it.
+func checkKey(key string, ttl time.Duration) error {
+	if strings.HasPrefix(key, reserved) {
+		return fmt.Errorf("store: redis keys that start with NUL are reserved: %q", key)
+	}
+	return record.CheckWrite(key, ttl)
+}
 
 // lexRange returns the ZRANGEBYLEX bounds of the members that start with
 // prefix.
@@ -181,12 +196,14 @@ func (r *Store) Reindex(ctx context.Context) (added, removed int, err error) {
 		if err != nil {
 			return added, removed, r.fail(ctx, op, err)
 		}
-		if len(keys) > 0 {
-			args := make([]any, 0, len(keys)+1)
-			args = append(args, r.prefix)
-			for _, k := range keys {
+		args := make([]any, 0, len(keys)+1)
+		args = append(args, r.prefix)
+		for _, k := range keys {
+			if !strings.HasPrefix(k, r.prefix+reserved) {
 				args = append(args, k)
 			}
+		}
+		if len(args) > 1 {
 			n, err := indexKeysScript.Run(ctx, r.c, []string{r.index}, args...).Int()
 			if err != nil {
 				return added, removed, r.fail(ctx, op, err)

@@ -36,7 +36,7 @@ func scanCalls(t *testing.T, rc *goredis.Client) int {
 // members is the index of the store with prefix, marker left out.
 func members(t *testing.T, rc *goredis.Client, prefix string) []string {
 	t.Helper()
-	ms, err := rc.ZRange(t.Context(), "index:"+prefix, 0, -1).Result()
+	ms, err := rc.ZRange(t.Context(), prefix+redis.IndexName, 0, -1).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func members(t *testing.T, rc *goredis.Client, prefix string) []string {
 
 func hasMarker(t *testing.T, rc *goredis.Client, prefix string) bool {
 	t.Helper()
-	return rc.ZScore(t.Context(), "index:"+prefix, "").Err() == nil
+	return rc.ZScore(t.Context(), prefix+redis.IndexName, "").Err() == nil
 }
 
 // writeAsPreviousVersion stores a record the way the version before the
@@ -235,14 +235,18 @@ func TestRedisIndexLostIsRebuilt(t *testing.T) {
 	srv := redistest.Start(t)
 	rc := srv.Client()
 	r := newRedis(t, srv.URL(), redis.Options{Prefix: "lost:"}) // the repair runs by itself
-	testwait.For(t, "the store to build its index at start", func() bool { return hasMarker(t, rc, "lost:") })
+	testwait.For(t, "the store to build its index at start", func() bool {
+		return hasMarker(t, rc, "lost:") && rc.Get(ctx, "lost:\x00index-claim").Val() == "done"
+	})
 	for i := range 50 {
 		put(t, r, fmt.Sprintf("k/%02d", i), []byte("v"))
 	}
-	if err := rc.Del(ctx, "index:lost:").Err(); err != nil {
+	if err := rc.Del(ctx, "lost:"+redis.IndexName).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if got := scanKeys(t, r, "k/"); len(got) != 50 {
+	// The whole prefix: the walk passes the claim by (no record, and no
+	// error for being none).
+	if got := scanKeys(t, r, ""); len(got) != 50 {
 		t.Fatalf("Scan with the index gone found %d keys; want 50", len(got))
 	}
 	testwait.For(t, "the Scan to have the index rebuilt", func() bool { return hasMarker(t, rc, "lost:") })
@@ -259,7 +263,7 @@ func TestRedisReindexClaimedOnce(t *testing.T) {
 	rc := srv.Client()
 	newRedis(t, srv.URL(), redis.Options{Prefix: "c:"}) // the first replica
 	testwait.For(t, "the first replica's repair", func() bool {
-		return hasMarker(t, rc, "c:") && rc.Get(ctx, "index-claim:c:").Val() == "done"
+		return hasMarker(t, rc, "c:") && rc.Get(ctx, "c:\x00index-claim").Val() == "done"
 	})
 	writeAsPreviousVersion(t, rc, "c:", "orphan", "v")
 	calls, scripts := scanCalls(t, rc), scriptCalls(t, rc)
@@ -267,7 +271,7 @@ func TestRedisReindexClaimedOnce(t *testing.T) {
 	// b's start-up repair runs its claim (one script call); a win would set
 	// the claim to "running" in that same call.
 	testwait.For(t, "the second replica's claim", func() bool { return scriptCalls(t, rc) > scripts })
-	if v := rc.Get(ctx, "index-claim:c:").Val(); v != "done" {
+	if v := rc.Get(ctx, "c:\x00index-claim").Val(); v != "done" {
 		t.Fatalf("claim = %q after the second replica's start; want still done", v)
 	}
 	if n := scanCalls(t, rc) - calls; n != 0 {
@@ -347,4 +351,28 @@ func BenchmarkRedisScanOneInstallation(b *testing.B) {
 	b.Logf("index of %d keys built in %v; used_memory %.1f MB before, %.1f MB after: %.0f B a key",
 		total, time.Since(start), float64(before)/1e6, float64(used())/1e6, float64(used()-before)/float64(total))
 	b.Run("index", scan)
+}
+
+// Keys that start with NUL are the store's own (its index and claim): a
+// write of one is refused and changes nothing.
+func TestRedisReservedKeys(t *testing.T) {
+	ctx := t.Context()
+	srv := redistest.Start(t)
+	rc := srv.Client()
+	r := newRedis(t, srv.URL(), redis.Options{Prefix: "rsv:", ReindexEvery: -1})
+	if _, _, err := r.Reindex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{redis.IndexName, "\x00index-claim", "\x00x"} {
+		if err := r.Put(ctx, key, []byte("v"), 0); err == nil {
+			t.Errorf("Put(%q) succeeded; want refused", key)
+		}
+		err := r.Update(ctx, key, func([]byte, bool) ([]byte, time.Duration, error) { return []byte("v"), 0, nil })
+		if err == nil {
+			t.Errorf("Update(%q) succeeded; want refused", key)
+		}
+	}
+	if typ := rc.Type(ctx, "rsv:"+redis.IndexName).Val(); typ != "zset" || !hasMarker(t, rc, "rsv:") {
+		t.Errorf("index is a %s after the refused writes; want the marked zset", typ)
+	}
 }

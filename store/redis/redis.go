@@ -133,8 +133,9 @@ func Open(ctx context.Context, rawURL string, o Options) (*Store, error) {
 		log = zap.NewNop()
 	}
 	r := &Store{c: goredis.NewClient(opt), prefix: prefix, now: now, log: log, subs: map[int]func(){},
-		// Outside the prefix, so that no Scan of the keyspace meets them.
-		index: "index:" + prefix, claim: "index-claim:" + prefix,
+		// Under the prefix, so that an ACL that confines the app to its
+		// prefix covers them; the NUL keeps them apart from every record.
+		index: prefix + IndexName, claim: prefix + claimName,
 		every: cmp.Or(o.ReindexEvery, reindexEvery), wake: make(chan struct{}, 1)}
 	ictx, cancel := context.WithCancel(context.Background())
 	r.stopIndex = cancel
@@ -202,7 +203,7 @@ func (r *Store) Get(ctx context.Context, key string) ([]byte, error) {
 
 // Put stores value under key, replacing any record and its ttl.
 func (r *Store) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
-	if err := record.CheckWrite(key, ttl); err != nil {
+	if err := checkKey(key, ttl); err != nil {
 		return err
 	}
 	// go-redis sends PX (or EX for whole seconds); 0 means no expiry. The
@@ -252,7 +253,7 @@ return 1
 // Comparing bytes is safe against ABA: a record carries its expiry and, once
 // sealed, a random nonce, so equal bytes mean an unchanged record.
 func (r *Store) Update(ctx context.Context, key string, fn store.UpdateFunc) error {
-	if err := record.CheckWrite(key, 0); err != nil {
+	if err := checkKey(key, 0); err != nil {
 		return err
 	}
 	k := r.prefix + key
@@ -365,7 +366,7 @@ func (r *Store) scanKeyspace(ctx context.Context, prefix string, seen map[string
 			for i, v := range values {
 				raw, ok := v.(string) // nil: deleted since SCAN saw it
 				key, mine := strings.CutPrefix(keys[i], r.prefix)
-				if _, dup := seen[key]; !ok || !mine || dup {
+				if _, dup := seen[key]; !ok || !mine || dup || strings.HasPrefix(key, reserved) {
 					continue
 				}
 				seen[key] = struct{}{}

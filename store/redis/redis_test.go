@@ -294,13 +294,13 @@ func TestOpenRedis(t *testing.T) {
 	var names, sealed, clear strings.Builder
 	for _, k := range keys {
 		switch {
-		case strings.HasPrefix(k, "index:"):
+		case strings.HasSuffix(k, redis.IndexName):
 			members, err := rc.ZRange(ctx, k, 0, -1).Result()
 			if err != nil {
 				t.Fatal(err)
 			}
 			names.WriteString(strings.Join(members, "\n") + "\n")
-		case !strings.HasPrefix(k, "index-claim:"):
+		case !strings.HasSuffix(k, "\x00index-claim"):
 			records = append(records, k)
 		}
 	}
