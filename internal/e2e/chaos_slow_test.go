@@ -156,10 +156,15 @@ func TestChaos(t *testing.T) {
 		return slices.DeleteFunc(slices.Clone(sites), func(s *site) bool { return s.gone })
 	}
 	// nextAppToken is a newer app token for s, which Confluence accepts.
+	// A second apart, so that a site's thousand deliveries stay under the
+	// 4 h the server caps a claimed expiry at (forge.maxLifetime): at a
+	// minute apart they passed it after 60, every later token was capped to
+	// its arrival + 4 h, and two deliveries answered out of order left the
+	// older token held, "not the newest delivered".
 	nextAppToken := func(s *site) (string, time.Time) {
 		s.tokMu.Lock()
 		s.seq++
-		exp := tokenBase.Add(time.Duration(s.seq) * time.Minute)
+		exp := tokenBase.Add(time.Duration(s.seq) * time.Second)
 		s.tokMu.Unlock()
 		tok := conf.IssueAppToken(t, exp)
 		sec.add(tok)
