@@ -75,7 +75,11 @@ func (s *Service) provision(ctx context.Context, r Request, uid string) (int64, 
 	if err != nil {
 		return 0, err
 	}
-	if _, err := s.removeUnleased(ctx, r.CloudID, uid, app.ID, "squatter", nil); err != nil {
+	insts, err := s.installationsOn(ctx, r.CloudID)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := s.removeUnleased(ctx, insts, uid, app.ID, "squatter", nil); err != nil {
 		return 0, err
 	}
 	if err := s.kv.Put(ctx, appKey(r.InstallationID, uid), appRecord{ID: app.ID, UID: uid}.encode(), 0); err != nil {
@@ -87,18 +91,14 @@ func (s *Service) provision(ctx context.Context, r Request, uid string) (int64, 
 }
 
 // removeUnleased removes from app appID every member with no current lease
-// in the store, under any installation on the site cloudID: two Forge
+// in the store under any of insts, the installations on its site: two Forge
 // environments installed on one site share its apps (the uid names the
 // site, not the installation), and one's first provisioning must not drop
 // the other's members. Members are listed before leases are read, and an
 // open writes its lease before adding the member: a member added meanwhile
 // is seen with its lease. report, if set, learns each removal.
-func (s *Service) removeUnleased(ctx context.Context, cloudID, uid string, appID int64, reason string,
+func (s *Service) removeUnleased(ctx context.Context, insts []string, uid string, appID int64, reason string,
 	report func(user string)) (int, error) {
-	insts, err := s.installationsOn(ctx, cloudID)
-	if err != nil {
-		return 0, err
-	}
 	var members []weavy.Member
 	for skip := 0; ; skip += memberPage {
 		page, err := s.w.ListMembers(ctx, appID, skip, memberPage)

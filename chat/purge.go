@@ -36,6 +36,20 @@ func (s *Service) PurgeInstallation(ctx context.Context, inst string) error {
 		return fmt.Errorf("chat: purge: reading the site: %w", err)
 	}
 	dir := DirectoryName(string(cloudID))
+	// Leave the site first: from here on no purge, prune or open of another
+	// installation counts this one as sharing the site's apps, members and
+	// directory. Two installations of a site purged at once each leave
+	// before they look, so the later to look sees neither and removes what
+	// they shared (each looking first, each saw the other and both kept
+	// the directory). The chat/onsite/ record goes before the list, so that
+	// a site listed from those records (installationsOn) cannot list this
+	// one again.
+	if err := s.kv.Delete(ctx, onSiteKey(string(cloudID), inst)); err != nil && !errNotFound(err) {
+		return fmt.Errorf("chat: purge: %w", err)
+	}
+	if err := s.unlistOnSite(ctx, string(cloudID), inst); err != nil {
+		return fmt.Errorf("chat: purge: %w", err)
+	}
 	insts, err := s.installationsOn(ctx, string(cloudID))
 	if err != nil {
 		return fmt.Errorf("chat: purge: %w", err)
@@ -49,21 +63,21 @@ func (s *Service) PurgeInstallation(ctx context.Context, inst string) error {
 		return fmt.Errorf("chat: purge: %w", err)
 	}
 	shared := len(others) > 0
-	errs := []error{s.purgeLeases(ctx, inst)}
-	errs = append(errs, s.purgeApps(ctx, inst, string(cloudID), shared)...)
+	errs := []error{s.purgeLeases(ctx, inst, others)}
+	errs = append(errs, s.purgeApps(ctx, inst, others)...)
 	errs = append(errs, s.purgeDirectory(ctx, inst, string(cloudID), dir, shared)...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("chat: purge: %w", err)
 	}
-	// The site's list first, then the chat/onsite/ record it may be made
-	// from again, then the site record a retry starts from.
-	if err := s.unlistOnSite(ctx, string(cloudID), append(gone, inst)...); err != nil {
-		return fmt.Errorf("chat: purge: %w", err)
-	}
-	for _, k := range []string{onSiteKey(string(cloudID), inst), siteKey(inst)} {
-		if err := s.kv.Delete(ctx, k); err != nil && !errNotFound(err) {
+	// The purged installations still listed, then the site record a retry
+	// starts from.
+	if len(gone) > 0 {
+		if err := s.unlistOnSite(ctx, string(cloudID), gone...); err != nil {
 			return fmt.Errorf("chat: purge: %w", err)
 		}
+	}
+	if err := s.kv.Delete(ctx, siteKey(inst)); err != nil && !errNotFound(err) {
+		return fmt.Errorf("chat: purge: %w", err)
 	}
 	s.ForgetInstallation(inst)
 	s.log.Info("chat: installation's memberships and directory removed", zap.String("installation_id", inst))
@@ -80,9 +94,10 @@ func (s *Service) scanKeys(ctx context.Context, prefix string) (map[string][]byt
 	return out, err
 }
 
-// purgeLeases removes every membership the installation's leases record,
-// purgeParallel at a time.
-func (s *Service) purgeLeases(ctx context.Context, inst string) error {
+// purgeLeases removes every membership the installation's leases record
+// unless one of others (the installations staying on its site) leases it
+// too, purgeParallel at a time.
+func (s *Service) purgeLeases(ctx context.Context, inst string, others []string) error {
 	leases, err := s.scanKeys(ctx, leasesOf(inst))
 	if err != nil {
 		return fmt.Errorf("listing leases: %w", err)
@@ -99,7 +114,7 @@ func (s *Service) purgeLeases(ctx context.Context, inst string) error {
 			defer func() { <-sem }()
 			err := func() error {
 				if l, ok := decodeLease(v); ok {
-					elsewhere, err := s.heldElsewhere(ctx, inst, l.AppUID, l.User, s.now())
+					elsewhere, err := s.leasedOnAny(ctx, others, l.AppUID, l.User, s.now())
 					if err != nil {
 						return err
 					}
@@ -128,7 +143,8 @@ func (s *Service) purgeLeases(ctx context.Context, inst string) error {
 // unless another installation on the site still serves it, removes from each
 // page and space chat every member no installation on the site leases, and
 // forgets the installation's apps.
-func (s *Service) purgeApps(ctx context.Context, inst, cloudID string, shared bool) []error {
+func (s *Service) purgeApps(ctx context.Context, inst string, others []string) []error {
+	shared := len(others) > 0
 	apps, err := s.scanKeys(ctx, appsOf(inst))
 	if err != nil {
 		return []error{fmt.Errorf("listing apps: %w", err)}
@@ -149,7 +165,7 @@ func (s *Service) purgeApps(ctx context.Context, inst, cloudID string, shared bo
 			// expires Lease + leaseMargin after its renewal, and a purge
 			// delayed by a Weavy outage can start after that): every member
 			// no installation on the site still leases goes.
-			if _, err := s.removeUnleased(ctx, cloudID, rec.UID, rec.ID, "uninstall", nil); err != nil {
+			if _, err := s.removeUnleased(ctx, others, rec.UID, rec.ID, "uninstall", nil); err != nil {
 				errs = append(errs, err)
 				continue
 			}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -316,6 +317,44 @@ func siteListUninstall(t *testing.T, f *siteListFixture) {
 	wantNoRecords(t, f.kv, cloud)
 }
 
+// Two installations of one site (two Forge environments) uninstalled at
+// once: instStaging's purge runs whole while inst's is between its look at
+// the site and its end (inside its first Weavy removal). Each saw the other
+// when it looked, so both kept the site's directory for it; now the later
+// to look sees neither, and the directory, the members and the records go.
+func TestSiteListUninstallAtOnce(t *testing.T) {
+	siteListUninstallAtOnce(t, newSiteListFixture(t, nil))
+}
+
+func siteListUninstallAtOnce(t *testing.T, f *siteListFixture) {
+	ctx := context.Background()
+	f.open(t, f.s, f.reqOn(inst, cloud, alice, "1"))
+	f.open(t, f.s, f.reqOn(instStaging, cloud, bob, "1"))
+	var started atomic.Bool
+	var inner error
+	f.weavy.hooks(nil, func(int64, string) {
+		if started.CompareAndSwap(false, true) { // inst's first removal, not the nested purge's
+			inner = f.s.PurgeInstallation(ctx, instStaging)
+		}
+	})
+	if err := f.s.PurgeInstallation(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	if !started.Load() || inner != nil {
+		t.Fatalf("the nested purge of instStaging: ran %v, %v", started.Load(), inner)
+	}
+	if f.wv.Directory(DirectoryName(cloud)) {
+		t.Error("the site's directory outlived both installations, purged at once")
+	}
+	if f.isMember(alice, cloud, "1") || f.isMember(bob, cloud, "1") {
+		t.Errorf("members left: alice %v, bob %v", f.isMember(alice, cloud, "1"), f.isMember(bob, cloud, "1"))
+	}
+	if l, ok := f.siteList(t, cloud); ok {
+		t.Errorf("the list after both uninstalls: %q", l)
+	}
+	wantNoRecords(t, f.kv, cloud)
+}
+
 // An installation the previous version purged (its site and chat/onsite/
 // records gone, its id still in the list this version wrote) shares nothing:
 // the uninstall of the site's last installation deletes its directory and
@@ -373,6 +412,7 @@ func TestSiteListRedis(t *testing.T) {
 		"HealsRecordsOfThePreviousVersion": siteListHealsRecordsOfThePreviousVersion,
 		"ConcurrentInstallations":          siteListConcurrentInstallations, "Uninstall": siteListUninstall,
 		"UninstallDropsPurgedInstallations": siteListUninstallDropsPurgedInstallations,
+		"UninstallAtOnce":                   siteListUninstallAtOnce,
 	} {
 		t.Run(name, func(t *testing.T) {
 			if err := rs.Client().FlushAll(t.Context()).Err(); err != nil {
