@@ -45,9 +45,10 @@ import (
 // not on Redis Cluster.
 
 const (
-	// IndexName is the index's key, after the store's prefix. Keys that
-	// start with NUL are the store's own: writes of such keys are refused,
-	// and a walk of the keyspace passes them by.
+	// IndexName is the index's key, after the store's prefix. Keys with a
+	// NUL are the store's own (another store's too, whose prefix extends
+	// this one's): writes of such keys are refused, deletes are no-ops,
+	// and a walk of the keyspace or of the index passes them by.
 	IndexName = "\x00index"
 	claimName = "\x00index-claim" // the repair's claim, after the prefix
 	reserved  = "\x00"
@@ -102,39 +103,58 @@ end
 return added
 `)
 
+// afterWalk, when set (by a test), runs between Reindex's walk of the
+// keyspace and its marking of the index.
+var afterWalk func()
+
+// markIndexScript writes the marker in the index KEYS[1] if the build's
+// sentinel ARGV[1] is still there, and removes the sentinel. 1: marked.
+var markIndexScript = goredis.NewScript(`
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[1], 0, '')
+return 1
+`)
+
 // claimReindexScript claims the repair for ARGV[1] ms: not while another
-// replica runs one, nor within the hour after one finished unless the index
-// lost its marker since. KEYS: the claim, the index.
+// replica runs one (0), nor within the hour after one finished unless the
+// index lost its marker since (-1). KEYS: the claim, the index. 1: claimed.
 var claimReindexScript = goredis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 if cur == 'running' then return 0 end
-if cur and redis.call('ZSCORE', KEYS[2], '') then return 0 end
+if cur and redis.call('ZSCORE', KEYS[2], '') then return -1 end
 redis.call('SET', KEYS[1], 'running', 'PX', ARGV[1])
 return 1
 `)
 
 // checkKey is record.CheckWrite, and keeps the store's own names for it.
 func checkKey(key string, ttl time.Duration) error {
-	if strings.HasPrefix(key, reserved) {
-		return fmt.Errorf("store: redis keys that start with NUL are reserved: %q", key)
+	if strings.Contains(key, reserved) {
+		return fmt.Errorf("store: redis keys with a NUL are reserved: %q", key)
 	}
 	return record.CheckWrite(key, ttl)
 }
+
+// ours reports whether key (past the prefix) can be a record: no NUL.
+func ours(key string) bool { return !strings.Contains(key, reserved) }
 
 // lexRange returns the ZRANGEBYLEX bounds of the members that start with
 // prefix.
 func lexRange(prefix string) (lo, hi string) {
 	lo = "[" + prefix
 	if prefix == "" {
-		lo = "(" // everything but the marker
+		lo = "[\x01" // no key starts with NUL: not the marker (""), nor a build's sentinel
 	}
 	// The least string above every string that starts with prefix: drop
-	// trailing 0xff bytes and increment the last.
-	p := strings.TrimRight(prefix, "\xff")
-	if p == "" {
+	// trailing 0xff bytes (bytes, not runes: TrimRight would take any byte
+	// that is no UTF-8 for U+FFFD) and increment the last.
+	i := len(prefix)
+	for i > 0 && prefix[i-1] == 0xff {
+		i--
+	}
+	if i == 0 {
 		return lo, "+"
 	}
-	return lo, "(" + p[:len(p)-1] + string([]byte{p[len(p)-1] + 1})
+	return lo, "(" + prefix[:i-1] + string([]byte{prefix[i-1] + 1})
 }
 
 // scanIndex walks the keys under prefix through the index, calling fn for
@@ -160,7 +180,7 @@ func (r *Store) scanIndex(ctx context.Context, prefix string, seen map[string]st
 		for i := 2; i+1 < len(res); i += 2 {
 			key, _ := res[i].(string)
 			raw, _ := res[i+1].(string)
-			if _, dup := seen[key]; dup {
+			if _, dup := seen[key]; dup || !strings.HasPrefix(key, prefix) || !ours(key) {
 				continue
 			}
 			seen[key] = struct{}{}
@@ -189,6 +209,13 @@ func (r *Store) scanIndex(ctx context.Context, prefix string, seen map[string]st
 // Scan finds the index untrusted); it is exported for tests and tools.
 func (r *Store) Reindex(ctx context.Context) (added, removed int, err error) {
 	const op = "reindex"
+	// A member of this build, lost with the index should the index go
+	// during the walk (no key has a NUL, so no Scan meets it).
+	sentinel := reserved + "build:" + strconv.FormatUint(rand.Uint64(), 36)
+	if err := r.c.ZAdd(ctx, r.index, goredis.Z{Member: sentinel}).Err(); err != nil {
+		return 0, 0, r.fail(ctx, op, err)
+	}
+	defer r.c.ZRem(context.WithoutCancel(ctx), r.index, sentinel) // if it failed before marking
 	match := globEscape(r.prefix) + "*"
 	var cursor uint64
 	for {
@@ -199,7 +226,7 @@ func (r *Store) Reindex(ctx context.Context) (added, removed int, err error) {
 		args := make([]any, 0, len(keys)+1)
 		args = append(args, r.prefix)
 		for _, k := range keys {
-			if !strings.HasPrefix(k, r.prefix+reserved) {
+			if ours(strings.TrimPrefix(k, r.prefix)) {
 				args = append(args, k)
 			}
 		}
@@ -215,8 +242,17 @@ func (r *Store) Reindex(ctx context.Context) (added, removed int, err error) {
 		}
 		cursor = next
 	}
-	if err := r.c.ZAdd(ctx, r.index, goredis.Z{Member: indexMarker}).Err(); err != nil {
+	if afterWalk != nil {
+		afterWalk()
+	}
+	// The marker only if the index held through the walk: one lost
+	// meanwhile (evicted, flushed) lost members of keys already walked.
+	marked, err := markIndexScript.Run(ctx, r.c, []string{r.index}, sentinel).Int()
+	if err != nil {
 		return added, removed, r.fail(ctx, op, err)
+	}
+	if marked == 0 {
+		return added, removed, errors.New("store: redis reindex: the index was lost while it was being built")
 	}
 
 	// Members of keys that expired or were deleted by a previous version.
@@ -268,40 +304,47 @@ func (r *Store) reindexLoop(ctx context.Context) {
 		case <-r.wake:
 		}
 		wait := r.every + rand.N(r.every/10+1) // replicas drift apart
-		if err := r.claimedReindex(ctx); err != nil {
+		busy, err := r.claimedReindex(ctx)
+		switch {
+		case err != nil:
 			if ctx.Err() != nil {
 				return
 			}
 			r.log.Warn("store: redis index repair failed; retrying", zap.Error(err))
 			wait = time.Minute
+		case busy:
+			// Another replica repairs; should it die doing so, its claim
+			// lapses after reindexLease, and this one takes over.
+			wait = min(wait, reindexLease+time.Second)
 		}
 		t.Reset(wait)
 	}
 }
 
-// claimedReindex runs Reindex if this replica wins the claim.
-func (r *Store) claimedReindex(ctx context.Context) error {
+// claimedReindex runs Reindex if this replica wins the claim; busy: another
+// replica is running one.
+func (r *Store) claimedReindex(ctx context.Context) (busy bool, err error) {
 	won, err := claimReindexScript.Run(ctx, r.c, []string{r.claim, r.index}, reindexLease.Milliseconds()).Int()
 	if err != nil {
-		return r.fail(ctx, "reindex claim", err)
+		return false, r.fail(ctx, "reindex claim", err)
 	}
-	if won == 0 {
-		return nil
+	if won != 1 {
+		return won == 0, nil
 	}
 	start := time.Now()
 	added, removed, err := r.Reindex(ctx)
 	if err != nil {
 		_ = r.c.Del(context.WithoutCancel(ctx), r.claim).Err() // let another replica try
-		return err
+		return false, err
 	}
 	// The claim now says "done" for most of the period, so that the other
 	// replicas' timers find nothing to do.
 	if err := r.c.Set(ctx, r.claim, "done", r.every*9/10).Err(); err != nil {
-		return r.fail(ctx, "reindex claim", err)
+		return false, r.fail(ctx, "reindex claim", err)
 	}
 	if added > 0 || removed > 0 {
 		r.log.Info("store: redis index repaired", zap.Int("added", added), zap.Int("removed", removed),
 			zap.Duration("took", time.Since(start)))
 	}
-	return nil
+	return false, nil
 }

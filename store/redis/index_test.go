@@ -353,8 +353,9 @@ func BenchmarkRedisScanOneInstallation(b *testing.B) {
 	b.Run("index", scan)
 }
 
-// Keys that start with NUL are the store's own (its index and claim): a
-// write of one is refused and changes nothing.
+// Keys with a NUL are the store's own (its index and claim, or those of a
+// store whose prefix extends this one's): a write of one is refused, a
+// delete is a no-op, and neither changes anything.
 func TestRedisReservedKeys(t *testing.T) {
 	ctx := t.Context()
 	srv := redistest.Start(t)
@@ -363,7 +364,7 @@ func TestRedisReservedKeys(t *testing.T) {
 	if _, _, err := r.Reindex(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{redis.IndexName, "\x00index-claim", "\x00x"} {
+	for _, key := range []string{redis.IndexName, "\x00index-claim", "\x00x", "staging:\x00index-claim"} {
 		if err := r.Put(ctx, key, []byte("v"), 0); err == nil {
 			t.Errorf("Put(%q) succeeded; want refused", key)
 		}
@@ -372,7 +373,59 @@ func TestRedisReservedKeys(t *testing.T) {
 			t.Errorf("Update(%q) succeeded; want refused", key)
 		}
 	}
+	// Deletes of them are no-ops: none can be a record.
+	for _, key := range []string{"", redis.IndexName, "\x00index-claim", "a\x00b"} {
+		if err := r.Delete(ctx, key); err != nil {
+			t.Errorf("Delete(%q) = %v; want a no-op", key, err)
+		}
+	}
 	if typ := rc.Type(ctx, "rsv:"+redis.IndexName).Val(); typ != "zset" || !hasMarker(t, rc, "rsv:") {
-		t.Errorf("index is a %s after the refused writes; want the marked zset", typ)
+		t.Errorf("index is a %s after the refused writes and deletes; want the marked zset", typ)
+	}
+}
+
+// Prefixes with bytes past ASCII are prefixes of bytes, not of runes.
+func TestRedisScanHighBytes(t *testing.T) {
+	srv := redistest.Start(t)
+	r := newRedis(t, srv.URL(), redis.Options{Prefix: "hb:", ReindexEvery: -1})
+	if _, _, err := r.Reindex(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a\xfe", "a\xfe\x01", "a\xff", "a\xff\x01", "a\xff\xff", "\x80", "\xff", "b"} {
+		put(t, r, k, []byte("v"))
+	}
+	for _, tt := range []struct {
+		prefix string
+		want   []string
+	}{
+		{"a\xfe", []string{"a\xfe", "a\xfe\x01"}},
+		{"a\xff", []string{"a\xff", "a\xff\x01", "a\xff\xff"}},
+		{"\x80", []string{"\x80"}},
+		{"\xff", []string{"\xff"}},
+	} {
+		if got := scanKeys(t, r, tt.prefix); !slices.Equal(got, tt.want) {
+			t.Errorf("Scan(%q) = %q; want %q", tt.prefix, got, tt.want)
+		}
+	}
+}
+
+// A store whose prefix extends another's (app: and app:staging:, a
+// misconfiguration, but one the keyspace walk always tolerated): the outer
+// store's build passes the inner's index and claim by, so a Scan of the
+// whole outer prefix does not fail on them.
+func TestRedisNestedPrefixes(t *testing.T) {
+	ctx := t.Context()
+	srv := redistest.Start(t)
+	rc := srv.Client()
+	inner := newRedis(t, srv.URL(), redis.Options{Prefix: "app:staging:"})
+	testwait.For(t, "the inner store's build", func() bool { return rc.Get(ctx, "app:staging:\x00index-claim").Val() == "done" })
+	put(t, inner, "k", []byte("v"))
+	outer := newRedis(t, srv.URL(), redis.Options{Prefix: "app:", ReindexEvery: -1})
+	if _, _, err := outer.Reindex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	put(t, outer, "k", []byte("v"))
+	if got := scanKeys(t, outer, ""); !slices.Equal(got, []string{"k", "staging:k"}) {
+		t.Errorf("outer Scan = %q; want its key and the inner's record, as the keyspace walk saw them", got)
 	}
 }

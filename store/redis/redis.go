@@ -320,6 +320,9 @@ func backoff(ctx context.Context, attempt int) error {
 
 // Delete removes key; a missing key is not an error.
 func (r *Store) Delete(ctx context.Context, key string) error {
+	if key == "" || !ours(key) {
+		return nil // none can exist: writes of them are refused
+	}
 	_, err := r.c.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		p.Del(ctx, r.prefix+key)
 		p.ZRem(ctx, r.index, key)
@@ -366,7 +369,7 @@ func (r *Store) scanKeyspace(ctx context.Context, prefix string, seen map[string
 			for i, v := range values {
 				raw, ok := v.(string) // nil: deleted since SCAN saw it
 				key, mine := strings.CutPrefix(keys[i], r.prefix)
-				if _, dup := seen[key]; !ok || !mine || dup || strings.HasPrefix(key, reserved) {
+				if _, dup := seen[key]; !ok || !mine || dup || !ours(key) {
 					continue
 				}
 				seen[key] = struct{}{}
