@@ -129,6 +129,7 @@ func TestChaos(t *testing.T) {
 		inst, cloud string
 		mu          sync.RWMutex
 		gone        bool
+		ready       bool // its install was answered 200: Forge calls it from then on (guarded by sitesMu)
 
 		tokMu     sync.Mutex
 		seq       int
@@ -153,7 +154,7 @@ func TestChaos(t *testing.T) {
 	live := func() []*site {
 		sitesMu.Lock()
 		defer sitesMu.Unlock()
-		return slices.DeleteFunc(slices.Clone(sites), func(s *site) bool { return s.gone })
+		return slices.DeleteFunc(slices.Clone(sites), func(s *site) bool { return s.gone || !s.ready })
 	}
 	// nextAppToken is a newer app token for s, which Confluence accepts.
 	// A second apart, so that a site's thousand deliveries stay under the
@@ -312,6 +313,9 @@ func TestChaos(t *testing.T) {
 			delivered(s, tok, exp, r, err)
 			if err == nil && r.Status == 200 {
 				installed.Add(1)
+				sitesMu.Lock()
+				s.ready = true // not before: an app-token call would rightly get 404 unknown_installation
+				sitesMu.Unlock()
 				return nil
 			}
 			time.Sleep(500 * time.Millisecond)
