@@ -68,6 +68,9 @@ type purgeRecord struct {
 	LastAttemptAt  time.Time `json:"lastAttemptAt,omitzero"`
 	LastError      string    `json:"lastError,omitempty"`
 	NextAttemptAt  time.Time `json:"nextAttemptAt,omitzero"`
+	// Again counts the passes asked for after the first (PurgeAgain): an
+	// attempt deletes the record only if it is the count it started with.
+	Again int `json:"again,omitempty"`
 }
 
 // Purge is the operator's view of a pending purge (never a token).
@@ -123,7 +126,7 @@ func newPurges(s *Service, o Options) *purges {
 		})),
 		attempts: metrics.MustRegister(s.reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "uninstall_purge_attempts_total",
-			Help: "Uninstall purge attempts on this replica by result (ok, error, canceled, lock_lost).",
+			Help: "Uninstall purge attempts on this replica by result (ok, error, canceled, lock_lost, again).",
 		}, []string{"result"})),
 	}
 	if p.after == nil {
@@ -142,6 +145,11 @@ func (p *purges) wake() {
 	p.mu.Lock()
 	p.wakes++
 	p.mu.Unlock()
+	p.signal()
+}
+
+// signal wakes the loop if it waits (a wake already counted).
+func (p *purges) signal() {
 	select {
 	case p.wakeCh <- struct{}{}:
 	default:
@@ -226,11 +234,17 @@ func (p *purges) scan(ctx context.Context) time.Duration {
 		p.running[inst] = true
 		p.wg.Go(func() {
 			p.attempt(ctx, inst)
-			p.wake()
+			// Out of running and counted as a wake in one step: a wake
+			// before leaving running could be taken by a look that still
+			// saw it running (a pass asked for meanwhile then waited for the
+			// loop's timer), and waitIdle must not find the loop idle in
+			// between.
 			p.mu.Lock()
 			delete(p.running, inst)
+			p.wakes++
 			p.idle.Broadcast()
 			p.mu.Unlock()
+			p.signal()
 		})
 	}
 	return max(next, 0)
@@ -304,6 +318,12 @@ func (p *purges) attempt(ctx context.Context, inst string) {
 	default:
 	}
 	switch {
+	case errors.Is(err, errPurgeAgain):
+		// Done, but another pass was asked for meanwhile: its record,
+		// due now, is found by the rescan this attempt's end wakes.
+		p.attempts.WithLabelValues("again").Inc()
+		log.Info("uninstall purge pass done; another was asked for meanwhile (a write of the installation came late)")
+		return
 	case err == nil:
 		p.attempts.WithLabelValues("ok").Inc()
 		log.Info("uninstall purge done: the installation's Weavy memberships, directory, tokens and records are gone")
@@ -412,6 +432,10 @@ func (s *Service) requestPurge(ctx context.Context, inst, reason string) error {
 // installation's own records, and last the purge record. Every step is
 // idempotent, so a failed or interrupted attempt is simply run again.
 func (s *Service) purgeOnce(ctx context.Context, inst string) error {
+	again, err := s.purgeAgainCount(ctx, inst)
+	if err != nil {
+		return err
+	}
 	if s.purger != nil {
 		if err := s.purger.PurgeInstallation(ctx, inst); err != nil {
 			return err
@@ -420,9 +444,66 @@ func (s *Service) purgeOnce(ctx context.Context, inst string) error {
 	if err := s.purge(ctx, inst); err != nil {
 		return err
 	}
-	if err := s.kv.Delete(ctx, purgeKey(inst)); err != nil && !errors.Is(err, store.ErrNotFound) {
+	// The record goes unless another pass was asked for since this one
+	// read it: what came late may have come after this pass looked.
+	rerun := false
+	err = s.kv.Update(ctx, purgeKey(inst), func(old []byte, exists bool) ([]byte, time.Duration, error) {
+		var r purgeRecord
+		rerun = exists && json.Unmarshal(old, &r) == nil && r.Again != again
+		if !exists || rerun {
+			return nil, 0, store.Keep
+		}
+		return nil, 0, store.Remove
+	})
+	if err != nil {
 		return fmt.Errorf("scheduler: deleting the purge record: %w", err)
 	}
+	if rerun {
+		return errPurgeAgain
+	}
+	return nil
+}
+
+// errPurgeAgain: an attempt finished, and another pass is due.
+var errPurgeAgain = errors.New("scheduler: another purge pass was asked for")
+
+// purgeAgainCount is the Again of inst's purge record (0 if unreadable).
+func (s *Service) purgeAgainCount(ctx context.Context, inst string) (int, error) {
+	v, err := s.kv.Get(ctx, purgeKey(inst))
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("scheduler: reading the purge record: %w", err)
+	}
+	var r purgeRecord
+	_ = json.Unmarshal(v, &r)
+	return r.Again, nil
+}
+
+// PurgeAgain asks for one more pass of inst's uninstall purge: a
+// write made for the installation while it was being uninstalled (a chat
+// open in flight at the uninstall) may have come after the pass that ran or
+// is running looked. A pending purge keeps its progress and back-off; a
+// finished one is stored again, due now. Any replica runs it.
+func (s *Service) PurgeAgain(ctx context.Context, inst string) error {
+	if inst == "" {
+		return errNoInstallation
+	}
+	now := s.now()
+	err := s.kv.Update(ctx, purgeKey(inst), func(old []byte, exists bool) ([]byte, time.Duration, error) {
+		var r purgeRecord
+		if !exists || json.Unmarshal(old, &r) != nil || r.InstallationID == "" {
+			r = purgeRecord{InstallationID: inst, Reason: purgeReasonUninstall, RequestedAt: now, NextAttemptAt: now}
+		}
+		r.Again++ // a pending purge keeps its back-off: Weavy may be why it is pending
+		b, err := json.Marshal(r)
+		return b, 0, err
+	})
+	if err != nil {
+		return fmt.Errorf("scheduler: asking for another purge pass: %w", err)
+	}
+	s.purges.wake()
 	return nil
 }
 

@@ -416,3 +416,126 @@ func TestPurgeLockOfDeadReplicaExpires(t *testing.T) {
 		t.Fatalf("after the lock lapsed: %+v, members %v", list, p.members(cloudA, pageA))
 	}
 }
+
+// A pass of the purge asked for while an attempt runs (PurgeAgain: a write
+// that came late) keeps the record that attempt would have deleted, and
+// another attempt runs; asked for once the purge is done, it stores a purge
+// again.
+func TestPurgeAgain(t *testing.T) {
+	bp := &blockingPurger{entered: make(chan struct{}, 4), release: make(chan struct{}, 4)}
+	p := newPurgeEnv(t, func(o *testOptions) { o.PurgerOn = nil; o.Purger = bp })
+	if err := p.svc.Uninstall(t.Context(), p.inv(instA, cloudA)); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Recv(t, "the first pass to start", bp.entered)
+	if err := p.svc.PurgeAgain(t.Context(), instA); err != nil {
+		t.Fatal(err)
+	}
+	bp.release <- struct{}{}
+	testwait.Recv(t, "a second pass, asked for during the first", bp.entered)
+	bp.release <- struct{}{}
+	p.svc.settle()
+	if list := p.purges(t); len(list) != 0 || bp.runs.Load() != 2 {
+		t.Fatalf("after two passes: pending %+v, %d runs", list, bp.runs.Load())
+	}
+	if got := p.counter(t, "uninstall_purge_attempts_total", map[string]string{"result": "again"}); got != 1 {
+		t.Errorf("again attempts = %v; want 1", got)
+	}
+
+	if err := p.svc.PurgeAgain(t.Context(), instA); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Recv(t, "a third pass, asked for once done", bp.entered)
+	bp.release <- struct{}{}
+	p.svc.settle()
+	if list := p.purges(t); len(list) != 0 || bp.runs.Load() != 3 {
+		t.Fatalf("after the third pass: pending %+v, %d runs", list, bp.runs.Load())
+	}
+}
+
+// lateUninstalls is the chat's view of a Service made after the chat.
+type lateUninstalls struct{ svc *atomic.Pointer[Service] }
+
+func (l lateUninstalls) Uninstalled(ctx context.Context, inst string) (bool, error) {
+	return l.svc.Load().Uninstalled(ctx, inst)
+}
+
+func (l lateUninstalls) PurgeAgain(ctx context.Context, inst string) error {
+	return l.svc.Load().PurgeAgain(ctx, inst)
+}
+
+// gatedWeavy holds the chat's next PutMember, once armed, until released:
+// an open between its lease and its membership.
+type gatedWeavy struct {
+	chat.Weavy
+	armed            atomic.Bool
+	entered, release chan struct{}
+}
+
+func (g *gatedWeavy) PutMember(ctx context.Context, appID int64, user string, access weavy.Access) error {
+	if g.armed.CompareAndSwap(true, false) {
+		g.entered <- struct{}{}
+		<-g.release
+	}
+	return g.Weavy.PutMember(ctx, appID, user, access)
+}
+
+// A chat open in flight at the uninstall: it wrote its lease, then the
+// uninstall's purge ran whole, then it added its member. It finds the
+// tombstone, answers ErrUninstalled and asks for another pass, which removes
+// the member and every record the open wrote. Before, the member stayed in
+// the chat for good (no lease record: no prune; no purge pending).
+func TestOpenRacingItsUninstallLeavesNothing(t *testing.T) {
+	gw := &gatedWeavy{entered: make(chan struct{}), release: make(chan struct{})}
+	var svc atomic.Pointer[Service]
+	var c *chat.Service
+	var b *weavy.Broker
+	p := newPurgeEnv(t, func(o *testOptions) {
+		o.PurgerOn = func(q *Queue) Purger {
+			gw.Weavy = o.Weavy.(*weavy.Client)
+			c = chat.New(gw, o.KV, chat.Options{Now: o.Now, Uninstalls: lateUninstalls{&svc}})
+			b = weavy.NewBroker(o.Weavy.(*weavy.Client), o.KV, weavy.BrokerOptions{Now: o.Now, Observer: q})
+			return joined{c, b}
+		}
+	})
+	p.chat, p.broker = c, b
+	svc.Store(p.svc)
+	ctx := t.Context()
+	p.open(t, instA, cloudA, "ada", pageA)
+
+	gw.armed.Store(true)
+	opened := make(chan error, 1)
+	go func() {
+		_, err := p.chat.Open(ctx, chat.Request{InstallationID: instA, CloudID: cloudA, User: "bob",
+			Target: chat.Target{Kind: chat.KindPage, ID: pageA}, Check: func(context.Context) (bool, error) { return true, nil }})
+		opened <- err
+	}()
+	testwait.Recv(t, "bob's open to reach its membership", gw.entered)
+	if err := p.svc.Uninstall(ctx, p.inv(instA, cloudA)); err != nil {
+		t.Fatal(err)
+	}
+	p.svc.settle()
+	if list := p.purges(t); len(list) != 0 || len(p.members(cloudA, pageA)) != 0 {
+		t.Fatalf("the first pass: pending %+v, members %v", list, p.members(cloudA, pageA))
+	}
+
+	close(gw.release)
+	if err := testwait.Recv(t, "bob's open to end", opened); !errors.Is(err, chat.ErrUninstalled) {
+		t.Fatalf("bob's open = %v; want ErrUninstalled", err)
+	}
+	p.svc.settle()
+	if m := p.members(cloudA, pageA); len(m) != 0 {
+		t.Errorf("members left in the uninstalled site's chat: %v", m)
+	}
+	if p.weavy.Directory(chat.DirectoryName(cloudA)) {
+		t.Error("the uninstalled site's directory is back")
+	}
+	for _, k := range p.keys(t) {
+		if strings.HasPrefix(k, "chat/") && (belongsTo(k, instA) || strings.Contains(k, cloudA)) {
+			t.Errorf("left behind: %s", k)
+		}
+	}
+	if list := p.purges(t); len(list) != 0 {
+		t.Errorf("purges pending: %+v", list)
+	}
+}

@@ -252,6 +252,12 @@ func (s *Queue) unlessUninstalled(inst string, run func(context.Context) error) 
 	}
 }
 
+// Uninstalled reports whether inst was uninstalled (its tombstone, kept 30
+// days, is held): what a write made for an installation checks after it.
+func (s *Queue) Uninstalled(ctx context.Context, inst string) (bool, error) {
+	return s.uninstalled(ctx, inst)
+}
+
 // uninstalled reports whether the installation's uninstall tombstone is held.
 // One sealed under another STORE_KEY still counts: it is there.
 func (s *Queue) uninstalled(ctx context.Context, inst string) (bool, error) {
