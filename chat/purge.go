@@ -28,12 +28,12 @@ func (s *Service) PurgeInstallation(ctx context.Context, inst string) error {
 		return errors.New("chat: purge: empty installation id")
 	}
 	s.ForgetInstallation(inst)
-	cloudID, err := s.kv.Get(ctx, siteKey(inst))
-	if errNotFound(err) {
-		return nil // this installation never opened a chat
-	}
+	cloudID, ok, err := s.purgedSite(ctx, inst)
 	if err != nil {
-		return fmt.Errorf("chat: purge: reading the site: %w", err)
+		return fmt.Errorf("chat: purge: %w", err)
+	}
+	if !ok {
+		return nil // this installation never opened a chat, or all is gone
 	}
 	dir := DirectoryName(string(cloudID))
 	// Leave the site first: from here on no purge, prune or open of another
@@ -82,6 +82,37 @@ func (s *Service) PurgeInstallation(ctx context.Context, inst string) error {
 	s.ForgetInstallation(inst)
 	s.log.Info("chat: installation's memberships and directory removed", zap.String("installation_id", inst))
 	return nil
+}
+
+// purgedSite is the site inst is pinned to: its site record, or, once that
+// is gone (a pass of the purge finished, then an open in flight at the
+// uninstall added its member and recorded its app again for the next pass),
+// the site an app record of inst names. ok is false when there is neither.
+func (s *Service) purgedSite(ctx context.Context, inst string) (cloudID []byte, ok bool, err error) {
+	cloudID, err = s.kv.Get(ctx, siteKey(inst))
+	switch {
+	case err == nil:
+		return cloudID, true, nil
+	case !errNotFound(err):
+		return nil, false, fmt.Errorf("reading the site: %w", err)
+	}
+	errFound := errors.New("found")
+	err = s.kv.Scan(ctx, appsOf(inst), func(_ string, v []byte) error {
+		if rec, ok := decodeApp(v); ok {
+			if c, _, ok := parseAppUID(rec.UID); ok {
+				cloudID = []byte(c)
+				return errFound
+			}
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errFound):
+		return cloudID, true, nil
+	case err != nil:
+		return nil, false, fmt.Errorf("listing apps: %w", err)
+	}
+	return nil, false, nil
 }
 
 // scanKeys lists the keys and values under prefix.

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/forge-remote/forge-remote/internal/ids"
+	"github.com/forge-remote/forge-remote/internal/logctx"
 	"github.com/forge-remote/forge-remote/store"
 	"github.com/forge-remote/forge-remote/weavy"
 )
@@ -55,7 +56,10 @@ type Options struct {
 	// MaxSites bounds the installations' sites and the sites' directories
 	// held in memory, each; 0 (or a negative value) means DefaultMaxSites.
 	// Past it, arbitrary entries go: an evicted one costs store reads.
-	MaxSites   int
+	MaxSites int
+	// Uninstalls, when set (the scheduler), is asked after each open that
+	// wrote records whether the installation was uninstalled meanwhile.
+	Uninstalls Uninstalls
 	Now        func() time.Time // nil: time.Now
 	Logger     *zap.Logger      // nil: no logs
 	Registerer prometheus.Registerer
@@ -110,6 +114,19 @@ type Request struct {
 // target: the open is refused, and a membership the user held is removed.
 var ErrNoAccess = errors.New("chat: the user cannot view this page or space")
 
+// ErrUninstalled is returned by an open of an installation uninstalled
+// while the open ran: what it wrote is left to one more pass of the purge.
+var ErrUninstalled = errors.New("chat: the app was uninstalled from this site")
+
+// Uninstalls is what an open asks of the uninstalls (the scheduler's
+// tombstones and durable purges).
+type Uninstalls interface {
+	// Uninstalled reports whether inst was uninstalled.
+	Uninstalled(ctx context.Context, inst string) (bool, error)
+	// PurgeAgain asks for one more pass of inst's purge.
+	PurgeAgain(ctx context.Context, inst string) error
+}
+
 // Chat is the answer: what the Custom UI mounts.
 type Chat struct {
 	AppID int64
@@ -130,6 +147,7 @@ type Service struct {
 	now        func() time.Time
 	log        *zap.Logger
 	keys       keyer
+	uninstalls Uninstalls // nil: none asked
 
 	// What memory holds, each map bounded (memory.go).
 	mu      sync.RWMutex
@@ -174,6 +192,7 @@ func New(w Weavy, kv store.KV, o Options) *Service {
 		maxUsers:   cmp.Or(max(o.MaxUsers, 0), DefaultMaxUsers),
 		maxSites:   cmp.Or(max(o.MaxSites, 0), DefaultMaxSites),
 		keys:       newKeyer(),
+		uninstalls: o.Uninstalls,
 		members:    make(map[memKey]memberEntry),
 		apps:       make(map[memKey]appEntry),
 		dirs:       make(map[memKey]struct{}),
@@ -350,6 +369,9 @@ func (s *Service) open(ctx context.Context, r Request, k memKey) (int64, error) 
 			result = "joined"
 		}
 	}
+	if err := s.uninstalledMeanwhile(ctx, r, appID); err != nil {
+		return 0, err
+	}
 	s.mu.Lock()
 	e = s.members[k] // the verdict access recorded, if kept
 	e.appID, e.renewed, e.inst = appID, renewed.UnixNano(), s.keys.tag(r.InstallationID)
@@ -357,6 +379,39 @@ func (s *Service) open(ctx context.Context, r Request, k memKey) (int64, error) 
 	s.mu.Unlock()
 	s.opens.WithLabelValues(result).Inc()
 	return appID, nil
+}
+
+// uninstalledMeanwhile is asked once an open has written what it writes
+// (site, app, directory, lease and membership): an uninstall stores its
+// tombstone before its purge looks, and the open looks for the tombstone
+// only after writing, so either the purge saw the writes or the open sees
+// the tombstone. Then the open records its app again (a pass may have
+// deleted the record, and with it the site record, before the open added
+// its member: the app names the site and leads the next pass to the
+// member) and asks for one more pass of the purge. ErrUninstalled then.
+func (s *Service) uninstalledMeanwhile(ctx context.Context, r Request, appID int64) error {
+	if s.uninstalls == nil {
+		return nil
+	}
+	inst := r.InstallationID
+	gone, err := s.uninstalls.Uninstalled(ctx, inst)
+	if err != nil {
+		return fmt.Errorf("chat: open: %w", err)
+	}
+	if !gone {
+		return nil
+	}
+	s.ForgetInstallation(inst)
+	uid := AppUID(r.CloudID, r.Target)
+	if err := s.kv.Put(ctx, appKey(inst, uid), appRecord{ID: appID, UID: uid}.encode(), 0); err != nil {
+		return fmt.Errorf("chat: open: recording the app for the purge: %w", err)
+	}
+	if err := s.uninstalls.PurgeAgain(ctx, inst); err != nil {
+		return fmt.Errorf("chat: open: %w", err)
+	}
+	logctx.Logger(ctx, s.log).Info("chat open of an installation uninstalled meanwhile; its purge runs again",
+		zap.String("installation_id", inst))
+	return ErrUninstalled
 }
 
 // putLocked stores e under k, sweeping first when it is due or when memory

@@ -103,6 +103,8 @@ func classify(err error) (int, string, string) {
 		return http.StatusForbidden, "license_inactive", "the app's licence for this site is not active"
 	case errors.Is(err, chat.ErrNoAccess):
 		return http.StatusForbidden, "no_access", "you can't view this page, so you can't join its chat"
+	case errors.Is(err, chat.ErrUninstalled):
+		return http.StatusGone, "uninstalled", "the app was uninstalled from this site"
 	case errors.Is(err, resolvers.ErrUserTokenMissing):
 		return http.StatusForbidden, "user_token_missing", "the app is misconfigured: its manifest's endpoint module must set auth.appUserToken.enabled: true (with the read:app-user-token scope) so that page access can be checked as the user"
 	case errors.As(err, &cfe) && cfe.Busy():

@@ -86,7 +86,8 @@ func (s *Server) wire(ctx context.Context, o Options) error {
 		s.chat = chat.New(s.weavy, s.kv, chat.Options{
 			Lease: s.cfg.ChatLease, Recheck: s.cfg.ChatRecheck,
 			MaxEntries: s.cfg.ChatCacheEntries, MaxApps: s.cfg.ChatCacheEntries, MaxUsers: s.cfg.ChatCacheEntries,
-			Now: s.now, Logger: s.log.Named("chat"), Registerer: s.registry,
+			Uninstalls: uninstalls{s},
+			Now:        s.now, Logger: s.log.Named("chat"), Registerer: s.registry,
 		})
 		s.access = resolvers.NewAccess(products, resolvers.AccessOptions{
 			Timeout: o.PageCheckTimeout, Logger: s.log.Named("chat"),
@@ -158,6 +159,19 @@ func (s *Server) wire(ctx context.Context, o Options) error {
 
 	s.registerResolvers()
 	return nil
+}
+
+// uninstalls hands the chat the scheduler's tombstones and purges. The
+// scheduler is made after the chat (it purges through it) and before any
+// request is served.
+type uninstalls struct{ s *Server }
+
+func (u uninstalls) Uninstalled(ctx context.Context, inst string) (bool, error) {
+	return u.s.scheduler.Uninstalled(ctx, inst)
+}
+
+func (u uninstalls) PurgeAgain(ctx context.Context, inst string) error {
+	return u.s.scheduler.PurgeAgain(ctx, inst)
 }
 
 // spread is the scheduler's Spread for CONFLUENCE_SPREAD: on, each

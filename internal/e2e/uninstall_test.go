@@ -90,3 +90,33 @@ func TestUninstallDuringWeavyOutageResumesAfterRestart(t *testing.T) {
 		}
 	}
 }
+
+// A FIT minted before an uninstall stays valid for its few minutes, and a
+// chat open made with it after the purge ran writes again (site, app,
+// directory, membership). It finds the tombstone once written: 410
+// uninstalled, and the purge runs once more and leaves nothing of it.
+func TestChatOpenAfterUninstall(t *testing.T) {
+	f := newChatFixture(t, nil)
+	alice, bob := forgetest.AccountID, "5b10ac8d82e05b22cc7d4ef5"
+	uid := pageUID(forgetest.CloudID, pageP)
+	f.openOK(t, f.fit(t, alice, onPage(pageP)))
+	late := f.fit(t, bob, onPage(pageP)) // minted before the uninstall
+
+	fit := forgetest.MintFIT(t, f.key, forgetest.WithNow(f.now), forgetest.WithPrincipal(""))
+	if r := f.ts.post(t, "/triggers/uninstall", fit, nil, `{}`); r.Status != http.StatusOK {
+		t.Fatalf("uninstall: %d %s", r.Status, r.Body)
+	}
+	waitPurged(t, f.ts)
+	if p, _ := f.wv.App(uid); len(p.Members) != 0 || f.wv.Directory(dirS) {
+		t.Fatalf("after the uninstall: members %v, directory %v", p.Members, f.wv.Directory(dirS))
+	}
+
+	r := f.open(t, late, `{}`)
+	if r.Status != http.StatusGone || r.ErrCode != "uninstalled" {
+		t.Fatalf("open with a FIT from before the uninstall: %d %s", r.Status, r.Body)
+	}
+	waitPurged(t, f.ts)
+	if p, _ := f.wv.App(uid); len(p.Members) != 0 || f.wv.Directory(dirS) {
+		t.Fatalf("after the late open: members %v, directory %v", p.Members, f.wv.Directory(dirS))
+	}
+}
