@@ -54,8 +54,6 @@ const (
 	reserved  = "\x00"
 	// scanBatch is how many keys a Scan reads per round trip.
 	scanBatch = 500
-	// indexMarker is the member that says the index is complete.
-	indexMarker = ""
 	// reindexEvery is how often, across replicas, the index is repaired.
 	reindexEvery = time.Hour
 	// reindexLease bounds a repair's claim, should its replica die.
