@@ -17,6 +17,7 @@ export const PLAIN: Readonly<Record<string, string>> = {
     "This app is misconfigured: it may not ask Confluence, as you, whether you can view this page (its manifest lacks appUserToken on the remote's endpoint). Ask a site admin to tell the app's developer.",
   confluence_busy: 'Confluence is busy right now. Try again in a moment.',
   confluence_unavailable: UNAVAILABLE + 'Confluence did not answer when asked whether you can view this page. Try again in a moment.',
+  uninstalled: UNAVAILABLE + 'this app has just been uninstalled from this Confluence site.',
 };
 
 /** Transient-looking answers that trying again cannot fix. */

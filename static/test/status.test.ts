@@ -21,6 +21,7 @@ group('explain', () => {
     ['license_inactive', 403, "Chat is unavailable: this app's licence is not active on this Confluence site. Ask a site admin to renew it."],
     ['no_access', 403, "You can't view this page, so you can't join its chat."],
     ['confluence_busy', 503, 'Confluence is busy right now. Try again in a moment.'],
+    ['uninstalled', 410, 'Chat is unavailable: this app has just been uninstalled from this Confluence site.'],
   ])('gives plain words for %s and keeps the technical line as detail', (code, status, text) => {
     const got = explain(new RemoteError(code, 'server words', status));
     expect(got.text).toBe(text);
@@ -43,7 +44,7 @@ group('explain', () => {
   it('does not treat inherited property names as codes', () => {
     expect(explain(new RemoteError('toString', 'x', 500)).text).toBe('Chat is unavailable: toString — x (HTTP 500)');
     expect(Object.keys(PLAIN).sort()).toEqual(
-      ['anonymous', 'confluence_busy', 'confluence_unavailable', 'license_inactive', 'no_access', 'user_token_missing'].sort(),
+      ['anonymous', 'confluence_busy', 'confluence_unavailable', 'license_inactive', 'no_access', 'uninstalled', 'user_token_missing'].sort(),
     );
   });
 });
@@ -73,6 +74,7 @@ group('canRetry', () => {
     ['no_user', 403],
     ['bad_request', 400],
     ['weavy_not_configured', 503],
+    ['uninstalled', 410],
   ])('offers no retry for %s (HTTP %i)', (code, status) => {
     expect(canRetry(new RemoteError(code, 'x', status))).toBe(false);
   });
