@@ -301,22 +301,30 @@ func (r *Store) reindexLoop(ctx context.Context) {
 		case <-t.C:
 		case <-r.wake:
 		}
-		wait := r.every + rand.N(r.every/10+1) // replicas drift apart
 		busy, err := r.claimedReindex(ctx)
-		switch {
-		case err != nil:
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			r.log.Warn("store: redis index repair failed; retrying", zap.Error(err))
-			wait = time.Minute
-		case busy:
-			// Another replica repairs; should it die doing so, its claim
-			// lapses after reindexLease, and this one takes over.
-			wait = min(wait, reindexLease+time.Second)
 		}
-		t.Reset(wait)
+		t.Reset(r.nextRepair(busy, err))
 	}
+}
+
+// nextRepair is how long the loop waits after a look that found another
+// replica's build running (busy) or failed (err).
+func (r *Store) nextRepair(busy bool, err error) time.Duration {
+	wait := r.every + rand.N(r.every/10+1) // replicas drift apart
+	switch {
+	case err != nil:
+		return time.Minute
+	case busy:
+		// Should that replica die building, its claim lapses after
+		// reindexLease, and this one takes over.
+		return min(wait, reindexLease+time.Second)
+	}
+	return wait
 }
 
 // claimedReindex runs Reindex if this replica wins the claim; busy: another

@@ -2,9 +2,11 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/forge-remote/forge-remote/store/redistest"
 )
@@ -101,5 +103,23 @@ func TestReindexIndexLostDuringTheBuild(t *testing.T) {
 	members := rc.ZRange(ctx, "b:"+IndexName, 0, -1).Val()
 	if !slices.Equal(members, []string{"", "k/1", "k/2", "k/3"}) {
 		t.Errorf("index = %q; want the marker and the 3 keys, no sentinel", members)
+	}
+}
+
+// After its look, the repair loop waits: about its period when all is done,
+// a minute after a failure, and no longer than a claim can live when
+// another replica's build runs (it may die building).
+func TestNextRepair(t *testing.T) {
+	r := &Store{every: time.Hour}
+	for range 100 {
+		if d := r.nextRepair(false, nil); d < time.Hour || d > time.Hour+6*time.Minute {
+			t.Fatalf("after a repair: %v; want an hour and a tenth at most", d)
+		}
+		if d := r.nextRepair(true, nil); d > reindexLease+time.Second {
+			t.Fatalf("with another build running: %v; want at most the claim's %v", d, reindexLease)
+		}
+		if d := r.nextRepair(false, errors.New("down")); d != time.Minute {
+			t.Fatalf("after a failure: %v; want a minute", d)
+		}
 	}
 }
