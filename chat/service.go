@@ -343,6 +343,11 @@ func (s *Service) open(ctx context.Context, r Request, k memKey) (int64, error) 
 		s.opens.WithLabelValues("rechecked").Inc()
 		return e.appID, nil
 	}
+	// Uninstalled already (a FIT minted before the uninstall, valid a few
+	// minutes more): nothing is written, and no purge pass asked for.
+	if gone, err := s.uninstalled(ctx, r.InstallationID); err != nil || gone {
+		return 0, cmp.Or(err, ErrUninstalled)
+	}
 	if err := s.checkSite(ctx, r.InstallationID, r.CloudID); err != nil {
 		return 0, err
 	}
@@ -390,16 +395,10 @@ func (s *Service) open(ctx context.Context, r Request, k memKey) (int64, error) 
 // its member: the app names the site and leads the next pass to the
 // member) and asks for one more pass of the purge. ErrUninstalled then.
 func (s *Service) uninstalledMeanwhile(ctx context.Context, r Request, appID int64) error {
-	if s.uninstalls == nil {
-		return nil
-	}
 	inst := r.InstallationID
-	gone, err := s.uninstalls.Uninstalled(ctx, inst)
-	if err != nil {
-		return fmt.Errorf("chat: open: %w", err)
-	}
-	if !gone {
-		return nil
+	gone, err := s.uninstalled(ctx, inst)
+	if err != nil || !gone {
+		return err
 	}
 	s.ForgetInstallation(inst)
 	uid := AppUID(r.CloudID, r.Target)
@@ -412,6 +411,18 @@ func (s *Service) uninstalledMeanwhile(ctx context.Context, r Request, appID int
 	logctx.Logger(ctx, s.log).Info("chat open of an installation uninstalled meanwhile; its purge runs again",
 		zap.String("installation_id", inst))
 	return ErrUninstalled
+}
+
+// uninstalled asks s.uninstalls (none: false) whether inst was uninstalled.
+func (s *Service) uninstalled(ctx context.Context, inst string) (bool, error) {
+	if s.uninstalls == nil {
+		return false, nil
+	}
+	gone, err := s.uninstalls.Uninstalled(ctx, inst)
+	if err != nil {
+		return false, fmt.Errorf("chat: open: %w", err)
+	}
+	return gone, nil
 }
 
 // putLocked stores e under k, sweeping first when it is due or when memory

@@ -91,10 +91,11 @@ func TestUninstallDuringWeavyOutageResumesAfterRestart(t *testing.T) {
 	}
 }
 
-// A FIT minted before an uninstall stays valid for its few minutes, and a
-// chat open made with it after the purge ran writes again (site, app,
-// directory, membership). It finds the tombstone once written: 410
-// uninstalled, and the purge runs once more and leaves nothing of it.
+// A FIT minted before an uninstall stays valid for its few minutes: a chat
+// open made with it after the uninstall finds the tombstone before it
+// writes and answers 410 uninstalled; nothing of it is left, no member, no
+// directory made again. (An open that was already past that look when the
+// uninstall came is scheduler's TestOpenRacingItsUninstallLeavesNothing.)
 func TestChatOpenAfterUninstall(t *testing.T) {
 	f := newChatFixture(t, nil)
 	alice, bob := forgetest.AccountID, "5b10ac8d82e05b22cc7d4ef5"
