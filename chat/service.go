@@ -57,8 +57,9 @@ type Options struct {
 	// held in memory, each; 0 (or a negative value) means DefaultMaxSites.
 	// Past it, arbitrary entries go: an evicted one costs store reads.
 	MaxSites int
-	// Uninstalls, when set (the scheduler), is asked after each open that
-	// wrote records whether the installation was uninstalled meanwhile.
+	// Uninstalls, when set (the scheduler), is asked by each open that
+	// writes, before and after its writes, whether the installation was
+	// uninstalled (uninstalledMeanwhile says why both).
 	Uninstalls Uninstalls
 	Now        func() time.Time // nil: time.Now
 	Logger     *zap.Logger      // nil: no logs
